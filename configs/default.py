@@ -1,0 +1,138 @@
+"""Every key maskvid knows, with small CPU-sized defaults. Other configs start from this one.
+
+A run is a config file: `python -m maskvid.main --config=configs/X.py --workdir=DIR`.
+Overrides on the command line (`--config.train.steps=10`) must name keys that exist here.
+Workdir layout (each path may be overridden in `paths`):
+  DIR/data      rendered synthetic dataset (ArrayRecord shards per split)
+  DIR/vae       VAE checkpoints and metrics
+  DIR/latents   latent cache (ArrayRecord shards + stats.json)
+  DIR/diffusion transformer checkpoints, metrics, sample completions
+  DIR/eval      evaluation tables, JSON and pictures
+"""
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  # Which job main runs: render | vae | cache | diffusion | eval | demo (all stages in order).
+  c.job = 'diffusion'
+  c.seed = 0
+
+  c.paths = ml_collections.ConfigDict()
+  c.paths.data = ''      # '' -> {workdir}/data
+  c.paths.vae = ''       # '' -> {workdir}/vae
+  c.paths.latents = ''   # '' -> {workdir}/latents
+  c.paths.diffusion = '' # '' -> {workdir}/diffusion
+  c.paths.eval = ''      # '' -> {workdir}/eval
+
+  # Synthetic multi-view dataset (maskvid/data).
+  c.data = ml_collections.ConfigDict()
+  c.data.source = 'synthetic'    # synthetic | video_folder
+  c.data.video_dir = ''          # folder of .mp4 files when source == video_folder
+  c.data.num_frames = 8          # frames per rendered clip
+  c.data.resolution = 32         # rendered H == W
+  c.data.clips = ml_collections.ConfigDict({'train': 256, 'test': 32, 'ood': 32})
+  c.data.num_shards = 4
+  c.data.clip_length = 8         # frames per training example (<= num_frames)
+  c.data.frame_stride = 1
+  c.data.batch_size = 8
+  c.data.shuffle_seed = 0
+  c.data.worker_count = 0        # grain worker processes (0: in-process)
+
+  # Frame VAE (maskvid/vae).
+  c.vae = ml_collections.ConfigDict()
+  c.vae.latent_channels = 4
+  c.vae.base_channels = 32
+  c.vae.channel_multipliers = (1, 2, 2)   # len-1 downsamplings of 2x -> 4x here
+  c.vae.num_res_blocks = 1
+  c.vae.norm_groups = 8
+  c.vae.kl_weight = 1e-6
+  c.vae.perceptual_weight = 0.0           # >0 adds a patch-level gradient (edge) loss
+  c.vae.train = ml_collections.ConfigDict()
+  c.vae.train.steps = 300
+  c.vae.train.batch_size = 16             # frames per step
+  c.vae.train.learning_rate = 1e-3
+  c.vae.train.warmup_steps = 50
+  c.vae.train.log_every = 50
+  c.vae.train.checkpoint_every = 100
+  c.vae.train.eval_every = 0              # 0: eval once at the end
+  c.vae.train.eval_frames = 64
+
+  # Video transformer (maskvid/model).
+  c.model = ml_collections.ConfigDict()
+  c.model.patch_size = (1, 2, 2)          # (t, h, w) in latent units
+  c.model.width = 128
+  c.model.depth = 4
+  c.model.num_heads = 4
+  c.model.mlp_ratio = 4.0
+  c.model.dtype = 'float32'               # compute dtype; params stay float32
+  c.model.remat = 'none'                  # none | full | dots
+  c.model.attention = 'xla'               # xla | cudnn (jax.nn.dot_product_attention implementation)
+
+  # Masked-denoising objective (maskvid/diffusion).
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.time_sampling = 'logit_normal'  # logit_normal | uniform
+  c.diffusion.logit_mean = 0.0
+  c.diffusion.logit_std = 1.0
+  c.diffusion.t_min = 1e-3                  # masked tokens always have t >= t_min > 0
+  c.diffusion.per_token_t = False           # False: masked tokens of a sample share one t
+  c.diffusion.mask_ratio = (0.5, 0.95)
+  c.diffusion.masks = ml_collections.ConfigDict({
+      'random_patches': 0.35, 'first_frame': 0.15, 'endpoints': 0.15,
+      'spacetime_box': 0.15, 'random_frames': 0.15, 'unconditional': 0.05})
+
+  # Training loop (maskvid/train).
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 200
+  c.train.batch_size = 8
+  c.train.learning_rate = 3e-4
+  c.train.warmup_steps = 50
+  c.train.weight_decay = 0.01
+  c.train.grad_clip = 1.0
+  c.train.ema_decay = 0.999
+  c.train.log_every = 25
+  c.train.checkpoint_every = 100
+  c.train.keep_checkpoints = 3
+  c.train.eval_every = 0                    # 0: once at the end
+  c.train.async_checkpoints = True
+
+  # Device mesh and logical-axis rules (MaxText style): logical name -> mesh axis (or None).
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                          # -1: all remaining devices
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.mesh.rules = (
+      ('batch', ('data', 'fsdp')),
+      ('embed', 'fsdp'),
+      ('mlp', 'tensor'),
+      ('heads', 'tensor'),
+      ('kv', None),
+      ('qkv', None),
+      ('patch', None),
+      ('tokens', None),
+  )
+
+  # Sampler (maskvid/sampling).
+  c.sample = ml_collections.ConfigDict()
+  c.sample.num_steps = 25
+  c.sample.solver = 'euler'                 # euler | heun | ancestral
+  c.sample.renoise_at = -1.0                # <0: off; else stochastic-conditioning threshold t
+  c.sample.guidance = 1.0
+  c.sample.num_clips = 4
+
+  # Evaluation (maskvid/eval).
+  c.eval = ml_collections.ConfigDict()
+  c.eval.splits = ('test', 'ood')
+  c.eval.num_clips = 8
+  c.eval.tasks = ('nvs', 'interpolate', 'holes')
+  c.eval.baselines = ('warp_only', 'conditioning', 'replacement', 'ours_no_sc', 'ours')
+  c.eval.lpips_weights = ''                 # local path; '' -> LPIPS skipped
+  c.eval.baseline_steps = -1                # -1: same as train.steps (equal budget)
+
+  # Distributed runtime (maskvid/distributed.py).
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ''    # '' -> auto-detect (Cloud TPU, SLURM) or single process
+  c.distributed.num_processes = -1
+  c.distributed.process_id = -1
+  c.distributed.local_device_ids = ''
+  return c

@@ -1,0 +1,41 @@
+"""Entry point: `python -m maskvid.main --config=configs/X.py --workdir=DIR`.
+
+The config's `job` picks the stage; `demo` runs every stage in order, each skipping work
+that is already done (rendered shards, finished checkpoints, a complete latent cache).
+"""
+import logging as std_logging
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Run config (a configs/*.py file).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for data, checkpoints, metrics and pictures.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+JOBS = ('render', 'vae', 'cache', 'diffusion', 'eval', 'demo')
+
+
+def run_job(config, workdir: str) -> None:
+  """Runs `config.job` in `workdir`. Side effects only at this edge."""
+  job = config.job
+  if job not in JOBS:
+    raise ValueError(f'config.job must be one of {JOBS}, got {job!r}')
+  from maskvid import stages  # pylint: disable=g-import-not-at-top
+  getattr(stages, f'run_{job}')(config, workdir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  std_logging.getLogger('absl').setLevel(std_logging.INFO)
+  logging.set_verbosity(logging.INFO)
+  from maskvid import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(FLAGS.config)
+  run_job(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)
