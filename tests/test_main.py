@@ -1,0 +1,55 @@
+"""The entry point rejects configs it does not understand, with errors that name the problem."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args, timeout=60):
+  return subprocess.run([sys.executable, '-m', 'maskvid.main', *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_unknown_config_key_is_named(tmp_path):
+  proc = run_main('--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.train.stepz=3')
+  assert proc.returncode != 0
+  assert 'stepz' in proc.stderr and 'steps' in proc.stderr
+  assert not any(tmp_path.iterdir()), 'a rejected run must write nothing'
+
+
+def test_unknown_job_is_named(tmp_path):
+  proc = run_main('--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.job=bogus')
+  assert proc.returncode != 0
+  assert "config.job must be one of" in proc.stderr and 'bogus' in proc.stderr
+
+
+def test_missing_config_file_is_named(tmp_path):
+  proc = run_main('--config=configs/does_not_exist.py', f'--workdir={tmp_path}')
+  assert proc.returncode != 0
+  assert 'does_not_exist.py' in proc.stderr
+
+
+@pytest.mark.parametrize('name', ['default', 'demo', 'tiny', 'vae_tiny', 'pretrain'])
+def test_configs_load_and_lock(name):
+  import importlib
+  sys.path.insert(0, ROOT)
+  config = importlib.import_module(f'configs.{name}').get_config()
+  config.lock()
+  with pytest.raises(AttributeError):
+    config.train.not_a_key = 1
+  assert config.job in ('render', 'vae', 'cache', 'diffusion', 'eval', 'demo')
+
+
+def test_stage_dir_override(tmp_path):
+  sys.path.insert(0, ROOT)
+  from configs import default
+  from maskvid.paths import stage_dir
+  config = default.get_config()
+  assert stage_dir(config, str(tmp_path), 'vae') == os.path.join(str(tmp_path), 'vae')
+  config.paths.vae = '/elsewhere/vae'
+  assert stage_dir(config, str(tmp_path), 'vae') == '/elsewhere/vae'
+  with pytest.raises(ValueError, match='stage must be one of'):
+    stage_dir(config, str(tmp_path), 'nope')
