@@ -1,0 +1,160 @@
+"""Forward warping by z-buffered nearest-pixel splatting (numpy, vectorised).
+
+Each source pixel is unprojected with its depth, moved into the target camera and splatted
+onto the nearest target pixel; when several land on one pixel the nearest (smallest z) wins.
+The returned validity mask is False where the warped value should not be trusted:
+  * holes: target pixels that received no splat (disocclusions, out-of-view regions, cracks);
+  * uncertain depth: the winning source pixel sits on a depth discontinuity, i.e. its largest
+    depth difference to a 4-neighbour divided by its depth exceeds `max_rel_depth_gradient`
+    (such pixels straddle foreground and background: colour and depth are mixed), AND that
+    depth ambiguity matters for this camera motion: projecting the pixel with the smallest
+    and largest depth of its 4-neighbourhood lands more than `parallax_tol` pixels apart.
+    So an identity or pure-rotation warp keeps every pixel;
+  * see-through: both neighbours on opposite sides (left/right, up/down or a diagonal pair)
+    hold splats nearer than the winner by more than `occlusion_rel_tol` (relative): background
+    showing through a one-pixel crack of a magnified foreground surface.
+Invalid pixels get `fill`; the caller treats them as unknown.
+"""
+from typing import NamedTuple, Optional
+
+import numpy as np
+from scipy import ndimage
+
+from maskvid.geometry.camera import project, relative_pose, transform_points, unproject
+
+
+class WarpResult(NamedTuple):
+  image: np.ndarray   # [H, W, C] warped values (fill where invalid), dtype of the input
+  mask: np.ndarray    # [H, W] bool, True = valid
+  depth: np.ndarray   # [H, W] float32 z-depth in the target camera (0 where no splat)
+
+
+def depth_edges(depth: np.ndarray, max_rel_depth_gradient: float) -> np.ndarray:
+  """Pixels on depth discontinuities: max |z - z_neighbour| / z over 4-neighbours > threshold.
+
+  depth [H, W] -> bool [H, W]. Both sides of an edge are marked.
+  """
+  z = np.asarray(depth, np.float64)
+  diff = np.zeros_like(z)
+  dy = np.abs(np.diff(z, axis=0))
+  dx = np.abs(np.diff(z, axis=1))
+  diff[1:] = np.maximum(diff[1:], dy)
+  diff[:-1] = np.maximum(diff[:-1], dy)
+  diff[:, 1:] = np.maximum(diff[:, 1:], dx)
+  diff[:, :-1] = np.maximum(diff[:, :-1], dx)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    rel = diff / np.maximum(z, 1e-12)
+  return rel > max_rel_depth_gradient
+
+
+def forward_warp(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
+                 src_world_to_camera: np.ndarray, dst_world_to_camera: np.ndarray, *,
+                 dst_intrinsics: Optional[np.ndarray] = None, out_shape=None,
+                 max_rel_depth_gradient: Optional[float] = 0.1,
+                 occlusion_rel_tol: Optional[float] = 0.1,
+                 parallax_tol: float = 0.5,
+                 fill=0) -> WarpResult:
+  """Warps one frame into another camera.
+
+  Args:
+    image: [H, W, C] (or [H, W]) source values, any dtype.
+    depth: [H, W] z-depth of the source pixels; non-finite or <= 0 means unknown (not splatted).
+    intrinsics: [3, 3] source intrinsics (also the target's unless dst_intrinsics is given).
+    src_world_to_camera, dst_world_to_camera: [4, 4] poses.
+    out_shape: (H', W') of the target image; defaults to the source size.
+    max_rel_depth_gradient: see module docstring; None disables the discontinuity test.
+    occlusion_rel_tol: see module docstring; None disables the see-through test.
+    parallax_tol: pixels; see module docstring.
+    fill: value written where the result is invalid.
+  Returns:
+    WarpResult(image [H', W', C], mask bool [H', W'], depth float32 [H', W']).
+  """
+  img = np.asarray(image)
+  squeeze = img.ndim == 2
+  if squeeze:
+    img = img[..., None]
+  z = np.asarray(depth, np.float64)
+  if img.ndim != 3 or z.shape != img.shape[:2]:
+    raise ValueError(f'image must be [H, W, C] and depth [H, W] of the same H, W; got image '
+                     f'{np.shape(image)}, depth {np.shape(depth)}')
+  h, w = z.shape
+  ho, wo = out_shape if out_shape is not None else (h, w)
+  k_dst = intrinsics if dst_intrinsics is None else dst_intrinsics
+
+  src_ok = np.isfinite(z) & (z > 0)
+  z_safe = np.where(src_ok, z, 1.0)
+  rel = relative_pose(src_world_to_camera, dst_world_to_camera)
+  points = transform_points(rel, unproject(z_safe, intrinsics))
+  uv, zt = project(points, k_dst)
+  uncertain = np.zeros_like(src_ok)
+  if max_rel_depth_gradient is not None:
+    uncertain = depth_edges(np.where(src_ok, z, 0.0), max_rel_depth_gradient) & src_ok
+    if uncertain.any():
+      cross = ndimage.generate_binary_structure(2, 1)
+      z_lo = ndimage.minimum_filter(np.where(src_ok, z, np.inf), footprint=cross, mode='nearest')
+      z_hi = ndimage.maximum_filter(np.where(src_ok, z, -np.inf), footprint=cross, mode='nearest')
+      uv_lo, _ = project(transform_points(rel, unproject(z_lo, intrinsics)), k_dst)
+      uv_hi, _ = project(transform_points(rel, unproject(z_hi, intrinsics)), k_dst)
+      spread = np.linalg.norm(uv_hi - uv_lo, axis=-1)
+      # nan spread: one of the extremes falls behind the camera -> certainly ambiguous.
+      uncertain &= ~(spread <= parallax_tol)
+  with np.errstate(invalid='ignore'):
+    # Pixel j covers [j, j + 1): the nearest pixel centre is floor(u).
+    col = np.floor(uv[..., 0])
+    row = np.floor(uv[..., 1])
+    ok = src_ok & (zt > 1e-9) & (col >= 0) & (col < wo) & (row >= 0) & (row < ho)
+  src_idx = np.flatnonzero(ok)
+  dst_idx = (row.ravel()[src_idx] * wo + col.ravel()[src_idx]).astype(np.int64)
+  zs = zt.ravel()[src_idx]
+  # Sort by target pixel, then depth: the first entry of each run is the z-test winner.
+  order = np.lexsort((zs, dst_idx))
+  dst_sorted = dst_idx[order]
+  first = np.ones(dst_sorted.shape, bool)
+  first[1:] = dst_sorted[1:] != dst_sorted[:-1]
+  win_dst = dst_sorted[first]
+  win_src = src_idx[order][first]
+
+  out_depth = np.zeros(ho * wo, np.float64)
+  out_depth[win_dst] = zs[order][first]
+  hit = np.zeros(ho * wo, bool)
+  hit[win_dst] = True
+  valid = hit.copy()
+  valid[win_dst] &= ~uncertain.ravel()[win_src]
+  out = np.empty((ho * wo, img.shape[-1]), img.dtype)
+  out[...] = fill
+  out[win_dst] = img.reshape(-1, img.shape[-1])[win_src]
+
+  out_depth = out_depth.reshape(ho, wo)
+  hit = hit.reshape(ho, wo)
+  valid = valid.reshape(ho, wo)
+  if occlusion_rel_tol is not None:
+    valid &= ~_see_through(np.where(hit, out_depth, np.inf), occlusion_rel_tol)
+  out = out.reshape(ho, wo, -1)
+  out[~valid] = fill
+  if squeeze:
+    out = out[..., 0]
+  return WarpResult(out, valid, out_depth.astype(np.float32))
+
+
+def _see_through(z: np.ndarray, tol: float) -> np.ndarray:
+  """[H, W] depth (inf = empty) -> pixels flanked on two opposite sides by nearer splats."""
+  h, w = z.shape
+  zp = np.pad(z, 1, constant_values=np.inf)
+  def nb(dy, dx):
+    return zp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+  far = lambda n: np.isfinite(z) & (z > n * (1.0 + tol))
+  out = np.zeros(z.shape, bool)
+  for (ay, ax) in ((0, 1), (1, 0), (1, 1), (1, -1)):
+    out |= far(nb(ay, ax)) & far(nb(-ay, -ax))
+  return out
+
+
+def warp_to_cameras(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
+                    src_world_to_camera: np.ndarray, dst_world_to_camera: np.ndarray,
+                    **kwargs) -> WarpResult:
+  """forward_warp into each of T target cameras [T, 4, 4] -> WarpResult with a leading T axis."""
+  dst = np.asarray(dst_world_to_camera)
+  if dst.ndim != 3 or dst.shape[1:] != (4, 4):
+    raise ValueError(f'dst_world_to_camera must be [T, 4, 4], got shape {dst.shape}')
+  results = [forward_warp(image, depth, intrinsics, src_world_to_camera, d, **kwargs) for d in dst]
+  return WarpResult(*(np.stack(x) for x in zip(*results)))
