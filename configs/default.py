@@ -68,6 +68,10 @@ def get_config():
   c.model.dtype = 'float32'               # compute dtype; params stay float32
   c.model.remat = 'none'                  # none | full | dots
   c.model.attention = 'xla'               # xla | cudnn (jax.nn.dot_product_attention implementation)
+  c.model.qk_norm = True                  # RMS-normalise queries/keys (bf16 stability at width)
+  c.model.input_conditioning = False      # True: known latents + mask as extra input channels
+                                          # (the conditioning baseline; diffusion.objective must
+                                          # then be 'conditioning')
 
   # Masked-denoising objective (maskvid/diffusion).
   c.diffusion = ml_collections.ConfigDict()
@@ -76,6 +80,9 @@ def get_config():
   c.diffusion.logit_std = 1.0
   c.diffusion.t_min = 1e-3                  # masked tokens always have t >= t_min > 0
   c.diffusion.per_token_t = False           # False: masked tokens of a sample share one t
+  # masked (ours: known tokens clean at t=0) | conditioning (baseline: all noised, known latents
+  # as input channels; needs model.input_conditioning) | unconditional (mask ignored).
+  c.diffusion.objective = 'masked'
   c.diffusion.mask_ratio = (0.5, 0.95)
   c.diffusion.masks = ml_collections.ConfigDict({
       'random_patches': 0.35, 'first_frame': 0.15, 'endpoints': 0.15,
