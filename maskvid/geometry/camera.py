@@ -1,6 +1,6 @@
 """Pinhole camera maths in numpy (float64 inside, float32 out where arrays are returned).
 
-Conventions (see package docstring): OpenCV axes, pixel centres at (j + 0.5, i + 0.5), z-depth.
+Conventions (see package docstring): OpenCV axes, pixel centres at (j, i), z-depth.
 A pose is a 4x4 rigid transform; `world_to_camera` maps homogeneous world points into the camera
 frame (X_cam = R X_world + t), `camera_to_world` is its inverse.
 """
@@ -8,11 +8,11 @@ from typing import Tuple
 
 import numpy as np
 
-PIXEL_CENTER = 0.5  # continuous coordinate of the centre of pixel index 0
+PIXEL_CENTER = 0.0  # image coordinate of the centre of pixel index 0 (OpenCV)
 
 
 def intrinsics_from_fov(fov_deg: float, height: int, width: int, *, axis: str = 'x') -> np.ndarray:
-  """3x3 pinhole intrinsics with square pixels and the principal point at the image centre.
+  """3x3 pinhole intrinsics, square pixels, principal point at the image centre ((W-1)/2, (H-1)/2).
 
   fov_deg is the full field of view along `axis` ('x': horizontal, 'y': vertical).
   """
@@ -24,14 +24,21 @@ def intrinsics_from_fov(fov_deg: float, height: int, width: int, *, axis: str = 
     raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
   extent = width if axis == 'x' else height
   f = 0.5 * extent / np.tan(0.5 * np.deg2rad(fov_deg))
-  return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]], np.float32)
+  return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]],
+                  np.float32)
 
 
 def scale_intrinsics(intrinsics: np.ndarray, sy: float, sx: float) -> np.ndarray:
-  """Intrinsics of the same camera after resizing the image by (sy, sx) (corner-aligned)."""
+  """Intrinsics of the same camera after resizing the image by (sy, sx).
+
+  Resizing aligns pixel corners (as cv2/jax.image do), so with centres at integers
+  c' = (c + 0.5) * s - 0.5.
+  """
   k = np.asarray(intrinsics, np.float64).copy()
   k[0] *= sx
   k[1] *= sy
+  k[0, 2] += 0.5 * sx - 0.5
+  k[1, 2] += 0.5 * sy - 0.5
   k[2] = (0.0, 0.0, 1.0)
   return k.astype(np.float32)
 

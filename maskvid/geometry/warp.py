@@ -99,9 +99,9 @@ def forward_warp(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
       # nan spread: one of the extremes falls behind the camera -> certainly ambiguous.
       uncertain &= ~(spread <= parallax_tol)
   with np.errstate(invalid='ignore'):
-    # Pixel j covers [j, j + 1): the nearest pixel centre is floor(u).
-    col = np.floor(uv[..., 0])
-    row = np.floor(uv[..., 1])
+    # Pixel centres sit at integers: the nearest one is floor(u + 0.5).
+    col = np.floor(uv[..., 0] + 0.5)
+    row = np.floor(uv[..., 1] + 0.5)
     ok = src_ok & (zt > 1e-9) & (col >= 0) & (col < wo) & (row >= 0) & (row < ho)
   src_idx = np.flatnonzero(ok)
   dst_idx = (row.ravel()[src_idx] * wo + col.ravel()[src_idx]).astype(np.int64)
