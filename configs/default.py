@@ -136,6 +136,23 @@ def get_config():
   c.eval.lpips_weights = ''                 # local path; '' -> LPIPS skipped
   c.eval.baseline_steps = -1                # -1: same as train.steps (equal budget)
 
+  # Monocular depth network (maskvid/depth): a small conv U-Net trained on the synthetic frames.
+  # `python -m maskvid.depth.train --config=configs/depth_tiny.py --workdir=DIR` -> DIR/depth.
+  c.depth = ml_collections.ConfigDict()
+  c.depth.base_channels = 16
+  c.depth.channel_multipliers = (1, 2, 4)   # one stride-2 level per entry after the first
+  c.depth.norm_groups = 8
+  c.depth.resolution = 32                   # training frames are rendered at this H == W
+  c.depth.train_clips = 64                  # synthetic train clips rendered for depth training
+  c.depth.eval_clips = 8                    # held-out 'test' clips for the final eval
+  c.depth.frames_per_clip = 8
+  c.depth.steps = 300
+  c.depth.batch_size = 16
+  c.depth.learning_rate = 2e-3
+  c.depth.si_lambda = 0.5                   # scale-invariant log loss: mean(d^2) - lambda mean(d)^2
+  c.depth.log_every = 50
+  c.depth.checkpoint_every = 100
+
   # Distributed runtime (maskvid/distributed.py).
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ''    # '' -> auto-detect (Cloud TPU, SLURM) or single process
