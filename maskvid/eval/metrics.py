@@ -1,0 +1,324 @@
+"""Image metrics for evaluation: PSNR / SSIM (whole frame and holes only), LPIPS, Fréchet distance.
+
+Conventions: frames are float in [-1, 1] shaped `[..., H, W, 3]` (any number of leading axes,
+e.g. `[B, T, H, W, 3]`); they are mapped to [0, 1] before PSNR / SSIM so that the dynamic range
+is 1 (what dm_pix assumes). Masks are bool `[..., H, W]` with True = pixel counted ("hole").
+
+* PSNR: `-10 log10(MSE)`, MSE over all pixels and channels of one frame (whole) or over hole
+  pixels only (masked). Identical frames give +inf. Averages over frames skip nothing: callers
+  average per-frame values with `finite_mean`, which clips inf to `PSNR_CAP` so a perfect frame
+  does not make the mean infinite.
+* SSIM: dm_pix SSIM (Gaussian window 11, sigma 1.5, k1 0.01, k2 0.03). Whole-frame SSIM is the
+  standard one (mean of the 'valid' SSIM map). Masked SSIM needs a map aligned with the pixels, so
+  the frame is reflect-padded by half a window first; the full-resolution map is then averaged over
+  hole pixels. For frames smaller than the window the window shrinks to the frame size.
+* LPIPS (Zhang et al. 2018): unit-normalised features from a conv net, squared differences
+  weighted per channel by non-negative 1x1 "lin" layers, spatially averaged and summed over taps.
+  The conv net is a VGG-style stack (3x3 conv + ReLU, 2x2 max-pool between stages) whose layout is
+  read from the weights file, so the real VGG16-LPIPS weights work once exported to a local
+  .npz / .safetensors file (key mapping in `load_lpips`). Nothing is ever downloaded.
+* Fréchet distance: FID formula between Gaussian fits of per-frame features. The features come
+  from `RandomFeatureNet`, a fixed random-init conv net (seed 0); see `frechet_distance_frames`
+  for what this measures and its limits.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from typing import Sequence
+
+from absl import logging
+import dm_pix as pix
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+PSNR_CAP = 100.0   # dB; stands in for +inf (identical frames) when averaging
+
+
+def _to_unit(x):
+  return (jnp.asarray(x, jnp.float32) + 1.0) / 2.0
+
+
+def _check_pair(a, b, name_a='a', name_b='b'):
+  if a.shape != b.shape:
+    raise ValueError(f'{name_a} and {name_b} must have the same shape, got {a.shape} vs {b.shape}')
+  if a.ndim < 3 or a.shape[-1] != 3:
+    raise ValueError(f'{name_a} must be [..., H, W, 3] frames in [-1, 1], got shape {a.shape}')
+
+
+def _check_mask(mask, frames):
+  if tuple(mask.shape) != tuple(frames.shape[:-1]):
+    raise ValueError(f'mask must be bool [..., H, W] matching frames {frames.shape[:-1]}, '
+                     f'got {mask.shape}')
+
+
+def psnr(a, b):
+  """Per-frame PSNR in dB. a, b: [..., H, W, 3] in [-1, 1] -> [...]; identical -> +inf."""
+  _check_pair(a, b)
+  mse = jnp.mean((_to_unit(a) - _to_unit(b)) ** 2, axis=(-3, -2, -1))
+  return -10.0 * jnp.log10(mse)
+
+
+def masked_psnr(a, b, mask):
+  """Per-frame PSNR over mask pixels only (MSE over hole pixels and channels).
+
+  a, b: [..., H, W, 3] in [-1, 1]; mask: bool [..., H, W]. Frames with an empty mask give NaN
+  (excluded by `finite_mean`), identical hole content gives +inf.
+  """
+  _check_pair(a, b)
+  _check_mask(mask, a)
+  w = jnp.asarray(mask, jnp.float32)[..., None]
+  sq = ((_to_unit(a) - _to_unit(b)) ** 2) * w
+  count = jnp.sum(w, axis=(-3, -2, -1)) * a.shape[-1]
+  mse = jnp.sum(sq, axis=(-3, -2, -1)) / jnp.where(count > 0, count, jnp.nan)
+  return -10.0 * jnp.log10(mse)
+
+
+def _flat_frames(x):
+  return x.reshape((-1,) + x.shape[-3:])
+
+
+def _window(h, w):
+  return min(11, h, w)
+
+
+def ssim(a, b):
+  """Per-frame SSIM (standard, 'valid' window map). a, b: [..., H, W, 3] in [-1, 1] -> [...]."""
+  _check_pair(a, b)
+  lead = a.shape[:-3]
+  size = _window(*a.shape[-3:-1])
+  val = pix.ssim(_flat_frames(_to_unit(a)), _flat_frames(_to_unit(b)), max_val=1.0,
+                 filter_size=size)
+  return val.reshape(lead)
+
+
+def ssim_map(a, b):
+  """Full-resolution SSIM map, channel-averaged: [..., H, W, 3] -> [..., H, W].
+
+  Frames are reflect-padded by half a window so every pixel has a full window; this makes the
+  map align with pixel masks (used by `masked_ssim`).
+  """
+  _check_pair(a, b)
+  h, w = a.shape[-3:-1]
+  size = _window(h, w)
+  lo, hi = size // 2, size - 1 - size // 2
+  pad = lambda x: jnp.pad(_flat_frames(_to_unit(x)), ((0, 0), (lo, hi), (lo, hi), (0, 0)),
+                          mode='reflect')
+  m = pix.ssim(pad(a), pad(b), max_val=1.0, filter_size=size, return_map=True)
+  return jnp.mean(m, axis=-1).reshape(a.shape[:-1])
+
+
+def masked_ssim(a, b, mask):
+  """Per-frame SSIM map averaged over mask pixels. mask: bool [..., H, W]; empty mask -> NaN."""
+  _check_mask(mask, a)
+  m = ssim_map(a, b)
+  w = jnp.asarray(mask, jnp.float32)
+  count = jnp.sum(w, axis=(-2, -1))
+  return jnp.sum(m * w, axis=(-2, -1)) / jnp.where(count > 0, count, jnp.nan)
+
+
+def finite_mean(values) -> float:
+  """Mean over all entries, +inf clipped to PSNR_CAP and NaN (empty masks) skipped."""
+  v = np.asarray(values, np.float64).ravel()
+  v = np.where(np.isposinf(v), PSNR_CAP, v)
+  v = v[~np.isnan(v)]
+  return float(v.mean()) if v.size else float('nan')
+
+
+# ----------------------------------------------------------------------------------------------
+# LPIPS
+
+
+class LPIPSFeatures(nn.Module):
+  """VGG-style feature stack. Input [N, H, W, 3] in [-1, 1]; returns one ReLU output per stage.
+
+  stages: per stage, the output channels of its 3x3 convs; a 2x2 max-pool precedes every stage
+  but the first (VGG16 = ((64, 64), (128, 128), (256,) * 3, (512,) * 3, (512,) * 3)).
+  """
+  stages: Sequence[Sequence[int]]
+
+  # LPIPS' fixed input scaling (ImageNet statistics expressed for inputs in [-1, 1]).
+  shift = (-0.030, -0.088, -0.188)
+  scale = (0.458, 0.448, 0.450)
+
+  @nn.compact
+  def __call__(self, x):
+    x = (x - jnp.asarray(self.shift)) / jnp.asarray(self.scale)
+    taps = []
+    for s, channels in enumerate(self.stages):
+      if s > 0:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      for k, c in enumerate(channels):
+        x = nn.relu(nn.Conv(c, (3, 3), padding=1, name=f'conv{s}_{k}')(x))
+      taps.append(x)
+    return taps
+
+
+def _unit_normalize(f, eps=1e-10):
+  return f / (jnp.sqrt(jnp.sum(f ** 2, axis=-1, keepdims=True)) + eps)
+
+
+def lpips_distance(features: LPIPSFeatures, params, lin_weights, a, b):
+  """LPIPS distance per frame. a, b: [..., H, W, 3] in [-1, 1] -> [...].
+
+  lin_weights: list (one per stage) of non-negative channel weights [C_s].
+  """
+  _check_pair(a, b)
+  lead = a.shape[:-3]
+  fa = features.apply(params, _flat_frames(jnp.asarray(a, jnp.float32)))
+  fb = features.apply(params, _flat_frames(jnp.asarray(b, jnp.float32)))
+  total = 0.0
+  for xa, xb, w in zip(fa, fb, lin_weights):
+    d = (_unit_normalize(xa) - _unit_normalize(xb)) ** 2
+    total = total + jnp.mean(jnp.sum(d * w, axis=-1), axis=(1, 2))
+  return total.reshape(lead)
+
+
+class LPIPS:
+  """Callable LPIPS metric built from a local weights file (see `load_lpips`)."""
+
+  def __init__(self, stages, params, lin_weights):
+    self.stages = tuple(tuple(s) for s in stages)
+    self.features = LPIPSFeatures(self.stages)
+    self.params = params
+    self.lin_weights = [jnp.asarray(w, jnp.float32) for w in lin_weights]
+    self._fn = jax.jit(functools.partial(lpips_distance, self.features))
+
+  def __call__(self, a, b):
+    """a, b: [..., H, W, 3] in [-1, 1] -> per-frame LPIPS [...] (0 for identical frames)."""
+    return self._fn(self.params, self.lin_weights, a, b)
+
+
+def _read_tensors(path: str) -> dict[str, np.ndarray]:
+  if path.endswith('.safetensors'):
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    return dict(load_file(path))
+  if path.endswith('.npz'):
+    with np.load(path) as f:
+      return {k: f[k] for k in f.files}
+  raise ValueError(f'lpips weights must be a .npz or .safetensors file, got {path!r}')
+
+
+def load_lpips(path: str) -> LPIPS:
+  """Builds LPIPS from a local .npz / .safetensors file (PyTorch naming, no download).
+
+  Key mapping (the layout of torchvision's `vgg16().features` plus the LPIPS `lin` layers, so an
+  export of those two state dicts into one file loads as is):
+    features.{i}.weight  [O, I, 3, 3] (torch OIHW) -> conv kernel [3, 3, I, O] (HWIO)
+    features.{i}.bias    [O]                       -> conv bias
+    lin{s}.model.1.weight [1, C_s, 1, 1]           -> channel weights of stage s (clipped >= 0)
+  `i` is the module index in the torch Sequential (conv, relu, [pool], conv, ...): consecutive
+  convs 2 indices apart share a stage, a gap of 3 means a max-pool -> new stage. The number of
+  `lin` entries must equal the number of stages (5 for VGG16). Any other keys are ignored.
+  """
+  if not path or not os.path.exists(path):
+    raise FileNotFoundError(f'lpips weights file not found: {path!r} (config.eval.lpips_weights)')
+  tensors = _read_tensors(path)
+  conv_ids = sorted({int(m.group(1)) for k in tensors
+                     for m in [re.fullmatch(r'features\.(\d+)\.weight', k)] if m})
+  if not conv_ids:
+    raise ValueError(f'{path}: no features.<i>.weight keys (expected a VGG-style state dict)')
+  stages, stage_ids = [[]], [[]]
+  for prev, i in zip([None] + conv_ids[:-1], conv_ids):
+    if prev is not None and i - prev > 2:
+      stages.append([])
+      stage_ids.append([])
+    stages[-1].append(int(tensors[f'features.{i}.weight'].shape[0]))
+    stage_ids[-1].append(i)
+  params = {}
+  for s, ids in enumerate(stage_ids):
+    for k, i in enumerate(ids):
+      w = np.asarray(tensors[f'features.{i}.weight'], np.float32)
+      b = np.asarray(tensors.get(f'features.{i}.bias', np.zeros(w.shape[0])), np.float32)
+      params[f'conv{s}_{k}'] = {'kernel': jnp.asarray(w.transpose(2, 3, 1, 0)),
+                                'bias': jnp.asarray(b)}
+  lin = []
+  for s in range(len(stages)):
+    key = f'lin{s}.model.1.weight'
+    if key not in tensors:
+      raise ValueError(f'{path}: missing {key} (one lin layer per stage, {len(stages)} stages)')
+    w = np.asarray(tensors[key], np.float32).reshape(-1)
+    if w.shape[0] != stages[s][-1]:
+      raise ValueError(f'{path}: {key} has {w.shape[0]} channels, stage {s} outputs {stages[s][-1]}')
+    lin.append(np.maximum(w, 0.0))
+  return LPIPS(stages, {'params': params}, lin)
+
+
+def maybe_load_lpips(path: str) -> LPIPS | None:
+  """LPIPS from config.eval.lpips_weights, or None with a logged note when the path is ''."""
+  if not path:
+    logging.info('LPIPS skipped: config.eval.lpips_weights is empty (weights are never downloaded;'
+                 ' export VGG16 + LPIPS lin weights to a local .npz/.safetensors to enable it)')
+    return None
+  return load_lpips(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fréchet distance
+
+
+class RandomFeatureNet(nn.Module):
+  """Fixed random conv net for distribution distances: [N, H, W, 3] -> [N, 2 * width].
+
+  Three stride-2 3x3 convs with leaky ReLU, then spatial mean and standard deviation pooling
+  (first and second order statistics of local structure). Initialised with `FEATURE_SEED`.
+  """
+  width: int = 16
+
+  @nn.compact
+  def __call__(self, x):
+    for c in (self.width // 2, self.width, self.width):
+      x = nn.leaky_relu(nn.Conv(c, (3, 3), strides=2, padding=1)(x), 0.2)
+    return jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.std(x, axis=(1, 2))], axis=-1)
+
+
+FEATURE_SEED = 0
+
+
+@functools.lru_cache(maxsize=4)
+def _feature_fn(width: int):
+  net = RandomFeatureNet(width)
+  params = net.init(jax.random.PRNGKey(FEATURE_SEED), jnp.zeros((1, 32, 32, 3)))
+  return jax.jit(lambda x: net.apply(params, x))
+
+
+def frame_features(frames, width: int = 16) -> np.ndarray:
+  """Features of every frame: [..., H, W, 3] in [-1, 1] -> [N, 2 * width] (float64 numpy)."""
+  x = _flat_frames(jnp.asarray(frames, jnp.float32))
+  return np.asarray(_feature_fn(width)(x), np.float64)
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+  """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between Gaussian fits of [N, D] features.
+
+  Needs N >= 2 in each set; with N <= D the covariances are rank deficient, which the matrix
+  square root tolerates (the imaginary round-off is dropped) but makes the value noisy.
+  """
+  a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+  if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
+    raise ValueError(f'features must be [N>=2, D] with equal D, got {a.shape} and {b.shape}')
+  mu_a, mu_b = a.mean(0), b.mean(0)
+  cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+  covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
+  if not np.all(np.isfinite(covmean)):
+    eps = 1e-6 * np.eye(a.shape[1])
+    covmean = scipy.linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+  covmean = np.real(covmean)
+  value = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * covmean)
+  return float(max(value, 0.0))
+
+
+def frechet_distance_frames(real, fake, width: int = 16) -> float:
+  """Fréchet distance between per-frame RandomFeatureNet features of two frame sets.
+
+  What it measures: whether generated frames have the same distribution of local colour/edge
+  statistics as real ones (blur, colour shifts, artefacts move it). Limits: the net is random,
+  not trained for perception, so it is blind to semantic errors and only comparable between
+  methods on the same frames with the same `width` and sample count; with the few clips of a
+  small eval (N frames ~ feature dim) the estimate is biased and noisy.
+  """
+  return frechet_distance(frame_features(real, width), frame_features(fake, width))
