@@ -1,0 +1,123 @@
+"""Baselines for the evaluation: warp-only hole filling and two sampler variants.
+
+* `nearest_fill`: the warp-only baseline's hole filler. Every invalid pixel takes the colour of
+  the nearest valid pixel of the same frame (Euclidean distance transform, scipy).
+* `replacement_complete`: the guidance/replacement baseline. The model is trained without masks
+  (config.diffusion.objective = 'unconditional': every token shares one t). At sampling all tokens
+  sit at the grid level t, and after every step (to level s) the known tokens are overwritten by
+  the known latents forward-noised to s with fresh noise, `(1 - s) known + s z` (the "replacement"
+  method of Song et al. 2021 / Ho et al. 2022, video diffusion). After the last step (t = 0) the
+  known tokens equal `known` exactly.
+* `conditioning_complete`: the conditioning baseline's sampler. The model takes the known latents
+  and mask as extra input channels (config.model.input_conditioning) and all tokens of x_t share
+  the grid t; the known tokens are pasted back at the end (the model is only supervised on
+  unknown tokens, so its output there is not meaningful).
+
+Both samplers are pure, `jax.jit`-compiled with the static options, and run one `lax.scan` of
+Euler steps over the uniform grid `linspace(1, 0, num_steps + 1)` (the same grid and solver as
+`maskvid.sampling.sampler.complete` with solver='euler'), so equal step counts mean equal compute.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from scipy import ndimage
+
+
+def nearest_fill(frames: np.ndarray, valid: np.ndarray, empty_value=0.0) -> np.ndarray:
+  """Fills invalid pixels with the nearest valid pixel of the same frame.
+
+  frames: [..., H, W, C]; valid: bool [..., H, W] (True = trusted pixel). A frame without any
+  valid pixel is filled with `empty_value`. Returns an array like `frames`; valid pixels unchanged.
+  """
+  frames = np.asarray(frames)
+  valid = np.asarray(valid, bool)
+  if valid.shape != frames.shape[:-1]:
+    raise ValueError(f'valid must be bool [..., H, W] = {frames.shape[:-1]}, got {valid.shape}')
+  h, w, c = frames.shape[-3:]
+  flat = frames.reshape(-1, h, w, c)
+  flat_valid = valid.reshape(-1, h, w)
+  out = np.empty_like(flat)
+  for n in range(flat.shape[0]):
+    if flat_valid[n].all():
+      out[n] = flat[n]
+    elif not flat_valid[n].any():
+      out[n] = empty_value
+    else:
+      _, (iy, ix) = ndimage.distance_transform_edt(~flat_valid[n], return_indices=True)
+      out[n] = flat[n][iy, ix]
+  return out.reshape(frames.shape)
+
+
+def _check(known, known_mask, num_steps):
+  if getattr(known, 'ndim', None) != 5:
+    raise ValueError(f'known must be latents [B, T, h, w, c], got shape {getattr(known, "shape", None)}')
+  if getattr(known_mask, 'shape', None) != known.shape[:-1] or known_mask.dtype != jnp.bool_:
+    raise ValueError(f'known_mask must be bool [B, T, h, w] = {known.shape[:-1]}, got '
+                     f'{getattr(known_mask, "shape", None)} {getattr(known_mask, "dtype", None)}')
+  if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+    raise ValueError(f'num_steps must be a positive int, got {num_steps!r}')
+
+
+def _grid(num_steps):
+  return jnp.asarray(np.linspace(1.0, 0.0, num_steps + 1, dtype=np.float32))
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'num_steps', 'return_trajectory'))
+def replacement_complete(apply_fn, params, known, known_mask, rng, *, num_steps: int,
+                         return_trajectory: bool = False):
+  """Replacement sampling with an unconditional model.
+
+  Args:
+    apply_fn: `apply_fn(params, x_t [B,T,h,w,c], t [B,T,h,w]) -> v` (unconditional model).
+    known: float [B, T, h, w, c] latents; known_mask: bool [B, T, h, w] (True = known).
+    rng: PRNG key. num_steps: Euler steps from t = 1 to 0.
+    return_trajectory: also return the states after each step [num_steps, B, T, h, w, c].
+  Returns:
+    latents [B, T, h, w, c] (known tokens equal `known`), or (latents, trajectory).
+  """
+  _check(known, known_mask, num_steps)
+  grid = _grid(num_steps)
+  m = known_mask[..., None]
+  k0, k1 = jax.random.split(rng)
+  x = jax.random.normal(k0, known.shape, known.dtype)
+  keys = jax.random.split(k1, num_steps)
+
+  def step(x, inputs):
+    t, s, key = inputs
+    v = apply_fn(params, x, jnp.full(known.shape[:-1], t, jnp.float32)).astype(known.dtype)
+    x = x - (t - s) * v
+    # Known tokens take their forward-noised values at the new level s with fresh noise, so the
+    # next call sees them on the noising path at its t (exactly `known` at s = 0). At t = 1 the
+    # initial pure noise already is that path.
+    z = jax.random.normal(key, known.shape, known.dtype)
+    x = jnp.where(m, (1.0 - s) * known + s * z, x)
+    return x, (x if return_trajectory else None)
+
+  x, traj = lax.scan(step, x, (grid[:-1], grid[1:], keys))
+  return (x, traj) if return_trajectory else x
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'num_steps'))
+def conditioning_complete(apply_fn, params, known, known_mask, rng, *, num_steps: int):
+  """Euler sampling of an input-conditioned model (known latents + mask as channels).
+
+  apply_fn: `apply_fn(params, x_t, t, cond_latents, cond_mask) -> v`. Shapes as in
+  `replacement_complete`. Returns latents [B, T, h, w, c] with known tokens pasted back.
+  """
+  _check(known, known_mask, num_steps)
+  grid = _grid(num_steps)
+  cond = jnp.where(known_mask[..., None], known, 0.0)
+  x = jax.random.normal(rng, known.shape, known.dtype)
+
+  def step(x, inputs):
+    t, s = inputs
+    v = apply_fn(params, x, jnp.full(known.shape[:-1], t, jnp.float32), cond, known_mask)
+    return x - (t - s) * v.astype(known.dtype), None
+
+  x, _ = lax.scan(step, x, (grid[:-1], grid[1:]))
+  return jnp.where(known_mask[..., None], known, x)
