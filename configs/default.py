@@ -135,15 +135,15 @@ def get_config():
   c.eval.baselines = ('warp_only', 'conditioning', 'replacement', 'ours_no_sc', 'ours')
   c.eval.lpips_weights = ''                 # local path; '' -> LPIPS skipped
   c.eval.baseline_steps = -1                # -1: same as train.steps (equal budget)
+  c.eval.batch_size = 8                     # clips per sampler call
+  c.eval.renoise_at = 0.3                   # 'ours' stochastic conditioning when sample.renoise_at < 0
+  c.eval.renoise_tasks = ('nvs',)           # tasks where 'ours' re-noises (elsewhere = ours_no_sc)
+  c.eval.hole_coverage = (0.4, 0.7)         # 'holes' task: fraction of each frame removed
 
   # Monocular depth network (maskvid/depth): a small conv U-Net trained on the synthetic frames.
   # `python -m maskvid.depth.train --config=configs/depth_tiny.py --workdir=DIR` -> DIR/depth.
   c.depth = ml_collections.ConfigDict()
   c.depth.base_channels = 16
-  c.eval.batch_size = 8                     # clips per sampler call
-  c.eval.renoise_at = 0.3                   # 'ours' stochastic conditioning when sample.renoise_at < 0
-  c.eval.renoise_tasks = ('nvs',)           # tasks where 'ours' re-noises (elsewhere = ours_no_sc)
-  c.eval.hole_coverage = (0.4, 0.7)         # 'holes' task: fraction of each frame removed
   c.depth.channel_multipliers = (1, 2, 4)   # one stride-2 level per entry after the first
   c.depth.norm_groups = 8
   c.depth.resolution = 32                   # training frames are rendered at this H == W
