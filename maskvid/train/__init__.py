@@ -1,0 +1,1 @@
+"""Training: mesh and sharding, train state, the pure train step, checkpoints, the loop."""

@@ -1,0 +1,100 @@
+"""Orbax checkpoints of the whole TrainState in `{diffusion_dir}/checkpoints/<step>`.
+
+Saves are atomic (orbax writes a temporary dir and renames it), optionally asynchronous
+(config.train.async_checkpoints) and keep the newest config.train.keep_checkpoints. Restoring
+uses the Trainer's abstract state, so arrays come back with this run's mesh shardings even if
+the checkpoint was written under another mesh.
+"""
+import copy
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+
+CHECKPOINT_SUBDIR = 'checkpoints'
+
+
+def checkpoint_dir(diffusion_dir: str) -> str:
+  return os.path.join(os.path.abspath(diffusion_dir), CHECKPOINT_SUBDIR)
+
+
+def make_manager(diffusion_dir: str, config, read_only: bool = False) -> ocp.CheckpointManager:
+  """CheckpointManager keeping config.train.keep_checkpoints steps (async per config)."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=int(config.train.keep_checkpoints) if config.train.keep_checkpoints > 0 else None,
+      enable_async_checkpointing=bool(config.train.async_checkpoints) and not read_only,
+      create=not read_only, read_only=read_only)
+  return ocp.CheckpointManager(checkpoint_dir(diffusion_dir), options=options)
+
+
+def save(manager: ocp.CheckpointManager, state, force: bool = False) -> bool:
+  """Saves `state` under its step; returns whether a save was started."""
+  step = int(jax.device_get(state.step))
+  if step in manager.all_steps():
+    return False
+  return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                      force=force)
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state) -> Any | None:
+  """The newest checkpoint restored onto `abstract_state`'s shardings, or None if there is none."""
+  step = manager.latest_step()
+  if step is None:
+    return None
+  logging.info('restoring checkpoint step %d from %s', step, manager.directory)
+  restored = manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+  return restored['state']
+
+
+def _tuples(value):
+  # JSON turns tuples into lists; configs use tuples (patch_size, mesh rules, ...).
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def config_from_json(path: str) -> ml_collections.ConfigDict:
+  """Rebuilds the run config written by a stage (`config.to_json_best_effort()`)."""
+  with open(path) as f:
+    return ml_collections.ConfigDict(_tuples(json.load(f)))
+
+
+def load_for_inference(diffusion_dir: str):
+  """(config, module, ema_params) from a diffusion stage dir alone.
+
+  The config comes from `diffusion_dir/config.json`, the module from `build_model(config)`,
+  and the EMA params from the newest checkpoint, placed on a single device.
+  Raises FileNotFoundError naming the directory when the config or a checkpoint is missing.
+  """
+  from maskvid.train import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from maskvid.train import step as step_lib  # pylint: disable=g-import-not-at-top
+
+  config_path = os.path.join(diffusion_dir, 'config.json')
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(
+        f'No diffusion run in {diffusion_dir!r}: {config_path} is missing. Train one with '
+        '`python -m maskvid.main --config=configs/tiny.py --workdir=DIR` (job=diffusion).')
+  config = config_from_json(config_path)
+  ckpt_dir = checkpoint_dir(diffusion_dir)
+  if not os.path.isdir(ckpt_dir):
+    raise FileNotFoundError(f'No checkpoints in {diffusion_dir!r} ({ckpt_dir} is missing): '
+                            'train the diffusion stage first.')
+  manager = make_manager(diffusion_dir, config, read_only=True)
+  if manager.latest_step() is None:
+    raise FileNotFoundError(f'No finished checkpoint in {ckpt_dir!r}: train the diffusion stage '
+                            'first (or wait for it to write one).')
+  # One device, any batch size: inference does not need the training mesh.
+  local = copy.deepcopy(config)
+  local.mesh.data, local.mesh.fsdp, local.mesh.tensor = 1, 1, 1
+  mesh = sharding_lib.make_mesh(local.mesh, devices=jax.devices()[:1])
+  trainer = step_lib.Trainer(local, mesh=mesh)
+  state = restore_latest(manager, trainer.abstract_state)
+  manager.close()
+  return config, trainer.module, state.ema_params

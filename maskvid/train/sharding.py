@@ -1,0 +1,94 @@
+"""Device mesh and logical-axis sharding (MaxText style: the rules live in config.mesh).
+
+One mesh with axes ('data', 'fsdp', 'tensor') and Auto axis types, so GSPMD propagates
+shardings from the logical annotations on the parameters (Explicit axis types would demand
+`out_sharding` on every contraction over a sharded dim). The batch dim is split over
+('data', 'fsdp'); parameters are split by the rules table, e.g. embed -> fsdp, mlp -> tensor.
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+BATCH_AXES = ('data', 'fsdp')
+
+
+def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
+  """Resolves config.mesh.{data,fsdp,tensor} (one of them may be -1 = remaining devices)."""
+  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  free = [i for i, s in enumerate(sizes) if s == -1]
+  if len(free) > 1:
+    raise ValueError(f'config.mesh: at most one of {MESH_AXES} may be -1, got {sizes}')
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f'config.mesh sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}')
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if free:
+    if num_devices % known:
+      raise ValueError(f'config.mesh {dict(zip(MESH_AXES, sizes))}: {num_devices} devices are '
+                       f'not divisible by the fixed axes (product {known})')
+    sizes[free[0]] = num_devices // known
+  if int(np.prod(sizes)) != num_devices:
+    raise ValueError(f'config.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} '
+                     f'devices but {num_devices} are available')
+  return tuple(sizes)
+
+
+def make_mesh(mesh_config, devices: Sequence[Any] | None = None) -> Mesh:
+  """Mesh with axes ('data', 'fsdp', 'tensor'), Auto axis types, from config.mesh."""
+  devices = list(jax.devices()) if devices is None else list(devices)
+  shape = mesh_shape(mesh_config, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3,
+                       devices=devices)
+
+
+def logical_rules(mesh_config) -> tuple[tuple[str, Any], ...]:
+  """config.mesh.rules as hashable tuples (JSON round trips turn tuples into lists)."""
+  rules = []
+  for rule in mesh_config.rules:
+    name, target = rule
+    if isinstance(target, list):
+      target = tuple(target)
+    if target is not None and not isinstance(target, (str, tuple)):
+      raise ValueError(f'config.mesh.rules: target for {name!r} must be a mesh axis name, a '
+                       f'tuple of them or None, got {target!r}')
+    for axis in (target if isinstance(target, tuple) else (target,)):
+      if axis is not None and axis not in MESH_AXES:
+        raise ValueError(f'config.mesh.rules: {name!r} -> {axis!r} is not one of {MESH_AXES}')
+    rules.append((str(name), target))
+  return tuple(rules)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dim split over ('data', 'fsdp'); every other dim replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def tree_shardings(abstract_tree, mesh: Mesh, rules) -> Any:
+  """NamedShardings for a (possibly nn.Partitioned-boxed) abstract pytree.
+
+  Boxed leaves are mapped through the logical rules; plain leaves (step, RNG key, optimizer
+  counters) are replicated. The result has the structure of the *unboxed* tree.
+  """
+  specs = nn.get_partition_spec(abstract_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def batch_divisor(mesh: Mesh) -> int:
+  """The global batch size must be a multiple of this (the batch axes' device count)."""
+  return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+
+
+def put_batch(batch: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """Host-local batch [B_local, ...] -> global jax.Array sharded over the batch axes.
+
+  Single process: B_local is the global batch. Multi-process: each process passes its own
+  slice (grain shards by process) and the global batch is the concatenation.
+  """
+  return jax.make_array_from_process_local_data(sharding, np.asarray(batch))

@@ -1,0 +1,174 @@
+"""The pure train step and the jitted, sharded wrapper around it (`Trainer`).
+
+`train_step(state, batch_latents, *, apply_fn, tx, config)` is pure: it samples a known-mask
+and (inside the loss) per-token noise levels from `fold_in(state.rng, state.step)`, takes one
+AdamW step on the masked flow-matching loss and updates the EMA. `Trainer` builds the model,
+the optimizer, the mesh shardings of the state (from the params' logical axis names and
+config.mesh.rules), and jits init and step with explicit in/out shardings.
+"""
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from maskvid.train import sharding as sharding_lib
+from maskvid.train import state as state_lib
+
+
+def expected_latent_shape(config) -> tuple[int, int, int, int]:
+  """(T, h, w, c) of one training example: clip_length frames of the VAE latent grid."""
+  from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
+  return tuple(model_lib.latent_grid(config))
+
+
+def validate_batch(batch_latents, expected: tuple[int, ...]) -> None:
+  """Raises a ValueError naming the expected [B, T, h, w, c] shape when the batch differs."""
+  shape = tuple(np.shape(batch_latents))
+  if shape != tuple(expected):
+    names = 'B, T, h, w, c'
+    raise ValueError(
+        f'batch_latents must have shape [{names}] = {list(expected)} (B = config.train.batch_size '
+        f'per process, T = config.data.clip_length, (h, w) = config.data.resolution / VAE '
+        f'downsampling, c = config.vae.latent_channels), got {list(shape)}')
+  dtype = np.asarray(batch_latents).dtype if not hasattr(batch_latents, 'dtype') else batch_latents.dtype
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f'batch_latents must be floating point latents, got dtype {dtype}')
+
+
+def train_step(state: state_lib.TrainState, batch_latents: jax.Array, *, apply_fn: Callable,
+               tx: optax.GradientTransformation, config) -> tuple[state_lib.TrainState, dict]:
+  """One optimizer step on clean normalised latents `batch_latents` [B, T, h, w, c].
+
+  Returns the new state and scalar metrics (loss, grad_norm, learning_rate, ema_decay,
+  known_fraction plus whatever the loss reports).
+  """
+  from maskvid.diffusion import loss as loss_lib  # pylint: disable=g-import-not-at-top
+  from maskvid.diffusion import masks as masks_lib  # pylint: disable=g-import-not-at-top
+
+  b, t, h, w, _ = batch_latents.shape
+  rng = jax.random.fold_in(state.rng, state.step)
+  mask_rng, loss_rng = jax.random.split(rng)
+  known_mask = masks_lib.sample_known_mask(mask_rng, b, (t, h, w), tuple(config.model.patch_size),
+                                           config.diffusion)
+
+  def loss_fn(params):
+    return loss_lib.masked_flow_loss(apply_fn, params, batch_latents, known_mask, loss_rng,
+                                     config.diffusion, patch_size=tuple(config.model.patch_size))
+
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  decay = state_lib.ema_decay_at(state.step, config.train.ema_decay)
+  ema_params = state_lib.ema_update(state.ema_params, params, decay)
+  metrics = {k: jnp.asarray(v, jnp.float32) for k, v in dict(aux).items()
+             if jnp.ndim(v) == 0}
+  metrics.update(
+      loss=loss.astype(jnp.float32),
+      grad_norm=optax.global_norm(grads),
+      param_norm=optax.global_norm(params),
+      learning_rate=state_lib.make_schedule(config.train)(state.step),
+      ema_decay=decay,
+      known_fraction=jnp.mean(known_mask.astype(jnp.float32)))
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            ema_params=ema_params)
+  return new_state, metrics
+
+
+class Trainer:
+  """Model + optimizer + mesh: sharded `init(seed)` and `step(state, batch)`.
+
+  Args:
+    config: the full run config.
+    mesh: a ('data', 'fsdp', 'tensor') mesh; default `sharding.make_mesh(config.mesh)`.
+    module: the Linen denoiser; default `maskvid.model.model.build_model(config)`.
+  """
+
+  def __init__(self, config, mesh=None, module: nn.Module | None = None):
+    from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
+    self.config = config
+    self.mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.mesh)
+    self.rules = sharding_lib.logical_rules(config.mesh)
+    self.module = module if module is not None else model_lib.build_model(config)
+    self.apply_fn = model_lib.make_apply_fn(self.module)
+    self.tx = state_lib.make_optimizer(config.train)
+    self.latent_shape = expected_latent_shape(config)
+    self.global_batch_size = int(config.train.batch_size)
+    divisor = sharding_lib.batch_divisor(self.mesh)
+    if self.global_batch_size % divisor:
+      raise ValueError(f'config.train.batch_size={self.global_batch_size} must be divisible by '
+                       f'the data*fsdp mesh size {divisor} (mesh {dict(self.mesh.shape)})')
+    if self.global_batch_size % jax.process_count():
+      raise ValueError(f'config.train.batch_size={self.global_batch_size} must be divisible by '
+                       f'the process count {jax.process_count()}')
+    self.local_batch_size = self.global_batch_size // jax.process_count()
+    self._init_batch = divisor
+
+    with self.context():
+      boxed = jax.eval_shape(self._init_boxed, jax.random.key(0))
+      self.state_shardings = sharding_lib.tree_shardings(boxed, self.mesh, self.rules)
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        nn.unbox(boxed), self.state_shardings)
+    self.batch_sharding = sharding_lib.batch_sharding(self.mesh)
+    self._init = jax.jit(lambda rng: nn.unbox(self._init_boxed(rng)),
+                         out_shardings=self.state_shardings)
+    step_fn = functools.partial(train_step, apply_fn=self.apply_fn, tx=self.tx, config=config)
+    self._step = jax.jit(step_fn,
+                         in_shardings=(self.state_shardings, self.batch_sharding),
+                         out_shardings=(self.state_shardings, sharding_lib.replicated(self.mesh)),
+                         donate_argnums=(0,))
+
+  def context(self):
+    """The mesh, set while tracing and running (jax.set_mesh).
+
+    The logical-axis rules are deliberately *not* installed as a Flax context: with a mesh and
+    rules active, Flax's DenseGeneral applies its N-d logical constraint to the flat 2-d kernel
+    inside `self.param`'s shape check and fails. Param/optimizer shardings come from the rules
+    via in/out_shardings instead, and GSPMD propagates them through the step.
+    """
+    return jax.set_mesh(self.mesh)
+
+  def _init_boxed(self, rng):
+    param_rng, state_rng = jax.random.split(rng)
+    from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
+    variables = self.module.init(param_rng,
+                                 **model_lib.example_inputs(self.config, self._init_batch))
+    return state_lib.create_state(variables['params'], self.tx, state_rng)
+
+  def init(self, seed: int) -> state_lib.TrainState:
+    """Fresh sharded state; params depend only on `seed`, not on the mesh."""
+    with self.context():
+      return self._init(jax.random.key(seed))
+
+  def put_batch(self, batch_latents) -> jax.Array:
+    """Validates this process's batch [B_local, T, h, w, c] and makes it a global sharded array."""
+    if isinstance(batch_latents, jax.Array) and batch_latents.sharding == self.batch_sharding:
+      validate_batch(batch_latents, (self.global_batch_size, *self.latent_shape))
+      return batch_latents
+    validate_batch(batch_latents, (self.local_batch_size, *self.latent_shape))
+    return sharding_lib.put_batch(np.asarray(batch_latents, np.float32), self.batch_sharding)
+
+  def step(self, state: state_lib.TrainState, batch_latents) -> tuple[state_lib.TrainState, dict]:
+    """One sharded train step. `state` is donated: do not reuse it after the call."""
+    batch = self.put_batch(batch_latents)
+    with self.context():
+      return self._step(state, batch)
+
+  def lower_step(self, state, batch_latents):
+    """The lowered step (for cost analysis / HLO inspection in benchmarks)."""
+    batch = self.put_batch(batch_latents)
+    with self.context():
+      return self._step.lower(state, batch)
+
+  def replicate(self, tree):
+    """A copy of `tree` replicated on every device (e.g. EMA params for single-program eval)."""
+    with self.context():
+      return jax.jit(lambda x: x, out_shardings=sharding_lib.replicated(self.mesh))(tree)
+
+  @property
+  def num_params(self) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.abstract_state.params)))
