@@ -1,0 +1,1 @@
+"""Masked flow-matching objective: schedule (noising), masks (training masks), loss."""
