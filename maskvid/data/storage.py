@@ -1,0 +1,228 @@
+"""Rendered splits on disk: ArrayRecord shards of `np.savez` records, plus a preview picture.
+
+Layout of `data_dir`:
+  {split}/shard-00000-of-00004.array_record   one record per clip (np.savez bytes, no pickle)
+  {split}/meta.json                           written last; its presence marks the split complete
+  preview.png                                 a few clips: frames across time, colourised depth below
+
+A split is rendered into `data_dir/.tmp-{split}-{pid}` and renamed into place only when every
+shard and meta.json are written, so an interrupted render is never mistaken for a finished one.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import numpy as np
+from absl import logging
+from array_record.python import array_record_module
+
+from maskvid.data import synthetic
+
+FORMAT_VERSION = 1
+_KEYS = ('rgb', 'depth', 'intrinsics', 'world_to_camera', 'seed')
+
+
+def encode_clip(clip: dict[str, Any]) -> bytes:
+  """Clip dict -> bytes (np.savez, uncompressed: decoding speed matters more than size)."""
+  buf = io.BytesIO()
+  np.savez(buf, **{k: np.asarray(v) for k, v in clip.items()})
+  return buf.getvalue()
+
+
+def decode_clip(data: bytes) -> dict[str, np.ndarray]:
+  with np.load(io.BytesIO(data), allow_pickle=False) as z:
+    return {k: z[k] for k in z.files}
+
+
+def shard_paths(split_dir: str, num_shards: int) -> list[str]:
+  return [os.path.join(split_dir, f'shard-{i:05d}-of-{num_shards:05d}.array_record')
+          for i in range(num_shards)]
+
+
+def _split_spec(config, split: str) -> dict:
+  return dict(format_version=FORMAT_VERSION, split=split, num_clips=int(config.data.clips[split]),
+              num_frames=int(config.data.num_frames), height=int(config.data.resolution),
+              width=int(config.data.resolution),
+              num_shards=max(1, min(int(config.data.num_shards), int(config.data.clips[split]))))
+
+
+def _read_meta(split_dir: str) -> dict | None:
+  path = os.path.join(split_dir, 'meta.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def render_split(spec: dict, out_dir: str) -> None:
+  """Renders `spec['num_clips']` clips into ArrayRecord shards in `out_dir` (then meta.json)."""
+  os.makedirs(out_dir, exist_ok=True)
+  seeds = synthetic.split_seeds(spec['split'], spec['num_clips'])
+  paths = shard_paths(out_dir, spec['num_shards'])
+  # Contiguous blocks of seeds per shard: record key i of the split is seeds[i].
+  bounds = np.linspace(0, len(seeds), spec['num_shards'] + 1).astype(int)
+  start, done = time.time(), 0
+  for path, lo, hi in zip(paths, bounds[:-1], bounds[1:]):
+    writer = array_record_module.ArrayRecordWriter(path, 'group_size:1')
+    for seed in seeds[lo:hi]:
+      clip = synthetic.render_clip(int(seed), spec['split'], spec['num_frames'], spec['height'],
+                                   spec['width'])
+      clip['seed'] = np.int64(seed)
+      writer.write(encode_clip(clip))
+      done += 1
+      if done % 50 == 0 or done == len(seeds):
+        rate = done / max(time.time() - start, 1e-9)
+        logging.info('render %s: %d/%d clips (%.1f clips/s)', spec['split'], done, len(seeds), rate)
+    writer.close()
+  with open(os.path.join(out_dir, 'meta.json'), 'w') as f:
+    json.dump(dict(spec, seeds=[int(seeds[0]), int(seeds[-1])] if len(seeds) else [],
+                   shards=[os.path.basename(p) for p in paths],
+                   shard_sizes=[int(b - a) for a, b in zip(bounds[:-1], bounds[1:])]), f, indent=1)
+
+
+def ensure_dataset(config, data_dir: str) -> None:
+  """Renders every split of `config.data.clips` that is missing (or stale) and writes preview.png.
+
+  Idempotent: a split whose meta.json matches the config is kept. A split directory without
+  meta.json (interrupted elsewhere) or with different settings is re-rendered and replaced.
+  """
+  os.makedirs(data_dir, exist_ok=True)
+  rendered = False
+  for split in config.data.clips:
+    spec = _split_spec(config, split)
+    final = os.path.join(data_dir, split)
+    meta = _read_meta(final)
+    if meta is not None and all(meta.get(k) == v for k, v in spec.items()):
+      continue
+    if os.path.exists(final):
+      logging.warning('data split %s is incomplete or was rendered with other settings '
+                      '(%s); re-rendering', final, meta and {k: meta.get(k) for k in spec})
+    tmp = os.path.join(data_dir, f'.tmp-{split}-{os.getpid()}')
+    shutil.rmtree(tmp, ignore_errors=True)
+    logging.info('rendering split %s: %d clips of %dx%dx%d into %s', split, spec['num_clips'],
+                 spec['num_frames'], spec['height'], spec['width'], final)
+    render_split(spec, tmp)
+    if os.path.exists(final):
+      trash = os.path.join(data_dir, f'.old-{split}-{os.getpid()}')
+      os.rename(final, trash)
+      os.rename(tmp, final)
+      shutil.rmtree(trash, ignore_errors=True)
+    else:
+      os.rename(tmp, final)
+    rendered = True
+  preview = os.path.join(data_dir, 'preview.png')
+  if rendered or not os.path.exists(preview):
+    write_preview(data_dir, [s for s in config.data.clips if config.data.clips[s] > 0], preview)
+
+
+class ClipSource:
+  """grain RandomAccessDataSource over a rendered split: item i -> dict of
+
+  rgb uint8 [T,H,W,3], depth float32 [T,H,W], intrinsics float32 [3,3],
+  world_to_camera float32 [T,4,4], seed int64 [].
+  """
+
+  def __init__(self, data_dir: str, split: str):
+    self.data_dir, self.split = data_dir, split
+    split_dir = os.path.join(data_dir, split)
+    meta = _read_meta(split_dir)
+    if meta is None:
+      raise FileNotFoundError(
+          f'no complete split {split!r} in {data_dir!r} ({os.path.join(split_dir, "meta.json")} '
+          'is missing); render it with maskvid.data.storage.ensure_dataset(config, data_dir)')
+    self.meta = meta
+    self._paths = [os.path.join(split_dir, name) for name in meta['shards']]
+    for path in self._paths:
+      if not os.path.exists(path):
+        raise FileNotFoundError(f'shard file {path!r} listed in meta.json is missing')
+    self._offsets = np.cumsum([0] + list(meta['shard_sizes']))
+    self._readers: list[Any] = [None] * len(self._paths)
+
+  def __len__(self) -> int:
+    return int(self._offsets[-1])
+
+  def __repr__(self) -> str:
+    return f'ClipSource({self.data_dir!r}, {self.split!r}, num_clips={len(self)})'
+
+  def _reader(self, shard: int):
+    if self._readers[shard] is None:
+      path = self._paths[shard]
+      try:
+        reader = array_record_module.ArrayRecordReader(path, 'readahead_buffer_size:0')
+        n = reader.num_records()
+      except Exception as e:  # array_record raises plain RuntimeError/ValueError without the path
+        raise IOError(f'cannot open ArrayRecord shard {path!r}: {e}') from e
+      if n != self.meta['shard_sizes'][shard]:
+        raise IOError(f'shard {path!r} holds {n} records, meta.json says '
+                      f'{self.meta["shard_sizes"][shard]}: the file is truncated or corrupt')
+      self._readers[shard] = reader
+    return self._readers[shard]
+
+  def __getitem__(self, index) -> dict[str, np.ndarray]:
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f'index {index} out of range for {self!r}')
+    shard = int(np.searchsorted(self._offsets, index, side='right') - 1)
+    position = index - int(self._offsets[shard])
+    try:
+      data = self._reader(shard).read([position])[0]
+      return decode_clip(data)
+    except IOError:
+      raise
+    except Exception as e:
+      raise IOError(f'cannot read record {position} of shard {self._paths[shard]!r}: {e}') from e
+
+  def __getstate__(self):   # readers hold file handles: reopen lazily in grain worker processes
+    state = dict(self.__dict__)
+    state['_readers'] = [None] * len(self._paths)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# Preview
+# ----------------------------------------------------------------------------------------------
+
+def colorize_depth(depth: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+  """depth float [..., H, W] -> uint8 [..., H, W, 3] (turbo colormap; near = red, far = blue)."""
+  import cv2
+  lo = float(np.min(depth)) if lo is None else lo
+  hi = float(np.max(depth)) if hi is None else hi
+  inv = 1.0 - (depth - lo) / max(hi - lo, 1e-6)
+  gray = np.clip(inv * 255, 0, 255).astype(np.uint8)
+  flat = gray.reshape(-1, gray.shape[-1])
+  rgb = cv2.applyColorMap(flat, cv2.COLORMAP_TURBO)[..., ::-1]
+  return rgb.reshape(depth.shape + (3,))
+
+
+def preview_grid(clips: list[dict], max_frames: int = 8, scale: int = 2) -> np.ndarray:
+  """uint8 [rows, cols, 3]: per clip a row of frames and below it the colourised depth."""
+  rows = []
+  for clip in clips:
+    t = clip['rgb'].shape[0]
+    idx = np.unique(np.linspace(0, t - 1, min(max_frames, t)).round().astype(int))
+    rgb = np.concatenate(list(clip['rgb'][idx]), axis=1)
+    dep = np.concatenate(list(colorize_depth(clip['depth'][idx])), axis=1)
+    rows += [rgb, dep, np.full((2,) + rgb.shape[1:], 255, np.uint8)]
+  width = max(r.shape[1] for r in rows)
+  rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+  grid = np.concatenate(rows, axis=0)
+  return np.repeat(np.repeat(grid, scale, 0), scale, 1)
+
+
+def write_preview(data_dir: str, splits, path: str, clips_per_split: int = 2) -> None:
+  import imageio.v3 as iio
+  clips = []
+  for split in splits:
+    source = ClipSource(data_dir, split)
+    clips += [source[i] for i in range(min(clips_per_split, len(source)))]
+  if not clips:
+    return
+  tmp = path + '.tmp.png'
+  iio.imwrite(tmp, preview_grid(clips))
+  os.replace(tmp, path)
+  logging.info('wrote %s', path)

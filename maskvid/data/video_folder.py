@@ -1,0 +1,68 @@
+"""A folder of user videos (.mp4 and friends) as a grain random-access source.
+
+Each video is cut into consecutive, non-overlapping chunks of `num_frames` frames; item i is one
+chunk: {'rgb': uint8 [num_frames, R, R, 3]} (centre-cropped to square, resized to R). Frame counts
+are read once at construction (ffmpeg), frames are decoded on access.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+VIDEO_EXTENSIONS = ('.mp4', '.mov', '.m4v', '.mkv', '.webm', '.avi')
+
+
+def _count_frames(path: str) -> int:
+  import imageio_ffmpeg
+  try:
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(path)
+  except Exception as e:
+    raise IOError(f'cannot read video {path!r} with ffmpeg: {e}') from e
+  return int(frames)
+
+
+class VideoFolderSource:
+  """grain RandomAccessDataSource of fixed-length chunks of the videos in `video_dir`."""
+
+  def __init__(self, video_dir: str, num_frames: int, resolution: int):
+    if not os.path.isdir(video_dir):
+      raise FileNotFoundError(f'video_dir {video_dir!r} is not a directory')
+    if int(num_frames) < 1 or int(resolution) < 1:
+      raise ValueError(f'num_frames and resolution must be positive, got {num_frames}, '
+                       f'{resolution}')
+    self.video_dir, self.num_frames, self.resolution = video_dir, int(num_frames), int(resolution)
+    self.paths = sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir)
+                        if f.lower().endswith(VIDEO_EXTENSIONS))
+    if not self.paths:
+      raise FileNotFoundError(f'no video files ({", ".join(VIDEO_EXTENSIONS)}) in {video_dir!r}')
+    self._chunks: list[tuple[int, int]] = []   # (video index, first frame)
+    for i, path in enumerate(self.paths):
+      n = _count_frames(path)
+      self._chunks += [(i, s) for s in range(0, n - self.num_frames + 1, self.num_frames)]
+    if not self._chunks:
+      raise ValueError(f'no video in {video_dir!r} has at least num_frames={num_frames} frames')
+
+  def __len__(self) -> int:
+    return len(self._chunks)
+
+  def __repr__(self) -> str:
+    return (f'VideoFolderSource({self.video_dir!r}, num_frames={self.num_frames}, '
+            f'resolution={self.resolution}, chunks={len(self)})')
+
+  def __getitem__(self, index) -> dict[str, np.ndarray]:
+    import imageio.v2 as imageio
+    from maskvid.data.pipeline import resize_clip
+    video, start = self._chunks[int(index)]
+    path = self.paths[video]
+    try:
+      reader = imageio.get_reader(path, 'ffmpeg')
+      try:
+        frames = [np.asarray(reader.get_data(start + k))[..., :3] for k in range(self.num_frames)]
+      finally:
+        reader.close()
+    except Exception as e:
+      raise IOError(f'cannot decode frames {start}..{start + self.num_frames - 1} of video '
+                    f'{path!r}: {e}') from e
+    rgb = np.stack(frames).astype(np.uint8)
+    return resize_clip({'rgb': rgb}, (self.resolution, self.resolution))
