@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import warnings
 from typing import Sequence
 
 from absl import logging
@@ -303,10 +304,13 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     raise ValueError(f'features must be [N>=2, D] with equal D, got {a.shape} and {b.shape}')
   mu_a, mu_b = a.mean(0), b.mean(0)
   cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-  covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
-  if not np.all(np.isfinite(covmean)):
-    eps = 1e-6 * np.eye(a.shape[1])
-    covmean = scipy.linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+  with warnings.catch_warnings():
+    # Rank-deficient covariances (few samples) are expected; the result is still usable.
+    warnings.simplefilter('ignore', scipy.linalg.LinAlgWarning)
+    covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
+    if not np.all(np.isfinite(covmean)):
+      eps = 1e-6 * np.eye(a.shape[1])
+      covmean = scipy.linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
   covmean = np.real(covmean)
   value = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * covmean)
   return float(max(value, 0.0))

@@ -1,0 +1,187 @@
+"""Writing evaluation results: markdown tables, JSON, and PNG grids.
+
+Results layout (what `maskvid.eval.run.evaluate` fills and `write_report` writes):
+  results['metrics'][split][task][method][metric] = float (NaN where not applicable)
+  results['methods'] = ordered method names (rows); reference rows ('ground_truth',
+    'vae_oracle') are listed in results['reference_rows'].
+  results['notes'] = list of strings (what was skipped and why, limits).
+  results['summary'] = the headline numbers (see `summarize`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+# Metric name -> (column label, format, higher is better).
+METRICS = {
+    'psnr_hole': ('PSNR-hole', '{:.2f}', True),
+    'ssim_hole': ('SSIM-hole', '{:.3f}', True),
+    'psnr': ('PSNR', '{:.2f}', True),
+    'ssim': ('SSIM', '{:.3f}', True),
+    'lpips': ('LPIPS', '{:.3f}', False),
+    'fd': ('FD', '{:.4f}', False),
+    'reproj': ('Reproj', '{:.4f}', False),
+    'chamfer': ('Chamfer', '{:.4f}', False),
+}
+HEADLINE = ('psnr_hole', 'ssim_hole', 'reproj')
+
+
+def _fmt(value, fmt):
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return '–'
+  if isinstance(value, float) and math.isinf(value):
+    return 'inf'
+  return fmt.format(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * len(header)) + '|']
+  lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+  return '\n'.join(lines)
+
+
+def _present(results, split, task, metric):
+  block = results['metrics'].get(split, {}).get(task, {})
+  return any(not _isnan(m.get(metric)) for m in block.values())
+
+
+def _isnan(v):
+  return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def headline_table(results: Mapping) -> str:
+  """Rows: methods; columns: split/task/metric for the HEADLINE metrics."""
+  cols = []
+  for split, tasks in results['metrics'].items():
+    for task in tasks:
+      for metric in HEADLINE:
+        if _present(results, split, task, metric):
+          cols.append((split, task, metric))
+  header = ['method'] + [f'{s}/{t} {METRICS[m][0]}' for s, t, m in cols]
+  rows = []
+  for method in results['methods']:
+    row = [method]
+    for s, t, m in cols:
+      row.append(_fmt(results['metrics'][s][t].get(method, {}).get(m), METRICS[m][1]))
+    rows.append(row)
+  return markdown_table(header, rows)
+
+
+def detail_table(results: Mapping, split: str, task: str) -> str:
+  """Rows: methods; columns: every metric measured for this split/task."""
+  metrics = [m for m in METRICS if _present(results, split, task, m)]
+  header = ['method'] + [METRICS[m][0] + (' ↑' if METRICS[m][2] else ' ↓') for m in metrics]
+  block = results['metrics'][split][task]
+  rows = [[method] + [_fmt(block.get(method, {}).get(m), METRICS[m][1]) for m in metrics]
+          for method in results['methods'] if method in block]
+  return markdown_table(header, rows)
+
+
+def summarize(results: Mapping) -> dict:
+  """{method: {'split/task/metric': value}} for the headline metrics (JSON-safe floats)."""
+  out = {}
+  for method in results['methods']:
+    row = {}
+    for split, tasks in results['metrics'].items():
+      for task, block in tasks.items():
+        for metric in HEADLINE:
+          v = block.get(method, {}).get(metric)
+          if not _isnan(v):
+            row[f'{split}/{task}/{metric}'] = round(float(v), 4)
+    out[method] = row
+  return out
+
+
+def to_markdown(results: Mapping) -> str:
+  parts = ['# maskvid evaluation', '']
+  info = results.get('info', {})
+  if info:
+    parts += [', '.join(f'{k}: {v}' for k, v in info.items()), '']
+  parts += ['## Headline (rows: methods; hole PSNR/SSIM, reprojection error)', '',
+            headline_table(results), '']
+  for split, tasks in results['metrics'].items():
+    for task in tasks:
+      parts += [f'## {split} / {task}', '', detail_table(results, split, task), '']
+  parts += ['## Metrics', '',
+            '- PSNR-hole / SSIM-hole: over the unknown pixels of the scored frames only; PSNR / SSIM: '
+            'whole scored frames (values in [0, 1]; inf PSNR counted as 100 dB in means).',
+            '- LPIPS: VGG-style LPIPS from local weights (config.eval.lpips_weights), scored frames.',
+            '- FD: Fréchet distance of fixed random-conv-net features (seed 0) between generated '
+            'and true scored frames; only comparable within one table.',
+            '- Reproj: mean |colour| error ([0, 1]) between output frames warped into each other '
+            'with GT depth and cameras (all ordered pairs, co-visible pixels).',
+            '- Chamfer: 6-D (xyz / scene diagonal, rgb) Chamfer between GT and generated coloured '
+            'clouds unprojected with GT depth from the scored frames.',
+            '- Rows `ground_truth` and `vae_oracle` (GT frames through the VAE) are references, '
+            'not methods.', '']
+  notes = results.get('notes', [])
+  if notes:
+    parts += ['## Notes', ''] + [f'- {n}' for n in notes] + ['']
+  return '\n'.join(parts)
+
+
+def _json_safe(x):
+  if isinstance(x, dict):
+    return {str(k): _json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_safe(v) for v in x]
+  if isinstance(x, (np.floating, float)):
+    x = float(x)
+    return None if math.isnan(x) else (str(x) if math.isinf(x) else x)
+  if isinstance(x, np.integer):
+    return int(x)
+  if isinstance(x, np.ndarray):
+    return _json_safe(x.tolist())
+  return x
+
+
+def write_report(results: Mapping, eval_dir: str) -> dict:
+  """Writes eval_dir/results.md and results.json; returns {'markdown': path, 'json': path}."""
+  os.makedirs(eval_dir, exist_ok=True)
+  md_path = os.path.join(eval_dir, 'results.md')
+  json_path = os.path.join(eval_dir, 'results.json')
+  with open(md_path, 'w') as f:
+    f.write(to_markdown(results))
+  with open(json_path + '.tmp', 'w') as f:
+    json.dump(_json_safe(dict(results)), f, indent=2)
+  os.replace(json_path + '.tmp', json_path)
+  return {'markdown': md_path, 'json': json_path}
+
+
+def to_uint8(frames) -> np.ndarray:
+  return np.clip(np.round((np.asarray(frames, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def save_grid(path: str, rows: Mapping[str, np.ndarray], scale: int = 2, pad: int = 2) -> str:
+  """PNG grid: one row per entry (label -> frames [T, H, W, 3] in [-1, 1]), columns = frames.
+
+  Labels are written into a left margin; frames are upscaled by `scale` (nearest).
+  """
+  if not rows:
+    raise ValueError('rows must name at least one frame sequence')
+  from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
+  seqs = {k: to_uint8(v) for k, v in rows.items()}
+  T, H, W, _ = next(iter(seqs.values())).shape
+  for k, v in seqs.items():
+    if v.shape != (T, H, W, 3):
+      raise ValueError(f'row {k!r} has shape {v.shape}, expected {(T, H, W, 3)}')
+  h, w = H * scale, W * scale
+  margin = 8 + 7 * max(len(k) for k in seqs)
+  canvas = np.full((pad + len(seqs) * (h + pad), margin + T * (w + pad) + pad, 3), 255, np.uint8)
+  for r, seq in enumerate(seqs.values()):
+    y = pad + r * (h + pad)
+    for t in range(T):
+      x = margin + pad + t * (w + pad)
+      canvas[y:y + h, x:x + w] = np.repeat(np.repeat(seq[t], scale, 0), scale, 1)
+  img = Image.fromarray(canvas)
+  draw = ImageDraw.Draw(img)
+  for r, label in enumerate(seqs):
+    draw.text((4, pad + r * (h + pad) + h // 2 - 5), label, fill=(0, 0, 0))
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  img.save(path)
+  return path

@@ -1,0 +1,351 @@
+"""`evaluate(config, workdir)`: the evaluation protocol (job 'eval').
+
+For each split in config.eval.splits (synthetic 'test' and 'ood': GT depth and cameras) and each
+task in config.eval.tasks (`maskvid.eval.protocol`), the first config.eval.num_clips clips are
+completed by every method in config.eval.baselines and scored (`maskvid.eval.metrics`,
+`maskvid.eval.consistency`). Methods:
+
+  warp_only     GT-depth forward warp + nearest-valid-pixel filling (no learning).
+  conditioning  same backbone trained with config.diffusion.objective='conditioning' (known latents
+                and mask as input channels), Euler sampler, known tokens pasted back.
+  replacement   same backbone trained with objective='unconditional', replacement sampler
+                (`baselines.replacement_complete`).
+  ours_no_sc    the masked model (workdir's diffusion stage), `sampler.complete` without re-noising.
+  ours          the masked model with stochastic conditioning: renoise_at = config.sample.renoise_at
+                if > 0 else config.eval.renoise_at, on the tasks in config.eval.renoise_tasks (on
+                the others it is ours_no_sc: known pixels there are exact, nothing to correct).
+
+The two trained baselines get their own diffusion dirs, {workdir}/baselines/<name>, trained by
+`maskvid.train.loop.train_and_evaluate` with a copy of the config whose paths.diffusion points
+there and whose data/vae/latents paths are the run's (same data, VAE, backbone; steps =
+config.eval.baseline_steps, or config.train.steps when < 0). A finished run is not retrained.
+
+All generative methods see the same known pixels, encoded by the run's VAE; a latent token is
+known only if all its pixels are (`pixel_to_latent_mask`, min_valid=1) and model patches only if
+all their tokens are (`align_to_patches`). All samplers use config.sample.num_steps steps and the
+same random key per batch. Outputs are decoded frames (no compositing of known pixels), so
+whole-frame scores include VAE reconstruction error; the `vae_oracle` row (GT through the VAE)
+shows that floor. The `ground_truth` row gives the consistency metrics' floor (interpolation and
+pixel sampling error of GT renders).
+
+Writes {eval_dir}/results.md, results.json and one PNG grid per split/task (first clip; rows:
+ground truth, known input, methods; columns: frames). Returns {'summary', 'metrics', 'paths', ...}.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maskvid.eval import baselines
+from maskvid.eval import consistency
+from maskvid.eval import metrics as metrics_lib
+from maskvid.eval import protocol
+from maskvid.eval import report
+from maskvid.paths import stage_dir
+
+METHODS = ('warp_only', 'conditioning', 'replacement', 'ours_no_sc', 'ours')
+TRAINED_BASELINES = {'conditioning': dict(objective='conditioning', input_conditioning=True),
+                     'replacement': dict(objective='unconditional', input_conditioning=False)}
+REFERENCE_ROWS = ('ground_truth', 'vae_oracle')
+
+
+# ------------------------------------------------------------------------------------ baselines
+def baseline_dir(workdir: str, name: str) -> str:
+  return os.path.join(workdir, 'baselines', name)
+
+
+def baseline_config(config, workdir: str, name: str):
+  """Config copy for trained baseline `name`: own diffusion dir, the run's data/VAE/latents."""
+  if name not in TRAINED_BASELINES:
+    raise ValueError(f'trained baseline must be one of {sorted(TRAINED_BASELINES)}, got {name!r}')
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    for stage in ('data', 'vae', 'latents'):
+      cfg.paths[stage] = os.path.abspath(stage_dir(config, workdir, stage))
+    cfg.paths.diffusion = os.path.abspath(baseline_dir(workdir, name))
+    cfg.paths.eval = os.path.abspath(stage_dir(config, workdir, 'eval'))
+    cfg.diffusion.objective = TRAINED_BASELINES[name]['objective']
+    cfg.model.input_conditioning = TRAINED_BASELINES[name]['input_conditioning']
+    steps = int(config.eval.baseline_steps)
+    if steps > 0:
+      cfg.train.steps = steps
+    cfg.job = 'diffusion'
+  return cfg
+
+
+def is_finished(diffusion_dir: str) -> bool:
+  """A diffusion dir whose training loop wrote its final metrics (it only does so at the end)."""
+  from maskvid.train import loop  # pylint: disable=g-import-not-at-top
+  return os.path.exists(os.path.join(diffusion_dir, loop.FINAL_METRICS))
+
+
+def ensure_baseline(config, workdir: str, name: str) -> str:
+  """Trains baseline `name` unless finished; returns its diffusion dir."""
+  cfg = baseline_config(config, workdir, name)
+  d = cfg.paths.diffusion
+  if is_finished(d):
+    logging.info('baseline %s: finished run in %s, not retraining', name, d)
+    return d
+  from maskvid.train import loop  # pylint: disable=g-import-not-at-top
+  logging.info('baseline %s: training %d steps in %s', name, int(cfg.train.steps), d)
+  loop.train_and_evaluate(cfg, workdir)
+  return d
+
+
+# ------------------------------------------------------------------------------------ data
+_GEOMETRY = ('rgb', 'depth', 'intrinsics', 'world_to_camera')
+
+
+def _crop(clip: dict, length: int, stride: int) -> dict:
+  span = (length - 1) * stride + 1
+  out = dict(clip)
+  for key in ('rgb', 'depth', 'world_to_camera'):
+    if key in out:
+      x = np.asarray(out[key])
+      if x.shape[0] < span:
+        raise ValueError(f'clip has {x.shape[0]} frames, need {span} (config.data.clip_length='
+                         f'{length}, frame_stride={stride})')
+      out[key] = x[:span:stride]
+  return out
+
+
+def load_clips(config, workdir: str, split: str, num_clips: int) -> tuple[list, str]:
+  """First `num_clips` clips of `split` with GT geometry; returns (clips, where they came from).
+
+  Tries the latent cache (carries rgb + geometry), then the rendered dataset, then renders the
+  same clips directly (`synthetic.render_clip` with `split_seeds`: identical to the data stage).
+  """
+  clips, origin = None, None
+  attempts = []
+  try:
+    from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
+    src = cache.LatentSource(stage_dir(config, workdir, 'latents'), split)
+    attempts.append(('latent cache', src))
+  except Exception as e:  # pylint: disable=broad-except
+    logging.info('eval clips: no latent cache for %s (%s)', split, e)
+  try:
+    from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+    src = storage.ClipSource(stage_dir(config, workdir, 'data'), split)
+    attempts.append(('dataset', src))
+  except Exception as e:  # pylint: disable=broad-except
+    logging.info('eval clips: no rendered dataset for %s (%s)', split, e)
+  for name, src in attempts:
+    n = min(num_clips, len(src))
+    elems = [src[i] for i in range(n)]
+    if n and all(all(k in e for k in _GEOMETRY) for e in elems):
+      clips, origin = elems, name
+      break
+  if clips is None:
+    if config.data.source != 'synthetic':
+      raise ValueError(f'eval needs GT geometry; config.data.source={config.data.source!r} has none')
+    from maskvid.data import synthetic  # pylint: disable=g-import-not-at-top
+    res = int(config.data.resolution)
+    clips = [synthetic.render_clip(int(s), split, int(config.data.num_frames), res, res)
+             for s in synthetic.split_seeds(split, num_clips)]
+    origin = 'rendered now'
+  clips = [_crop({k: np.asarray(c[k]) for k in _GEOMETRY}, int(config.data.clip_length),
+                 int(config.data.frame_stride)) for c in clips]
+  return clips, origin
+
+
+# ------------------------------------------------------------------------------------ models
+class Latents:
+  """VAE encode/decode in the cache's normalised latent space (jitted)."""
+
+  def __init__(self, vae_dir: str, latents_dir: str):
+    from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
+    from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
+    module, params = vae_train.load_vae(vae_dir)
+    stats = cache.load_latent_stats(latents_dir)
+    shift = jnp.asarray(stats['shift'], jnp.float32)
+    scale = jnp.asarray(stats['scale'], jnp.float32)
+    self.factor = int(module.downsample_factor)
+    self.encode = jax.jit(lambda x: (module.apply({'params': params}, x, method=module.encode)[0]
+                                     - shift) / scale)
+    self.decode = jax.jit(lambda z: jnp.clip(
+        module.apply({'params': params}, z * scale + shift, method=module.decode), -1.0, 1.0))
+
+
+def _model(diffusion_dir: str):
+  from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
+  from maskvid.train import checkpoint  # pylint: disable=g-import-not-at-top
+  cfg, module, params = checkpoint.load_for_inference(diffusion_dir)
+  return cfg, model_lib.make_apply_fn(module), params
+
+
+def _renoise(config):
+  r = float(config.sample.renoise_at)
+  return r if r > 0 else float(config.eval.renoise_at)
+
+
+def make_samplers(config, workdir: str, methods) -> dict:
+  """method -> fn(known [B,T,h,w,c], known_mask [B,T,h,w], rng, task) -> latents."""
+  from maskvid.sampling import sampler  # pylint: disable=g-import-not-at-top
+  steps = int(config.sample.num_steps)
+  out = {}
+  if 'ours' in methods or 'ours_no_sc' in methods:
+    _, apply_fn, params = _model(stage_dir(config, workdir, 'diffusion'))
+    solver, guidance = config.sample.solver, float(config.sample.guidance)
+    renoise = _renoise(config)
+    sc_tasks = tuple(config.eval.renoise_tasks)
+
+    def ours(known, mask, rng, task, sc):
+      r = renoise if (sc and task in sc_tasks) else None
+      return sampler.complete(apply_fn, params, known, mask, rng, num_steps=steps, solver=solver,
+                              renoise_at=r, guidance=guidance)
+    out['ours_no_sc'] = lambda k, m, r, t: ours(k, m, r, t, False)
+    out['ours'] = lambda k, m, r, t: ours(k, m, r, t, True)
+  if 'conditioning' in methods:
+    _, cond_apply, cond_params = _model(ensure_baseline(config, workdir, 'conditioning'))
+    out['conditioning'] = lambda k, m, r, t: baselines.conditioning_complete(
+        cond_apply, cond_params, k, m, r, num_steps=steps)
+  if 'replacement' in methods:
+    _, unc_apply, unc_params = _model(ensure_baseline(config, workdir, 'replacement'))
+    out['replacement'] = lambda k, m, r, t: baselines.replacement_complete(
+        unc_apply, unc_params, k, m, r, num_steps=steps)
+  return {m: out[m] for m in methods if m in out}
+
+
+# ------------------------------------------------------------------------------------ scoring
+def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None,
+          with_images: bool = True) -> dict:
+  """Metrics of one method on one split/task. pred, gt: [N, T, H, W, 3] in [-1, 1]."""
+  vals = {k: [] for k in ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips', 'reproj', 'chamfer')}
+  scored_pred, scored_gt = [], []
+  for i, (clip, task) in enumerate(zip(clips, tasks)):
+    f = list(task.frames)
+    p, g, hole = pred[i][f], gt[i][f], task.hole[f]
+    if with_images:
+      vals['psnr'].append(np.asarray(metrics_lib.psnr(p, g)))
+      vals['ssim'].append(np.asarray(metrics_lib.ssim(p, g)))
+      vals['psnr_hole'].append(np.asarray(metrics_lib.masked_psnr(p, g, hole)))
+      vals['ssim_hole'].append(np.asarray(metrics_lib.masked_ssim(p, g, hole)))
+      if lpips is not None:
+        vals['lpips'].append(np.asarray(lpips(p, g)))
+    geo = (clip['depth'], clip['intrinsics'], clip['world_to_camera'])
+    vals['reproj'].append(consistency.reprojection_error(pred[i], *geo))
+    vals['chamfer'].append(consistency.chamfer_distance(pred[i], gt[i], *geo, frame_ids=f))
+    scored_pred.append(p)
+    scored_gt.append(g)
+  out = {k: metrics_lib.finite_mean(np.concatenate([np.ravel(x) for x in v])) if v else float('nan')
+         for k, v in vals.items()}
+  if with_images:
+    sp, sg = np.concatenate(scored_pred), np.concatenate(scored_gt)
+    out['fd'] = metrics_lib.frechet_distance_frames(sg, sp) if len(sp) >= 2 else float('nan')
+  else:
+    for k in ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips'):
+      out[k] = float('nan')
+    out['fd'] = float('nan')
+  return out
+
+
+def _batched(fn, arrays, batch_size):
+  outs = []
+  n = len(arrays[0])
+  for s in range(0, n, batch_size):
+    outs.append(np.asarray(fn(*[a[s:s + batch_size] for a in arrays])))
+  return np.concatenate(outs)
+
+
+def _known_input_row(task) -> np.ndarray:
+  """Known pixels, unknown ones grey (0 in [-1, 1]), for the picture grid."""
+  return np.where(task.known_pixels[..., None], task.known_frames, 0.0)
+
+
+# ------------------------------------------------------------------------------------ main
+def evaluate(config, workdir: str) -> dict[str, Any]:
+  """Runs the protocol (module docstring), writes the report, prints the headline table."""
+  methods = tuple(config.eval.baselines)
+  bad = [m for m in methods if m not in METHODS]
+  if bad:
+    raise ValueError(f'config.eval.baselines has unknown methods {bad}; known: {METHODS}')
+  tasks = protocol.check_tasks(config.eval.tasks)
+  num_clips = int(config.eval.num_clips)
+  if num_clips < 1:
+    raise ValueError(f'config.eval.num_clips must be >= 1, got {num_clips}')
+  eval_dir = stage_dir(config, workdir, 'eval')
+  os.makedirs(eval_dir, exist_ok=True)
+  from maskvid import stages  # pylint: disable=g-import-not-at-top
+  stages.save_config(config, eval_dir)
+  from maskvid.sampling import masks as sampling_masks  # pylint: disable=g-import-not-at-top
+
+  notes = []
+  lpips = metrics_lib.maybe_load_lpips(config.eval.lpips_weights)
+  if lpips is None:
+    notes.append('LPIPS skipped: config.eval.lpips_weights is empty (weights never downloaded).')
+  latents = Latents(stage_dir(config, workdir, 'vae'), stage_dir(config, workdir, 'latents'))
+  generative = tuple(m for m in methods if m != 'warp_only')
+  samplers = make_samplers(config, workdir, generative)
+  patch = tuple(int(p) for p in config.model.patch_size)
+  bs = max(1, int(config.eval.batch_size))
+  rows = tuple(REFERENCE_ROWS) + methods
+  results = {'methods': list(rows), 'reference_rows': list(REFERENCE_ROWS), 'metrics': {},
+             'notes': notes, 'pictures': {},
+             'info': {'clips per split': num_clips, 'sample steps': int(config.sample.num_steps),
+                      'solver (ours)': config.sample.solver,
+                      'renoise_at (ours)': f'{_renoise(config)} on {tuple(config.eval.renoise_tasks)}',
+                      'train steps': int(config.train.steps),
+                      'baseline steps': (int(config.eval.baseline_steps)
+                                         if int(config.eval.baseline_steps) > 0
+                                         else int(config.train.steps))}}
+  start = time.time()
+  for split in config.eval.splits:
+    clips, origin = load_clips(config, workdir, split, num_clips)
+    logging.info('eval %s: %d clips (%s)', split, len(clips), origin)
+    gt = np.stack([protocol.frames_from_uint8(c['rgb']) for c in clips])
+    oracle = _batched(lambda x: latents.decode(latents.encode(x)), [gt], bs)
+    results['metrics'][split] = {}
+    for task_name in tasks:
+      t0 = time.time()
+      seed = int(config.seed) + 1000 * (list(config.eval.splits).index(split) + 1)
+      task_list = [protocol.make_task(task_name, c, seed=seed + i,
+                                      coverage=tuple(config.eval.hole_coverage))
+                   for i, c in enumerate(clips)]
+      known_frames = np.stack([t.known_frames for t in task_list])
+      known_px = np.stack([t.known_pixels for t in task_list])
+      known_lat = _batched(latents.encode, [known_frames], bs)
+      mask = np.asarray(sampling_masks.align_to_patches(
+          sampling_masks.pixel_to_latent_mask(jnp.asarray(known_px), latents.factor), patch))
+      preds = {'ground_truth': gt, 'vae_oracle': oracle}
+      for m in methods:
+        if m == 'warp_only':
+          preds[m] = np.stack([t.warp_only for t in task_list])
+          continue
+        if m == 'ours' and task_name not in tuple(config.eval.renoise_tasks) and 'ours_no_sc' in preds:
+          preds[m] = preds['ours_no_sc']
+          continue
+        fn = samplers[m]
+        key = jax.random.PRNGKey(int(config.seed))
+        lat = _batched(lambda k, mk, i: fn(jnp.asarray(k), jnp.asarray(mk),
+                                           jax.random.fold_in(key, int(i[0])), task_name),
+                       [known_lat, mask, np.arange(len(clips))], bs)
+        preds[m] = _batched(latents.decode, [lat], bs)
+      block = {}
+      for m, p in preds.items():
+        block[m] = score(p, gt, clips, task_list, lpips, with_images=(m != 'ground_truth'))
+      results['metrics'][split][task_name] = block
+      frac = float(np.mean([t.hole[list(t.frames)].mean() for t in task_list]))
+      known_tok = float(mask.mean())
+      notes.append(f'{split}/{task_name}: hole fraction of scored pixels {frac:.2f}, '
+                   f'known latent tokens {known_tok:.2f} (clips from {origin}).')
+      grid_rows = {'ground truth': gt[0], 'known input': _known_input_row(task_list[0]),
+                   'vae oracle': oracle[0]}
+      grid_rows.update({m: preds[m][0] for m in methods})
+      png = report.save_grid(os.path.join(eval_dir, f'{split}_{task_name}.png'), grid_rows)
+      results['pictures'][f'{split}/{task_name}'] = png
+      logging.info('eval %s/%s done in %.1fs: %s', split, task_name, time.time() - t0,
+                   {m: round(block[m]['psnr_hole'], 2) for m in methods})
+  results['info']['eval seconds'] = round(time.time() - start, 1)
+  results['summary'] = report.summarize(results)
+  paths = report.write_report(results, eval_dir)
+  results['paths'] = paths
+  table = report.headline_table(results)
+  print(f'\nEvaluation ({eval_dir}):\n{table}\n', flush=True)
+  return results

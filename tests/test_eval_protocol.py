@@ -1,0 +1,117 @@
+"""maskvid.eval.protocol / report / run: tasks, report writing, and the protocol end to end
+with stand-in models (the trained-model path is exercised by `make demo`)."""
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from maskvid.data import synthetic
+from maskvid.eval import protocol
+from maskvid.eval import report
+from maskvid.eval import run
+
+
+@pytest.fixture(scope='module')
+def clip():
+  return synthetic.render_clip(int(synthetic.split_seeds('test', 1)[0]), 'test', 4, 16, 16)
+
+
+def test_nvs_task_known_pixels_are_the_valid_warp(clip):
+  task = protocol.nvs_task(clip)
+  gt = protocol.frames_from_uint8(clip['rgb'])
+  assert task.known_pixels[0].all() and not task.hole[0].any()
+  assert task.frames == (1, 2, 3)
+  np.testing.assert_array_equal(task.hole[1:], ~task.known_pixels[1:])
+  assert task.hole[1:].any()                     # the camera moves: something is disoccluded
+  k = task.known_pixels[1:]
+  # Warped known pixels show the same surface (colours agree up to nearest-pixel splatting).
+  assert np.abs(task.known_frames[1:][k] - gt[1:][k]).mean() < 0.15
+  assert np.isfinite(task.warp_only).all() and task.warp_only.shape == gt.shape
+
+
+def test_interpolate_and_holes_tasks(clip):
+  task = protocol.interpolate_task(clip)
+  assert task.frames == (1, 2)
+  assert task.known_pixels[[0, 3]].all() and not task.known_pixels[1:3].any()
+  assert task.hole[1:3].all() and not task.hole[[0, 3]].any()
+  gt = protocol.frames_from_uint8(clip['rgb'])
+  # Warp-only (GT depth from both endpoints) beats a blank guess on the middle frames.
+  assert np.abs(task.warp_only[1:3] - gt[1:3]).mean() < np.abs(gt[1:3]).mean()
+  holes = protocol.holes_task(clip, seed=3)
+  cover = holes.hole.mean(axis=(1, 2))
+  assert np.all(cover >= 0.4) and np.all(cover < 0.9)
+  np.testing.assert_array_equal(holes.known_frames[holes.known_pixels], gt[holes.known_pixels])
+  again = protocol.holes_task(clip, seed=3)
+  np.testing.assert_array_equal(again.hole, holes.hole)
+  with pytest.raises(ValueError, match='task'):
+    protocol.make_task('outpaint', clip)
+
+
+def _results():
+  block = {m: {'psnr_hole': 20.0 + i, 'ssim_hole': 0.5, 'psnr': float('inf'), 'ssim': 0.9,
+               'lpips': float('nan'), 'fd': 0.1, 'reproj': 0.01 * i, 'chamfer': 0.002}
+           for i, m in enumerate(run.REFERENCE_ROWS + run.METHODS)}
+  return {'methods': list(run.REFERENCE_ROWS + run.METHODS), 'metrics': {
+      'test': {'nvs': block, 'holes': block}, 'ood': {'nvs': block}}, 'notes': ['a note']}
+
+
+def test_report_writer_has_every_method_and_number(tmp_path):
+  res = _results()
+  res['summary'] = report.summarize(res)
+  paths = report.write_report(res, str(tmp_path))
+  md = open(paths['markdown']).read()
+  for m in res['methods']:
+    assert f'| {m} |' in md
+  assert 'test/nvs PSNR-hole' in md and 'ood/nvs Reproj' in md and 'a note' in md
+  assert 'LPIPS' not in report.headline_table(res)          # all-NaN metric columns are dropped
+  loaded = json.load(open(paths['json']))
+  assert loaded['metrics']['test']['holes']['ours']['psnr_hole'] == 20.0 + len(res['methods']) - 1
+  assert loaded['metrics']['ood']['nvs']['warp_only']['psnr'] == 'inf'
+  assert loaded['metrics']['ood']['nvs']['ours']['lpips'] is None
+  assert loaded['summary']['ours']['test/nvs/psnr_hole'] == pytest.approx(26.0)
+  png = report.save_grid(str(tmp_path / 'g.png'), {'gt': np.zeros((3, 8, 8, 3)),
+                                                   'ours': np.ones((3, 8, 8, 3))})
+  assert os.path.getsize(png) > 0
+
+
+class _FakeLatents:
+  """4x average-pool 'encoder' and nearest 'decoder' in place of a trained VAE."""
+  factor = 4
+
+  def encode(self, x):
+    b, t, h, w, c = x.shape
+    return jnp.asarray(x).reshape(b, t, h // 4, 4, w // 4, 4, c).mean(axis=(3, 5))
+
+  def decode(self, z):
+    return jnp.repeat(jnp.repeat(z, 4, axis=2), 4, axis=3)
+
+
+def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
+  c = default.get_config()
+  c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4
+  c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
+  c.model.patch_size = (1, 1, 1)
+  monkeypatch.setattr(run, 'Latents', lambda *a: _FakeLatents())
+  # Stand-in samplers: return the known latents (unknown ones stay as encoded fill).
+  monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
+      m: (lambda k, mk, r, t: k) for m in methods})
+  out = run.evaluate(c, str(tmp_path))
+  ev = tmp_path / 'eval'
+  for name in ('results.md', 'results.json', 'test_nvs.png', 'test_interpolate.png',
+               'test_holes.png'):
+    assert (ev / name).exists(), name
+  m = out['metrics']['test']
+  assert set(m) == {'nvs', 'interpolate', 'holes'}
+  for task in m.values():
+    assert set(task) == set(run.REFERENCE_ROWS + run.METHODS)
+    assert task['ground_truth']['reproj'] < 0.1        # 16x16 frames: sampling error only
+    assert np.isfinite(task['warp_only']['psnr_hole'])
+    assert np.isnan(task['ground_truth']['psnr'])        # reference row: consistency only
+  # Warp-only keeps the known pixels exactly, so its whole-frame PSNR on 'holes' is above its
+  # hole PSNR; the stand-in generative output is pooled everywhere.
+  assert m['holes']['warp_only']['psnr'] > m['holes']['warp_only']['psnr_hole']
+  assert m['holes']['warp_only']['psnr'] > m['holes']['ours']['psnr']
+  assert 'ours' in out['summary'] and 'test/nvs/psnr_hole' in out['summary']['ours']
