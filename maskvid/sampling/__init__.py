@@ -1,0 +1,1 @@
+"""Masked completion: the sampler (pure, jitted), mask helpers, and a checkpoint-backed Completer."""

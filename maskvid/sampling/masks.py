@@ -1,0 +1,72 @@
+"""Masks from pixel space to the sampler's token space.
+
+The rule (one, documented): a latent token covers a `factor x factor` block of pixels (the VAE
+downsampling factor). It is known only if at least `min_valid` of those pixels are valid; by
+default (min_valid = 1.0) all of them must be. Then, because the model pools t per patch with max
+and trains on patch-aligned masks, `align_to_patches` keeps a patch known only if all its latents
+are known. Both are pure jnp functions (jit/vmap friendly); shapes must divide evenly.
+"""
+from typing import Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def pixel_to_latent_mask(pixel_mask, factor: int, min_valid: float = 1.0) -> jax.Array:
+  """Pixel validity -> latent known mask.
+
+  Args:
+    pixel_mask: bool [..., H, W] (e.g. [B, T, H, W]), True = valid/known pixel.
+    factor: VAE spatial downsampling factor (H, W must be multiples of it).
+    min_valid: fraction in (0, 1] of a token's factor x factor pixels that must be valid for the
+      token to be known; 1.0 (default) = all of them.
+
+  Returns:
+    bool [..., H // factor, W // factor].
+  """
+  pixel_mask = jnp.asarray(pixel_mask)
+  if pixel_mask.dtype != jnp.bool_:
+    raise TypeError(f'pixel_mask must be bool (True = valid), got dtype {pixel_mask.dtype}')
+  if pixel_mask.ndim < 2:
+    raise ValueError(f'pixel_mask must be [..., H, W], got shape {pixel_mask.shape}')
+  if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+    raise ValueError(f'factor must be a positive int, got {factor!r}')
+  if not 0.0 < float(min_valid) <= 1.0:
+    raise ValueError(f'min_valid must be in (0, 1], got {min_valid!r}')
+  *lead, height, width = pixel_mask.shape
+  if height % factor or width % factor:
+    raise ValueError(f'pixel_mask spatial shape {(height, width)} must be divisible by '
+                     f'factor={factor}')
+  blocks = pixel_mask.reshape(*lead, height // factor, factor, width // factor, factor)
+  # Count valid pixels in integers so min_valid = 1.0 means exactly "all", free of float error.
+  valid = jnp.sum(blocks, axis=(-3, -1), dtype=jnp.int32)
+  needed = int(np.ceil(float(min_valid) * factor * factor - 1e-6))
+  return valid >= needed
+
+
+def align_to_patches(mask, patch_size: Union[Sequence[int], int]) -> jax.Array:
+  """Makes a latent mask constant per model patch: a patch is known only if all its latents are.
+
+  Args:
+    mask: bool [B, T, h, w] (True = known).
+    patch_size: (pt, ph, pw) in latent units (config.model.patch_size); T, h, w must be multiples.
+
+  Returns:
+    bool [B, T, h, w], True only inside fully known patches.
+  """
+  mask = jnp.asarray(mask)
+  if mask.dtype != jnp.bool_:
+    raise TypeError(f'mask must be bool (True = known), got dtype {mask.dtype}')
+  if mask.ndim != 4:
+    raise ValueError(f'mask must be [B, T, h, w], got shape {mask.shape}')
+  patch = tuple(int(p) for p in np.atleast_1d(patch_size))
+  if len(patch) != 3 or min(patch) < 1:
+    raise ValueError(f'patch_size must be three positive ints (t, h, w), got {patch_size!r}')
+  b, t, h, w = mask.shape
+  pt, ph, pw = patch
+  if t % pt or h % ph or w % pw:
+    raise ValueError(f'mask grid {(t, h, w)} must be divisible by patch_size {patch}')
+  blocks = mask.reshape(b, t // pt, pt, h // ph, ph, w // pw, pw)
+  known = jnp.all(blocks, axis=(2, 4, 6), keepdims=True)
+  return jnp.broadcast_to(known, blocks.shape).reshape(mask.shape)
