@@ -122,9 +122,12 @@ def _load_decoder(vae_dir: str, latents_dir: str):
   shift = jnp.asarray(stats['shift'], jnp.float32)
   scale = jnp.asarray(stats['scale'], jnp.float32)
 
+  # load_vae returns the full variables dict ({'params': ...}); accept bare params too.
+  variables = params if isinstance(params, dict) and 'params' in params else {'params': params}
+
   @jax.jit
   def decode(z):
-    frames = module.apply({'params': params}, z * scale + shift, method=module.decode)
+    frames = module.apply(variables, z * scale + shift, method=module.decode)
     return jnp.clip(frames, -1.0, 1.0)
   return decode
 

@@ -1,0 +1,161 @@
+"""Benchmark of the sharded diffusion train step on synthetic random latents (no dataset).
+
+Usage:
+  python -m maskvid.bench.train_step --config=configs/tiny.py
+  python -m maskvid.bench.train_step --config=configs/tiny.py --config.train.batch_size=16 \\
+      --config.model.width=256 --steps=20
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m maskvid.bench.train_step \\
+      --config=configs/tiny.py --config.mesh.fsdp=2 --config.mesh.tensor=2
+
+Prints one table: params, tokens/step, compile time, step time, tokens/s, FLOPs/step (XLA cost
+analysis of the compiled step and the analytic 6*P*N + attention count of
+maskvid.model.model.flops_per_token), MFU against a stated peak, and peak memory.
+
+Peaks (per device, times the device count): CPU 200 GFLOP/s (f32 matmul throughput measured on
+the 2-core development machine; override with --peak_tflops), NVIDIA H100/H200 989 TFLOP/s
+(bf16 dense tensor cores; a float32 model is still rated against it), other GPUs/TPUs: pass
+--peak_tflops.
+"""
+import resource
+import statistics
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', 'configs/tiny.py', 'Run config.', lock_config=True)
+flags.DEFINE_integer('steps', 10, 'Timed steps (after warmup).')
+flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+flags.DEFINE_float('peak_tflops', 0.0, 'Per-device peak TFLOP/s for MFU (0: from the table).')
+
+CPU_PEAK = 200e9            # f32 matmul, measured on the development machine (per the lead)
+GPU_PEAKS = {'H100': 989e12, 'H200': 989e12}   # bf16 dense
+
+
+def device_peak(device, override_tflops: float = 0.0) -> tuple[float | None, str]:
+  """Per-device peak FLOP/s and a label saying where it came from."""
+  if override_tflops > 0:
+    return override_tflops * 1e12, f'{override_tflops:g} TFLOP/s (--peak_tflops)'
+  if device.platform == 'cpu':
+    return CPU_PEAK, '200 GFLOP/s (CPU f32 matmul, measured)'
+  kind = getattr(device, 'device_kind', '')
+  for name, peak in GPU_PEAKS.items():
+    if name in kind:
+      return peak, f'{peak / 1e12:g} TFLOP/s ({name} bf16 dense)'
+  return None, f'unknown for {kind!r}: pass --peak_tflops'
+
+
+def xla_flops(compiled) -> float | None:
+  """FLOPs of one call from XLA's cost analysis (None where the backend gives none)."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or 'flops' not in cost:
+    return None
+  return float(cost['flops'])
+
+
+def peak_memory(devices) -> tuple[float, str]:
+  """Peak bytes: device allocator stats where available, else this process's max RSS."""
+  stats = [d.memory_stats() for d in devices]
+  if all(s and 'peak_bytes_in_use' in s for s in stats):
+    return float(max(s['peak_bytes_in_use'] for s in stats)), 'device peak_bytes_in_use (max)'
+  return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, 'process max RSS'
+
+
+def run(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
+  """Compiles and times the train step; returns the table's numbers."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
+  from maskvid.train import step as step_lib  # pylint: disable=g-import-not-at-top
+
+  trainer = step_lib.Trainer(config)
+  state = trainer.init(int(config.seed))
+  batch = np.random.default_rng(0).standard_normal(
+      (trainer.local_batch_size, *trainer.latent_shape), dtype=np.float32)
+  batch = trainer.put_batch(batch)
+  t0 = time.perf_counter()
+  compiled = trainer.lower_step(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - t0)
+  step_s = statistics.median(times)
+  tokens_per_example = model_lib.num_tokens(config)
+  tokens = trainer.global_batch_size * tokens_per_example
+  analytic = model_lib.flops_per_token(config) * tokens
+  measured = xla_flops(compiled)
+  devices = list(trainer.mesh.devices.flat)
+  peak, peak_label = device_peak(devices[0], peak_tflops)
+  total_peak = peak * len(devices) if peak else None
+  mem, mem_label = peak_memory(devices)
+  return {
+      'device': f'{len(devices)} x {devices[0].platform}:{getattr(devices[0], "device_kind", "")}',
+      'mesh': dict(trainer.mesh.shape),
+      'params': trainer.num_params,
+      'batch': trainer.global_batch_size,
+      'tokens_per_example': tokens_per_example,
+      'tokens_per_step': tokens,
+      'compile_s': compile_s,
+      'step_s': step_s,
+      'step_s_min': min(times),
+      'tokens_per_s': tokens / step_s,
+      'xla_flops_per_step': measured,
+      'analytic_flops_per_step': analytic,
+      'peak_flops': total_peak,
+      'peak_label': peak_label,
+      'mfu_analytic': analytic / step_s / total_peak if total_peak else None,
+      'mfu_xla': measured / step_s / total_peak if total_peak and measured else None,
+      'peak_memory_bytes': mem,
+      'memory_label': mem_label,
+      'final_loss': float(metrics['loss']),
+  }
+
+
+def format_table(r: dict) -> str:
+  def pct(x):
+    return 'n/a' if x is None else f'{100 * x:.2f} %'
+
+  def flops(x):
+    return 'n/a' if x is None else f'{x / 1e9:.3f} GFLOP'
+  rows = [
+      ('device', r['device']),
+      ('mesh', ', '.join(f'{k}={v}' for k, v in r['mesh'].items())),
+      ('params', f"{r['params']:,}"),
+      ('batch x tokens/example', f"{r['batch']} x {r['tokens_per_example']}"),
+      ('tokens/step', f"{r['tokens_per_step']:,}"),
+      ('compile time', f"{r['compile_s']:.1f} s"),
+      ('step time (median / min)', f"{1e3 * r['step_s']:.1f} / {1e3 * r['step_s_min']:.1f} ms"),
+      ('tokens/s', f"{r['tokens_per_s']:,.0f}"),
+      ('FLOPs/step (XLA cost analysis)', flops(r['xla_flops_per_step'])),
+      ('FLOPs/step (analytic 6PN + attn)', flops(r['analytic_flops_per_step'])),
+      ('peak', r['peak_label'] + (f" x {r['device'].split(' x ')[0]} devices")),
+      ('MFU (analytic / XLA FLOPs)', f"{pct(r['mfu_analytic'])} / {pct(r['mfu_xla'])}"),
+      ('peak memory', f"{r['peak_memory_bytes'] / 2**20:,.1f} MiB ({r['memory_label']})"),
+      ('loss after timed steps', f"{r['final_loss']:.4f}"),
+  ]
+  width = max(len(k) for k, _ in rows)
+  line = '-' * (width + 40)
+  return '\n'.join([line] + [f'{k:<{width}}  {v}' for k, v in rows] + [line])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  print(format_table(run(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.peak_tflops)))
+
+
+if __name__ == '__main__':
+  app.run(main)
