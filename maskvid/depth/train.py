@@ -1,0 +1,183 @@
+"""Trains the monocular DepthUNet on synthetic frames with ground-truth depth.
+
+`python -m maskvid.depth.train --config=configs/depth_tiny.py --workdir=DIR` writes DIR/depth:
+config.json, checkpoints/ (orbax; params + optimizer state), metrics.json. Re-running resumes
+from the latest checkpoint and returns at once when `config.depth.steps` are done.
+Load the result with `maskvid.depth.load_depth_estimator(DIR)`.
+"""
+import json
+import os
+import time
+from typing import Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from maskvid.depth import net as depth_net
+
+
+def render_frames(split: str, num_clips: int, frames_per_clip: int, resolution: int) -> dict:
+  """Renders synthetic clips -> dict(rgb uint8 [N, H, W, 3], depth float32 [N, H, W])."""
+  from maskvid.data import synthetic  # pylint: disable=g-import-not-at-top
+  rgb, depth = [], []
+  seeds = synthetic.split_seeds(split, num_clips)
+  for i, seed in enumerate(seeds):
+    clip = synthetic.render_clip(int(seed), split, frames_per_clip, resolution, resolution)
+    rgb.append(clip['rgb'])
+    depth.append(clip['depth'])
+    if (i + 1) % 10 == 0 or i + 1 == len(seeds):
+      logging.info('depth data: rendered %d/%d %s clips', i + 1, len(seeds), split)
+  return dict(rgb=np.concatenate(rgb), depth=np.concatenate(depth))
+
+
+def _to_input(rgb_uint8):
+  return rgb_uint8.astype(jnp.float32) / 127.5 - 1.0
+
+
+def make_train_step(module, tx, si_lambda: float):
+  """Jitted (params, opt_state, rgb uint8 [B,H,W,3], depth [B,H,W]) -> (params, opt_state, loss)."""
+  def loss_fn(params, rgb, depth):
+    return depth_net.si_log_loss(module.apply(params, _to_input(rgb)), depth, si_lambda)
+
+  @jax.jit
+  def step(params, opt_state, rgb, depth):
+    loss, grads = jax.value_and_grad(loss_fn)(params, rgb, depth)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  return step
+
+
+def depth_metrics(pred: np.ndarray, gt: np.ndarray, si_lambda: float) -> dict:
+  """pred, gt: z-depth [N, H, W] -> si_log, abs_rel (raw and after per-image median scaling), delta1."""
+  pred = np.maximum(pred.astype(np.float64), 1e-6)
+  gt = gt.astype(np.float64)
+  d = np.log(pred) - np.log(gt)
+  si = np.mean(np.mean(d ** 2, (1, 2)) - si_lambda * np.mean(d, (1, 2)) ** 2)
+  scaled = pred * (np.median(gt, (1, 2)) / np.median(pred, (1, 2)))[:, None, None]
+  ratio = np.maximum(pred / gt, gt / pred)
+  return dict(si_log=float(si), abs_rel=float(np.mean(np.abs(pred - gt) / gt)),
+              abs_rel_median_scaled=float(np.mean(np.abs(scaled - gt) / gt)),
+              delta1=float(np.mean(ratio < 1.25)))
+
+
+def _manager(depth_dir: str, keep: int = 2) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(depth_dir, 'checkpoints')),
+                               options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def _init(config, abstract: bool = False):
+  """(module, params, tx); abstract=True gives ShapeDtypeStructs (restore targets, no compile)."""
+  module = depth_net.from_config(config.depth)
+  res = int(config.depth.resolution)
+  # rbg keys: threefry's init graph takes many seconds to compile on a busy CPU; rbg is cheap.
+  init = lambda: module.init(jax.random.key(int(config.seed), impl='rbg'),
+                             jnp.zeros((1, res, res, 3)))
+  params = jax.eval_shape(init) if abstract else jax.jit(init)()
+  tx = optax.adamw(optax.warmup_cosine_decay_schedule(
+      0.0, float(config.depth.learning_rate), min(50, max(1, int(config.depth.steps) // 10)),
+      max(2, int(config.depth.steps))), weight_decay=1e-4)
+  return module, params, tx
+
+
+def restore_params(config, depth_dir: str):
+  """(module, params) from the latest checkpoint in depth_dir/checkpoints."""
+  module, params, tx = _init(config, abstract=True)
+  mngr = _manager(depth_dir)
+  step = mngr.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'no depth checkpoint in {os.path.join(depth_dir, "checkpoints")}')
+  target = {'params': params, 'opt_state': jax.eval_shape(tx.init, params)}
+  restored = mngr.restore(step, args=ocp.args.StandardRestore(target))
+  mngr.close()
+  return module, restored['params']
+
+
+def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
+                eval_data: Optional[dict] = None) -> dict:
+  """Trains (or resumes) the depth net into workdir/depth; returns final metrics.
+
+  train_data / eval_data: optional dict(rgb uint8 [N,H,W,3], depth [N,H,W]); by default
+  `config.depth.train_clips` train and `eval_clips` test clips are rendered.
+  Metrics: train losses at the first and last step, eval si_log / abs_rel / delta1.
+  """
+  dc = config.depth
+  depth_dir = os.path.join(workdir, 'depth')
+  os.makedirs(depth_dir, exist_ok=True)
+  with open(os.path.join(depth_dir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  module, params, tx = _init(config)
+  opt_state = tx.init(params)
+  mngr = _manager(depth_dir)
+  start = 0
+  if mngr.latest_step() is not None:
+    start = int(mngr.latest_step())
+    restored = mngr.restore(start, args=ocp.args.StandardRestore(
+        {'params': params, 'opt_state': opt_state}))
+    params, opt_state = restored['params'], restored['opt_state']
+    logging.info('depth: resumed from step %d', start)
+  steps = int(dc.steps)
+  losses = []
+  if start < steps:
+    if train_data is None:
+      train_data = render_frames('train', int(dc.train_clips), int(dc.frames_per_clip),
+                                 int(dc.resolution))
+    n = train_data['rgb'].shape[0]
+    if n == 0:
+      raise ValueError('depth training data is empty')
+    step_fn = make_train_step(module, tx, float(dc.si_lambda))
+    rng = np.random.default_rng(int(config.seed) + start)
+    t0 = time.time()
+    for step in range(start, steps):
+      idx = rng.integers(0, n, int(dc.batch_size))
+      rgb, depth = train_data['rgb'][idx], train_data['depth'][idx]
+      if rng.uniform() < 0.5:  # horizontal flips keep depth valid and double the views
+        rgb, depth = rgb[:, :, ::-1], depth[:, :, ::-1]
+      params, opt_state, loss = step_fn(params, opt_state, rgb, depth)
+      losses.append(float(loss))
+      if (step + 1) % int(dc.log_every) == 0 or step + 1 == steps:
+        logging.info('depth step %d/%d loss %.4f (%.1f steps/s)', step + 1, steps, losses[-1],
+                     (step + 1 - start) / max(time.time() - t0, 1e-9))
+      if (step + 1) % int(dc.checkpoint_every) == 0 or step + 1 == steps:
+        mngr.save(step + 1, args=ocp.args.StandardSave({'params': params, 'opt_state': opt_state}))
+    mngr.wait_until_finished()
+  mngr.close()
+
+  from maskvid.depth.estimator import UNetDepthEstimator  # pylint: disable=g-import-not-at-top
+  if eval_data is None:
+    eval_data = render_frames('test', int(dc.eval_clips), int(dc.frames_per_clip),
+                              int(dc.resolution))
+  pred = UNetDepthEstimator(module, params).estimate(eval_data['rgb'])
+  metrics = {f'eval/{k}': v for k, v in depth_metrics(pred, eval_data['depth'],
+                                                      float(dc.si_lambda)).items()}
+  if losses:
+    metrics.update({'train/first_loss': losses[0], 'train/last_loss': losses[-1],
+                    'train/loss_last10': float(np.mean(losses[-10:]))})
+  metrics['steps'] = steps
+  tmp = os.path.join(depth_dir, 'metrics.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(metrics, f, indent=2)
+  os.replace(tmp, os.path.join(depth_dir, 'metrics.json'))
+  logging.info('depth metrics: %s', metrics)
+  return metrics
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.INFO)
+  print(json.dumps(train_depth(flags.FLAGS.config, flags.FLAGS.workdir), indent=2))
+
+
+if __name__ == '__main__':
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, 'Config file (configs/depth_tiny.py).',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Run directory; the net is written to WORKDIR/depth.')
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)
