@@ -38,10 +38,16 @@ def strict_velocity(params, x_t, t):
   return jnp.where(bad, jnp.nan, gaussian_velocity((mu, sig), x_t, t))
 
 
+def key(seed):
+  # The 'rbg' PRNG compiles ~10x faster than threefry on XLA:CPU (seconds per program here); the
+  # sampler is agnostic to the key type. Test data comes from numpy for the same reason.
+  return jax.random.key(seed, impl='rbg')
+
+
 def random_problem(seed, shape=(2, 3, 4, 4, 4), frac=0.5):
-  k1, k2 = jax.random.split(jax.random.key(seed))
-  known = jax.random.normal(k1, shape) * 3.0 + 1.0
-  mask = jax.random.uniform(k2, shape[:-1]) < frac
+  rs = np.random.RandomState(seed)
+  known = jnp.asarray(rs.normal(size=shape) * 3.0 + 1.0, jnp.float32)
+  mask = jnp.asarray(rs.uniform(size=shape[:-1]) < frac)
   return known, mask
 
 
@@ -49,7 +55,7 @@ def random_problem(seed, shape=(2, 3, 4, 4, 4), frac=0.5):
 def test_known_tokens_bit_equal_and_noisy_tokens_never_at_t0(solver):
   known, mask = random_problem(0)
   run = functools.partial(sampler.complete, strict_velocity, num_steps=4, solver=solver)
-  out = np.asarray(run((MU, SIG, mask), known, mask, jax.random.key(1)))
+  out = np.asarray(run((MU, SIG, mask), known, mask, key(1)))
   m, k = np.asarray(mask), np.asarray(known)
   assert out.shape == known.shape and out.dtype == known.dtype
   assert np.all(np.isfinite(out))  # strict_velocity never saw a noisy token labelled clean
@@ -57,12 +63,12 @@ def test_known_tokens_bit_equal_and_noisy_tokens_never_at_t0(solver):
   assert not np.any(out[~m] == k[~m])  # unknown tokens were generated, not copied
   # All known: the output is the input, exactly (same compiled function, new values).
   full = jnp.ones_like(mask)
-  np.testing.assert_array_equal(np.asarray(run((MU, SIG, full), known, full, jax.random.key(2))),
+  np.testing.assert_array_equal(np.asarray(run((MU, SIG, full), known, full, key(2))),
                                 k)
   # Same rng -> same result; another rng -> another sample.
-  np.testing.assert_array_equal(np.asarray(run((MU, SIG, mask), known, mask, jax.random.key(1))),
+  np.testing.assert_array_equal(np.asarray(run((MU, SIG, mask), known, mask, key(1))),
                                 out)
-  other = np.asarray(run((MU, SIG, mask), known, mask, jax.random.key(3)))
+  other = np.asarray(run((MU, SIG, mask), known, mask, key(3)))
   assert not np.allclose(other, out)
 
 
@@ -74,7 +80,7 @@ def gaussian_samples():
   samples = {}
   for solver, num_steps in [('euler', 64), ('heun', 32), ('ancestral', 128)]:
     out, traj, _ = sampler.sample_trajectory(gaussian_velocity, (MU, SIG), known, mask,
-                                             jax.random.key(5), num_steps=num_steps,
+                                             key(5), num_steps=num_steps,
                                              solver=solver)
     samples[solver] = np.asarray(traj[0])[m], np.asarray(out)[m]
   return samples
@@ -97,11 +103,32 @@ def test_ode_solvers_transport_noise_to_data(gaussian_samples, solver, tol):
   np.testing.assert_allclose(b, MU, atol=1e-4)
 
 
+def ancestral_std_reference(num_steps):
+  """Std the ancestral sampler must produce on Gaussian data (variance recursion in numpy).
+
+  With the exact linear field v = c_t (x_t - (1-t) mu) - mu, a step is x_s = k x_t + const +
+  sigma z, so Var_s = k^2 Var_t + sigma^2 starting from Var_1 = 1. It tends to SIG as steps grow.
+  """
+  sig = np.asarray(SIG, np.float64)
+  grid = np.linspace(1, 0, num_steps + 1)
+  var = np.ones_like(sig)
+  for t, s in zip(grid[:-1], grid[1:]):
+    c = (t - (1 - t) * sig ** 2) / ((1 - t) ** 2 * sig ** 2 + t ** 2)
+    ratio = (1 - t) * s / ((1 - s) * t)
+    sigma = s * np.sqrt(max(1 - ratio ** 2, 0))
+    k = (1 - s) * (1 - t * c) + np.sqrt(s * s - sigma * sigma) * (1 + (1 - t) * c)
+    var = k * k * var + sigma * sigma
+  return np.sqrt(var)
+
+
 def test_ancestral_reaches_data_moments(gaussian_samples):
   _, out = gaussian_samples['ancestral']
-  assert out.shape[0] > 5000
-  np.testing.assert_allclose(out.mean(0), MU, atol=0.06)
-  np.testing.assert_allclose(out.std(0), SIG, rtol=0.06)
+  n = out.shape[0]
+  assert n > 5000
+  assert np.all(np.abs(out.mean(0) - MU) < 4 * np.asarray(SIG) / np.sqrt(n))  # 4 std errors
+  reference = ancestral_std_reference(128)
+  np.testing.assert_allclose(reference, SIG, rtol=0.045)  # the discretisation bias is small
+  np.testing.assert_allclose(out.std(0), reference, rtol=4 / np.sqrt(2 * n))  # 4 std errors
 
 
 def test_heun_beats_euler_on_fewer_evals(gaussian_samples):
@@ -116,9 +143,9 @@ def test_compiles_once_per_shape():
   known, mask = random_problem(7)
   run = functools.partial(sampler.complete, apply_fn, (MU, SIG), num_steps=3, solver='heun')
   before = sampler.trace_count()
-  a = run(known, mask, jax.random.key(0))
-  b = run(known + 1.0, ~mask, jax.random.key(1))
-  c = run(known, mask, jax.random.key(0))
+  a = run(known, mask, key(0))
+  b = run(known + 1.0, ~mask, key(1))
+  c = run(known, mask, key(0))
   assert sampler.trace_count() == before + 1
   assert not np.allclose(np.asarray(a), np.asarray(b))
   np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
@@ -128,7 +155,8 @@ def test_vmap_matches_per_item_calls():
   known, mask = random_problem(0)
   known = jnp.stack([known, known * 2])
   mask = jnp.stack([mask, ~mask])
-  keys = jax.random.split(jax.random.key(0), 2)
+  # threefry: its vmapped draws equal the per-item ones ('rbg' makes no such promise).
+  keys = jax.random.split(jax.random.key(0, impl='threefry2x32'), 2)
   fn = functools.partial(sampler.complete, gaussian_velocity, (MU, SIG), num_steps=4,
                          solver='ancestral')
   batched = jax.vmap(fn)(known, mask, keys)
@@ -154,7 +182,7 @@ def test_renoise_changes_known_tokens_only_below_threshold(solver):
   known, mask = random_problem(10)
   m, k = np.asarray(mask), np.asarray(known)
   out, traj, grid = sampler.sample_trajectory(gaussian_velocity, (MU, SIG), known, mask,
-                                              jax.random.key(0), num_steps=4, solver=solver,
+                                              key(0), num_steps=4, solver=solver,
                                               renoise_at=0.5)
   traj, grid = np.asarray(traj), np.asarray(grid)
   np.testing.assert_allclose(grid, [1, 0.75, 0.5, 0.25, 0])
@@ -172,7 +200,7 @@ def test_trajectory_holds_known_tokens_and_starts_from_noise():
   known, mask = random_problem(11)
   m, k = np.asarray(mask), np.asarray(known)
   _, traj, grid = sampler.sample_trajectory(gaussian_velocity, (MU, SIG), known, mask,
-                                            jax.random.key(0), num_steps=5)
+                                            key(0), num_steps=5)
   np.testing.assert_allclose(np.asarray(grid), [1, 0.8, 0.6, 0.4, 0.2, 0], atol=1e-7)
   for step in range(6):
     np.testing.assert_array_equal(np.asarray(traj)[step][m], k[m])
@@ -183,15 +211,15 @@ def test_trajectory_holds_known_tokens_and_starts_from_noise():
 def test_guidance_one_equals_plain_and_formula_holds():
   known, mask = random_problem(12)
   m, k = np.asarray(mask), np.asarray(known)
-  key = jax.random.key(3)
-  run = functools.partial(sampler.complete, shift_velocity, jnp.float32(0.3), known, mask, key,
+  rng = key(3)
+  run = functools.partial(sampler.complete, shift_velocity, jnp.float32(0.3), known, mask, rng,
                           num_steps=1)
   plain = np.asarray(run())
   np.testing.assert_array_equal(np.asarray(run(guidance=1.0)), plain)
   # One Euler step from t = 1: out = eps - v with v = 0.3 eps + mean_t. The conditional pass has
   # mean_t = unknown fraction f_u (known tokens at t = 0), the unconditional one 1, so the
   # guided v = 0.3 eps + 1 + w (f_u - 1).
-  _, traj, _ = sampler.sample_trajectory(shift_velocity, jnp.float32(0.3), known, mask, key,
+  _, traj, _ = sampler.sample_trajectory(shift_velocity, jnp.float32(0.3), known, mask, rng,
                                          num_steps=1)
   eps = np.asarray(traj)[0]
   f_u = 1.0 - m.reshape(m.shape[0], -1).mean(1)[:, None, None, None, None]
@@ -203,15 +231,15 @@ def test_guidance_one_equals_plain_and_formula_holds():
 
 def test_guidance_is_noop_for_context_free_model():
   known, mask = random_problem(0)
-  key = jax.random.key(1)
+  rng = key(1)
   run = functools.partial(sampler.complete, strict_velocity, num_steps=4, solver='heun')
-  plain = run((MU, SIG, mask), known, mask, key)  # compiled already by the first test
-  guided = run((MU, SIG, mask), known, mask, key, guidance=3.0)
+  plain = run((MU, SIG, mask), known, mask, rng)  # compiled already by the first test
+  guided = run((MU, SIG, mask), known, mask, rng, guidance=3.0)
   assert np.all(np.isfinite(np.asarray(guided)))
   np.testing.assert_allclose(np.asarray(guided), np.asarray(plain), rtol=1e-4, atol=1e-4)
   full = jnp.ones_like(mask)
   np.testing.assert_array_equal(
-      np.asarray(run((MU, SIG, full), known, full, key, guidance=3.0)), np.asarray(known))
+      np.asarray(run((MU, SIG, full), known, full, rng, guidance=3.0)), np.asarray(known))
 
 
 @pytest.mark.parametrize('known_shape,mask,match', [
@@ -222,16 +250,16 @@ def test_guidance_is_noop_for_context_free_model():
 def test_bad_inputs_name_the_argument(known_shape, mask, match):
   with pytest.raises((ValueError, TypeError), match=match):
     sampler.complete(gaussian_velocity, (MU, SIG), jnp.zeros(known_shape), jnp.asarray(mask),
-                     jax.random.key(0), num_steps=2)
+                     key(0), num_steps=2)
 
 
 def test_bad_options_name_the_argument():
   known, mask = random_problem(14)
   run = functools.partial(sampler.complete, gaussian_velocity, (MU, SIG), known, mask,
-                          jax.random.key(0))
+                          key(0))
   with pytest.raises(TypeError, match='known must be a floating'):
     sampler.complete(gaussian_velocity, (MU, SIG), jnp.zeros(known.shape, jnp.int32), mask,
-                     jax.random.key(0), num_steps=2)
+                     key(0), num_steps=2)
   with pytest.raises(ValueError, match='solver must be one of'):
     run(num_steps=2, solver='rk4')
   with pytest.raises(ValueError, match='num_steps must be a positive int'):
