@@ -55,7 +55,8 @@ def _isnan(v):
 
 
 def headline_table(results: Mapping) -> str:
-  """Rows: methods; columns: split/task/metric for the HEADLINE metrics."""
+  """Rows: methods; columns: split/task/metric for the HEADLINE metrics (± standard error
+  across clips where `<metric>_se` is given)."""
   cols = []
   for split, tasks in results['metrics'].items():
     for task in tasks:
@@ -67,7 +68,12 @@ def headline_table(results: Mapping) -> str:
   for method in results['methods']:
     row = [method]
     for s, t, m in cols:
-      row.append(_fmt(results['metrics'][s][t].get(method, {}).get(m), METRICS[m][1]))
+      entry = results['metrics'][s][t].get(method, {})
+      cell = _fmt(entry.get(m), METRICS[m][1])
+      se = entry.get(f'{m}_se')
+      if cell != '–' and not _isnan(se):
+        cell += '±' + METRICS[m][1].format(se)
+      row.append(cell)
     rows.append(row)
   return markdown_table(header, rows)
 
@@ -117,6 +123,8 @@ def to_markdown(results: Mapping) -> str:
             'with GT depth and cameras (all ordered pairs, co-visible pixels).',
             '- Chamfer: 6-D (xyz / scene diagonal, rgb) Chamfer between GT and generated coloured '
             'clouds unprojected with GT depth from the scored frames.',
+            '- results.json also holds `<metric>_se`: standard error of the per-clip means '
+            '(PSNR-hole, SSIM-hole, Reproj), to judge which differences the clip count resolves.',
             '- Rows `ground_truth` and `vae_oracle` (GT frames through the VAE) are references, '
             'not methods.', '']
   notes = results.get('notes', [])

@@ -236,6 +236,12 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None
     scored_gt.append(g)
   out = {k: metrics_lib.finite_mean(np.concatenate([np.ravel(x) for x in v])) if v else float('nan')
          for k, v in vals.items()}
+  # Spread across clips (standard error of the per-clip means) for the headline metrics.
+  for k in ('psnr_hole', 'ssim_hole', 'reproj'):
+    per_clip = np.array([metrics_lib.finite_mean(x) for x in vals[k]], np.float64)
+    per_clip = per_clip[np.isfinite(per_clip)]
+    out[f'{k}_se'] = (float(per_clip.std(ddof=1) / np.sqrt(len(per_clip)))
+                      if len(per_clip) > 1 else float('nan'))
   if with_images:
     sp, sg = np.concatenate(scored_pred), np.concatenate(scored_gt)
     out['fd'] = metrics_lib.frechet_distance_frames(sg, sp) if len(sp) >= 2 else float('nan')
