@@ -1,0 +1,44 @@
+"""Flags and plumbing shared by the task commands (nvs, interpolate, edit)."""
+from absl import flags
+from absl import logging
+
+from maskvid.tasks import io
+
+
+def define_common_flags() -> None:
+  flags.DEFINE_string('checkpoint', None, 'maskvid workdir holding trained diffusion/ and vae/.')
+  flags.DEFINE_string('out', None, 'Output .mp4 path; a PNG strip is written next to it.')
+  flags.DEFINE_integer('num_steps', None, 'Sampler steps (default: the run config sample.num_steps).')
+  flags.DEFINE_enum('solver', None, ['euler', 'heun', 'ancestral'], 'Sampler (default: config).')
+  flags.DEFINE_float('renoise_at', -1.0, 'Stochastic conditioning threshold t in (0, 1); <0: off.')
+  flags.DEFINE_float('guidance', None, 'Mask-dropout guidance weight (default: config).')
+  flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+  flags.DEFINE_integer('fps', 8, 'Frames per second of the MP4.')
+  flags.mark_flags_as_required(['checkpoint', 'out'])
+
+
+def sample_options(values) -> dict:
+  """Sampler keyword arguments from parsed flags (None = the completer's default)."""
+  r = values.renoise_at
+  return dict(num_steps=values.num_steps, solver=values.solver, guidance=values.guidance,
+              renoise_at=(float(r) if r is not None and r > 0 else None))
+
+
+def load_completer(workdir: str):
+  """Completer of a maskvid workdir (validated first so errors name --checkpoint)."""
+  io.require_checkpoint(workdir)
+  from maskvid.sampling import completer as completer_lib  # pylint: disable=g-import-not-at-top
+  logging.info('loading model from %s', workdir)
+  try:
+    return completer_lib.Completer.from_workdir(workdir)
+  except FileNotFoundError as e:
+    raise io.InputError(f'--checkpoint: {e}') from e
+
+
+def run_main(fn):
+  """Runs fn(); an InputError becomes a one-line message and exit status 2 (nothing written)."""
+  try:
+    return fn()
+  except io.InputError as e:
+    logging.error('%s', e)
+    raise SystemExit(f'error: {e}') from None

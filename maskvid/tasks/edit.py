@@ -1,0 +1,122 @@
+"""Edit propagation: an edit made on frame 0 is carried through the rest of the clip.
+
+original clip + edited frame 0 -> edited region (difference + morphology, or --mask) -> region
+tracked through the original clip with Farneback optical flow (maskvid.tasks.track) -> frame 0
+is the edited frame (known); in later frames the tracked region (dilated) is unknown and the
+rest is known -> the Completer repaints the region consistently with the edit.
+
+  python -m maskvid.tasks.edit --video=clip.mp4 --edited_frame=edit.png --checkpoint=DIR \
+      --out=out.mp4 [--mask=region.png] [--threshold=24] [--dilate=2] [--renoise_at=0.3]
+"""
+from typing import Optional
+
+import cv2
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from maskvid.tasks import cli
+from maskvid.tasks import common
+from maskvid.tasks import io
+from maskvid.tasks import track
+
+
+def edit_conditioning(video: np.ndarray, edited_frame: np.ndarray, region: np.ndarray, *,
+                      dilate_radius: int = 2):
+  """video uint8 [T,H,W,3], edited frame 0 [H,W,3], tracked region bool [T,H,W] ->
+  (frames uint8 [T,H,W,3], pixel_mask bool [T,H,W]); the region (dilated) is unknown for t > 0."""
+  video, edited_frame, region = np.asarray(video), np.asarray(edited_frame), np.asarray(region)
+  if edited_frame.shape != video.shape[1:] or region.shape != video.shape[:3]:
+    raise ValueError(f'video [T,H,W,3], edited_frame [H,W,3] and region [T,H,W] must agree; got '
+                     f'{video.shape}, {edited_frame.shape}, {region.shape}')
+  k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_radius + 1,) * 2)
+  grown = np.stack([cv2.dilate(r.astype(np.uint8), k).astype(bool) if dilate_radius else r
+                    for r in region])
+  frames = video.copy()
+  frames[0] = edited_frame
+  mask = ~grown
+  mask[0] = True
+  frames[~mask] = 0
+  return frames, mask
+
+
+def propagate_edit(completer, video, edited_frame, region0: Optional[np.ndarray] = None, *,
+                   threshold: int = 24, dilate_radius: int = 2, seed: int = 0,
+                   **sample_kwargs) -> dict:
+  """-> dict(video uint8 [T,H,W,3], region bool [T,H,W], pixel_mask, conditioning, ...)."""
+  video, edited_frame = np.asarray(video), np.asarray(edited_frame)
+  if region0 is None:
+    region0 = track.find_edit_region(video[0], edited_frame, threshold=threshold)
+  if not np.asarray(region0).any():
+    raise ValueError('the edited region is empty: the edited frame equals frame 0 of the video '
+                     '(lower the threshold or pass a mask)')
+  region = track.track_region(video, region0)
+  logging.info('edit: region covers %.1f%% of frame 0, %.1f%% of the last frame',
+               100 * region[0].mean(), 100 * region[-1].mean())
+  frames, mask = edit_conditioning(video, edited_frame, region, dilate_radius=dilate_radius)
+  out = common.run_completion(completer, frames, mask, seed=seed, **sample_kwargs)
+  out.update(region=region, pixel_mask=mask, conditioning=frames)
+  return out
+
+
+def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: str = '',
+            threshold: int = 24, dilate: int = 2, seed: int = 0, fps: int = 8, completer=None,
+            **sample_kwargs) -> tuple:
+  """Validates, loads, runs and writes (mp4, png)."""
+  io.require_output(out)
+  clip = io.read_video(video, '--video')
+  edited = io.read_image(edited_frame, '--edited_frame')
+  if edited.shape != clip.shape[1:]:
+    raise io.InputError(f'--edited_frame: size {edited.shape[1]}x{edited.shape[0]} differs from '
+                        f'the --video frames {clip.shape[2]}x{clip.shape[1]}')
+  if mask:
+    region0 = io.read_mask(mask, '--mask')
+    if region0.shape != clip.shape[1:3]:
+      raise io.InputError(f'--mask: size {region0.shape[1]}x{region0.shape[0]} differs from the '
+                          f'--video frames {clip.shape[2]}x{clip.shape[1]}')
+  else:
+    region0 = track.find_edit_region(clip[0], edited, threshold=threshold)
+    if not region0.any():
+      raise io.InputError(f'--edited_frame: no pixel differs from frame 0 of --video by more '
+                          f'than --threshold={threshold}; pass --mask or lower --threshold')
+  if completer is None:
+    completer = cli.load_completer(checkpoint)
+  size = common.model_resolution(completer)
+  frames_limit = common.num_frames_of(completer)
+  if size is not None and clip.shape[1:3] != size:
+    logging.info('edit: resizing %dx%d frames to the model size %dx%d', clip.shape[2],
+                 clip.shape[1], size[1], size[0])
+    clip, edited = io.resize_frames(clip, *size), io.resize_frames(edited, *size)
+    region0 = io.resize_frames(region0, *size, nearest=True)
+  if frames_limit and clip.shape[0] > frames_limit:
+    logging.info('edit: using the first %d of %d frames (the model clip length)', frames_limit,
+                 clip.shape[0])
+    clip = clip[:frames_limit]
+  result = propagate_edit(completer, clip, edited, region0, dilate_radius=dilate, seed=seed,
+                          **sample_kwargs)
+  return io.write_outputs(out, result['video'],
+                          [clip, io.mask_to_rgb(result['pixel_mask']), result['video']], fps=fps)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.INFO)
+  f = flags.FLAGS
+  paths = cli.run_main(lambda: command(
+      video=f.video, edited_frame=f.edited_frame, checkpoint=f.checkpoint, out=f.out,
+      mask=f.mask or '', threshold=f.threshold, dilate=f.dilate, seed=f.seed, fps=f.fps,
+      **cli.sample_options(f)))
+  print('wrote', *paths)
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('video', None, 'Original clip (mp4/gif/.npy uint8 [T,H,W,3]).')
+  flags.DEFINE_string('edited_frame', None, 'Edited version of the first frame (image file).')
+  flags.DEFINE_string('mask', '', 'Optional mask image of the edited region (non-zero = edited).')
+  flags.DEFINE_integer('threshold', 24, 'Per-pixel difference (0-255) that counts as edited.')
+  flags.DEFINE_integer('dilate', 2, 'Pixels added around the tracked region before inpainting.')
+  cli.define_common_flags()
+  flags.mark_flags_as_required(['video', 'edited_frame'])
+  app.run(main)

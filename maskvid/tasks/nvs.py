@@ -1,0 +1,185 @@
+"""Novel-view synthesis: one image + a camera path -> a video seen along that path.
+
+image -> depth (ground truth, the trained U-Net, or external weights) -> forward-warp the image
+into every camera of the path (z-buffered splatting; holes, disocclusions and pixels with
+uncertain depth are marked unknown) -> Completer fills the unknown tokens (optionally with
+stochastic conditioning, --renoise_at) -> decoded video. Frame 0 is the input view.
+
+  python -m maskvid.tasks.nvs --image=in.png --trajectory=orbit --checkpoint=DIR --out=out.mp4 \
+      [--depth=gt|gt:DEPTH.npy|net:DIR|external:WEIGHTS.safetensors] [--num_frames=8] \
+      [--renoise_at=0.3] [--fov_deg=60] [--strength=1]
+`--image=synthetic:SPLIT:SEED` renders frame 0 of a synthetic clip (then --depth=gt uses its
+ground-truth depth and intrinsics). --trajectory is a name (see maskvid.geometry.trajectory) or a
+JSON pose file whose first pose is the input view.
+"""
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import cv2
+import numpy as np
+
+from maskvid import geometry
+from maskvid.tasks import cli
+from maskvid.tasks import common
+from maskvid.tasks import io
+
+
+def nvs_conditioning(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
+                     world_to_camera: np.ndarray, **warp_kwargs):
+  """Warps the source view into each camera of the path.
+
+  Args:
+    image: uint8 [H, W, 3], seen from world_to_camera[0]; depth: z-depth [H, W];
+    intrinsics: [3, 3]; world_to_camera: [T, 4, 4] (frame 0 = the source camera).
+  Returns:
+    (frames uint8 [T, H, W, 3] with zeros where unknown, pixel_mask bool [T, H, W],
+     warped depth float32 [T, H, W]); frame 0 is the image itself, fully known.
+  """
+  image, depth = np.asarray(image), np.asarray(depth)
+  poses = np.asarray(world_to_camera)
+  if image.dtype != np.uint8 or image.ndim != 3 or depth.shape != image.shape[:2]:
+    raise ValueError(f'image must be uint8 [H, W, 3] and depth [H, W] of the same size, got '
+                     f'{image.dtype} {image.shape} and {depth.shape}')
+  r = geometry.warp_to_cameras(image, depth, intrinsics, poses[0], poses, **warp_kwargs)
+  frames, mask, wdepth = r.image.copy(), r.mask.copy(), r.depth.copy()
+  frames[0], mask[0], wdepth[0] = image, True, depth
+  return frames, mask, wdepth
+
+
+def novel_view_synthesis(completer, image, depth, intrinsics, world_to_camera, *, seed: int = 0,
+                         warp_kwargs=None, **sample_kwargs) -> dict:
+  """image uint8 [H,W,3] + depth [H,W] + path [T,4,4] -> dict(video uint8 [T,H,W,3],
+  warped uint8 [T,H,W,3], pixel_mask bool [T,H,W], and what the completer returns)."""
+  frames, mask, _ = nvs_conditioning(image, depth, intrinsics, world_to_camera,
+                                     **(warp_kwargs or {}))
+  logging.info('nvs: %d views, %.1f%% of pixels known after warping', len(frames),
+               100.0 * mask.mean())
+  out = common.run_completion(completer, frames, mask, seed=seed, **sample_kwargs)
+  out.update(warped=frames, pixel_mask=mask)
+  return out
+
+
+def _square(image: np.ndarray, size: tuple) -> np.ndarray:
+  h, w = image.shape[:2]
+  if (h, w) == tuple(size):
+    return image
+  s = min(h, w)
+  y, x = (h - s) // 2, (w - s) // 2
+  logging.info('nvs: centre-cropping %dx%d to %dx%d and resizing to %dx%d', h, w, s, s, *size)
+  return io.resize_frames(image[y:y + s, x:x + s], *size)
+
+
+def prepare_inputs(image_arg: str, depth_arg: str, size: tuple, fov_deg: float):
+  """Validates and loads (image uint8 [H,W,3], depth estimator or depth array, intrinsics)."""
+  if image_arg.startswith('synthetic:'):
+    try:
+      _, split, seed = image_arg.split(':')
+      seed = int(seed)
+    except ValueError:
+      raise io.InputError(f"--image: expected 'synthetic:SPLIT:SEED', got {image_arg!r}") from None
+    from maskvid.data import synthetic  # pylint: disable=g-import-not-at-top
+    if split not in synthetic.SPLITS:
+      raise io.InputError(f'--image: split must be one of {synthetic.SPLITS}, got {split!r}')
+    clip = synthetic.render_clip(seed, split, 1, size[0], size[1])
+    image, gt, k = clip['rgb'][0], clip['depth'][0], clip['intrinsics']
+  else:
+    image = _square(io.read_image(image_arg, '--image'), size)
+    gt, k = None, geometry.intrinsics_from_fov(fov_deg, *size)
+  if depth_arg == 'gt':
+    if gt is None:
+      raise io.InputError("--depth: 'gt' needs --image=synthetic:SPLIT:SEED (or use "
+                          "--depth=gt:DEPTH.npy, net:DIR or external:PATH)")
+    depth = gt
+  elif depth_arg.startswith('gt:'):
+    depth = io.read_depth(depth_arg[3:], '--depth')
+    if depth.shape != image.shape[:2]:
+      if depth.shape[0] != depth.shape[1]:
+        raise io.InputError(f'--depth: depth map of shape {depth.shape} does not match the '
+                            f'image ({image.shape[0]}x{image.shape[1]}) and is not square')
+      # Nearest keeps depth edges sharp (averaging would invent in-between surfaces).
+      depth = cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+  elif depth_arg.startswith(('net:', 'external:')):
+    from maskvid import depth as depth_lib  # pylint: disable=g-import-not-at-top
+    try:
+      estimator = depth_lib.make_depth_estimator(depth_arg)
+    except (FileNotFoundError, ValueError) as e:
+      raise io.InputError(f'--depth: {e}') from e
+    depth = estimator.estimate(image)
+  else:
+    raise io.InputError(f"--depth: expected gt, gt:PATH, net:DIR or external:PATH, got "
+                        f"{depth_arg!r}")
+  return image, np.asarray(depth, np.float32), np.asarray(k, np.float32)
+
+
+def check_depth_arg(depth_arg: str, image_arg: str) -> None:
+  """Cheap validation of --depth before the model is loaded."""
+  kind, _, path = depth_arg.partition(':')
+  if kind == 'gt' and not path:
+    if not image_arg.startswith('synthetic:'):
+      raise io.InputError("--depth: 'gt' needs --image=synthetic:SPLIT:SEED (or use "
+                          "--depth=gt:DEPTH.npy, net:DIR or external:PATH)")
+  elif kind in ('gt', 'external') and path:
+    if not os.path.isfile(path):
+      raise io.InputError(f'--depth: file not found: {path!r}')
+  elif kind == 'net' and path:
+    if not os.path.isdir(path):
+      raise io.InputError(f'--depth: directory not found: {path!r}')
+  else:
+    raise io.InputError(f"--depth: expected gt, gt:PATH, net:DIR or external:PATH, got "
+                        f"{depth_arg!r}")
+
+
+def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: str = 'gt',
+            num_frames: int = 8, fov_deg: float = 60.0, strength: float = 1.0, seed: int = 0,
+            fps: int = 8, completer=None, **sample_kwargs) -> tuple:
+  """The whole command; validates every input before loading the model. Returns (mp4, png)."""
+  io.require_output(out)
+  if num_frames < 2:
+    raise io.InputError(f'--num_frames: must be >= 2, got {num_frames}')
+  if not trajectory.endswith('.json') and trajectory not in geometry.TRAJECTORIES:
+    raise io.InputError(f'--trajectory: must be one of {geometry.TRAJECTORIES} or a .json file, '
+                        f'got {trajectory!r}')
+  if trajectory.endswith('.json') and not os.path.isfile(trajectory):
+    raise io.InputError(f'--trajectory: file not found: {trajectory!r}')
+  if not image.startswith('synthetic:'):
+    io.read_image(image, '--image')  # fail on a bad image before the slow model load
+  check_depth_arg(depth, image)
+  if completer is None:
+    completer = cli.load_completer(checkpoint)
+  size = common.model_resolution(completer) or (32, 32)
+  img, dep, k = prepare_inputs(image, depth, size, fov_deg)
+  try:
+    poses = geometry.make_trajectory(trajectory, num_frames, float(np.median(dep)),
+                                     strength=strength)
+  except (ValueError, FileNotFoundError) as e:
+    raise io.InputError(f'--trajectory: {e}') from e
+  result = novel_view_synthesis(completer, img, dep, k, poses, seed=seed, **sample_kwargs)
+  return io.write_outputs(out, result['video'],
+                          [result['warped'], io.mask_to_rgb(result['pixel_mask']),
+                           result['video']], fps=fps)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.INFO)
+  f = flags.FLAGS
+  paths = cli.run_main(lambda: command(
+      image=f.image, trajectory=f.trajectory, checkpoint=f.checkpoint, out=f.out, depth=f.depth,
+      num_frames=f.num_frames, fov_deg=f.fov_deg, strength=f.strength, seed=f.seed, fps=f.fps,
+      **cli.sample_options(f)))
+  print('wrote', *paths)
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('image', None, "Input image, or 'synthetic:SPLIT:SEED'.")
+  flags.DEFINE_string('trajectory', 'orbit', 'Camera path name or .json pose file.')
+  flags.DEFINE_string('depth', 'gt', 'gt | gt:DEPTH.npy | net:DIR | external:WEIGHTS')
+  flags.DEFINE_integer('num_frames', 8, 'Frames in the output video (input view included).')
+  flags.DEFINE_float('fov_deg', 60.0, 'Horizontal field of view of the (square) input image.')
+  flags.DEFINE_float('strength', 1.0, 'Scales the camera motion of named trajectories.')
+  cli.define_common_flags()
+  flags.mark_flags_as_required(['image'])
+  app.run(main)
