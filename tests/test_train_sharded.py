@@ -54,8 +54,9 @@ def _compare() -> dict:
 
 
 def test_sharded_step_matches_single_device():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
+  # Backend optimisation level 0 cuts XLA:CPU compile time ~2.5x; both meshes compile alike.
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0')
   proc = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]

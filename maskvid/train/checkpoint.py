@@ -24,10 +24,14 @@ def checkpoint_dir(diffusion_dir: str) -> str:
 
 def make_manager(diffusion_dir: str, config, read_only: bool = False) -> ocp.CheckpointManager:
   """CheckpointManager keeping config.train.keep_checkpoints steps (async per config)."""
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=int(config.train.keep_checkpoints) if config.train.keep_checkpoints > 0 else None,
-      enable_async_checkpointing=bool(config.train.async_checkpoints) and not read_only,
-      create=not read_only, read_only=read_only)
+  if read_only:
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
+                                           enable_async_checkpointing=False)
+  else:
+    keep = int(config.train.keep_checkpoints)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep if keep > 0 else None, create=True,
+        enable_async_checkpointing=bool(config.train.async_checkpoints))
   return ocp.CheckpointManager(checkpoint_dir(diffusion_dir), options=options)
 
 
