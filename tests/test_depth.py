@@ -60,7 +60,7 @@ def test_ground_truth_estimator_returns_stored_depth():
 
 
 def test_depth_net_trains_saves_and_loads(tmp_path):
-  config = _tiny_config(steps=40)
+  config = _tiny_config(steps=30)
   train, held = _toy_frames(64, seed=1), _toy_frames(8, seed=2)
   metrics = depth_train.train_depth(config, str(tmp_path), train_data=train, eval_data=held)
   assert metrics['train/loss_last10'] < 0.5 * metrics['train/first_loss']
@@ -97,6 +97,7 @@ def test_external_adapter_loads_written_file_and_matches(tmp_path, suffix, layou
   est = md.make_depth_estimator(f'external:{path}')
   assert est.module.channel_multipliers == (1, 2, 2) and est.output == 'inverse_depth'
   rgb = np.random.default_rng(5).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+  # Reference: the Linen module on the original params, without the adapter.
   raw = np.asarray(jax.jit(module.apply)(params, jnp.asarray(rgb, jnp.float32) / 127.5 - 1.0))
   np.testing.assert_allclose(est.raw(rgb), raw, rtol=1e-5, atol=1e-5)
   expected = np.clip(1.0 / np.maximum(2.0 * raw + 5.0, 1e-12), 1e-3, 1e4)

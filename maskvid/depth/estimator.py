@@ -1,4 +1,5 @@
 """DepthEstimator backed by a DepthUNet (trained here, or external weights mapped onto it)."""
+import functools
 import json
 import os
 
@@ -14,6 +15,13 @@ INPUT_NORMS = ('minus_one_one', 'imagenet')
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 DEPTH_RANGE = (1e-3, 1e4)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(module: DepthUNet, params, x):
+  # Module-level and keyed on the (hashable) module config: estimators of equal architecture
+  # share one compiled function instead of compiling per instance.
+  return module.apply(params, x)
 
 
 class UNetDepthEstimator(DepthEstimator):
@@ -34,7 +42,6 @@ class UNetDepthEstimator(DepthEstimator):
     self.module, self.params = module, params
     self.output, self.scale, self.shift, self.input_norm = output, scale, shift, input_norm
     self.batch_size = batch_size
-    self._apply = jax.jit(module.apply)
 
   def raw(self, rgb_uint8: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, 3] -> raw network output float32 [N, H, W]."""
@@ -47,7 +54,7 @@ class UNetDepthEstimator(DepthEstimator):
     f = self.module.downsample_factor
     ph, pw = (-h) % f, (-w) % f
     x = np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='edge')
-    out = [np.asarray(self._apply(self.params, jnp.asarray(x[i:i + self.batch_size])))
+    out = [np.asarray(_apply(self.module, self.params, jnp.asarray(x[i:i + self.batch_size])))
            for i in range(0, n, self.batch_size)]
     return np.concatenate(out)[:, :h, :w]
 
