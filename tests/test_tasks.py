@@ -239,3 +239,22 @@ def test_failed_run_leaves_no_partial_output(files, monkeypatch):
     interpolate.command(start=p['a'], end=p['b'], checkpoint=p['ckpt'], out=str(out / 'i.mp4'),
                         completer=FakeCompleter())
   assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize('module,args,match', [
+    ('interpolate', ['--start={missing}', '--end={a}'], '--start: file not found'),
+    ('nvs', ['--image={bad}', '--trajectory=orbit'], '--image: cannot read image'),
+    ('edit', ['--video={clip}', '--edited_frame={small}'], '--edited_frame: size'),
+])
+def test_command_line_reports_bad_input(files, module, args, match):
+  import subprocess
+  import sys
+  p, out = files
+  p = dict(p, missing=p['a'] + '.nope')
+  cmd = [sys.executable, '-m', f'maskvid.tasks.{module}', f'--checkpoint={p["ckpt"]}',
+         f'--out={out / "o.mp4"}'] + [a.format(**p) for a in args]
+  r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert r.returncode != 0
+  assert match in r.stderr, r.stderr[-2000:]
+  assert os.listdir(out) == []
