@@ -37,67 +37,77 @@ def _check_ratio(mask_ratio) -> tuple[float, float]:
   return lo, hi
 
 
-def _random_subset(rng, n: int, k: jax.Array) -> jax.Array:
-  """Bool `[n]` with exactly k True entries, uniformly at random."""
-  ranks = jnp.argsort(jnp.argsort(jax.random.uniform(rng, (n,))))
-  return ranks < k
+# Every generator reads its randomness from one uniform draw per sample (`_draw`): a single
+# threefry call keeps the compiled sampler small. Layout: 8 scalars, then one value per patch,
+# then one per temporal patch row.
+_NUM_SCALARS = 8
 
 
-def _random_patches(rng, grid, ratio):
-  r_rng, p_rng = jax.random.split(rng)
+def _draw(rng, grid):
+  u = jax.random.uniform(rng, (_NUM_SCALARS + math.prod(grid) + grid[0],))
+  return u[:_NUM_SCALARS], u[_NUM_SCALARS:-grid[0]], u[-grid[0]:]
+
+
+def _between(u, lo, hi):
+  return lo + (hi - lo) * u
+
+
+def _random_subset(u: jax.Array, k: jax.Array) -> jax.Array:
+  """Bool `[n]` with exactly k True entries (the k smallest of u `[n]` by rank)."""
+  n = u.shape[0]
+  return jnp.zeros((n,), bool).at[jnp.argsort(u)].set(jnp.arange(n) < k)
+
+
+def _random_patches(draws, grid, ratio):
+  scalars, per_patch, _ = draws
   n = math.prod(grid)
-  r = jax.random.uniform(r_rng, (), minval=ratio[0], maxval=ratio[1])
-  k = jnp.clip(jnp.round(r * n), 1, n)
-  return ~_random_subset(p_rng, n, k).reshape(grid)
+  k = jnp.clip(jnp.round(_between(scalars[0], *ratio) * n), 1, n)
+  return ~_random_subset(per_patch, k).reshape(grid)
 
 
 def _time_index(grid):
   return jnp.broadcast_to(jnp.arange(grid[0])[:, None, None], grid)
 
 
-def _first_frame(rng, grid, ratio):
-  del rng, ratio
+def _first_frame(draws, grid, ratio):
+  del draws, ratio
   return _time_index(grid) == 0
 
 
-def _endpoints(rng, grid, ratio):
-  del rng, ratio
+def _endpoints(draws, grid, ratio):
+  del draws, ratio
   ti = _time_index(grid)
   return (ti == 0) | (ti == grid[0] - 1)
 
 
-def _spacetime_box(rng, grid, ratio):
-  keys = jax.random.split(rng, 6)
+def _spacetime_box(draws, grid, ratio):
+  u = draws[0]
   tp, hp, wp = grid
-  r = jax.random.uniform(keys[0], (), minval=ratio[0], maxval=ratio[1])
-  aspect = jnp.exp(jax.random.uniform(keys[1], (), minval=-math.log(2), maxval=math.log(2)))
-  bh = jnp.clip(jnp.round(jnp.sqrt(r * aspect) * hp), 1, hp).astype(jnp.int32)
-  bw = jnp.clip(jnp.round(jnp.sqrt(r / aspect) * wp), 1, wp).astype(jnp.int32)
-  tube = jax.random.bernoulli(keys[2])
-  bt = jnp.where(tube, tp, jax.random.randint(keys[3], (), 1, tp + 1))
+  r = _between(u[1], *ratio)
+  aspect = jnp.exp(_between(u[2], -math.log(2), math.log(2)))
+  bh = jnp.clip(jnp.round(jnp.sqrt(r * aspect) * hp), 1, hp)
+  bw = jnp.clip(jnp.round(jnp.sqrt(r / aspect) * wp), 1, wp)
+  # Half the time a tube through every frame, else a random temporal extent in [1, tp].
+  bt = jnp.where(u[3] < 0.5, tp, jnp.clip(jnp.floor(u[4] * tp) + 1, 1, tp))
 
-  def span(key, size, length):
-    start = jax.random.randint(key, (), 0, size - length + 1)
+  def span(v, size, length):
+    start = jnp.floor(v * (size - length + 1))
     idx = jnp.arange(size)
     return (idx >= start) & (idx < start + length)
 
-  in_t = span(keys[4], tp, bt)
-  kh, kw = jax.random.split(keys[5])
-  in_h, in_w = span(kh, hp, bh), span(kw, wp, bw)
+  in_t, in_h, in_w = span(u[5], tp, bt), span(u[6], hp, bh), span(u[7], wp, bw)
   return ~(in_t[:, None, None] & in_h[None, :, None] & in_w[None, None, :])
 
 
-def _random_frames(rng, grid, ratio):
-  r_rng, f_rng = jax.random.split(rng)
+def _random_frames(draws, grid, ratio):
+  scalars, _, per_frame = draws
   tp = grid[0]
-  r = jax.random.uniform(r_rng, (), minval=ratio[0], maxval=ratio[1])
-  k = jnp.clip(jnp.round(r * tp), 1, max(tp - 1, 1))
-  masked = _random_subset(f_rng, tp, k)
-  return jnp.broadcast_to(~masked[:, None, None], grid)
+  k = jnp.clip(jnp.round(_between(scalars[0], *ratio) * tp), 1, max(tp - 1, 1))
+  return jnp.broadcast_to(~_random_subset(per_frame, k)[:, None, None], grid)
 
 
-def _unconditional(rng, grid, ratio):
-  del rng, ratio
+def _unconditional(draws, grid, ratio):
+  del draws, ratio
   return jnp.zeros(grid, bool)
 
 
@@ -117,7 +127,7 @@ def patch_mask(rng: jax.Array, kind: str, patch_grid: Sequence[int],
   if kind not in _GENERATORS:
     raise ValueError(f'mask type must be one of {MASK_TYPES}, got {kind!r}')
   grid = tuple(int(g) for g in patch_grid)
-  return _GENERATORS[kind](rng, grid, _check_ratio(mask_ratio))
+  return _GENERATORS[kind](_draw(rng, grid), grid, _check_ratio(mask_ratio))
 
 
 def mixture_weights(config) -> jax.Array:
@@ -150,9 +160,32 @@ def expand_to_latents(mask: jax.Array, patch_size: Sequence[int]) -> jax.Array:
   return einops.repeat(mask, 'b t h w -> b (t pt) (h ph) (w pw)', pt=pt, ph=ph, pw=pw)
 
 
-def sample_mask_types(rng: jax.Array, batch_size: int, config) -> jax.Array:
-  """Mask type index per sample, int32 `[B]` into MASK_TYPES, drawn from config.masks."""
-  return jax.random.choice(rng, len(MASK_TYPES), (batch_size,), p=mixture_weights(config))
+def sample_patch_masks(rng: jax.Array, batch_size: int, patch_grid: Sequence[int],
+                       weights: jax.Array, mask_ratio) -> tuple[jax.Array, jax.Array]:
+  """Masks on the patch grid, bool `[B, Tp, hp, wp]`, and their type indices int32 `[B]`.
+
+  weights `[len(MASK_TYPES)]` (normalised) and mask_ratio (lo, hi) may be traced arrays, so one
+  compiled function serves every mixture. Types that would leave nothing masked fall back to
+  random_patches.
+  """
+  pgrid = tuple(int(g) for g in patch_grid)
+  type_rng, mask_rng = jax.random.split(rng)
+  types = jax.random.choice(type_rng, len(MASK_TYPES), (batch_size,), p=weights)
+
+  def one(key, kind):
+    draws = _draw(key, pgrid)
+    # All generators run and one is selected: masks are tiny, and this keeps it vmappable.
+    every = jnp.stack([_GENERATORS[k](draws, pgrid, mask_ratio) for k in MASK_TYPES])
+    chosen = every[kind]
+    fallback = every[MASK_TYPES.index('random_patches')]
+    return jnp.where(jnp.all(chosen), fallback, chosen)
+
+  return jax.vmap(one)(jax.random.split(mask_rng, batch_size), types), types
+
+
+# Weights and ratios are traced, so every mixture shares one compile per (batch, grid); inside an
+# outer jit this simply inlines.
+_sample_patch_masks_jit = jax.jit(sample_patch_masks, static_argnums=(1, 2))
 
 
 def sample_known_mask(rng: jax.Array, batch_size: int, grid: Sequence[int],
@@ -161,21 +194,10 @@ def sample_known_mask(rng: jax.Array, batch_size: int, grid: Sequence[int],
   """Training masks bool `[B, T, h, w]` (True = known), patch-aligned; config = config.diffusion.
 
   grid: latent grid (T, h, w); patch_size: config.model.patch_size. Jittable (batch_size, grid
-  and patch_size static). With return_types also returns the int32 `[B]` type indices.
+  and patch_size static). With return_types also returns the int32 `[B]` indices into MASK_TYPES.
   """
   pgrid = patch_grid_of(grid, patch_size)
-  ratio = _check_ratio(config.mask_ratio)
-  type_rng, mask_rng = jax.random.split(rng)
-  types = sample_mask_types(type_rng, batch_size, config)
-
-  def one(key, kind):
-    keys = jax.random.split(key, len(MASK_TYPES))
-    # All generators run and one is selected: masks are tiny, and this keeps it vmappable.
-    every = jnp.stack([_GENERATORS[k](keys[i], pgrid, ratio) for i, k in enumerate(MASK_TYPES)])
-    chosen = every[kind]
-    fallback = every[MASK_TYPES.index('random_patches')]
-    return jnp.where(jnp.all(chosen), fallback, chosen)
-
-  masks = jax.vmap(one)(jax.random.split(mask_rng, batch_size), types)
+  masks, types = _sample_patch_masks_jit(rng, batch_size, pgrid, mixture_weights(config),
+                                         jnp.asarray(_check_ratio(config.mask_ratio), jnp.float32))
   masks = expand_to_latents(masks, patch_size)
   return (masks, types) if return_types else masks
