@@ -68,13 +68,14 @@ def train_batches(source, config, batch_size: int, start_step: int) -> Iterator[
   return iter(ds.to_iter_dataset(read))
 
 
-def _require_latent_cache(latents_dir: str, config) -> None:
-  stats = os.path.join(latents_dir, 'stats.json')
-  if not os.path.exists(stats):
+def _require_latent_cache(latents_dir: str) -> None:
+  from maskvid.vae import cache as cache_lib  # pylint: disable=g-import-not-at-top
+  if not cache_lib.is_complete(latents_dir):
+    state = 'is incomplete' if os.path.isdir(latents_dir) else 'does not exist'
     raise FileNotFoundError(
-        f'No latent cache in {latents_dir!r} ({stats} is missing). Build it first with the cache '
-        'stage: `python -m maskvid.main --config=<config> --workdir=<workdir> --config.job=cache` '
-        '(needs a trained VAE), or run every stage with `--config.job=demo`.')
+        f'The latent cache {latents_dir!r} {state}. Build it first with the cache stage: '
+        '`python -m maskvid.main --config=<config> --workdir=<workdir> --config.job=cache` '
+        '(needs a trained VAE: --config.job=vae), or run every stage with --config.job=demo.')
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -259,7 +260,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   diffusion_dir = stage_dir(config, workdir, 'diffusion')
   latents_dir = stage_dir(config, workdir, 'latents')
   vae_dir = stage_dir(config, workdir, 'vae')
-  _require_latent_cache(latents_dir, config)
+  _require_latent_cache(latents_dir)
   total_steps = int(config.train.steps)
   if total_steps < 1:
     raise ValueError(f'config.train.steps must be >= 1, got {total_steps}')
