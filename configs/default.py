@@ -74,6 +74,8 @@ def get_config():
                                           # then be 'conditioning')
 
   # Masked-denoising objective (maskvid/diffusion).
+  c.model.scan_layers = False             # nn.scan over blocks: params stacked on a 'layers' axis,
+                                          # compile time independent of depth
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.time_sampling = 'logit_normal'  # logit_normal | uniform
   c.diffusion.logit_mean = 0.0

@@ -129,6 +129,28 @@ def test_remat_matches_no_remat():
     jax.eval_shape(M.build_model(tiny_config(remat='some')).init, jax.random.key(0), x, t)
 
 
+def test_scan_layers_matches_unrolled():
+  x, t = inputs(batch=1)
+  deep = tiny_config(depth=2)
+  unrolled = M.build_model(deep)
+  scanned = M.build_model(tiny_config(depth=2, scan_layers=True, remat='dots'))
+  params = random_params(unrolled, x, t)
+  abstract = jax.eval_shape(scanned.init, jax.random.key(0), x, t)['params']
+  qkv = abstract['blocks']['attn']['qkv']['kernel']
+  assert qkv.names == ('layers', 'embed', 'qkv', 'heads', 'kv') and qkv.value.shape[0] == 2
+  stacked = {k: v for k, v in params.items() if not k.startswith('block_')}
+  stacked['blocks'] = jax.tree.map(lambda *l: jnp.stack(l), params['block_0'], params['block_1'])
+  np.testing.assert_allclose(jax.jit(M.make_apply_fn(scanned))(stacked, x, t),
+                             jax.jit(M.make_apply_fn(unrolled))(params, x, t),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_cudnn_request_falls_back_off_gpu():
+  if jax.default_backend() == 'gpu':
+    pytest.skip('fallback is for machines without cuDNN attention')
+  assert M.build_model(tiny_config(attention='cudnn', dtype='bfloat16')).attention == 'xla'
+
+
 def test_logical_axis_names_on_every_param():
   x, t = inputs()
   params = jax.eval_shape(BASE.init, jax.random.key(0), x, t)['params']
@@ -163,7 +185,7 @@ def test_bad_inputs_raise_clear_errors():
   bad = tiny_config()
   bad.model.attention = 'flash'
   with pytest.raises(ValueError, match='config.model.attention'):
-    jax.eval_shape(M.build_model(bad).init, jax.random.key(0), x, t)
+    M.build_model(bad)
   bad = tiny_config()
   bad.diffusion.objective = 'conditioning'
   with pytest.raises(ValueError, match='input_conditioning'):

@@ -152,7 +152,9 @@ class Block(nn.Module):
   """DiT block with per-token adaLN-Zero.
 
   x `[B, N, D]` tokens, c `[B, N, D]` each token's own noise-level embedding,
-  angles `[N, head_dim/2]`. The 6 modulation vectors (shift/scale/gate for attention and MLP)
+  angles `[N, head_dim/2]`. The residual stream x stays float32 whatever the compute dtype
+  (branch outputs are added in float32), so 24+ bf16 blocks do not accumulate rounding in it.
+  The 6 modulation vectors (shift/scale/gate for attention and MLP)
   are computed per token, so a clean context token and a noisy token in the same clip are
   normalised differently. The modulation projection is zero-initialised: every block starts as
   the identity (gates = 0).
@@ -175,10 +177,10 @@ class Block(nn.Module):
     h = modulate(norm('norm1')(x), shift1, scale1)
     h = Attention(self.num_heads, self.qk_norm, self.implementation, self.dtype,
                   name='attn')(h, angles)
-    x = x + gate1 * h
+    x = x + (gate1 * h).astype(x.dtype)
     h = modulate(norm('norm2')(x), shift2, scale2)
     h = Mlp(int(round(width * self.mlp_ratio)), self.dtype, name='mlp')(h)
-    return x + gate2 * h
+    return x + (gate2 * h).astype(x.dtype)
 
 
 class FinalLayer(nn.Module):

@@ -16,6 +16,7 @@ concatenates the known latents (zeros where unknown) and the mask as extra input
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
@@ -32,27 +33,49 @@ _REMAT = ('none', 'full', 'dots')
 _ATTENTION = {'xla': None, 'cudnn': 'cudnn'}
 
 
-def resolve_attention(name: str, dtype, head_dim: int) -> Optional[str]:
-  """config.model.attention -> `implementation` argument of jax.nn.dot_product_attention.
+@functools.lru_cache(maxsize=None)
+def _cudnn_attention_runs(num_heads: int, head_dim: int, dtype_name: str) -> Optional[str]:
+  """Compile and run cuDNN attention (forward and backward) once; None if it works, else why.
 
-  'cudnn' falls back to the XLA path (with a warning) where cuDNN flash attention cannot run:
-  no GPU backend, float32 compute, or a head dim that is not a multiple of 8 / above 256.
+  Guards against cuDNN builds that advertise the path but fail at compile or run time (jax issue
+  32430 on CUDA 13 builds), so a run degrades to the XLA path instead of crashing mid-training.
+  """
+  q = np.zeros((1, 128, num_heads, head_dim), jnp.dtype(dtype_name))
+  def f(q):
+    out = jax.nn.dot_product_attention(q, q, q, implementation='cudnn')
+    return jnp.sum(out.astype(jnp.float32))
+  try:
+    jax.block_until_ready(jax.jit(jax.value_and_grad(f))(q))
+  except Exception as e:  # pylint: disable=broad-except
+    return f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+  return None
+
+
+def resolve_attention(name: str, dtype, num_heads: int, head_dim: int) -> str:
+  """config.model.attention -> the name the module uses ('xla' or 'cudnn').
+
+  'cudnn' falls back to 'xla' (with a warning) where cuDNN flash attention cannot run: no GPU
+  backend, a compute dtype other than bfloat16/float16, a head dim that is not a multiple of 8
+  or above 256, or a probe call that fails on this machine. Call outside jit.
   """
   if name not in _ATTENTION:
     raise ValueError(f'config.model.attention must be one of {sorted(_ATTENTION)}, got {name!r}')
-  impl = _ATTENTION[name]
-  if impl == 'cudnn':
-    reason = None
-    if jax.default_backend() != 'gpu':
-      reason = f'backend is {jax.default_backend()!r}'
-    elif jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
-      reason = f'compute dtype {jnp.dtype(dtype).name} (cuDNN needs bfloat16/float16)'
-    elif head_dim % 8 or head_dim > 256:
-      reason = f'head dim {head_dim} (cuDNN needs a multiple of 8, <= 256)'
-    if reason:
-      logging.warning('attention=cudnn unavailable (%s); using the XLA implementation.', reason)
-      impl = None
-  return impl
+  if name != 'cudnn':
+    return name
+  reason = None
+  if jax.default_backend() != 'gpu':
+    reason = f'backend is {jax.default_backend()!r}'
+  elif jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+    reason = f'compute dtype {jnp.dtype(dtype).name} (cuDNN needs bfloat16/float16)'
+  elif head_dim % 8 or head_dim > 256:
+    reason = f'head dim {head_dim} (cuDNN needs a multiple of 8, <= 256)'
+  else:
+    reason = _cudnn_attention_runs(num_heads, head_dim, jnp.dtype(dtype).name)
+  if reason:
+    logging.warning('config.model.attention=cudnn unavailable (%s); using the XLA '
+                    'implementation.', reason)
+    return 'xla'
+  return 'cudnn'
 
 
 def _check_inputs(x_t, t, patch_size, cond_latents, cond_mask, input_conditioning):
@@ -88,6 +111,7 @@ class VideoTransformer(nn.Module):
   attention: str = 'xla'
   qk_norm: bool = True
   input_conditioning: bool = False
+  scan_layers: bool = False
   rope_theta: float = 10_000.0
 
   @nn.compact
@@ -120,26 +144,44 @@ class VideoTransformer(nn.Module):
     x = nn.Dense(self.width, dtype=self.dtype, param_dtype=jnp.float32,
                  kernel_init=layers._p(nn.initializers.xavier_uniform(), ('patch', 'embed')),
                  bias_init=layers._p(nn.initializers.zeros_init(), ('embed',)),
-                 name='patch_embed')(tokens)
+                 name='patch_embed')(tokens).astype(jnp.float32)   # float32 residual stream
     cond = layers.TimestepEmbedder(self.width, dtype=self.dtype, name='t_embed')(t_tok)
 
     pos = np.stack(np.meshgrid(*[np.arange(g) for g in grid], indexing='ij'), -1).reshape(-1, 3)
     angles = layers.rope_angles(jnp.asarray(pos), head_dim, self.rope_theta)
 
-    block_cls = layers.Block
+    if self.attention not in _ATTENTION:
+      raise ValueError(f'config.model.attention must be one of {sorted(_ATTENTION)}, '
+                       f'got {self.attention!r}')
+    impl = _ATTENTION[self.attention]
+    block_args = (self.num_heads, self.mlp_ratio, self.qk_norm, impl, self.dtype)
+    block_cls = _ScanBlock if self.scan_layers else layers.Block
     if self.remat != 'none':
       policy = (None if self.remat == 'full'
                 else jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
-      block_cls = nn.remat(layers.Block, policy=policy)
-    impl = resolve_attention(self.attention, self.dtype, head_dim)
-    for i in range(self.depth):
-      x = block_cls(self.num_heads, self.mlp_ratio, self.qk_norm, impl, self.dtype,
-                    name=f'block_{i}')(x, cond, angles)
+      block_cls = nn.remat(block_cls, policy=policy, prevent_cse=not self.scan_layers)
+    if self.scan_layers:
+      # One traced block, parameters stacked on a leading 'layers' axis: compile time stops
+      # growing with depth.
+      stack = nn.scan(block_cls, variable_axes={'params': 0}, split_rngs={'params': True},
+                      in_axes=(nn.broadcast, nn.broadcast), length=self.depth,
+                      metadata_params={nn.PARTITION_NAME: 'layers'})
+      x, _ = stack(*block_args, name='blocks')(x, cond, angles)
+    else:
+      for i in range(self.depth):
+        x = block_cls(*block_args, name=f'block_{i}')(x, cond, angles)
 
     out = layers.FinalLayer(pt * ph * pw * c, dtype=self.dtype, name='final')(x, cond)
     v = einops.rearrange(out, 'b (t h w) (pt ph pw c) -> b (t pt) (h ph) (w pw) c',
                          t=grid[0], h=grid[1], w=grid[2], pt=pt, ph=ph, pw=pw)
     return v.astype(jnp.float32)
+
+
+class _ScanBlock(layers.Block):
+  """Block with the (carry, output) signature nn.scan expects."""
+
+  def __call__(self, x, c, angles):
+    return super().__call__(x, c, angles), None
 
 
 def build_model(config) -> VideoTransformer:
@@ -157,11 +199,15 @@ def build_model(config) -> VideoTransformer:
         f"config.diffusion.objective={objective!r} needs config.model.input_conditioning="
         f"{objective == 'conditioning'} (got {input_conditioning}): the conditioning baseline "
         'feeds known latents as input channels, the other objectives do not.')
+  width, num_heads = int(m.width), int(m.num_heads)
+  if width % num_heads:
+    raise ValueError(f'config.model.width={width} not divisible by num_heads={num_heads}')
+  attention = resolve_attention(m.attention, _DTYPES[m.dtype], num_heads, width // num_heads)
   return VideoTransformer(
-      patch_size=patch_size, width=int(m.width), depth=int(m.depth),
-      num_heads=int(m.num_heads), mlp_ratio=float(m.mlp_ratio), dtype=_DTYPES[m.dtype],
-      remat=m.remat, attention=m.attention, qk_norm=bool(m.get('qk_norm', True)),
-      input_conditioning=input_conditioning)
+      patch_size=patch_size, width=width, depth=int(m.depth),
+      num_heads=num_heads, mlp_ratio=float(m.mlp_ratio), dtype=_DTYPES[m.dtype],
+      remat=m.remat, attention=attention, qk_norm=bool(m.get('qk_norm', True)),
+      input_conditioning=input_conditioning, scan_layers=bool(m.get('scan_layers', False)))
 
 
 def make_apply_fn(module: nn.Module) -> Callable[..., jax.Array]:
