@@ -76,6 +76,11 @@ def get_config():
   # Masked-denoising objective (maskvid/diffusion).
   c.model.scan_layers = False             # nn.scan over blocks: params stacked on a 'layers' axis,
                                           # compile time independent of depth
+  c.model.adaln = 'block'                 # block: DiT adaLN-Zero, a modulation projection per
+                                          # block | single: PixArt-alpha adaLN-single, one shared
+                                          # projection + per-block offsets (~1/3 fewer FLOPs)
+  c.model.scan_layers = False             # nn.scan over blocks: params stacked on a 'layers' axis,
+                                          # compile time independent of depth
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.time_sampling = 'logit_normal'  # logit_normal | uniform
   c.diffusion.logit_mean = 0.0

@@ -73,21 +73,24 @@ def test_zero_output_at_init():
   assert np.any(np.asarray(p['block_0']['attn']['qkv']['kernel']))
 
 
-def test_per_token_noise_level_modulates_that_token():
+@pytest.mark.parametrize('adaln', ['block', 'single'])
+def test_per_token_noise_level_modulates_that_token(adaln):
   x, t = inputs(batch=1)
-  params = random_params(BASE, x, t, scale=0.2)
-  v0 = APPLY(params, x, t)
+  module = BASE if adaln == 'block' else M.build_model(tiny_config(adaln=adaln))
+  apply = APPLY if adaln == 'block' else jax.jit(M.make_apply_fn(module))
+  params = random_params(module, x, t, scale=0.2)
+  v0 = apply(params, x, t)
   # Raise t of one patch (frame 1, patch row 1, col 0): that token's output changes the most.
   t1 = t.at[0, 1, 2:4, 0:2].set(0.99)
-  diff = jnp.abs(APPLY(params, x, t1) - v0).mean(-1)[0]          # [T, h, w]
+  diff = jnp.abs(apply(params, x, t1) - v0).mean(-1)[0]          # [T, h, w]
   inside = diff[1, 2:4, 0:2].mean()
   outside = (diff.sum() - diff[1, 2:4, 0:2].sum()) / (diff.size - 4)
   assert float(inside) > 5 * float(outside) > 0
   # t is pooled per patch with max: lowering a non-max entry inside a patch changes nothing.
   t_max = t.at[0, 0, 0:2, 0:2].set(jnp.array([[0.9, 0.1], [0.2, 0.3]]))
   t_low = t_max.at[0, 0, 1, 1].set(0.0)
-  np.testing.assert_array_equal(np.asarray(APPLY(params, x, t_max)),
-                                np.asarray(APPLY(params, x, t_low)))
+  np.testing.assert_array_equal(np.asarray(apply(params, x, t_max)),
+                                np.asarray(apply(params, x, t_low)))
 
 
 def test_attention_mixes_context_across_spacetime():
@@ -213,10 +216,11 @@ def test_input_conditioning_uses_known_latents_and_mask():
     jax.eval_shape(module.apply, {'params': params}, x, t)
 
 
-def test_param_count_and_flops():
-  c = tiny_config()
+@pytest.mark.parametrize('adaln', ['block', 'single'])
+def test_param_count_and_flops(adaln):
+  c = tiny_config(adaln=adaln, depth=3)
   x, t = inputs(grid=(c.data.clip_length, 8, 8, 3))
-  params = jax.eval_shape(BASE.init, jax.random.key(0), x, t)['params']
+  params = jax.eval_shape(M.build_model(c).init, jax.random.key(0), x, t)['params']
   kernels = [l.size for path, l in jax.tree_util.tree_leaves_with_path(nn.unbox(params))
              if 'kernel' in jax.tree_util.keystr(path)]
   assert sum(kernels) == M.matmul_params(c)

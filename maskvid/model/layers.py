@@ -158,19 +158,29 @@ class Block(nn.Module):
   are computed per token, so a clean context token and a noisy token in the same clip are
   normalised differently. The modulation projection is zero-initialised: every block starts as
   the identity (gates = 0).
+
+  adaln='block' (DiT): each block projects c `[B, N, D]` to its own modulation (6 D^2 weights and
+  FLOPs per token per block). adaln='single' (PixArt-alpha adaLN-single): c is already the shared
+  modulation `[B, N, 6D]`, projected once for the whole network, and each block only adds a
+  learned offset `[6D]` (zero-initialised, so blocks still start as the identity).
   """
   num_heads: int
   mlp_ratio: float = 4.0
   qk_norm: bool = True
   implementation: Optional[str] = None
   dtype: Dtype = jnp.float32
+  adaln: str = 'block'
 
   @nn.compact
   def __call__(self, x: jax.Array, c: jax.Array, angles: jax.Array) -> jax.Array:
     width = x.shape[-1]
-    mod = nn.Dense(6 * width, dtype=self.dtype, param_dtype=jnp.float32,
-                   kernel_init=_p(_zeros, ('embed', 'mlp')),
-                   bias_init=_p(_zeros, ('mlp',)), name='adaln')(nn.silu(c))
+    if self.adaln == 'single':
+      offset = self.param('adaln_offset', _p(_zeros, ('mlp',)), (6 * width,), jnp.float32)
+      mod = c + offset.astype(c.dtype)
+    else:
+      mod = nn.Dense(6 * width, dtype=self.dtype, param_dtype=jnp.float32,
+                     kernel_init=_p(_zeros, ('embed', 'mlp')),
+                     bias_init=_p(_zeros, ('mlp',)), name='adaln')(nn.silu(c))
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
     norm = lambda name: nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6,
                                      dtype=self.dtype, name=name)

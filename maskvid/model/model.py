@@ -8,6 +8,9 @@ predicts the flow-matching velocity `v [B,T,h,w,c]`. Pipeline:
   depth x (adaLN-Zero block: full spacetime attention with 3-D RoPE, MLP)
   final per-token adaLN + zero-initialised linear -> unpatchify.
 
+`config.model.adaln` picks where the per-token modulation is projected: in every block (DiT
+adaLN-Zero, default) or once for the whole network plus per-block learned offsets (adaLN-single,
+PixArt-alpha; drops 6 D^2 weights and FLOPs per token per block, about a third of each block).
 Because the final projection is zero-initialised the model outputs exactly 0 at init.
 Compute runs in `config.model.dtype` (e.g. bfloat16); parameters are always float32.
 With `config.model.input_conditioning` the module also takes `(cond_latents, cond_mask)` and
@@ -31,6 +34,7 @@ from maskvid.model import layers
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 _REMAT = ('none', 'full', 'dots')
 _ATTENTION = {'xla': None, 'cudnn': 'cudnn'}
+_ADALN = ('block', 'single')
 
 
 @functools.lru_cache(maxsize=None)
@@ -112,6 +116,7 @@ class VideoTransformer(nn.Module):
   qk_norm: bool = True
   input_conditioning: bool = False
   scan_layers: bool = False
+  adaln: str = 'block'
   rope_theta: float = 10_000.0
 
   @nn.compact
@@ -154,7 +159,16 @@ class VideoTransformer(nn.Module):
       raise ValueError(f'config.model.attention must be one of {sorted(_ATTENTION)}, '
                        f'got {self.attention!r}')
     impl = _ATTENTION[self.attention]
-    block_args = (self.num_heads, self.mlp_ratio, self.qk_norm, impl, self.dtype)
+    if self.adaln not in _ADALN:
+      raise ValueError(f'config.model.adaln must be one of {_ADALN}, got {self.adaln!r}')
+    block_args = (self.num_heads, self.mlp_ratio, self.qk_norm, impl, self.dtype, self.adaln)
+    block_cond = cond
+    if self.adaln == 'single':
+      # One per-token modulation for all blocks (each block adds its own learned offset).
+      block_cond = nn.Dense(6 * self.width, dtype=self.dtype, param_dtype=jnp.float32,
+                            kernel_init=layers._p(nn.initializers.zeros_init(), ('embed', 'mlp')),
+                            bias_init=layers._p(nn.initializers.zeros_init(), ('mlp',)),
+                            name='adaln_single')(nn.silu(cond))
     block_cls = _ScanBlock if self.scan_layers else layers.Block
     if self.remat != 'none':
       policy = (None if self.remat == 'full'
@@ -166,10 +180,10 @@ class VideoTransformer(nn.Module):
       stack = nn.scan(block_cls, variable_axes={'params': 0}, split_rngs={'params': True},
                       in_axes=(nn.broadcast, nn.broadcast), length=self.depth,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
-      x, _ = stack(*block_args, name='blocks')(x, cond, angles)
+      x, _ = stack(*block_args, name='blocks')(x, block_cond, angles)
     else:
       for i in range(self.depth):
-        x = block_cls(*block_args, name=f'block_{i}')(x, cond, angles)
+        x = block_cls(*block_args, name=f'block_{i}')(x, block_cond, angles)
 
     out = layers.FinalLayer(pt * ph * pw * c, dtype=self.dtype, name='final')(x, cond)
     v = einops.rearrange(out, 'b (t h w) (pt ph pw c) -> b (t pt) (h ph) (w pw) c',
@@ -207,7 +221,8 @@ def build_model(config) -> VideoTransformer:
       patch_size=patch_size, width=width, depth=int(m.depth),
       num_heads=num_heads, mlp_ratio=float(m.mlp_ratio), dtype=_DTYPES[m.dtype],
       remat=m.remat, attention=attention, qk_norm=bool(m.get('qk_norm', True)),
-      input_conditioning=input_conditioning, scan_layers=bool(m.get('scan_layers', False)))
+      input_conditioning=input_conditioning, scan_layers=bool(m.get('scan_layers', False)),
+      adaln=m.get('adaln', 'block'))
 
 
 def make_apply_fn(module: nn.Module) -> Callable[..., jax.Array]:
@@ -256,9 +271,11 @@ def matmul_params(config, latent_channels: Optional[int] = None) -> int:
   c = latent_channels if latent_channels is not None else int(config.vae.latent_channels)
   patch = int(np.prod(m.patch_size))
   c_in = 2 * c + 1 if m.get('input_conditioning', False) else c
-  per_block = 3 * d * d + d * d + 2 * d * hidden + 6 * d * d   # qkv, out, mlp, adaLN
+  single = m.get('adaln', 'block') == 'single'
+  per_block = 3 * d * d + d * d + 2 * d * hidden + (0 if single else 6 * d * d)
   return (patch * c_in * d                   # patch embed
           + 256 * d + d * d                  # timestep MLP
+          + (6 * d * d if single else 0)     # shared adaLN projection
           + int(m.depth) * per_block
           + 2 * d * d + d * patch * c)       # final adaLN + projection
 
