@@ -69,18 +69,16 @@ def get_config():
   c.model.remat = 'none'                  # none | full | dots
   c.model.attention = 'xla'               # xla | cudnn (jax.nn.dot_product_attention implementation)
   c.model.qk_norm = True                  # RMS-normalise queries/keys (bf16 stability at width)
-  c.model.input_conditioning = False      # True: known latents + mask as extra input channels
-                                          # (the conditioning baseline; diffusion.objective must
-                                          # then be 'conditioning')
-
-  # Masked-denoising objective (maskvid/diffusion).
   c.model.scan_layers = False             # nn.scan over blocks: params stacked on a 'layers' axis,
                                           # compile time independent of depth
   c.model.adaln = 'block'                 # block: DiT adaLN-Zero, a modulation projection per
                                           # block | single: PixArt-alpha adaLN-single, one shared
                                           # projection + per-block offsets (~1/3 fewer FLOPs)
-  c.model.scan_layers = False             # nn.scan over blocks: params stacked on a 'layers' axis,
-                                          # compile time independent of depth
+  c.model.input_conditioning = False      # True: known latents + mask as extra input channels
+                                          # (the conditioning baseline; diffusion.objective must
+                                          # then be 'conditioning')
+
+  # Masked-denoising objective (maskvid/diffusion).
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.time_sampling = 'logit_normal'  # logit_normal | uniform
   c.diffusion.logit_mean = 0.0
