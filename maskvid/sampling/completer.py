@@ -1,0 +1,213 @@
+"""`Completer`: a trained run (diffusion EMA weights + VAE + latent stats) behind one call.
+
+    completer = Completer.from_workdir('runs/demo')          # or Completer(diffusion_dir, vae_dir)
+    video = completer.complete_video(frames, pixel_mask, num_steps=25, seed=0)   # uint8
+
+Pipeline of `complete_video`: frames -> VAE posterior mean -> normalised latents
+`(z - shift) / scale`; pixel mask -> latent mask by the documented rule
+(`masks.pixel_to_latent_mask`: a token is known only if at least `min_valid` of its pixels are,
+default all) then `masks.align_to_patches` (a model patch is known only if all its latents are, as
+in training); `sampler.complete` fills the rest; decode and quantise to uint8. Everything heavy is
+jitted once per shape; the sampler's compiled function is reused across calls because the
+Completer keeps one `apply_fn` object.
+"""
+import os
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maskvid.paths import stage_dir
+from maskvid.sampling import masks
+from maskvid.sampling import sampler
+
+
+def _to_float_frames(frames) -> np.ndarray:
+  """uint8 [..., 3] -> float32 in [-1, 1]; float frames are passed through (checked)."""
+  a = np.asarray(frames)
+  if a.dtype == np.uint8:
+    return a.astype(np.float32) / 127.5 - 1.0
+  if not np.issubdtype(a.dtype, np.floating):
+    raise TypeError(f'frames must be uint8 or float in [-1, 1], got dtype {a.dtype}')
+  if a.size and (np.nanmin(a) < -1.001 or np.nanmax(a) > 1.001):
+    raise ValueError(f'float frames must lie in [-1, 1], got range [{a.min():.3g}, {a.max():.3g}]'
+                     ' (pass uint8 for 0..255 pixels)')
+  return a.astype(np.float32)
+
+
+def _to_uint8(frames) -> np.ndarray:
+  return np.clip(np.round((np.asarray(frames, np.float32) + 1.0) * 127.5), 0, 255).astype(
+      np.uint8)
+
+
+class Completer:
+  """Masked video completion with a trained maskvid run.
+
+  Args:
+    diffusion_dir: the diffusion stage dir (config.json + checkpoints/); EMA weights are used.
+    vae_dir: the VAE stage dir (config.json + checkpoints/).
+    latents_dir: the latent-cache dir holding the normalisation stats; default: the run config's
+      `paths.latents`, else `latents/` next to diffusion_dir.
+    latent_stats: dict(shift=[c], scale=[c]) to use instead of reading latents_dir.
+    min_valid: fraction of a latent token's pixels that must be valid for it to be known.
+
+  Attributes: config (the diffusion run config), module / params (EMA) / apply_fn of the
+  denoiser, vae_module / vae_variables, shift / scale, latent_factor, patch_size.
+  """
+
+  def __init__(self, diffusion_dir: str, vae_dir: str, latents_dir: Optional[str] = None, *,
+               latent_stats: Optional[Mapping[str, Any]] = None, min_valid: float = 1.0):
+    from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
+    from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+    from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
+
+    for name, directory in (('diffusion_dir', diffusion_dir), ('vae_dir', vae_dir)):
+      if not directory or not os.path.isdir(directory):
+        raise FileNotFoundError(f'{name}: checkpoint directory {directory!r} does not exist (train '
+                                'it with `python -m maskvid.main --config=configs/demo.py '
+                                '--workdir=DIR`)')
+    self.config, self.module, self.params = ckpt_lib.load_for_inference(diffusion_dir)
+    if getattr(self.module, 'input_conditioning', False):
+      raise ValueError(f'{diffusion_dir!r} holds the input-conditioning baseline, which the masked '
+                       'sampler cannot drive; use maskvid.eval.baselines.conditioning_complete')
+    self.apply_fn = model_lib.make_apply_fn(self.module)
+    self.vae_module, variables = vae_train.load_vae(vae_dir)
+    # load_vae gives the variables dict ({'params': ...}); accept bare params too.
+    self.vae_variables = (variables if isinstance(variables, Mapping) and 'params' in variables
+                          else {'params': variables})
+    if latent_stats is None:
+      latent_stats = self._read_stats(diffusion_dir, latents_dir)
+    self.shift = jnp.asarray(latent_stats['shift'], jnp.float32)
+    self.scale = jnp.asarray(latent_stats['scale'], jnp.float32)
+    self.latent_factor = int(self.vae_module.downsample_factor)
+    self.patch_size = tuple(int(p) for p in self.config.model.patch_size)
+    self.min_valid = float(min_valid)
+    module = self.vae_module
+    self._encode = jax.jit(
+        lambda v, x: (module.apply(v, x, method=module.encode)[0] - self.shift) / self.scale)
+    self._decode = jax.jit(lambda v, z: jnp.clip(
+        module.apply(v, z * self.scale + self.shift, method=module.decode), -1.0, 1.0))
+
+  def _read_stats(self, diffusion_dir: str, latents_dir: Optional[str]) -> Mapping[str, Any]:
+    if latents_dir is None:
+      configured = self.config.get('paths', {}).get('latents', '')
+      latents_dir = configured or os.path.join(
+          os.path.dirname(os.path.abspath(diffusion_dir)), 'latents')
+    try:
+      from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
+      return cache.load_latent_stats(latents_dir)
+    except (FileNotFoundError, OSError) as e:
+      raise FileNotFoundError(f'latents_dir: no latent stats in {latents_dir!r} ({e}); build the '
+                              'cache stage or pass latents_dir / latent_stats') from e
+
+  @classmethod
+  def from_workdir(cls, workdir: str, **kwargs) -> 'Completer':
+    """Completer of a maskvid workdir (its diffusion/, vae/ and latents/ stage dirs).
+
+    Stage paths overridden in the run config (config.paths) are honoured.
+    """
+    if not workdir or not os.path.isdir(workdir):
+      raise FileNotFoundError(f'workdir {workdir!r} does not exist')
+    diffusion_dir = os.path.join(workdir, 'diffusion')
+    config_path = os.path.join(diffusion_dir, 'config.json')
+    if not os.path.exists(config_path):
+      raise FileNotFoundError(f'workdir {workdir!r} has no trained diffusion stage ({config_path} '
+                              'is missing): run `python -m maskvid.main --config=configs/demo.py '
+                              f'--workdir={workdir}`')
+    from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+    config = ckpt_lib.config_from_json(config_path)
+    kwargs.setdefault('latents_dir', stage_dir(config, workdir, 'latents'))
+    return cls(diffusion_dir, stage_dir(config, workdir, 'vae'), **kwargs)
+
+  # ------------------------------------------------------------------------------- latents
+  def encode(self, frames) -> jax.Array:
+    """frames [B,T,H,W,3] (uint8, or float in [-1, 1]) -> normalised latents [B,T,h,w,c]."""
+    x = _to_float_frames(frames)
+    if x.ndim != 5 or x.shape[-1] != 3:
+      raise ValueError(f'frames must be [B, T, H, W, 3], got shape {x.shape}')
+    return self._encode(self.vae_variables, x)
+
+  def decode(self, latents) -> jax.Array:
+    """normalised latents [B,T,h,w,c] -> float frames [B,T,H,W,3] in [-1, 1]."""
+    z = jnp.asarray(latents, jnp.float32)
+    if z.ndim != 5 or z.shape[-1] != self.shift.shape[0]:
+      raise ValueError(f'latents must be [B, T, h, w, {self.shift.shape[0]}], got {z.shape}')
+    return self._decode(self.vae_variables, z)
+
+  def sample_options(self, num_steps=None, solver=None, renoise_at=None, guidance=None) -> dict:
+    """Sampler keyword arguments: given values, else the run config's `sample` section."""
+    s = self.config.sample
+    r = float(s.renoise_at if renoise_at is None else renoise_at)
+    return dict(num_steps=int(s.num_steps if num_steps is None else num_steps),
+                solver=str(s.solver if solver is None else solver),
+                renoise_at=r if r > 0 else None,
+                guidance=float(s.guidance if guidance is None else guidance))
+
+  def complete_latents(self, known, known_mask, rng, **options) -> jax.Array:
+    """sampler.complete with this run's EMA weights; options as in `sample_options`."""
+    return sampler.complete(self.apply_fn, self.params, jnp.asarray(known, jnp.float32),
+                            jnp.asarray(known_mask), rng, **self.sample_options(**options))
+
+  def latent_mask(self, pixel_mask) -> jax.Array:
+    """bool [B,T,H,W] pixels -> bool [B,T,h,w] known tokens (pixel rule, then patch-aligned)."""
+    latent = masks.pixel_to_latent_mask(jnp.asarray(pixel_mask), self.latent_factor,
+                                        self.min_valid)
+    return masks.align_to_patches(latent, self.patch_size)
+
+  # ------------------------------------------------------------------------------- video
+  def complete_video(self, frames, pixel_mask, *, num_steps: Optional[int] = None,
+                     solver: Optional[str] = None, renoise_at: Optional[float] = None,
+                     guidance: Optional[float] = None, seed: int = 0,
+                     rng: Optional[jax.Array] = None, paste_known: bool = False,
+                     return_latents: bool = False):
+    """Completes the unknown pixels of a clip (or a batch of clips).
+
+    Args:
+      frames: uint8 [T,H,W,3] / [B,T,H,W,3], or float in [-1, 1] of those shapes. H and W must
+        be multiples of latent_factor * patch size, T of the temporal patch size.
+      pixel_mask: bool [T,H,W] / [B,T,H,W], True = known pixel (its value is trusted).
+      num_steps, solver, renoise_at, guidance: sampler options (None: the run config's
+        `sample` section; renoise_at <= 0 turns stochastic conditioning off).
+      seed: sampling seed (ignored when `rng` is given).
+      paste_known: copy the known input pixels over the decoded output.
+      return_latents: also return the latents and the latent known mask.
+
+    Returns:
+      uint8 frames with the rank of `frames` ([T,H,W,3] or [B,T,H,W,3]); with return_latents a
+      dict(video=..., latents [B,T,h,w,c], known_mask [B,T,h,w]).
+    """
+    x = _to_float_frames(frames)
+    if x.ndim not in (4, 5) or x.shape[-1] != 3:
+      raise ValueError(f'frames must be [T, H, W, 3] or [B, T, H, W, 3], got shape {x.shape}')
+    unbatched = x.ndim == 4
+    m = np.asarray(pixel_mask)
+    if m.dtype != np.bool_:
+      raise TypeError(f'pixel_mask must be bool (True = known pixel), got dtype {m.dtype}')
+    if m.shape != x.shape[:-1]:
+      raise ValueError(f'pixel_mask must have shape frames.shape[:-1] = {x.shape[:-1]}, got '
+                       f'{m.shape}')
+    if unbatched:
+      x, m = x[None], m[None]
+    pt, ph, pw = self.patch_size
+    f = self.latent_factor
+    _, T, H, W, _ = x.shape
+    if T % pt or H % (f * ph) or W % (f * pw):
+      raise ValueError(f'frames [.., T={T}, H={H}, W={W}, 3] must have T divisible by {pt} and H, '
+                       f'W by {f * ph} x {f * pw} (VAE factor {f} x model patch {ph} x {pw})')
+    if rng is None:
+      rng = jax.random.key(seed)
+
+    latents = self.encode(x)
+    known_mask = self.latent_mask(m)
+    known = jnp.where(known_mask[..., None], latents, 0.0)  # unknown values are never read
+    out = self.complete_latents(known, known_mask, rng, num_steps=num_steps, solver=solver,
+                                renoise_at=renoise_at, guidance=guidance)
+    video = _to_uint8(self.decode(out))
+    if paste_known:
+      video = np.where(m[..., None], _to_uint8(x), video)
+    if unbatched:
+      video = video[0]
+    if return_latents:
+      return dict(video=video, latents=np.asarray(out), known_mask=np.asarray(known_mask))
+    return video

@@ -1,0 +1,158 @@
+"""Completer end to end on a tiny random-init run written to a tmp workdir with the real savers."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import default
+from maskvid import stages
+from maskvid.sampling import completer as completer_lib
+
+RES, FRAMES = 16, 2
+
+
+def tiny_config():
+  c = default.get_config()
+  c.data.resolution, c.data.clip_length, c.data.num_frames = RES, FRAMES, FRAMES
+  c.vae.base_channels, c.vae.channel_multipliers, c.vae.norm_groups = 8, (1, 2), 4  # factor 2
+  c.model.width, c.model.depth, c.model.num_heads = 32, 1, 2
+  c.train.batch_size, c.train.async_checkpoints = 1, False
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
+  c.sample.num_steps, c.sample.solver = 2, 'euler'
+  return c
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  """diffusion/ (Trainer state via train.checkpoint), vae/ (orbax `params` item, the layout
+  load_vae reads), latents/ (stats.json + COMPLETE.json as the cache writes them)."""
+  from maskvid.train import checkpoint as ckpt_lib
+  from maskvid.train import sharding
+  from maskvid.train import step as step_lib
+  from maskvid.vae import cache
+  from maskvid.vae import model as vae_model
+
+  root = str(tmp_path_factory.mktemp('run'))
+  config = tiny_config()
+  for stage in ('diffusion', 'vae'):
+    stages.save_config(config, os.path.join(root, stage))
+
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  trainer = step_lib.Trainer(config, mesh=mesh)
+  manager = ckpt_lib.make_manager(os.path.join(root, 'diffusion'), config)
+  ckpt_lib.save(manager, trainer.init(0), force=True)
+  manager.wait_until_finished()
+  manager.close()
+
+  module = vae_model.from_config(config.vae)
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 1, RES, RES, 3)))
+  vae_ckpt = ocp.CheckpointManager(os.path.join(root, 'vae', 'checkpoints'))
+  vae_ckpt.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(variables)), force=True)
+  vae_ckpt.wait_until_finished()
+  vae_ckpt.close()
+
+  latents = os.path.join(root, 'latents')
+  os.makedirs(latents)
+  with open(os.path.join(latents, cache.STATS_FILE), 'w') as f:
+    json.dump({'shift': [0.1, -0.2, 0.0, 0.3], 'scale': [0.5, 2.0, 1.0, 1.5]}, f)
+  with open(os.path.join(latents, cache.COMPLETE_FILE), 'w') as f:
+    json.dump({}, f)
+  return root
+
+
+@pytest.fixture(scope='module')
+def completer(workdir):
+  return completer_lib.Completer.from_workdir(workdir)
+
+
+def clip(seed=0, batch=None):
+  rs = np.random.RandomState(seed)
+  shape = (FRAMES, RES, RES, 3) if batch is None else (batch, FRAMES, RES, RES, 3)
+  return rs.randint(0, 256, size=shape).astype(np.uint8)
+
+
+def test_loads_run(completer):
+  assert completer.latent_factor == 2 and completer.patch_size == (1, 2, 2)
+  np.testing.assert_allclose(np.asarray(completer.scale), [0.5, 2.0, 1.0, 1.5])
+  assert completer.config.data.resolution == RES
+  opts = completer.sample_options()
+  assert opts == dict(num_steps=2, solver='euler', renoise_at=None, guidance=1.0)
+
+
+def test_encode_normalises_with_stats(completer):
+  frames = clip(1)[None]
+  z = np.asarray(completer.encode(frames))
+  assert z.shape == (1, FRAMES, RES // 2, RES // 2, 4)
+  vae = completer.vae_module
+  raw = vae.apply(completer.vae_variables, jnp.asarray(frames / 127.5 - 1.0, jnp.float32),
+                  method=vae.encode)[0]
+  np.testing.assert_allclose(z * np.asarray(completer.scale) + np.asarray(completer.shift),
+                             np.asarray(raw), rtol=1e-4, atol=1e-4)
+
+
+def key(seed):
+  return jax.random.key(seed, impl='rbg')  # compiles much faster than threefry on XLA:CPU
+
+
+def test_all_known_is_the_vae_round_trip(completer):
+  frames = clip(2)
+  out = completer.complete_video(frames, np.ones(frames.shape[:-1], bool), rng=key(0))
+  assert out.dtype == np.uint8 and out.shape == frames.shape
+  expect = completer_lib._to_uint8(completer.decode(completer.encode(frames[None])))[0]
+  np.testing.assert_array_equal(out, expect)
+
+
+def test_partial_mask_keeps_known_latents_and_pixels(completer):
+  frames = clip(3, batch=1)
+  mask = np.ones(frames.shape[:-1], bool)
+  mask[:, 1, 4:12, 4:12] = False   # a hole in frame 1: latents 2..5 -> patches (1..2) fully out
+  mask[0, 0, 0, 0] = False         # one bad pixel: its token and that token's patch become unknown
+  res = completer.complete_video(frames, mask, rng=key(1), return_latents=True)
+  assert res['video'].shape == frames.shape
+  known = res['known_mask']
+  assert known.shape == (1, FRAMES, RES // 2, RES // 2)
+  assert not known[0, 1, 2:6, 2:6].any() and not known[0, 0, :2, :2].any()
+  assert known.sum() == 2 * 64 - 16 - 4
+  z = np.asarray(completer.encode(frames))
+  np.testing.assert_array_equal(res['latents'][known], z[known])
+  assert not np.allclose(res['latents'][~known], z[~known])
+  pasted = completer.complete_video(frames, mask, rng=key(1), paste_known=True)
+  np.testing.assert_array_equal(pasted[mask], frames[mask])
+  np.testing.assert_array_equal(pasted[~mask], res['video'][~mask])
+  # Float input in [-1, 1] is the same clip as uint8; another rng gives another completion.
+  again = completer.complete_video(frames.astype(np.float32) / 127.5 - 1.0, mask, rng=key(1))
+  np.testing.assert_array_equal(again, res['video'])
+  other = completer.complete_video(frames, mask, rng=key(2), return_latents=True)
+  np.testing.assert_array_equal(other['latents'][known], z[known])
+  assert not np.array_equal(other['video'][~mask], res['video'][~mask])
+
+
+def test_bad_inputs_are_named(completer):
+  frames = clip(4)
+  with pytest.raises(ValueError, match='pixel_mask must have shape'):
+    completer.complete_video(frames, np.ones((FRAMES, RES, RES - 1), bool))
+  with pytest.raises(TypeError, match='pixel_mask must be bool'):
+    completer.complete_video(frames, np.ones((FRAMES, RES, RES), np.uint8))
+  with pytest.raises(ValueError, match='frames must be'):
+    completer.complete_video(frames[..., :2], np.ones((FRAMES, RES, RES), bool))
+  with pytest.raises(ValueError, match='divisible'):
+    completer.complete_video(frames[:, :14, :14], np.ones((FRAMES, 14, 14), bool))
+  with pytest.raises(ValueError, match=r'float frames must lie in \[-1, 1\]'):
+    completer.complete_video(frames.astype(np.float32), np.ones((FRAMES, RES, RES), bool))
+
+
+def test_missing_checkpoints_raise_naming_the_directory(tmp_path, workdir):
+  with pytest.raises(FileNotFoundError, match='has no trained diffusion stage'):
+    completer_lib.Completer.from_workdir(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='does not exist'):
+    completer_lib.Completer.from_workdir(str(tmp_path / 'nope'))
+  missing = str(tmp_path / 'vae')
+  with pytest.raises(FileNotFoundError, match='vae_dir.*' + missing):
+    completer_lib.Completer(os.path.join(workdir, 'diffusion'), missing)
+  with pytest.raises(FileNotFoundError, match='latents_dir'):
+    completer_lib.Completer(os.path.join(workdir, 'diffusion'), os.path.join(workdir, 'vae'),
+                            latents_dir=str(tmp_path))
