@@ -13,6 +13,7 @@ def define_common_flags() -> None:
   flags.DEFINE_float('renoise_at', -1.0, 'Stochastic conditioning threshold t in (0, 1); <0: off.')
   flags.DEFINE_float('guidance', None, 'Mask-dropout guidance weight (default: config).')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+  flags.DEFINE_bool('paste_known', False, 'Copy the known input pixels over the decoded output.')
   flags.DEFINE_integer('fps', 8, 'Frames per second of the MP4.')
   flags.mark_flags_as_required(['checkpoint', 'out'])
 
@@ -21,7 +22,8 @@ def sample_options(values) -> dict:
   """Sampler keyword arguments from parsed flags (None = the completer's default)."""
   r = values.renoise_at
   return dict(num_steps=values.num_steps, solver=values.solver, guidance=values.guidance,
-              renoise_at=(float(r) if r is not None and r > 0 else None))
+              renoise_at=(float(r) if r is not None and r > 0 else None),
+              paste_known=bool(values.paste_known))
 
 
 def load_completer(workdir: str):

@@ -48,9 +48,11 @@ def run_completion(completer, frames: np.ndarray, pixel_mask: np.ndarray, *, see
   """One clip through `completer.complete_video`.
 
   Args:
-    completer: object with `complete_video(frames [B,T,H,W,3] uint8, pixel_mask [B,T,H,W] bool,
-      ...)`; sampler options (num_steps, solver, renoise_at, guidance) and the seed / rng are
-      passed when its signature accepts them (None values are left to its defaults).
+    completer: `maskvid.sampling.completer.Completer` or any object with
+      `complete_video(frames uint8 [B,T,H,W,3], pixel_mask bool [B,T,H,W], ...)`; sampler
+      options (num_steps, solver, renoise_at, guidance, paste_known), the seed and
+      return_latents=True are passed when its signature accepts them (None values are left to
+      its defaults).
     frames: uint8 [T, H, W, 3]; pixel_mask: bool [T, H, W] (True = known).
   Returns:
     dict(video uint8 [T, H, W, 3], and latents / known_mask when the completer returns them).
@@ -63,11 +65,13 @@ def run_completion(completer, frames: np.ndarray, pixel_mask: np.ndarray, *, see
   accepts_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
   kwargs = {k: v for k, v in sample_kwargs.items()
             if v is not None and (accepts_any or k in params)}
-  if 'rng' in params:
+  if 'seed' in params or accepts_any:
+    kwargs['seed'] = seed
+  elif 'rng' in params:
     import jax  # pylint: disable=g-import-not-at-top
     kwargs['rng'] = jax.random.key(seed)
-  elif 'seed' in params or accepts_any:
-    kwargs['seed'] = seed
+  if 'return_latents' in params:
+    kwargs['return_latents'] = True
   out = completer.complete_video(frames[None], pixel_mask[None], **kwargs)
   return _normalise(out)
 

@@ -1,0 +1,127 @@
+"""Task commands end to end on a tiny random-init run written here with the train/vae modules' own
+checkpoint code (weights are random: these tests check plumbing and exactness, not quality)."""
+import json
+import os
+
+import imageio.v3 as iio
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from maskvid import stages
+from maskvid.tasks import cli
+from maskvid.tasks import edit
+from maskvid.tasks import interpolate
+from maskvid.tasks import nvs
+
+completer_lib = pytest.importorskip('maskvid.sampling.completer')
+
+
+def write_tiny_workdir(workdir: str):
+  """diffusion/ (random transformer), vae/ (random VAE) and latents/ stats of a tiny run."""
+  from maskvid.train import checkpoint as ckpt_lib
+  from maskvid.train import step as step_lib
+  from maskvid.vae import cache as cache_lib
+  from maskvid.vae import model as vae_model
+  from maskvid.vae import train as vae_train
+  c = default.get_config()
+  c.data.resolution = 32
+  c.data.clip_length = 4
+  c.vae.base_channels = 8
+  c.vae.channel_multipliers = (1, 2, 2)
+  c.vae.norm_groups = 4
+  c.model.width = 32
+  c.model.depth = 1
+  c.model.num_heads = 2
+  c.train.batch_size = 1
+  c.train.async_checkpoints = False
+  c.mesh.data = 1
+  c.sample.num_steps = 2
+  vae_dir, diffusion_dir, latents_dir = (os.path.join(workdir, s)
+                                         for s in ('vae', 'diffusion', 'latents'))
+  stages.save_config(c, vae_dir)
+  module = vae_model.from_config(c.vae)
+  state = vae_train.init_state(module, vae_train.make_optimizer(c.vae.train),
+                               jax.random.key(0, impl='rbg'), (32, 32, 3))
+  mgr = vae_train._checkpoint_manager(vae_dir)  # pylint: disable=protected-access
+  vae_train._save(mgr, state)  # pylint: disable=protected-access
+  mgr.wait_until_finished()
+  mgr.close()
+  os.makedirs(latents_dir)
+  with open(os.path.join(latents_dir, cache_lib.STATS_FILE), 'w') as f:
+    json.dump({'shift': [0.0] * 4, 'scale': [1.0] * 4}, f)
+  with open(os.path.join(latents_dir, cache_lib.COMPLETE_FILE), 'w') as f:
+    json.dump({}, f)
+  stages.save_config(c, diffusion_dir)
+  trainer = step_lib.Trainer(c)
+  mgr = ckpt_lib.make_manager(diffusion_dir, c)
+  ckpt_lib.save(mgr, trainer.init(0), force=True)
+  mgr.wait_until_finished()
+  mgr.close()
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  root = tmp_path_factory.mktemp('e2e')
+  workdir = str(root / 'run')
+  write_tiny_workdir(workdir)
+  rng = np.random.default_rng(0)
+  yy, xx = np.mgrid[0:32, 0:32]
+  a = np.stack([yy * 8, xx * 8, (yy + xx) * 4], -1).clip(0, 255).astype(np.uint8)
+  b = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+  clip = np.stack([np.roll(a, k, axis=1) for k in range(4)])
+  edited = clip[0].copy()
+  edited[8:20, 8:20] = (255, 0, 255)
+  paths = {k: str(root / f'{k}.png') for k in ('a', 'b', 'edited')}
+  for k, v in (('a', a), ('b', b), ('edited', edited)):
+    iio.imwrite(paths[k], v)
+  paths['clip'] = str(root / 'clip.npy')
+  np.save(paths['clip'], clip)
+  paths['depth'] = str(root / 'depth.npy')
+  np.save(paths['depth'], np.where((yy > 10) & (yy < 22), 2.0, 4.0).astype(np.float32))
+  out = root / 'out'
+  out.mkdir()
+  # The commands' own loader (validates --checkpoint, then Completer.from_workdir); loaded once
+  # and shared so the tiny model, VAE and sampler compile once for all three commands.
+  completer = cli.load_completer(workdir)
+  return dict(workdir=workdir, paths=paths, out=out, images=(a, b, clip, edited),
+              completer=completer)
+
+
+def test_nvs_command_end_to_end(run):
+  mp4, png = nvs.command(image=run['paths']['a'], trajectory='orbit', checkpoint=run['workdir'],
+                         out=str(run['out'] / 'nvs.mp4'), depth='gt:' + run['paths']['depth'],
+                         num_frames=4, num_steps=2, completer=run['completer'])
+  assert iio.imread(mp4, index=None).shape == (4, 32, 32, 3)
+  assert iio.imread(png).shape[0] >= 3 * 32
+
+
+def test_interpolation_endpoints_bit_equal_in_latent_space(run):
+  a, b = run['images'][:2]
+  c = run['completer']
+  out = interpolate.interpolate(c, a, b, 4, num_steps=2)
+  # The sampler holds the endpoints' latents exactly as encoded from its input clip.
+  z = np.asarray(c.encode(out['blend'][None]))[0]
+  np.testing.assert_array_equal(out['latents'][0], z[0])
+  np.testing.assert_array_equal(out['latents'][-1], z[-1])
+  assert not np.allclose(out['latents'][1:-1], z[1:-1], atol=1e-3)  # the middle was generated
+  assert out['known_mask'][0].all() and not out['known_mask'][1:-1].any()
+  mp4, _ = interpolate.command(start=run['paths']['a'], end=run['paths']['b'],
+                               checkpoint=run['workdir'], out=str(run['out'] / 'interp.mp4'),
+                               num_frames=4, num_steps=2, completer=c)
+  assert iio.imread(mp4, index=None).shape == (4, 32, 32, 3)
+
+
+def test_edit_command_end_to_end(run):
+  c = run['completer']
+  clip, edited = run['images'][2:]
+  res = edit.propagate_edit(c, clip, edited, num_steps=2, paste_known=True)
+  np.testing.assert_array_equal(res['video'][0], edited)   # frame 0 known, pasted exactly
+  keep = res['pixel_mask'][1:]
+  np.testing.assert_array_equal(res['video'][1:][keep], clip[1:][keep])
+  assert res['known_mask'][0].all() and not res['known_mask'][1:].all()
+  mp4, png = edit.command(video=run['paths']['clip'], edited_frame=run['paths']['edited'],
+                          checkpoint=run['workdir'], out=str(run['out'] / 'edit.mp4'),
+                          num_steps=2, completer=c)
+  assert iio.imread(mp4, index=None).shape == (4, 32, 32, 3) and os.path.exists(png)
