@@ -1,0 +1,42 @@
+"""VAE objective: L1 reconstruction + weighted KL (+ an optional edge/gradient term). Pure functions.
+
+Normalisation (so `kl_weight` means what it means in LDM, where 1e-6 is the usual value): LDM sums
+the L1 over pixels and the KL over latent elements, both per example. Dividing both by the pixel
+count gives `mean |x - x_hat| + kl_weight * sum(KL) / (H * W * 3)`, which is what we compute.
+"""
+import jax.numpy as jnp
+
+
+def kl_divergence(mean, logvar):
+  """KL(N(mean, exp(logvar)) || N(0, 1)) per element; same shape as the inputs."""
+  return 0.5 * (jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar)
+
+
+def image_gradients(x):
+  """Forward differences along H and W of `[..., H, W, C]` -> (dy [...,H-1,W,C], dx [...,H,W-1,C])."""
+  return x[..., 1:, :, :] - x[..., :-1, :, :], x[..., :, 1:, :] - x[..., :, :-1, :]
+
+
+def edge_loss(x, x_hat):
+  """Mean L1 between local image gradients: a cheap patch-level sharpness/perceptual proxy."""
+  dy, dx = image_gradients(x)
+  dy_hat, dx_hat = image_gradients(x_hat)
+  return 0.5 * (jnp.mean(jnp.abs(dy - dy_hat)) + jnp.mean(jnp.abs(dx - dx_hat)))
+
+
+def vae_loss(frames, reconstruction, mean, logvar, *, kl_weight: float,
+             perceptual_weight: float = 0.0):
+  """Total loss and metrics for frames / reconstructions `[B,T,H,W,3]`, posterior `[B,T,h,w,c]`.
+
+  Returns (loss scalar, dict of scalar metrics: loss, l1, kl, edge).
+  """
+  pixels_per_frame = frames.shape[-3] * frames.shape[-2] * frames.shape[-1]
+  l1 = jnp.mean(jnp.abs(frames - reconstruction))
+  # KL summed over one frame's latent, averaged over frames, scaled to per-pixel units.
+  kl_per_frame = jnp.sum(kl_divergence(mean, logvar), axis=(-3, -2, -1))
+  kl = jnp.mean(kl_per_frame) / pixels_per_frame
+  loss = l1 + kl_weight * kl
+  edge = edge_loss(frames, reconstruction)
+  if perceptual_weight > 0:
+    loss = loss + perceptual_weight * edge
+  return loss, {'loss': loss, 'l1': l1, 'kl': kl, 'edge': edge}

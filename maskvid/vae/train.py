@@ -1,0 +1,410 @@
+"""Training, evaluation and loading of the frame VAE.
+
+Entry: `train_vae(config, vae_dir, data_dir)` (called by `stages.run_vae`). Layout of vae_dir:
+  config.json          full run config (stages.save_config), used by `load_vae`
+  checkpoints/<step>/  orbax checkpoints (items `params`, `opt_state`), written atomically
+  events.out.tfevents* clu / TensorBoard scalars
+  eval.json            final PSNR / SSIM per split
+  reconstructions.png  originals (top row of each split) vs reconstructions (bottom row)
+
+Determinism: the batch of step s is `frame_dataset(...)[s]` (grain random access) and the rng of
+step s is `fold_in(key(seed), s)`, so a resumed run continues exactly where it stopped without
+saving iterator state.
+"""
+import concurrent.futures
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, Mapping
+
+from absl import logging
+import dm_pix
+import flax
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from maskvid.vae import losses
+from maskvid.vae import model as vae_model
+
+CHECKPOINT_SUBDIR = 'checkpoints'
+EVAL_FILE = 'eval.json'
+PNG_FILE = 'reconstructions.png'
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+# ----------------------------------------------------------------------------- data
+
+def to_float_frames(rgb: np.ndarray) -> np.ndarray:
+  """uint8 [..., 3] in [0, 255] -> float32 in [-1, 1]."""
+  if rgb.dtype != np.uint8:
+    raise ValueError(f'rgb must be uint8, got {rgb.dtype}')
+  return rgb.astype(np.float32) / 127.5 - 1.0
+
+
+def _frames_per_clip(source) -> int:
+  if len(source) == 0:
+    raise ValueError(f'source {source!r} is empty')
+  rgb = source[0]['rgb']
+  if rgb.ndim != 4 or rgb.shape[-1] != 3:
+    raise ValueError(f"source records need 'rgb' uint8 [T,H,W,3], got shape {rgb.shape}")
+  return rgb.shape[0]
+
+
+def frame_dataset(source, *, batch_size: int, resolution: int, seed: int,
+                  shuffle: bool = True) -> grain.MapDataset:
+  """Infinite grain MapDataset whose element s is the step-s batch `{'frames': [B,1,H,W,3]}`.
+
+  `source` is any random-access source of clip dicts with 'rgb' uint8 [T,H,W,3] (e.g.
+  `maskvid.data.storage.ClipSource`). Built on `maskvid.data.pipeline.make_dataset` with
+  one-frame windows (a random frame of a shuffled clip; per-process sharding included).
+  """
+  from maskvid.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.make_dataset(source, batch_size=batch_size, clip_length=1,
+                               resolution=resolution, seed=seed, shuffle=shuffle)
+
+
+def eval_frames(source, num_frames: int, resolution: int | None = None) -> np.ndarray:
+  """A fixed, evenly spread selection of frames of a split: float32 [N,1,H,W,3] in [-1, 1]."""
+  from maskvid.data import pipeline  # pylint: disable=g-import-not-at-top
+  t = _frames_per_clip(source)
+  total = len(source) * t
+  idx = np.unique(np.linspace(0, total - 1, min(num_frames, total)).round().astype(int))
+  clips = {}
+  frames = []
+  for i in idx:
+    c = i // t
+    if c not in clips:
+      clips[c] = np.asarray(source[int(c)]['rgb'])
+      if resolution is not None:
+        clips[c] = pipeline.resize_clip({'rgb': clips[c]}, (resolution, resolution))['rgb']
+    frames.append(clips[c][i % t])
+  return to_float_frames(np.stack(frames))[:, None]
+
+
+# ----------------------------------------------------------------------------- core
+
+def _optimizer_key(train_config) -> tuple:
+  return tuple(float(train_config.get(k, d)) for k, d in (
+      ('steps', 0), ('warmup_steps', 0), ('learning_rate', 0), ('grad_clip', 1.0),
+      ('weight_decay', 0.0)))
+
+
+def make_optimizer(train_config) -> optax.GradientTransformation:
+  """AdamW with linear warmup then cosine decay to 1% of the peak, and global-norm clipping."""
+  return _make_optimizer(*_optimizer_key(train_config))
+
+
+@functools.lru_cache(maxsize=16)  # same settings -> same object -> jit cache hits across runs
+def _make_optimizer(steps, warmup, learning_rate, grad_clip, weight_decay):
+  steps, warmup = int(steps), min(int(warmup), max(int(steps) - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=learning_rate, warmup_steps=warmup,
+      decay_steps=max(steps, warmup + 1), end_value=0.01 * learning_rate)
+  return optax.chain(optax.clip_by_global_norm(grad_clip),
+                     optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=weight_decay))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(module, rng, dummy):
+  return module.init(rng, dummy)
+
+
+def init_state(module: vae_model.AutoencoderKL, tx, rng, frame_shape) -> TrainState:
+  """Fresh parameters and optimizer state for frames of shape (H, W, 3)."""
+  params = _init_params(module, rng, jnp.zeros((1, 1, *frame_shape), jnp.float32))
+  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _train_step(module, tx, kl_weight, perceptual_weight, state: TrainState, frames, rng):
+  def loss_fn(params):
+    recon, mean, logvar = module.apply(params, frames, sample_posterior=True,
+                                       rngs={'sample': rng})
+    return losses.vae_loss(frames, recon, mean, logvar, kl_weight=kl_weight,
+                           perceptual_weight=perceptual_weight)
+
+  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics['grad_norm'] = optax.global_norm(grads)
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def make_train_step(module: vae_model.AutoencoderKL, tx, vae_config) -> Callable:
+  """Returns jitted `step(state, frames [B,T,H,W,3], rng) -> (state, metrics)`."""
+  return functools.partial(_train_step, module, tx, float(vae_config.kl_weight),
+                           float(vae_config.get('perceptual_weight', 0.0)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _reconstruct(module, params, frames):
+  return module.apply(params, frames)[0]
+
+
+def make_reconstruct_fn(module: vae_model.AutoencoderKL) -> Callable:
+  """Jitted `(params, frames [B,T,H,W,3]) -> reconstruction` through the posterior mean."""
+  return functools.partial(_reconstruct, module)
+
+
+def reconstruct(module, params, frames: np.ndarray, batch_size: int = 32,
+                fn: Callable | None = None) -> np.ndarray:
+  """Reconstructs `[N,T,H,W,3]` in fixed-size chunks (one compile); float32 clipped to [-1, 1]."""
+  fn = fn or make_reconstruct_fn(module)
+  out = []
+  for i in range(0, len(frames), batch_size):
+    chunk = frames[i:i + batch_size]
+    pad = batch_size - len(chunk)
+    padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+    out.append(np.asarray(fn(params, padded))[:len(chunk)])
+  return np.clip(np.concatenate(out), -1.0, 1.0)
+
+
+def image_metrics(frames: np.ndarray, recon: np.ndarray) -> dict:
+  """Mean PSNR (dB) and SSIM (dm_pix, images in [0, 1]) over frames `[N,T,H,W,3]` in [-1, 1]."""
+  a = ((np.asarray(frames) + 1.0) / 2.0).reshape(-1, *frames.shape[-3:])
+  b = ((np.asarray(recon) + 1.0) / 2.0).reshape(-1, *recon.shape[-3:])
+  return {'psnr': float(jnp.mean(dm_pix.psnr(a, b))),
+          'ssim': float(jnp.mean(dm_pix.ssim(a, b))),
+          'l1': float(np.mean(np.abs(a - b)) * 2.0)}
+
+
+def evaluate(module, params, eval_sets: Mapping[str, np.ndarray], fn=None) -> dict:
+  """{split: {'psnr', 'ssim', 'l1'}} on fixed frame sets `{split: [N,1,H,W,3]}`."""
+  fn = fn or make_reconstruct_fn(module)
+  return {split: image_metrics(frames, reconstruct(module, params, frames, fn=fn))
+          for split, frames in eval_sets.items()}
+
+
+def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
+  lines = [f"{'split':<8} {'PSNR (dB)':>10} {'SSIM':>8} {'L1':>8}"]
+  for split, m in results.items():
+    lines.append(f"{split:<8} {m['psnr']:>10.2f} {m['ssim']:>8.4f} {m['l1']:>8.4f}")
+  return '\n'.join(lines)
+
+
+def save_reconstructions_png(path: str, module, params, eval_sets, num: int = 8,
+                             fn=None) -> None:
+  """Grid: for each split, a row of originals above a row of reconstructions."""
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  rows = []
+  for frames in eval_sets.values():
+    idx = np.linspace(0, len(frames) - 1, min(num, len(frames))).round().astype(int)
+    orig = frames[idx]
+    recon = reconstruct(module, params, orig, fn=fn)
+    for x in (orig, recon):
+      x = ((x[:, 0] + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+      x = np.pad(x, ((0, num - len(x)), (1, 1), (1, 1), (0, 0)), constant_values=255)
+      rows.append(np.concatenate(list(x), axis=1))
+  grid = np.concatenate(rows, axis=0)
+  scale = max(1, 256 // max(1, eval_sets[next(iter(eval_sets))].shape[-2]))
+  grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)  # tiny frames: enlarge
+  iio.imwrite(path, grid)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _checkpoint_manager(vae_dir: str, keep: int = 2) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                         enable_async_checkpointing=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(vae_dir), CHECKPOINT_SUBDIR),
+                               options=options)
+
+
+def _abstract(tree):
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _save(mgr: ocp.CheckpointManager, state: TrainState) -> None:
+  mgr.save(int(state.step), args=ocp.args.Composite(
+      params=ocp.args.StandardSave(state.params),
+      opt_state=ocp.args.StandardSave(state.opt_state)), force=True)
+
+
+def _restore(mgr: ocp.CheckpointManager, step: int, target: TrainState) -> TrainState:
+  restored = mgr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(_abstract(target.params)),
+      opt_state=ocp.args.StandardRestore(_abstract(target.opt_state))))
+  return TrainState(step=jnp.array(step, jnp.int32), params=restored['params'],
+                    opt_state=restored['opt_state'])
+
+
+# ----------------------------------------------------------------------------- entry points
+
+def open_sources(config, data_dir: str) -> dict:
+  """{split: ClipSource} for every split in config.data.clips."""
+  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+  return {split: storage.ClipSource(data_dir, split) for split in config.data.clips.keys()}
+
+
+def train_vae(config, vae_dir: str, data_dir: str) -> dict:
+  """Trains (or resumes) the VAE on the rendered dataset in data_dir; returns final eval metrics.
+
+  Returns a flat dict: {'step', '<split>/psnr', '<split>/ssim', '<split>/l1', ...}.
+  """
+  if not os.path.isdir(data_dir):
+    raise FileNotFoundError(f'data_dir {data_dir!r} does not exist; run the render stage first')
+  return train_vae_on_sources(config, vae_dir, open_sources(config, data_dir))
+
+
+def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> dict:
+  """`train_vae` on explicit clip sources `{split: source}` ('train' is required)."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+  if 'train' not in sources:
+    raise ValueError(f"sources must include a 'train' split, got {sorted(sources)}")
+  tc = config.vae.train
+  steps = int(tc.steps)
+  os.makedirs(vae_dir, exist_ok=True)
+  if not os.path.exists(os.path.join(vae_dir, 'config.json')):
+    from maskvid import stages  # pylint: disable=g-import-not-at-top
+    stages.save_config(config, vae_dir)
+
+  module = vae_model.from_config(config.vae)
+  tx = make_optimizer(tc)
+  res = int(config.data.resolution)
+  frame_shape = (res, res, 3)
+  rng = jax.random.key(int(config.seed))
+  # rbg keys for init: threefry-based init of every conv compiles ~5x slower on CPU.
+  state = init_state(module, tx, jax.random.key(int(config.seed), impl='rbg'), frame_shape)
+  mgr = _checkpoint_manager(vae_dir, int(tc.get('keep_checkpoints', 2)))
+  latest = mgr.latest_step()
+  if latest is not None:
+    logging.info('VAE: resuming from checkpoint step %d in %s', latest, vae_dir)
+    state = _restore(mgr, latest, state)
+  elif config.vae.get('external_weights', ''):
+    from maskvid.vae import external  # pylint: disable=g-import-not-at-top
+    params = external.load_safetensors(config.vae.external_weights, module, frame_shape[0])
+    logging.info('VAE: starting from external weights %s', config.vae.external_weights)
+    state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
+
+  eval_sets = {split: eval_frames(src, int(tc.eval_frames), res)
+               for split, src in sources.items() if len(src)}
+  recon_fn = make_reconstruct_fn(module)
+  eval_path = os.path.join(vae_dir, EVAL_FILE)
+  start = int(state.step)
+  if start >= steps:
+    if latest is None:  # steps == 0: keep the initial (or external) weights as a checkpoint
+      _save(mgr, state)
+      mgr.wait_until_finished()
+    mgr.close()
+    if os.path.exists(eval_path):
+      with open(eval_path) as f:
+        saved = json.load(f)
+      if saved.get('step') == start:
+        logging.info('VAE: training already complete (step %d); returning saved eval', start)
+        print(format_table(saved['splits']))
+        return saved['metrics']
+    return _final_eval(vae_dir, module, state, eval_sets, recon_fn, {})
+
+  dataset = frame_dataset(sources['train'], batch_size=int(tc.batch_size), resolution=res,
+                          seed=int(config.data.get('shuffle_seed', 0)) + int(config.seed))
+  train_step = make_train_step(module, tx, config.vae)
+  writer = metric_writers.create_default_writer(vae_dir, just_logging=jax.process_index() > 0)
+  if start == 0:
+    writer.write_hparams({k: v for k, v in config.vae.items() if not isinstance(v, Mapping)})
+  report = periodic_actions.ReportProgress(num_train_steps=steps, writer=writer,
+                                           every_steps=int(tc.log_every))
+  log_every = max(1, int(tc.log_every))
+  ckpt_every = max(1, int(tc.checkpoint_every))
+  eval_every = int(tc.get('eval_every', 0))
+  logging.info('VAE: training steps %d -> %d, %d frames/step, %.2fM params', start, steps,
+               int(tc.batch_size), sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
+  t0 = time.time()
+  acc = []
+  metrics = {}
+  # Load the next batch while the current step runs.
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    pending = pool.submit(dataset.__getitem__, start)
+    for step in range(start, steps):
+      batch = pending.result()
+      if step + 1 < steps:
+        pending = pool.submit(dataset.__getitem__, step + 1)
+      state, metrics = train_step(state, batch['frames'], jax.random.fold_in(rng, step))
+      acc.append(metrics)
+      done = step + 1
+      report(done)
+      if done % log_every == 0 or done == steps:
+        mean = {k: float(np.mean([m[k] for m in acc])) for k in acc[0]}
+        acc = []
+        writer.write_scalars(done, {f'train/{k}': v for k, v in mean.items()})
+        logging.info('VAE step %d/%d  loss %.4f  l1 %.4f  kl %.1f  (%.1fs)', done, steps,
+                     mean['loss'], mean['l1'], mean['kl'], time.time() - t0)
+      if done % ckpt_every == 0 or done == steps:
+        _save(mgr, state)
+      if eval_every > 0 and done % eval_every == 0 and done < steps:
+        res = evaluate(module, state.params, eval_sets, fn=recon_fn)
+        writer.write_scalars(done, {f'eval/{s}/{k}': v for s, m in res.items()
+                                    for k, v in m.items()})
+  mgr.wait_until_finished()
+  mgr.close()
+  final_loss = {f'final_train_{k}': float(v) for k, v in metrics.items()}
+  final_loss['resumed_from'] = start
+  result = _final_eval(vae_dir, module, state, eval_sets, recon_fn, final_loss,
+                       train_seconds=time.time() - t0, writer=writer)
+  writer.flush()
+  return result
+
+
+def _final_eval(vae_dir, module, state, eval_sets, recon_fn, extra: dict,
+                train_seconds: float | None = None, writer=None) -> dict:
+  step = int(state.step)
+  res = evaluate(module, state.params, eval_sets, fn=recon_fn)
+  flat = {'step': step, **extra}
+  flat.update({f'{s}/{k}': v for s, m in res.items() for k, v in m.items()})
+  if train_seconds is not None:
+    flat['train_seconds'] = train_seconds
+  if writer is not None:
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in flat.items()
+                                if '/' in k and isinstance(v, float)})
+  if jax.process_index() == 0:
+    with open(os.path.join(vae_dir, EVAL_FILE), 'w') as f:
+      json.dump({'step': step, 'splits': res, 'metrics': flat}, f, indent=2)
+    save_reconstructions_png(os.path.join(vae_dir, PNG_FILE), module, state.params, eval_sets,
+                             fn=recon_fn)
+  table = format_table(res)
+  logging.info('VAE eval at step %d:\n%s', step, table)
+  print(f'VAE reconstruction (step {step}):\n{table}', flush=True)
+  return flat
+
+
+def load_config(directory: str) -> ml_collections.ConfigDict:
+  path = os.path.join(directory, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'no config.json in {directory!r}: not a trained VAE directory '
+                            '(run the vae stage first)')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_vae(vae_dir: str, step: int | None = None):
+  """Rebuilds `(module, params)` from vae_dir/config.json and its latest (or given) checkpoint."""
+  if not os.path.isdir(vae_dir):
+    raise FileNotFoundError(f'VAE directory {vae_dir!r} does not exist (run the vae stage first)')
+  config = load_config(vae_dir)
+  ckpt_dir = os.path.join(os.path.abspath(vae_dir), CHECKPOINT_SUBDIR)
+  if not os.path.isdir(ckpt_dir):
+    raise FileNotFoundError(f'no checkpoints in {ckpt_dir!r} (run the vae stage first)')
+  module = vae_model.from_config(config.vae)
+  mgr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
+  step = mgr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'no finished checkpoint in {ckpt_dir!r} (run the vae stage first)')
+  res = int(config.data.resolution)
+  target = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, res, res, 3)))
+  restored = mgr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(_abstract(target))))
+  mgr.close()
+  return module, restored['params']

@@ -1,0 +1,90 @@
+"""VAE training: loss goes down, exact resume, completed runs are not retrained, loading."""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from maskvid.vae import testing
+from maskvid.vae import train
+
+tiny_config = testing.tiny_config
+
+
+def sources():
+  return {'train': testing.ProceduralClips(6, 4, 16, seed=0),
+          'test': testing.ProceduralClips(2, 4, 16, seed=1),
+          'ood': testing.ProceduralClips(2, 4, 16, seed=2)}
+
+
+def test_training_lowers_the_loss():
+  c = tiny_config(steps=40)
+  module = train.vae_model.from_config(c.vae)
+  tx = train.make_optimizer(c.vae.train)
+  state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
+  step = train.make_train_step(module, tx, c.vae)
+  data = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)
+  eval_set = train.eval_frames(sources()['test'], 8)
+  before = train.evaluate(module, state.params, {'test': eval_set})['test']
+  l1 = []
+  for s in range(40):
+    state, m = step(state, data[s]['frames'], jax.random.key(s))
+    l1.append(float(m['l1']))
+  after = train.evaluate(module, state.params, {'test': eval_set})['test']
+  assert np.mean(l1[-5:]) < 0.6 * np.mean(l1[:3]), l1
+  assert after['psnr'] > before['psnr'] + 3.0, (before, after)
+
+
+def test_frame_dataset_is_indexable_by_step():
+  data = train.frame_dataset(sources()['train'], batch_size=3, resolution=16, seed=5)
+  a, b = data[7]['frames'], data[7]['frames']
+  assert a.shape == (3, 1, 16, 16, 3) and a.dtype == np.float32
+  np.testing.assert_array_equal(a, b)
+  assert a.min() >= -1.0 and a.max() <= 1.0
+  assert not np.array_equal(data[7]['frames'], data[8]['frames'])
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+  c = tiny_config(steps=4)
+  full = str(tmp_path / 'full')
+  res_full = train.train_vae_on_sources(c, full, sources())
+  assert res_full['step'] == 4 and res_full['resumed_from'] == 0
+  assert sorted(os.listdir(os.path.join(full, train.CHECKPOINT_SUBDIR))) == ['2', '4']
+  for name in ('eval.json', 'reconstructions.png', 'config.json'):
+    assert os.path.exists(os.path.join(full, name)), name
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(full))
+  with open(os.path.join(full, 'eval.json')) as f:
+    saved = json.load(f)
+  assert set(saved['splits']) == {'train', 'test', 'ood'}
+  assert all(np.isfinite(m['psnr']) and 0 < m['ssim'] <= 1 for m in saved['splits'].values())
+
+  # Simulate a crash after step 2: drop the last checkpoint and the final outputs.
+  crashed = str(tmp_path / 'crashed')
+  shutil.copytree(full, crashed)
+  shutil.rmtree(os.path.join(crashed, train.CHECKPOINT_SUBDIR, '4'))
+  os.remove(os.path.join(crashed, 'eval.json'))
+  res_resumed = train.train_vae_on_sources(c, crashed, sources())
+  assert res_resumed['resumed_from'] == 2 and res_resumed['step'] == 4
+  # Step 4's loss (and every metric) equals the uninterrupted run's: same data, rng and state.
+  for k in ('final_train_loss', 'final_train_l1', 'final_train_kl', 'test/psnr'):
+    np.testing.assert_allclose(res_resumed[k], res_full[k], rtol=1e-5, err_msg=k)
+  _, p_full = train.load_vae(full)
+  _, p_resumed = train.load_vae(crashed)
+  for a, b in zip(jax.tree.leaves(p_full), jax.tree.leaves(p_resumed)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+  # A finished run returns its saved eval without training again.
+  again = train.train_vae_on_sources(c, full, sources())
+  assert again == res_full
+
+
+def test_load_vae_errors_name_the_directory(tmp_path):
+  missing = str(tmp_path / 'no_such_vae')
+  with pytest.raises(FileNotFoundError, match='no_such_vae'):
+    train.load_vae(missing)
+  empty = tmp_path / 'empty_vae'
+  empty.mkdir()
+  with pytest.raises(FileNotFoundError, match='empty_vae'):
+    train.load_vae(str(empty))
