@@ -48,6 +48,8 @@ def get_config():
   c.vae.norm_groups = 8
   c.vae.kl_weight = 1e-6
   c.vae.perceptual_weight = 0.0           # >0 adds a patch-level gradient (edge) loss
+  c.vae.mid_attention = False             # self-attention in the mid blocks (LDM/diffusers have it)
+  c.vae.external_weights = ''             # local .safetensors (diffusers AutoencoderKL names) to start from
   c.vae.train = ml_collections.ConfigDict()
   c.vae.train.steps = 300
   c.vae.train.batch_size = 16             # frames per step
@@ -57,6 +59,9 @@ def get_config():
   c.vae.train.checkpoint_every = 100
   c.vae.train.eval_every = 0              # 0: eval once at the end
   c.vae.train.eval_frames = 64
+  c.vae.train.weight_decay = 0.0
+  c.vae.train.grad_clip = 1.0
+  c.vae.train.keep_checkpoints = 2
 
   # Video transformer (maskvid/model).
   c.model = ml_collections.ConfigDict()
