@@ -199,6 +199,16 @@ def test_objective_variants():
   np.testing.assert_allclose(float(met['masked_fraction']), 1 - m.mean())
   _, met = L.masked_flow_loss(spy, None, x0, m, jax.random.key(0), dcfg(objective='masked'))
   assert not seen['cond'] and np.all(np.asarray(seen['t'])[m] == 0)
+  # The real conditioning model plugs into the loss (traced only: no compile).
+  mc = default.get_config()
+  mc.model.width, mc.model.depth, mc.model.num_heads = 32, 1, 2
+  mc.model.input_conditioning, mc.diffusion.objective = True, 'conditioning'
+  module = M.build_model(mc)
+  params = jax.eval_shape(module.init, jax.random.key(0), x0, m.astype(jnp.float32), x0, m)
+  out = jax.eval_shape(lambda p: L.masked_flow_loss(M.make_apply_fn(module), p, x0, m,
+                                                    jax.random.key(0), mc.diffusion),
+                       nn.unbox(params['params']))
+  assert out[0].shape == () and out[0].dtype == jnp.float32
   with pytest.raises(ValueError, match='objective'):
     L.masked_flow_loss(spy, None, x0, m, jax.random.key(0), dcfg(objective='ddpm'))
   with pytest.raises(ValueError, match='patch_size'):

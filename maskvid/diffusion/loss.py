@@ -3,9 +3,10 @@
 'masked' (ours): known tokens stay exactly clean (t = 0); masked tokens are noised with t > 0
   (one t per sample, or one per patch with config.diffusion.per_token_t). The model sees every
   token with its own t and the loss is the mean squared velocity error over masked latents only.
-'conditioning' (baseline): every token is noised at one standard level t per sample, and the
-  known latents (zeros where unknown) plus the mask are fed as extra input channels
-  (model built with config.model.input_conditioning = True). Loss over masked latents.
+'conditioning' (baseline): every token is noised at one standard level t per sample (always
+  shared, whatever config.per_token_t says), and the known latents (zeros where unknown) plus the
+  mask are fed as extra input channels: apply_fn(params, x_t, t, x0, known_mask), model built
+  with config.model.input_conditioning = True. Loss over masked latents.
 'unconditional' (baseline for guidance/replacement sampling): the known mask is ignored
   (forced all False): plain video flow matching over every token.
 """
