@@ -21,7 +21,8 @@ _zeros = nn.initializers.zeros_init()
 _ones = nn.initializers.ones_init()
 
 
-def _p(init, names):
+def logical(init, names):
+  """An initialiser whose parameter carries logical axis names (mapped to mesh axes by config)."""
   return nn.with_logical_partitioning(init, names)
 
 
@@ -49,12 +50,12 @@ class TimestepEmbedder(nn.Module):
   def __call__(self, t: jax.Array) -> jax.Array:
     h = timestep_features(t, self.freq_dim)
     h = nn.Dense(self.width, dtype=self.dtype, param_dtype=jnp.float32,
-                 kernel_init=_p(nn.initializers.normal(0.02), (None, 'embed')),
-                 bias_init=_p(_zeros, ('embed',)), name='fc1')(h)
+                 kernel_init=logical(nn.initializers.normal(0.02), (None, 'embed')),
+                 bias_init=logical(_zeros, ('embed',)), name='fc1')(h)
     h = nn.silu(h)
     h = nn.Dense(self.width, dtype=self.dtype, param_dtype=jnp.float32,
-                 kernel_init=_p(nn.initializers.normal(0.02), ('mlp', 'embed')),
-                 bias_init=_p(_zeros, ('embed',)), name='fc2')(h)
+                 kernel_init=logical(nn.initializers.normal(0.02), ('mlp', 'embed')),
+                 bias_init=logical(_zeros, ('embed',)), name='fc2')(h)
     return h
 
 
@@ -114,22 +115,22 @@ class Attention(nn.Module):
     head_dim = width // self.num_heads
     qkv = nn.DenseGeneral(
         features=(3, self.num_heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32,
-        kernel_init=_p(_xavier, ('embed', 'qkv', 'heads', 'kv')),
-        bias_init=_p(_zeros, ('qkv', 'heads', 'kv')), name='qkv')(x)
+        kernel_init=logical(_xavier, ('embed', 'qkv', 'heads', 'kv')),
+        bias_init=logical(_zeros, ('qkv', 'heads', 'kv')), name='qkv')(x)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]          # [B, N, H, d]
     if self.qk_norm:
       # RMS-normalised queries/keys keep bf16 logits bounded as width grows.
       q = nn.RMSNorm(dtype=self.dtype, param_dtype=jnp.float32,
-                     scale_init=_p(_ones, ('kv',)), name='q_norm')(q)
+                     scale_init=logical(_ones, ('kv',)), name='q_norm')(q)
       k = nn.RMSNorm(dtype=self.dtype, param_dtype=jnp.float32,
-                     scale_init=_p(_ones, ('kv',)), name='k_norm')(k)
+                     scale_init=logical(_ones, ('kv',)), name='k_norm')(k)
     q = apply_rope(q, angles)
     k = apply_rope(k, angles)
     out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
     return nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32,
-        kernel_init=_p(_xavier, ('heads', 'kv', 'embed')),
-        bias_init=_p(_zeros, ('embed',)), name='out')(out)
+        kernel_init=logical(_xavier, ('heads', 'kv', 'embed')),
+        bias_init=logical(_zeros, ('embed',)), name='out')(out)
 
 
 class Mlp(nn.Module):
@@ -140,12 +141,12 @@ class Mlp(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     width = x.shape[-1]
     h = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
-                 kernel_init=_p(_xavier, ('embed', 'mlp')),
-                 bias_init=_p(_zeros, ('mlp',)), name='fc1')(x)
+                 kernel_init=logical(_xavier, ('embed', 'mlp')),
+                 bias_init=logical(_zeros, ('mlp',)), name='fc1')(x)
     h = nn.gelu(h, approximate=True)
     return nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32,
-                    kernel_init=_p(_xavier, ('mlp', 'embed')),
-                    bias_init=_p(_zeros, ('embed',)), name='fc2')(h)
+                    kernel_init=logical(_xavier, ('mlp', 'embed')),
+                    bias_init=logical(_zeros, ('embed',)), name='fc2')(h)
 
 
 class Block(nn.Module):
@@ -175,12 +176,12 @@ class Block(nn.Module):
   def __call__(self, x: jax.Array, c: jax.Array, angles: jax.Array) -> jax.Array:
     width = x.shape[-1]
     if self.adaln == 'single':
-      offset = self.param('adaln_offset', _p(_zeros, ('mlp',)), (6 * width,), jnp.float32)
+      offset = self.param('adaln_offset', logical(_zeros, ('mlp',)), (6 * width,), jnp.float32)
       mod = c + offset.astype(c.dtype)
     else:
       mod = nn.Dense(6 * width, dtype=self.dtype, param_dtype=jnp.float32,
-                     kernel_init=_p(_zeros, ('embed', 'mlp')),
-                     bias_init=_p(_zeros, ('mlp',)), name='adaln')(nn.silu(c))
+                     kernel_init=logical(_zeros, ('embed', 'mlp')),
+                     bias_init=logical(_zeros, ('mlp',)), name='adaln')(nn.silu(c))
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
     norm = lambda name: nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6,
                                      dtype=self.dtype, name=name)
@@ -202,11 +203,11 @@ class FinalLayer(nn.Module):
   def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
     width = x.shape[-1]
     mod = nn.Dense(2 * width, dtype=self.dtype, param_dtype=jnp.float32,
-                   kernel_init=_p(_zeros, ('embed', 'mlp')),
-                   bias_init=_p(_zeros, ('mlp',)), name='adaln')(nn.silu(c))
+                   kernel_init=logical(_zeros, ('embed', 'mlp')),
+                   bias_init=logical(_zeros, ('mlp',)), name='adaln')(nn.silu(c))
     shift, scale = jnp.split(mod, 2, axis=-1)
     x = modulate(nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6,
                               dtype=self.dtype, name='norm')(x), shift, scale)
     return nn.Dense(self.out_features, dtype=self.dtype, param_dtype=jnp.float32,
-                    kernel_init=_p(_zeros, ('embed', 'patch')),
-                    bias_init=_p(_zeros, ('patch',)), name='proj')(x)
+                    kernel_init=logical(_zeros, ('embed', 'patch')),
+                    bias_init=logical(_zeros, ('patch',)), name='proj')(x)

@@ -147,8 +147,8 @@ class VideoTransformer(nn.Module):
                           pt=pt, ph=ph, pw=pw)
 
     x = nn.Dense(self.width, dtype=self.dtype, param_dtype=jnp.float32,
-                 kernel_init=layers._p(nn.initializers.xavier_uniform(), ('patch', 'embed')),
-                 bias_init=layers._p(nn.initializers.zeros_init(), ('embed',)),
+                 kernel_init=layers.logical(nn.initializers.xavier_uniform(), ('patch', 'embed')),
+                 bias_init=layers.logical(nn.initializers.zeros_init(), ('embed',)),
                  name='patch_embed')(tokens).astype(jnp.float32)   # float32 residual stream
     cond = layers.TimestepEmbedder(self.width, dtype=self.dtype, name='t_embed')(t_tok)
 
@@ -166,8 +166,8 @@ class VideoTransformer(nn.Module):
     if self.adaln == 'single':
       # One per-token modulation for all blocks (each block adds its own learned offset).
       block_cond = nn.Dense(6 * self.width, dtype=self.dtype, param_dtype=jnp.float32,
-                            kernel_init=layers._p(nn.initializers.zeros_init(), ('embed', 'mlp')),
-                            bias_init=layers._p(nn.initializers.zeros_init(), ('mlp',)),
+                            kernel_init=layers.logical(nn.initializers.zeros_init(), ('embed', 'mlp')),
+                            bias_init=layers.logical(nn.initializers.zeros_init(), ('mlp',)),
                             name='adaln_single')(nn.silu(cond))
     block_cls = _ScanBlock if self.scan_layers else layers.Block
     if self.remat != 'none':
