@@ -119,13 +119,14 @@ def _spawn(out, workdir, devices, *extra):
   env.pop('MASKVID_DISTRIBUTED', None)
   name = extra[-1].lstrip('-').replace('=', '') if extra else 'reference'
   log = open(pathlib.Path(out).parent / f'{pathlib.Path(out).name}-{name}.log', 'w')
-  return subprocess.Popen([sys.executable, str(WORKER), f'--out={out}', f'--workdir={workdir}',
-                           *extra], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log
+  return subprocess.Popen([sys.executable, str(WORKER), '--eval', f'--out={out}',
+                           f'--workdir={workdir}', *extra], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log
 
 
 def test_two_processes_match_one_process(tmp_path):
   """2 processes x 4 CPU devices (jax.distributed over 127.0.0.1, gloo collectives) train,
-  checkpoint and restore exactly like 1 process x 8 devices on the same (2, 2, 2) mesh."""
+  checkpoint, restore and sample (the train loop's eval path) exactly like 1 process x 8
+  devices on the same (2, 2, 2) mesh."""
   port = _free_port()
   multi, single = tmp_path / 'multi', tmp_path / 'single'
   coord = [f'--coordinator=127.0.0.1:{port}', '--num_processes=2']
@@ -164,3 +165,9 @@ def test_two_processes_match_one_process(tmp_path):
   assert sorted(ref_params.files) == sorted(got.files) and len(got.files) > 10
   for k in ref_params.files:
     np.testing.assert_allclose(got[k], ref_params[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  # The eval completion (replicated EMA params, host inputs) reads back on every process.
+  ref_completion = np.load(single / 'completion_0.npy')
+  assert np.abs(ref_completion).mean() > 0.1
+  for i in range(2):
+    np.testing.assert_allclose(np.load(multi / f'completion_{i}.npy'), ref_completion,
+                               rtol=1e-5, atol=1e-5)
