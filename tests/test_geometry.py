@@ -153,13 +153,38 @@ def test_cracks_do_not_let_background_through():
   depth = np.full((32, 32), 10.0)
   depth[4:28, 4:28] = 2.0
   k = g.intrinsics_from_fov(60.0, 32, 32)
-  r = g.forward_warp(img, depth, k, np.eye(4), _translation(z=0.6))
-  plate = (r.depth > 0) & (r.depth < 5)
   inside = np.zeros((32, 32), bool)
   inside[4:28, 4:28] = True  # the plate covers at least this after moving closer
-  far_inside = inside & r.mask & (r.depth > 5)
-  assert plate[inside].mean() > 0.4
-  assert not far_inside.any()
+  raw = g.forward_warp(img, depth, k, np.eye(4), _translation(z=0.6), crack_rel_tol=None)
+  assert not (inside & raw.mask & (raw.depth > 5)).any()  # see-through pixels are invalid
+  assert raw.mask[inside].mean() < 0.8                      # ... and there are many cracks
+  r = g.forward_warp(img, depth, k, np.eye(4), _translation(z=0.6))
+  assert r.mask[inside].all()                               # crack filling closes them
+  np.testing.assert_allclose(r.depth[inside], 1.4, rtol=1e-5)
+
+
+def test_crack_filling_uses_the_flanking_pixels_of_one_surface():
+  img = _texture(32, 32, seed=5)
+  k = g.intrinsics_from_fov(60.0, 32, 32)
+  plane = np.full((32, 32), 3.0)
+  raw = g.forward_warp(img, plane, k, np.eye(4), _translation(z=1.0), crack_rel_tol=None)
+  r = g.forward_warp(img, plane, k, np.eye(4), _translation(z=1.0))
+  assert raw.mask.mean() < 0.6 and r.mask.mean() > 0.95
+  np.testing.assert_array_equal(r.image[raw.mask], raw.image[raw.mask])  # splats untouched
+  filled = r.mask & ~raw.mask
+  v = raw.image.astype(np.float64)
+  pad = np.pad(v, ((1, 1), (1, 1), (0, 0)))
+  nb = lambda dy, dx: pad[1 + dy:33 + dy, 1 + dx:33 + dx]
+  candidates = [np.round((nb(0, 1) + nb(0, -1)) / 2), np.round((nb(1, 0) + nb(-1, 0)) / 2),
+                np.round((nb(1, 1) + nb(-1, -1) + nb(1, -1) + nb(-1, 1)) / 4)]
+  ok = np.any([np.all(c == r.image, -1) for c in candidates], 0)
+  assert ok[filled].all()
+  # Different surfaces on the two sides (a disocclusion) are not bridged.
+  step = np.full((32, 32), 3.0)
+  step[:, :16] = 1.5  # the near half moves 2 px left, the far half 1 px: a 1-px gap opens
+  b = 2 * 1.5 / float(k[0, 0])
+  r = g.forward_warp(img, step, k, np.eye(4), _translation(x=b), max_rel_depth_gradient=None)
+  assert (~r.mask[:, :31]).sum(1).tolist() == [1] * 32
 
 
 def test_warp_to_cameras_and_bad_input():

@@ -13,6 +13,12 @@ The returned validity mask is False where the warped value should not be trusted
   * see-through: both neighbours on opposite sides (left/right, up/down or a diagonal pair)
     hold splats nearer than the winner by more than `occlusion_rel_tol` (relative): background
     showing through a one-pixel crack of a magnified foreground surface.
+Cracks: when the view magnifies a surface, nearest-pixel splats leave one-pixel gaps inside
+it. With `crack_rel_tol` set, a gap (no splat, or a see-through pixel) whose two opposite
+neighbours (left/right or up/down; or all four diagonal ones, for crossings of a horizontal and
+a vertical crack) are valid and lie on one surface (depths within crack_rel_tol, relative) is
+filled with their mean value and depth and counted valid.
+Wider gaps and gaps between different surfaces (true disocclusions) stay invalid.
 Invalid pixels get `fill`; the caller treats them as unknown.
 """
 from typing import NamedTuple, Optional
@@ -53,6 +59,7 @@ def forward_warp(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
                  max_rel_depth_gradient: Optional[float] = 0.1,
                  occlusion_rel_tol: Optional[float] = 0.1,
                  parallax_tol: float = 0.5,
+                 crack_rel_tol: Optional[float] = 0.05,
                  fill=0) -> WarpResult:
   """Warps one frame into another camera.
 
@@ -65,6 +72,7 @@ def forward_warp(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
     max_rel_depth_gradient: see module docstring; None disables the discontinuity test.
     occlusion_rel_tol: see module docstring; None disables the see-through test.
     parallax_tol: pixels; see module docstring.
+    crack_rel_tol: see module docstring; None disables crack filling.
     fill: value written where the result is invalid.
   Returns:
     WarpResult(image [H', W', C], mask bool [H', W'], depth float32 [H', W']).
@@ -127,9 +135,14 @@ def forward_warp(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
   out_depth = out_depth.reshape(ho, wo)
   hit = hit.reshape(ho, wo)
   valid = valid.reshape(ho, wo)
+  fillable = ~hit
   if occlusion_rel_tol is not None:
-    valid &= ~_see_through(np.where(hit, out_depth, np.inf), occlusion_rel_tol)
+    see_through = _see_through(np.where(hit, out_depth, np.inf), occlusion_rel_tol)
+    valid &= ~see_through
+    fillable |= see_through
   out = out.reshape(ho, wo, -1)
+  if crack_rel_tol is not None:
+    _fill_cracks(out, out_depth, valid, fillable, crack_rel_tol)
   out[~valid] = fill
   if squeeze:
     out = out[..., 0]
@@ -147,6 +160,43 @@ def _see_through(z: np.ndarray, tol: float) -> np.ndarray:
   for (ay, ax) in ((0, 1), (1, 0), (1, 1), (1, -1)):
     out |= far(nb(ay, ax)) & far(nb(-ay, -ax))
   return out
+
+
+def _shifted(a: np.ndarray, dy: int, dx: int, pad) -> np.ndarray:
+  """b[i, j] = a[i + dy, j + dx] (pad outside)."""
+  h, w = a.shape[:2]
+  p = np.pad(a, ((1, 1), (1, 1)) + ((0, 0),) * (a.ndim - 2), constant_values=pad)
+  return p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+
+
+def _fill_cracks(out, depth, valid, fillable, tol) -> None:
+  """In place: one-pixel gaps flanked by one surface get the mean of the flanking pixels."""
+  todo = fillable & ~valid
+  if not todo.any():
+    return
+  z = np.where(valid, depth, np.nan)
+  vals = out.astype(np.float64)
+  new_val = np.zeros_like(vals)
+  new_z = np.zeros_like(depth)
+  done = np.zeros_like(valid)
+  def flank(offsets):
+    zs = [_shifted(z, dy, dx, np.nan) for dy, dx in offsets]
+    with np.errstate(invalid='ignore'):
+      lo, hi = np.fmin.reduce(zs), np.fmax.reduce(zs)
+      same = np.all([np.isfinite(q) for q in zs], 0) & (hi - lo <= tol * lo)
+    return same, zs, [_shifted(vals, dy, dx, 0.0) for dy, dx in offsets]
+  for offsets in (((0, 1), (0, -1)), ((1, 0), (-1, 0)), ((1, 1), (-1, -1), (1, -1), (-1, 1))):
+    same, zs, vs = flank(offsets)
+    take = todo & ~done & same
+    if take.any():
+      new_val[take] = np.mean([v[take] for v in vs], 0)
+      new_z[take] = np.mean([q[take] for q in zs], 0)
+      done |= take
+  if np.issubdtype(out.dtype, np.integer):
+    new_val = np.round(new_val)
+  out[done] = new_val[done].astype(out.dtype)
+  depth[done] = new_z[done]
+  valid |= done
 
 
 def warp_to_cameras(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,

@@ -174,7 +174,10 @@ def atomic_outputs(*paths: str) -> Iterator[list]:
       os.close(fd)
       tmps.append(tmp)
     yield tmps
+    umask = os.umask(0)
+    os.umask(umask)
     for tmp, p in zip(tmps, paths):
+      os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual mode
       os.replace(tmp, p)
     tmps = []
   finally:
