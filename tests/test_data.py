@@ -83,7 +83,6 @@ def test_depth_agrees_with_geometry(split):
     wrong[0, 3] += 0.6
     visible_wrong, match_wrong = _reproject(clip, 0, T // 2, wrong)
     assert visible_wrong * match_wrong < 0.75 * visible * match, (seed, match, match_wrong)
-    assert match_wrong < match - 0.08, (seed, match, match_wrong)
     # Every unprojected point lies inside the room, and the floor (y = 0) is seen.
     scene = synthetic.sample_scene(int(seed), split, T)
     k_inv = np.linalg.inv(clip['intrinsics'].astype(np.float64))
