@@ -23,6 +23,7 @@ def get_config():
   c.model.dtype = 'bfloat16'
   c.model.remat = 'dots'
   c.model.attention = 'cudnn'
+  c.model.scan_layers = True   # one traced block: trace+compile time independent of depth
   c.train.steps = 400_000
   c.train.batch_size = 256
   c.train.learning_rate = 1e-4
