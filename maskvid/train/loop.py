@@ -315,10 +315,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       summary = {f'train/{k}': v for k, v in _mean_metrics(history).items()}
       history = []
       writer.write_scalars(step, summary)
-      rate = (step - s0) / max(time.time() - t0, 1e-9)
-      eta = (total_steps - step) / max(rate, 1e-9)
-      logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %.0fs', step, total_steps,
-                   summary['train/loss'], rate, eta)
+      now = time.time()   # rate over this interval (the first one includes compilation)
+      rate = (step - s0) / max(now - t0, 1e-9)
+      t0, s0 = now, step
+      logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step, total_steps,
+                   summary['train/loss'], rate,
+                   time.strftime('%H:%M:%S', time.gmtime((total_steps - step) / max(rate, 1e-9))))
     if ckpt_every > 0 and step % ckpt_every == 0 and step != total_steps:
       ckpt_lib.save(manager, state)
     if eval_every > 0 and step % eval_every == 0 and step != total_steps:
