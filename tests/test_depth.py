@@ -1,5 +1,4 @@
 """Depth estimators: ground truth, the trained U-Net, and the external-weights adapter."""
-import json
 
 import jax
 import jax.numpy as jnp

@@ -37,7 +37,8 @@ class FakeCompleter:
     z = self.encode(frames)
     b, t, h, w, _ = z.shape
     known = pixel_mask.reshape(b, t, h, 4, w, 4).all((3, 5))
-    fill = np.where(known[..., None], z, 0).sum((2, 3)) / np.maximum(known.sum((2, 3)), 1)[..., None]
+    count = np.maximum(known.sum((2, 3)), 1)[..., None]
+    fill = np.where(known[..., None], z, 0).sum((2, 3)) / count
     out = np.where(known[..., None], z, fill[:, :, None, None])
     return {'frames': self.decode(out), 'latents': out, 'known_mask': known}
 

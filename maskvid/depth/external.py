@@ -8,7 +8,8 @@ DepthUNet layout (see `maskvid/depth/net.py`), named either PyTorch-style or Fla
   <module>/bias                          <module>.bias                        none
   <norm>/scale                           <norm>.weight                        none (GroupNorm gamma)
   <norm>/bias                            <norm>.bias                          none
-e.g. `down_1/conv_0/kernel` <-> `down_1.conv_0.weight`, `up_0/norm_1/scale` <-> `up_0.norm_1.weight`,
+e.g. `down_1/conv_0/kernel` <-> `down_1.conv_0.weight`,
+`up_0/norm_1/scale` <-> `up_0.norm_1.weight`,
 `stem/kernel` <-> `stem.weight`, `head/bias` <-> `head.bias`. Flax-style names are accepted with
 '.' as separator too (`down_1.conv_0.kernel`).
 
@@ -112,7 +113,8 @@ def load_external_depth(path: str) -> UNetDepthEstimator:
     params[fpath] = jnp.asarray(t)
   unexpected = sorted(set(tensors) - used)
   if unexpected:
-    problems.append(f'unexpected tensors {unexpected[:8]}' + (' ...' if len(unexpected) > 8 else ''))
+    more = ' ...' if len(unexpected) > 8 else ''
+    problems.append(f'unexpected tensors {unexpected[:8]}{more}')
   if problems:
     raise ValueError(f'external depth weights {path} do not fit the DepthUNet layout '
                      f'{module}: ' + '; '.join(problems[:12]))

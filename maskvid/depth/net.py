@@ -5,7 +5,8 @@ Layout (parameter names, used by the external-weights adapter in `external.py`):
   down_{i}/conv_{0,1}, down_{i}/norm_{0,1}   two (Conv 3x3 -> GroupNorm -> SiLU) at level i,
                             C * channel_multipliers[i] channels
   downsample_{i}            Conv 3x3 stride 2 (levels 0 .. L-2)
-  up_{i}/conv_{0,1}, up_{i}/norm_{0,1}       after 2x nearest upsampling + skip concat (i = L-2 .. 0)
+  up_{i}/conv_{0,1}, up_{i}/norm_{0,1}       after 2x nearest upsampling + skip concat
+                                             (i = L-2 .. 0)
   head                      Conv 3x3, C -> 1 (log depth)
 Input [N, H, W, 3] in [-1, 1] with H and W divisible by 2 ** (L - 1); output [N, H, W].
 """

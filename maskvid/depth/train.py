@@ -54,7 +54,7 @@ def make_train_step(module, tx, si_lambda: float):
 
 
 def depth_metrics(pred: np.ndarray, gt: np.ndarray, si_lambda: float) -> dict:
-  """pred, gt: z-depth [N, H, W] -> si_log, abs_rel (raw and after per-image median scaling), delta1."""
+  """pred, gt: z-depth [N, H, W] -> si_log, abs_rel (raw / per-image median-scaled), delta1."""
   pred = np.maximum(pred.astype(np.float64), 1e-6)
   gt = gt.astype(np.float64)
   d = np.log(pred) - np.log(gt)

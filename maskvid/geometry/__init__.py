@@ -1,4 +1,4 @@
-"""Pinhole cameras, camera paths and forward warping (OpenCV convention: x right, y down, z forward).
+"""Pinhole cameras, camera paths and forward warping (OpenCV axes: x right, y down, z forward).
 
 Pixel convention (OpenCV, the same as maskvid.data.synthetic): the centre of pixel (row i, col j)
 is at image coordinates (u, v) = (j, i), so `intrinsics_from_fov` puts the principal point at

@@ -62,7 +62,7 @@ def propagate_edit(completer, video, edited_frame, region0: Optional[np.ndarray]
 
 def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: str = '',
             threshold: int = 24, dilate: int = 2, seed: int = 0, fps: int = 8, completer=None,
-            **sample_kwargs) -> tuple:
+            min_valid: float = 1.0, **sample_kwargs) -> tuple:
   """Validates, loads, runs and writes (mp4, png)."""
   io.require_output(out)
   clip = io.read_video(video, '--video')
@@ -81,7 +81,7 @@ def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: s
       raise io.InputError(f'--edited_frame: no pixel differs from frame 0 of --video by more '
                           f'than --threshold={threshold}; pass --mask or lower --threshold')
   if completer is None:
-    completer = cli.load_completer(checkpoint)
+    completer = cli.load_completer(checkpoint, min_valid)
   size = common.model_resolution(completer)
   frames_limit = common.num_frames_of(completer)
   if size is not None and clip.shape[1:3] != size:
@@ -107,6 +107,7 @@ def main(argv):
   paths = cli.run_main(lambda: command(
       video=f.video, edited_frame=f.edited_frame, checkpoint=f.checkpoint, out=f.out,
       mask=f.mask or '', threshold=f.threshold, dilate=f.dilate, seed=f.seed, fps=f.fps,
+      min_valid=f.min_valid,
       **cli.sample_options(f)))
   print('wrote', *paths)
 

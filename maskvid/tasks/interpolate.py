@@ -45,7 +45,8 @@ def interpolate(completer, start, end, num_frames: int, *, seed: int = 0, **samp
 
 
 def command(*, start: str, end: str, checkpoint: str, out: str, num_frames: int = 8,
-            seed: int = 0, fps: int = 8, completer=None, **sample_kwargs) -> tuple:
+            seed: int = 0, fps: int = 8, completer=None, min_valid: float = 1.0,
+            **sample_kwargs) -> tuple:
   """Validates, loads, runs and writes (mp4, png). Endpoints must have the same size."""
   io.require_output(out)
   if num_frames < 3:
@@ -55,7 +56,7 @@ def command(*, start: str, end: str, checkpoint: str, out: str, num_frames: int 
     raise io.InputError(f'--end: size {b.shape[1]}x{b.shape[0]} differs from --start '
                         f'{a.shape[1]}x{a.shape[0]}')
   if completer is None:
-    completer = cli.load_completer(checkpoint)
+    completer = cli.load_completer(checkpoint, min_valid)
   size = common.model_resolution(completer)
   if size is not None and a.shape[:2] != size:
     logging.info('interpolate: resizing %dx%d endpoints to the model size %dx%d', a.shape[1],
@@ -72,7 +73,7 @@ def main(argv):
   f = flags.FLAGS
   paths = cli.run_main(lambda: command(
       start=f.start, end=f.end, checkpoint=f.checkpoint, out=f.out, num_frames=f.num_frames,
-      seed=f.seed, fps=f.fps, **cli.sample_options(f)))
+      seed=f.seed, fps=f.fps, min_valid=f.min_valid, **cli.sample_options(f)))
   print('wrote', *paths)
 
 

@@ -133,7 +133,7 @@ def check_depth_arg(depth_arg: str, image_arg: str) -> None:
 
 def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: str = 'gt',
             num_frames: int = 8, fov_deg: float = 60.0, strength: float = 1.0, seed: int = 0,
-            fps: int = 8, completer=None, **sample_kwargs) -> tuple:
+            fps: int = 8, completer=None, min_valid: float = 1.0, **sample_kwargs) -> tuple:
   """The whole command; validates every input before loading the model. Returns (mp4, png)."""
   io.require_output(out)
   if num_frames < 2:
@@ -147,7 +147,7 @@ def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: st
     io.read_image(image, '--image')  # fail on a bad image before the slow model load
   check_depth_arg(depth, image)
   if completer is None:
-    completer = cli.load_completer(checkpoint)
+    completer = cli.load_completer(checkpoint, min_valid)
   size = common.model_resolution(completer) or (32, 32)
   img, dep, k = prepare_inputs(image, depth, size, fov_deg)
   try:
@@ -169,6 +169,7 @@ def main(argv):
   paths = cli.run_main(lambda: command(
       image=f.image, trajectory=f.trajectory, checkpoint=f.checkpoint, out=f.out, depth=f.depth,
       num_frames=f.num_frames, fov_deg=f.fov_deg, strength=f.strength, seed=f.seed, fps=f.fps,
+      min_valid=f.min_valid,
       **cli.sample_options(f)))
   print('wrote', *paths)
 
