@@ -13,6 +13,9 @@ from maskvid.tasks import io
 from maskvid.tasks import nvs
 from maskvid.tasks import track
 
+# imageio-ffmpeg runs ffmpeg in a subprocess after JAX started its threads; harmless here.
+pytestmark = pytest.mark.filterwarnings('ignore:os.fork')
+
 
 class FakeCompleter:
   """Stands in for sampling.completer.Completer: 4x average-pool 'latents', known ones kept
@@ -137,6 +140,26 @@ def test_nvs_conditioning_marks_disocclusions_unknown():
   assert all(tuple(c) in src_colours for c in frames[-1][mask[-1]][:50])
 
 
+def test_nvs_inputs_with_external_depth_weights(tmp_path):
+  import jax
+  import jax.numpy as jnp
+  from maskvid import depth as md
+  from maskvid.depth import net as depth_net
+  module = depth_net.DepthUNet(base_channels=4, channel_multipliers=(1, 2), norm_groups=2)
+  shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0, 0.2, x.shape), jnp.float32), shapes)
+  weights = str(tmp_path / 'w.safetensors')
+  md.save_external_depth(weights, module, params)
+  img = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+  iio.imwrite(tmp_path / 'in.png', img)
+  image, depth, k = nvs.prepare_inputs(str(tmp_path / 'in.png'), 'external:' + weights,
+                                       (32, 32), 60.0)
+  assert image.shape == (32, 32, 3) and depth.shape == (32, 32)
+  np.testing.assert_allclose(depth, md.load_external_depth(weights).estimate(image), rtol=1e-6)
+  np.testing.assert_allclose(k, geometry.intrinsics_from_fov(60.0, 32, 32))
+
+
 # ----------------------------------------------------------------------------- commands
 
 @pytest.fixture
@@ -181,6 +204,14 @@ def test_commands_write_mp4_and_strip(files):
   edit.command(video=p['clip'], edited_frame=p['edited'], checkpoint=p['ckpt'],
                out=str(out / 'e.mp4'), completer=fake)
   assert sorted(os.listdir(out)) == ['e.mp4', 'e.png', 'i.mp4', 'i.png', 'nvs.mp4', 'nvs.png']
+  # An MP4 input (lossy) works too: compression noise is not mistaken for the edit.
+  clip = np.load(p['clip'])
+  src = os.path.join(os.path.dirname(p['clip']), 'clip.mp4')
+  iio.imwrite(src, clip, extension='.mp4', fps=8, codec='libx264', macro_block_size=1, quality=10)
+  edit.command(video=src, edited_frame=p['edited'], checkpoint=p['ckpt'],
+               out=str(out / 'e2.mp4'), completer=fake)
+  unknown = ~fake.calls[-1]['pixel_mask'][0]
+  assert 0 < unknown[1].mean() < 0.4 and not unknown[0].any()
 
 
 @pytest.mark.parametrize('task,kwargs,match', [

@@ -10,12 +10,14 @@ import pytest
 
 from configs import default
 from maskvid import stages
+from maskvid.sampling import completer as completer_lib
 from maskvid.tasks import cli
 from maskvid.tasks import edit
 from maskvid.tasks import interpolate
 from maskvid.tasks import nvs
 
-completer_lib = pytest.importorskip('maskvid.sampling.completer')
+# imageio-ffmpeg runs ffmpeg in a subprocess after JAX started its threads; harmless here.
+pytestmark = pytest.mark.filterwarnings('ignore:os.fork')
 
 
 def write_tiny_workdir(workdir: str):
@@ -90,6 +92,7 @@ def run(tmp_path_factory):
 
 
 def test_nvs_command_end_to_end(run):
+  assert isinstance(run['completer'], completer_lib.Completer)
   mp4, png = nvs.command(image=run['paths']['a'], trajectory='orbit', checkpoint=run['workdir'],
                          out=str(run['out'] / 'nvs.mp4'), depth='gt:' + run['paths']['depth'],
                          num_frames=4, num_steps=2, completer=run['completer'])
