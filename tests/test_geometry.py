@@ -217,3 +217,17 @@ def test_warping_synthetic_frame_matches_rendered_frame_where_valid():
     # Nearest-pixel resampling of 32x32 textures leaves some error; not moving at all is far worse.
     assert np.median(err[same_surface]) < 8
     assert err[same_surface].mean() < 0.35 * unwarped[same_surface].mean()
+
+
+def test_warp_into_a_smaller_target_camera():
+  """Same pose, half-resolution target intrinsics: every target pixel takes a source pixel of
+  its own 2x2 block."""
+  img = _texture(32, 32, seed=6)
+  k = g.intrinsics_from_fov(60.0, 32, 32)
+  k_half = g.scale_intrinsics(k, 0.5, 0.5)
+  np.testing.assert_allclose(k_half, g.intrinsics_from_fov(60.0, 16, 16), rtol=1e-6)
+  r = g.forward_warp(img, np.full((32, 32), 2.0), k, np.eye(4), np.eye(4), dst_intrinsics=k_half,
+                     out_shape=(16, 16))
+  assert r.image.shape == (16, 16, 3) and r.mask.all()
+  blocks = img.reshape(16, 2, 16, 2, 3).transpose(0, 2, 1, 3, 4).reshape(16, 16, 4, 3)
+  assert all((blocks[i, j] == r.image[i, j]).all(-1).any() for i in range(16) for j in range(16))
