@@ -5,7 +5,7 @@ tracked through the original clip with Farneback optical flow (maskvid.tasks.tra
 is the edited frame (known); in later frames the tracked region (dilated) is unknown and the
 rest is known -> the Completer repaints the region consistently with the edit.
 
-  python -m maskvid.tasks.edit --video=clip.mp4 --edited_frame=edit.png --checkpoint=DIR \
+  python -m maskvid.tasks.edit --video=clip.mp4 --edited_frame=edit.png --checkpoint=DIR
       --out=out.mp4 [--mask=region.png] [--threshold=24] [--dilate=2] [--renoise_at=0.3]
 """
 from typing import Optional

@@ -3,7 +3,7 @@
 The endpoints are known (clean, t = 0: their latents are kept bit-exactly by the sampler), every
 frame between them is unknown; the Completer generates the middle.
 
-  python -m maskvid.tasks.interpolate --start=a.png --end=b.png --checkpoint=DIR --out=out.mp4 \
+  python -m maskvid.tasks.interpolate --start=a.png --end=b.png --checkpoint=DIR --out=out.mp4
       [--num_frames=8] [--renoise_at=0.3]
 """
 from absl import app

@@ -5,8 +5,8 @@ into every camera of the path (z-buffered splatting; holes, disocclusions and pi
 uncertain depth are marked unknown) -> Completer fills the unknown tokens (optionally with
 stochastic conditioning, --renoise_at) -> decoded video. Frame 0 is the input view.
 
-  python -m maskvid.tasks.nvs --image=in.png --trajectory=orbit --checkpoint=DIR --out=out.mp4 \
-      [--depth=gt|gt:DEPTH.npy|net:DIR|external:WEIGHTS.safetensors] [--num_frames=8] \
+  python -m maskvid.tasks.nvs --image=in.png --trajectory=orbit --checkpoint=DIR --out=out.mp4
+      [--depth=gt|gt:DEPTH.npy|net:DIR|external:WEIGHTS.safetensors] [--num_frames=8]
       [--renoise_at=0.3] [--fov_deg=60] [--strength=1]
 `--image=synthetic:SPLIT:SEED` renders frame 0 of a synthetic clip (then --depth=gt uses its
 ground-truth depth and intrinsics). --trajectory is a name (see maskvid.geometry.trajectory) or a
