@@ -87,11 +87,13 @@ def run(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
     state, metrics = compiled(state, batch)
   jax.block_until_ready(state)
   times = []
+  cpu0 = time.process_time()
   for _ in range(steps):
     t0 = time.perf_counter()
     state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
+  cpu_s = (time.process_time() - cpu0) / max(steps, 1)   # host CPU-seconds, all threads
   step_s = statistics.median(times)
   tokens_per_example = model_lib.num_tokens(config)
   tokens = trainer.global_batch_size * tokens_per_example
@@ -111,6 +113,7 @@ def run(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
       'compile_s': compile_s,
       'step_s': step_s,
       'step_s_min': min(times),
+      'cpu_s_per_step': cpu_s,
       'tokens_per_s': tokens / step_s,
       'xla_flops_per_step': measured,
       'analytic_flops_per_step': analytic,
@@ -138,6 +141,7 @@ def format_table(r: dict) -> str:
       ('tokens/step', f"{r['tokens_per_step']:,}"),
       ('compile time', f"{r['compile_s']:.1f} s"),
       ('step time (median / min)', f"{1e3 * r['step_s']:.1f} / {1e3 * r['step_s_min']:.1f} ms"),
+      ('host CPU time/step (all threads)', f"{1e3 * r['cpu_s_per_step']:.1f} ms"),
       ('tokens/s', f"{r['tokens_per_s']:,.0f}"),
       ('FLOPs/step (XLA cost analysis)', flops(r['xla_flops_per_step'])),
       ('FLOPs/step (analytic 6PN + attn)', flops(r['analytic_flops_per_step'])),
