@@ -11,10 +11,11 @@ Prints one table: params, tokens/step, compile time, step time, tokens/s, FLOPs/
 analysis of the compiled step and the analytic 6*P*N + attention count of
 maskvid.model.model.flops_per_token), MFU against a stated peak, and peak memory.
 
-Peaks (per device, times the device count): CPU 200 GFLOP/s (f32 matmul throughput measured on
-the 2-core development machine; override with --peak_tflops), NVIDIA H100/H200 989 TFLOP/s
-(bf16 dense tensor cores; a float32 model is still rated against it), other GPUs/TPUs: pass
---peak_tflops.
+Peaks: CPU 200 GFLOP/s for the whole host (f32 matmul throughput measured on the 2-core
+development machine; forced host devices share it; override with --peak_tflops), NVIDIA
+H100/H200 989 TFLOP/s per device (bf16 dense tensor cores; a float32 model is still rated
+against it), other GPUs/TPUs: pass --peak_tflops (per device). XLA's cost analysis of an
+SPMD-partitioned step counts one device's program, so it is multiplied by the device count.
 """
 import resource
 import statistics
@@ -98,10 +99,19 @@ def run(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
   tokens_per_example = model_lib.num_tokens(config)
   tokens = trainer.global_batch_size * tokens_per_example
   analytic = model_lib.flops_per_token(config) * tokens
-  measured = xla_flops(compiled)
   devices = list(trainer.mesh.devices.flat)
+  measured = xla_flops(compiled)
+  if measured is not None:
+    # The SPMD-partitioned module is one device's program: scale to the whole mesh.
+    measured *= len(devices)
   peak, peak_label = device_peak(devices[0], peak_tflops)
-  total_peak = peak * len(devices) if peak else None
+  if devices[0].platform == 'cpu' and not peak_tflops:
+    # Forced host devices (--xla_force_host_platform_device_count) share the same cores.
+    total_peak, peak_label = peak, peak_label + ' for the whole host'
+  else:
+    total_peak = peak * len(devices) if peak else None
+    peak_label = f'{peak_label} x {len(devices)} devices'
+
   mem, mem_label = peak_memory(devices)
   return {
       'device': f'{len(devices)} x {devices[0].platform}:{getattr(devices[0], "device_kind", "")}',
@@ -143,9 +153,9 @@ def format_table(r: dict) -> str:
       ('step time (median / min)', f"{1e3 * r['step_s']:.1f} / {1e3 * r['step_s_min']:.1f} ms"),
       ('host CPU time/step (all threads)', f"{1e3 * r['cpu_s_per_step']:.1f} ms"),
       ('tokens/s', f"{r['tokens_per_s']:,.0f}"),
-      ('FLOPs/step (XLA cost analysis)', flops(r['xla_flops_per_step'])),
+      ('FLOPs/step (XLA cost analysis x devices)', flops(r['xla_flops_per_step'])),
       ('FLOPs/step (analytic 6PN + attn)', flops(r['analytic_flops_per_step'])),
-      ('peak', r['peak_label'] + (f" x {r['device'].split(' x ')[0]} devices")),
+      ('peak', r['peak_label']),
       ('MFU (analytic / XLA FLOPs)', f"{pct(r['mfu_analytic'])} / {pct(r['mfu_xla'])}"),
       ('peak memory', f"{r['peak_memory_bytes'] / 2**20:,.1f} MiB ({r['memory_label']})"),
       ('loss after timed steps', f"{r['final_loss']:.4f}"),
