@@ -127,6 +127,8 @@ def test_ensure_dataset_writes_splits_and_preview(data_dir):
   ref = synthetic.render_clip(int(synthetic.split_seeds('test', 2)[1]), 'test', T, R, R)
   for key in ref:
     np.testing.assert_array_equal(item[key], ref[key])
+    assert item[key].dtype == ref[key].dtype and item[key].flags.writeable
+  assert item['seed'].shape == () and item['seed'] == synthetic.split_seeds('test', 2)[1]
   preview = iio.imread(os.path.join(data_dir, 'preview.png'))
   assert preview.ndim == 3 and preview.shape[0] >= 6 * 2 * R and preview.std() > 10
   # Idempotent: nothing is re-rendered.

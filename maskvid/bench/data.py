@@ -1,0 +1,134 @@
+"""Benchmark of the data layer: renderer throughput, default-config dataset build, loader speed.
+
+Usage:
+  python -m maskvid.bench.data                      # 1,000 clips of 16 x 64 x 64, default loader
+  python -m maskvid.bench.data --num_clips=100 --skip_train_step
+
+Prints one table:
+  * rendering N clips of T x H x W (after one warm-up clip that compiles the ray caster): wall
+    seconds, clips/s, and process CPU seconds; the machine's core count and load average before and
+    after give the context (the wall time on a shared machine depends on what else runs).
+  * building the default config's dataset (256/32/32 clips of 8 x 32 x 32, incl. compilation).
+  * grain loader examples/s on that dataset (batch_size, clip_length from the config).
+  * the tiny config's diffusion train step examples/s (maskvid.bench.train_step on random
+    latents) and the ratio loader / train step (the target is >= 10x).
+"""
+import os
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer('num_clips', 1000, 'Clips to render for the renderer benchmark.')
+flags.DEFINE_integer('frames', 16, 'Frames per rendered clip.')
+flags.DEFINE_integer('resolution', 64, 'Rendered height == width.')
+flags.DEFINE_string('split', 'train', 'Split (family set) to render: train | test | ood.')
+flags.DEFINE_integer('loader_batches', 200, 'Timed loader batches (after 5 warm-up batches).')
+flags.DEFINE_integer('worker_count', 0, 'grain worker processes for the loader benchmark.')
+flags.DEFINE_bool('skip_train_step', False, 'Skip the tiny train step measurement.')
+
+
+def _cpu_seconds() -> float:
+  t = os.times()
+  return t.user + t.system + t.children_user + t.children_system
+
+
+def bench_render(num_clips: int, frames: int, resolution: int, split: str) -> dict:
+  from maskvid.data import synthetic
+  seeds = synthetic.split_seeds(split, num_clips + 1)
+  t0 = time.perf_counter()
+  synthetic.render_clip(int(seeds[-1]), split, frames, resolution, resolution)  # compiles
+  compile_s = time.perf_counter() - t0
+  load0, cpu0, t0 = os.getloadavg()[0], _cpu_seconds(), time.perf_counter()
+  for i, seed in enumerate(seeds[:-1]):
+    synthetic.render_clip(int(seed), split, frames, resolution, resolution)
+    if (i + 1) % 200 == 0:
+      print(f'  rendered {i + 1}/{num_clips} clips ({time.perf_counter() - t0:.1f} s)', flush=True)
+  wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+  return dict(compile_s=compile_s, wall_s=wall, cpu_s=cpu, load_before=load0,
+              load_after=os.getloadavg()[0])
+
+
+def bench_dataset_and_loader(data_dir: str, batches: int, worker_count: int) -> dict:
+  from configs import default
+  from maskvid.data import pipeline, storage
+  config = default.get_config()
+  t0 = time.perf_counter()
+  storage.ensure_dataset(config, data_dir)
+  build_s = time.perf_counter() - t0
+  source = storage.ClipSource(data_dir, 'train')
+  it = pipeline.make_loader(source, batch_size=config.data.batch_size,
+                            clip_length=config.data.clip_length,
+                            resolution=config.data.resolution, seed=0,
+                            worker_count=worker_count, frame_stride=config.data.frame_stride)
+  for _ in range(5):
+    batch = next(it)
+  t0 = time.perf_counter()
+  for _ in range(batches):
+    batch = next(it)
+  wall = time.perf_counter() - t0
+  return dict(build_s=build_s, clips={k: int(v) for k, v in config.data.clips.items()},
+              clip_shape=(config.data.num_frames, config.data.resolution, config.data.resolution),
+              batch_shape=tuple(batch['frames'].shape),
+              examples_per_s=batches * config.data.batch_size / wall)
+
+
+def bench_train_step() -> dict:
+  """Examples/s of the tiny config's train step, or a note why it could not be measured."""
+  try:
+    from configs import tiny
+    from maskvid.bench import train_step
+    config = tiny.get_config()
+    r = train_step.run(config, steps=5, warmup=1)
+  except Exception as e:  # pylint: disable=broad-except
+    return dict(note=f'train step not measured: {type(e).__name__}: {e}'[:200])
+  return dict(examples_per_s=r['batch'] / r['step_s'], step_s=r['step_s'], batch=r['batch'],
+              device=r['device'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  rows = [('machine', f'{os.cpu_count()} CPU cores, load average (1 min) at start '
+                      f'{os.getloadavg()[0]:.1f}')]
+  r = bench_render(FLAGS.num_clips, FLAGS.frames, FLAGS.resolution, FLAGS.split)
+  shape = f'{FLAGS.frames}x{FLAGS.resolution}x{FLAGS.resolution}'
+  rows += [
+      (f'render compile + first clip ({FLAGS.split})', f"{r['compile_s']:.1f} s"),
+      (f'render {FLAGS.num_clips} clips {shape} (wall)',
+       f"{r['wall_s']:.1f} s = {FLAGS.num_clips / r['wall_s']:.1f} clips/s "
+       f"(target < 120 s for 1,000)"),
+      ('  process CPU time', f"{r['cpu_s']:.1f} s = {1e3 * r['cpu_s'] / FLAGS.num_clips:.1f} ms/clip"),
+      ('  load average before / after', f"{r['load_before']:.1f} / {r['load_after']:.1f}"),
+  ]
+  with tempfile.TemporaryDirectory() as tmp:
+    d = bench_dataset_and_loader(os.path.join(tmp, 'data'), FLAGS.loader_batches,
+                                 FLAGS.worker_count)
+  rows += [
+      ('default dataset build (incl. compile)',
+       f"{d['build_s']:.1f} s for {d['clips']} clips of {'x'.join(map(str, d['clip_shape']))}"),
+      (f'loader examples/s (workers={FLAGS.worker_count})',
+       f"{d['examples_per_s']:,.0f} (batch {d['batch_shape']})"),
+  ]
+  if FLAGS.skip_train_step:
+    rows.append(('tiny train step examples/s', 'skipped (--skip_train_step)'))
+  else:
+    s = bench_train_step()
+    if 'note' in s:
+      rows.append(('tiny train step examples/s', s['note']))
+    else:
+      ratio = d['examples_per_s'] / s['examples_per_s']
+      rows += [('tiny train step examples/s',
+                f"{s['examples_per_s']:,.1f} (batch {s['batch']}, {1e3 * s['step_s']:.0f} ms/step, "
+                f"{s['device']})"),
+               ('loader / train step', f"{ratio:,.1f}x (target >= 10x)")]
+  rows.append(('load average (1 min) at end', f'{os.getloadavg()[0]:.1f}'))
+  width = max(len(k) for k, _ in rows)
+  line = '-' * (width + 60)
+  print('\n'.join([line] + [f'{k:<{width}}  {v}' for k, v in rows] + [line]))
+
+
+if __name__ == '__main__':
+  app.run(main)
