@@ -14,8 +14,8 @@ def define_common_flags() -> None:
   flags.DEFINE_float('guidance', None, 'Mask-dropout guidance weight (default: config).')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
   flags.DEFINE_bool('paste_known', False, 'Copy the known input pixels over the decoded output.')
-  flags.DEFINE_float('min_valid', 1.0, 'Fraction of a latent token\'s pixels that must be known '
-                     'for the token to be known (1.0: all).')
+  flags.DEFINE_float('min_valid', None, 'Fraction of a latent token\'s pixels that must be known '
+                     'for the token to be known (default: the Completer\'s, all of them).')
   flags.DEFINE_integer('fps', 8, 'Frames per second of the MP4.')
   flags.mark_flags_as_required(['checkpoint', 'out'])
 
@@ -28,15 +28,16 @@ def sample_options(values) -> dict:
               paste_known=bool(values.paste_known))
 
 
-def load_completer(workdir: str, min_valid: float = 1.0):
+def load_completer(workdir: str, min_valid=None):
   """Completer of a maskvid workdir (validated first so errors name --checkpoint)."""
   io.require_checkpoint(workdir)
-  if not 0.0 < min_valid <= 1.0:
+  if min_valid is not None and not 0.0 < min_valid <= 1.0:
     raise io.InputError(f'--min_valid: must be in (0, 1], got {min_valid}')
+  kwargs = {} if min_valid is None else {'min_valid': float(min_valid)}
   from maskvid.sampling import completer as completer_lib  # pylint: disable=g-import-not-at-top
   logging.info('loading model from %s', workdir)
   try:
-    return completer_lib.Completer.from_workdir(workdir, min_valid=min_valid)
+    return completer_lib.Completer.from_workdir(workdir, **kwargs)
   except FileNotFoundError as e:
     raise io.InputError(f'--checkpoint: {e}') from e
 

@@ -62,7 +62,7 @@ def propagate_edit(completer, video, edited_frame, region0: Optional[np.ndarray]
 
 def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: str = '',
             threshold: int = 24, dilate: int = 2, seed: int = 0, fps: int = 8, completer=None,
-            min_valid: float = 1.0, **sample_kwargs) -> tuple:
+            min_valid=None, **sample_kwargs) -> tuple:
   """Validates, loads, runs and writes (mp4, png)."""
   io.require_output(out)
   clip = io.read_video(video, '--video')

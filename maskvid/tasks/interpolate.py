@@ -45,7 +45,7 @@ def interpolate(completer, start, end, num_frames: int, *, seed: int = 0, **samp
 
 
 def command(*, start: str, end: str, checkpoint: str, out: str, num_frames: int = 8,
-            seed: int = 0, fps: int = 8, completer=None, min_valid: float = 1.0,
+            seed: int = 0, fps: int = 8, completer=None, min_valid=None,
             **sample_kwargs) -> tuple:
   """Validates, loads, runs and writes (mp4, png). Endpoints must have the same size."""
   io.require_output(out)

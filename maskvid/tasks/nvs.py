@@ -133,7 +133,7 @@ def check_depth_arg(depth_arg: str, image_arg: str) -> None:
 
 def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: str = 'gt',
             num_frames: int = 8, fov_deg: float = 60.0, strength: float = 1.0, seed: int = 0,
-            fps: int = 8, completer=None, min_valid: float = 1.0, **sample_kwargs) -> tuple:
+            fps: int = 8, completer=None, min_valid=None, **sample_kwargs) -> tuple:
   """The whole command; validates every input before loading the model. Returns (mp4, png)."""
   io.require_output(out)
   if num_frames < 2:
