@@ -45,6 +45,11 @@ def run_eval(config, workdir: str) -> dict:
   return eval_run.evaluate(config, workdir)
 
 
+def run_depth(config, workdir: str) -> dict:
+  from maskvid.depth import train as depth_train
+  return depth_train.train_depth(config, workdir)
+
+
 def run_demo(config, workdir: str) -> None:
   """All stages in order; each one skips what is already on disk, so a re-run resumes."""
   run_vae(config, workdir)
