@@ -18,14 +18,19 @@ import time
 from typing import Any, Iterator
 
 import grain
+import imageio.v2 as imageio
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from maskvid.diffusion import masks as masks_lib
 from maskvid.paths import stage_dir
+from maskvid.sampling import sampler
 from maskvid.train import checkpoint as ckpt_lib
 from maskvid.train import step as step_lib
+from maskvid.vae import cache as cache_lib
+from maskvid.vae import train as vae_train
 
 FINAL_METRICS = 'final_metrics.json'
 
@@ -69,7 +74,6 @@ def train_batches(source, config, batch_size: int, start_step: int) -> Iterator[
 
 
 def _require_latent_cache(latents_dir: str) -> None:
-  from maskvid.vae import cache as cache_lib  # pylint: disable=g-import-not-at-top
   if not cache_lib.is_complete(latents_dir):
     state = 'is incomplete' if os.path.isdir(latents_dir) else 'does not exist'
     raise FileNotFoundError(
@@ -79,45 +83,21 @@ def _require_latent_cache(latents_dir: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ evaluation
-def _euler_complete(apply_fn, params, known, known_mask, rng, *, num_steps):
-  """Fallback Euler sampler (maskvid.sampling provides the real one): t = 1 -> 0."""
-  x = jnp.where(known_mask[..., None], known, jax.random.normal(rng, known.shape))
-  grid = jnp.linspace(1.0, 0.0, num_steps + 1)
-
-  def body(x, ts):
-    t, s = ts
-    v = apply_fn(params, x, jnp.where(known_mask, 0.0, t))
-    x = jnp.where(known_mask[..., None], known, x - (t - s) * v)
-    return x, None
-
-  x, _ = jax.lax.scan(body, x, (grid[:-1], grid[1:]))
-  return x
-
-
 def complete_latents(apply_fn, params, known, known_mask, rng, config) -> jax.Array:
-  """Masked completion with maskvid.sampling.sampler.complete if present, else plain Euler."""
-  try:
-    from maskvid.sampling import sampler  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    sampler = None
-  if sampler is not None and hasattr(sampler, 'complete'):
-    renoise = float(config.sample.renoise_at)
-    return sampler.complete(apply_fn, params, known, known_mask, rng,
-                            num_steps=int(config.sample.num_steps), solver=config.sample.solver,
-                            renoise_at=renoise if renoise > 0 else None,
-                            guidance=float(config.sample.guidance))
-  return jax.jit(_euler_complete, static_argnames=('apply_fn', 'num_steps'))(
-      apply_fn, params, known, known_mask, rng, num_steps=int(config.sample.num_steps))
+  """Masked completion [B,T,h,w,c] with the library sampler and config.sample's settings."""
+  renoise = float(config.sample.renoise_at)
+  return sampler.complete(apply_fn, params, known, known_mask, rng,
+                          num_steps=int(config.sample.num_steps), solver=config.sample.solver,
+                          renoise_at=renoise if renoise > 0 else None,
+                          guidance=float(config.sample.guidance))
 
 
 def _load_decoder(vae_dir: str, latents_dir: str):
   """latents (normalised) [B,T,h,w,c] -> frames [B,T,H,W,3] in [-1, 1], or None without a VAE."""
   try:
-    from maskvid.vae import cache as cache_lib  # pylint: disable=g-import-not-at-top
-    from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
     module, params = vae_train.load_vae(vae_dir)
     stats = cache_lib.load_latent_stats(latents_dir)
-  except (FileNotFoundError, ImportError) as e:
+  except FileNotFoundError as e:
     logging.warning('no VAE decoder for eval pictures (%s); showing latent channels instead', e)
     return None
   shift = jnp.asarray(stats['shift'], jnp.float32)
@@ -164,7 +144,6 @@ def make_grid(gt: np.ndarray, known: np.ndarray, completion: np.ndarray, pad: in
 
 def _write_video(path: str, frames: np.ndarray, fps: int = 4) -> None:
   """uint8 [T,H,W,3] -> MP4 (even sizes for yuv420p)."""
-  import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
   h, w = frames.shape[1:3]
   frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode='edge')
   imageio.mimwrite(path, list(frames), fps=fps, macro_block_size=1)
@@ -178,8 +157,6 @@ def evaluate(config, params, apply_fn, latents_dir: str, vae_dir: str, out_dir: 
   see the same clips and the same holes. Every process must call this (params may be
   sharded); only `write=True` touches disk. Returns eval/* scalar metrics.
   """
-  from maskvid.diffusion import masks as masks_lib  # pylint: disable=g-import-not-at-top
-  from maskvid.vae import cache as cache_lib  # pylint: disable=g-import-not-at-top
 
   source = cache_lib.LatentSource(latents_dir, 'test')
   n = min(int(config.sample.num_clips), len(source))
@@ -225,7 +202,6 @@ def evaluate(config, params, apply_fn, latents_dir: str, vae_dir: str, out_dir: 
     return metrics
   gt8, known8, pred8 = (_upscale(_to_uint8(v)) for v in (truth, shown_known, pred))
   os.makedirs(out_dir, exist_ok=True)
-  import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
   png = os.path.join(out_dir, f'samples_{step:07d}.png')
   imageio.imwrite(png, make_grid(gt8, known8, pred8))
   # Video: each clip's (gt | known | completion) side by side, clips stacked vertically.
@@ -255,7 +231,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   from maskvid import stages  # pylint: disable=g-import-not-at-top
-  from maskvid.vae import cache as cache_lib  # pylint: disable=g-import-not-at-top
 
   diffusion_dir = stage_dir(config, workdir, 'diffusion')
   latents_dir = stage_dir(config, workdir, 'latents')

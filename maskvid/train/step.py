@@ -7,7 +7,7 @@ the optimizer, the mesh shardings of the state (from the params' logical axis na
 config.mesh.rules), and jits init and step with explicit in/out shardings.
 """
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -15,13 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from maskvid.diffusion import loss as loss_lib
+from maskvid.diffusion import masks as masks_lib
+from maskvid.model import model as model_lib
 from maskvid.train import sharding as sharding_lib
 from maskvid.train import state as state_lib
 
 
 def expected_latent_shape(config) -> tuple[int, int, int, int]:
   """(T, h, w, c) of one training example: clip_length frames of the VAE latent grid."""
-  from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
   return tuple(model_lib.latent_grid(config))
 
 
@@ -34,7 +36,7 @@ def validate_batch(batch_latents, expected: tuple[int, ...]) -> None:
         f'batch_latents must have shape [{names}] = {list(expected)} (B = config.train.batch_size '
         f'per process, T = config.data.clip_length, (h, w) = config.data.resolution / VAE '
         f'downsampling, c = config.vae.latent_channels), got {list(shape)}')
-  dtype = np.asarray(batch_latents).dtype if not hasattr(batch_latents, 'dtype') else batch_latents.dtype
+  dtype = batch_latents.dtype if hasattr(batch_latents, 'dtype') else np.asarray(batch_latents).dtype
   if not jnp.issubdtype(dtype, jnp.floating):
     raise ValueError(f'batch_latents must be floating point latents, got dtype {dtype}')
 
@@ -46,9 +48,6 @@ def train_step(state: state_lib.TrainState, batch_latents: jax.Array, *, apply_f
   Returns the new state and scalar metrics (loss, grad_norm, learning_rate, ema_decay,
   known_fraction plus whatever the loss reports).
   """
-  from maskvid.diffusion import loss as loss_lib  # pylint: disable=g-import-not-at-top
-  from maskvid.diffusion import masks as masks_lib  # pylint: disable=g-import-not-at-top
-
   b, t, h, w, _ = batch_latents.shape
   rng = jax.random.fold_in(state.rng, state.step)
   mask_rng, loss_rng = jax.random.split(rng)
@@ -88,7 +87,6 @@ class Trainer:
   """
 
   def __init__(self, config, mesh=None, module: nn.Module | None = None):
-    from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
     self.config = config
     self.mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.mesh)
     self.rules = sharding_lib.logical_rules(config.mesh)
@@ -134,7 +132,6 @@ class Trainer:
 
   def _init_boxed(self, rng):
     param_rng, state_rng = jax.random.split(rng)
-    from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
     variables = self.module.init(param_rng,
                                  **model_lib.example_inputs(self.config, self._init_batch))
     return state_lib.create_state(variables['params'], self.tx, state_rng)
