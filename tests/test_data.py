@@ -239,6 +239,14 @@ def test_video_folder_source(tmp_path):
   assert np.abs(item['rgb'][0].astype(int) - want.astype(int)).mean() < 12
   batch = next(pipeline.make_loader(src, batch_size=2, clip_length=4, resolution=16, seed=0))
   assert batch['frames'].shape == (2, 4, 16, 16, 3)
+  # Through the config: data.source = video_folder renders nothing and previews the videos.
+  config = _config()
+  config.data.source, config.data.video_dir = 'video_folder', str(vdir)
+  config.data.num_frames, config.data.resolution = 4, 16
+  storage.ensure_dataset(config, str(tmp_path / 'data'))
+  assert os.path.exists(tmp_path / 'data' / 'preview.png')
+  assert not os.path.exists(tmp_path / 'data' / 'train')
+  assert len(storage.open_source(config, str(tmp_path / 'data'), 'train')) == 2
   (vdir / 'broken.mp4').write_bytes(b'not a video')
   with pytest.raises(IOError, match='broken.mp4'):
     VideoFolderSource(str(vdir), num_frames=4, resolution=16)

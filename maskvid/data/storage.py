@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from typing import Any
 
@@ -112,39 +113,84 @@ def render_split(spec: dict, out_dir: str) -> None:
                    shard_sizes=[int(b - a) for a, b in zip(bounds[:-1], bounds[1:])]), f, indent=1)
 
 
+def _is_done(split_dir: str, spec: dict) -> bool:
+  meta = _read_meta(split_dir)
+  return meta is not None and all(meta.get(k) == v for k, v in spec.items())
+
+
 def ensure_dataset(config, data_dir: str) -> None:
   """Renders every split of `config.data.clips` that is missing (or stale) and writes preview.png.
 
   Idempotent: a split whose meta.json matches the config is kept. A split directory without
   meta.json (interrupted elsewhere) or with different settings is re-rendered and replaced.
+  Safe when several processes (hosts sharing a filesystem) call it at once: each renders into its
+  own temp dir and the first complete rename wins. With `config.data.source == 'video_folder'`
+  nothing is rendered: the folder is checked and previewed.
   """
+  source = config.data.get('source', 'synthetic')
+  if source not in ('synthetic', 'video_folder'):
+    raise ValueError(f"config.data.source must be 'synthetic' or 'video_folder', got {source!r}")
   os.makedirs(data_dir, exist_ok=True)
+  preview = os.path.join(data_dir, 'preview.png')
+  if source == 'video_folder':
+    src = open_source(config, data_dir, 'train')
+    if not os.path.exists(preview):
+      _write_preview_png([src[i] for i in range(min(4, len(src)))], preview)
+    logging.info('video folder %s: %d chunks of %d frames', config.data.video_dir, len(src),
+                 config.data.num_frames)
+    return
   rendered = False
+  token = f'{socket.gethostname()}-{os.getpid()}'
   for split in config.data.clips:
     spec = _split_spec(config, split)
     final = os.path.join(data_dir, split)
-    meta = _read_meta(final)
-    if meta is not None and all(meta.get(k) == v for k, v in spec.items()):
+    if _is_done(final, spec):
       continue
     if os.path.exists(final):
-      logging.warning('data split %s is incomplete or was rendered with other settings '
-                      '(%s); re-rendering', final, meta and {k: meta.get(k) for k in spec})
-    tmp = os.path.join(data_dir, f'.tmp-{split}-{os.getpid()}')
+      logging.warning('data split %s is incomplete or was rendered with other settings; '
+                      're-rendering it', final)
+    tmp = os.path.join(data_dir, f'.tmp-{split}-{token}')
     shutil.rmtree(tmp, ignore_errors=True)
     logging.info('rendering split %s: %d clips of %dx%dx%d into %s', split, spec['num_clips'],
                  spec['num_frames'], spec['height'], spec['width'], final)
     render_split(spec, tmp)
     if os.path.exists(final):
-      trash = os.path.join(data_dir, f'.old-{split}-{os.getpid()}')
-      os.rename(final, trash)
-      os.rename(tmp, final)
+      trash = os.path.join(data_dir, f'.old-{split}-{token}')
+      try:
+        os.rename(final, trash)
+      except OSError:
+        pass   # another process moved it first
       shutil.rmtree(trash, ignore_errors=True)
-    else:
+    try:
       os.rename(tmp, final)
+    except OSError:
+      # Another process renamed its complete copy into place between our check and rename.
+      if not _is_done(final, spec):
+        raise
+      shutil.rmtree(tmp, ignore_errors=True)
     rendered = True
-  preview = os.path.join(data_dir, 'preview.png')
   if rendered or not os.path.exists(preview):
     write_preview(data_dir, [s for s in config.data.clips if config.data.clips[s] > 0], preview)
+
+
+def open_source(config, data_dir: str, split: str):
+  """The random-access clip source config.data.source names: ClipSource or VideoFolderSource.
+
+  A video folder has no splits of its own: `video_dir/{split}` is used when that subfolder exists,
+  else `video_dir` itself for every split.
+  """
+  source = config.data.get('source', 'synthetic')
+  if source == 'synthetic':
+    return ClipSource(data_dir, split)
+  if source == 'video_folder':
+    from maskvid.data.video_folder import VideoFolderSource
+    video_dir = config.data.video_dir
+    if not video_dir:
+      raise ValueError("config.data.source == 'video_folder' needs config.data.video_dir")
+    if os.path.isdir(os.path.join(video_dir, split)):
+      video_dir = os.path.join(video_dir, split)
+    return VideoFolderSource(video_dir, config.data.num_frames, config.data.resolution)
+  raise ValueError(f"config.data.source must be 'synthetic' or 'video_folder', got {source!r}")
 
 
 class ClipSource:
@@ -227,14 +273,19 @@ def colorize_depth(depth: np.ndarray, lo: float | None = None, hi: float | None 
 
 
 def preview_grid(clips: list[dict], max_frames: int = 8, scale: int = 2) -> np.ndarray:
-  """uint8 [rows, cols, 3]: per clip a row of frames and below it the colourised depth."""
+  """uint8 [rows, cols, 3]: per clip a row of frames and below it the colourised depth.
+
+  Depth uses the turbo colormap scaled per clip: red = near, blue = far.
+  """
   rows = []
   for clip in clips:
     t = clip['rgb'].shape[0]
     idx = np.unique(np.linspace(0, t - 1, min(max_frames, t)).round().astype(int))
     rgb = np.concatenate(list(clip['rgb'][idx]), axis=1)
-    dep = np.concatenate(list(colorize_depth(clip['depth'][idx])), axis=1)
-    rows += [rgb, dep, np.full((2,) + rgb.shape[1:], 255, np.uint8)]
+    rows.append(rgb)
+    if 'depth' in clip:   # video folders have none
+      rows.append(np.concatenate(list(colorize_depth(clip['depth'][idx])), axis=1))
+    rows.append(np.full((2,) + rgb.shape[1:], 255, np.uint8))
   width = max(r.shape[1] for r in rows)
   rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
   grid = np.concatenate(rows, axis=0)
@@ -242,11 +293,16 @@ def preview_grid(clips: list[dict], max_frames: int = 8, scale: int = 2) -> np.n
 
 
 def write_preview(data_dir: str, splits, path: str, clips_per_split: int = 2) -> None:
-  import imageio.v3 as iio
+  """Writes a preview PNG of the first clips of each split (see preview_grid)."""
   clips = []
   for split in splits:
     source = ClipSource(data_dir, split)
     clips += [source[i] for i in range(min(clips_per_split, len(source)))]
+  _write_preview_png(clips, path)
+
+
+def _write_preview_png(clips: list[dict], path: str) -> None:
+  import imageio.v3 as iio
   if not clips:
     return
   tmp = path + '.tmp.png'
