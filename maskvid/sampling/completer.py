@@ -50,14 +50,16 @@ class Completer:
     latents_dir: the latent-cache dir holding the normalisation stats; default: the run config's
       `paths.latents`, else `latents/` next to diffusion_dir.
     latent_stats: dict(shift=[c], scale=[c]) to use instead of reading latents_dir.
-    min_valid: fraction of a latent token's pixels that must be valid for it to be known.
+    min_valid: fraction of a latent token's pixels that must be valid for it to be known
+      (default: the run config's sample.min_valid, else 1.0 = all of them).
 
   Attributes: config (the diffusion run config), module / params (EMA) / apply_fn of the
   denoiser, vae_module / vae_variables, shift / scale, latent_factor, patch_size.
   """
 
   def __init__(self, diffusion_dir: str, vae_dir: str, latents_dir: Optional[str] = None, *,
-               latent_stats: Optional[Mapping[str, Any]] = None, min_valid: float = 1.0):
+               latent_stats: Optional[Mapping[str, Any]] = None,
+               min_valid: Optional[float] = None):
     from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
     from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
     from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
@@ -82,6 +84,8 @@ class Completer:
     self.scale = jnp.asarray(latent_stats['scale'], jnp.float32)
     self.latent_factor = int(self.vae_module.downsample_factor)
     self.patch_size = tuple(int(p) for p in self.config.model.patch_size)
+    if min_valid is None:
+      min_valid = self.config.sample.get('min_valid', 1.0)
     self.min_valid = float(min_valid)
     module = self.vae_module
     self._encode = jax.jit(

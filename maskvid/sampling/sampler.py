@@ -46,6 +46,7 @@ and guidance no longer applies. `guidance = 1` is the plain sampler (no extra pa
 import collections
 import functools
 import math
+import numbers
 from typing import Any, Callable, Optional
 
 import jax
@@ -79,7 +80,8 @@ def _check_options(num_steps, solver, renoise_at, guidance) -> Optional[float]:
     raise ValueError(f'num_steps must be a positive int, got {num_steps!r}')
   if solver not in SOLVERS:
     raise ValueError(f'solver must be one of {SOLVERS}, got {solver!r}')
-  if not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+  if (isinstance(guidance, bool) or not isinstance(guidance, numbers.Real)
+      or not math.isfinite(guidance)):
     raise ValueError(f'guidance must be a finite Python float, got {guidance!r}')
   r = _renoise_level(renoise_at)
   if r is not None and num_steps < 2:
