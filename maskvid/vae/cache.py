@@ -1,0 +1,193 @@
+"""Latent cache: every split encoded once by the trained VAE (posterior mean), as ArrayRecord shards.
+
+Layout of latents_dir:
+  {split}/shard-00000-of-00004.array_record  one record per clip (np.savez bytes): latents float32
+                                             [T,h,w,c] (raw, un-normalised), rgb uint8 [T,H,W,3],
+                                             depth, intrinsics, world_to_camera, seed
+  {split}/meta.json                          record counts per shard, latent shape
+  stats.json                                 per-channel shift (mean) and scale (std) on train
+  COMPLETE.json                              written last; without it the cache is not complete
+
+The cache is built in a sibling temp dir and renamed into place, so a crash never leaves a directory
+that looks complete; `LatentSource` refuses a directory without COMPLETE.json.
+Normalisation (applied on read): `(z - shift) / scale`, so the diffusion model sees ~unit latents.
+"""
+import json
+import os
+import shutil
+import time
+
+from absl import logging
+from array_record.python import array_record_module
+import jax
+import numpy as np
+
+COMPLETE_FILE = 'COMPLETE.json'
+STATS_FILE = 'stats.json'
+META_FILE = 'meta.json'
+_ENCODE_CLIPS = 8  # clips per jitted encode call
+
+
+def _shard_paths(split_dir: str, num_shards: int) -> list[str]:
+  return [os.path.join(split_dir, f'shard-{i:05d}-of-{num_shards:05d}.array_record')
+          for i in range(num_shards)]
+
+
+def is_complete(latents_dir: str) -> bool:
+  return os.path.exists(os.path.join(latents_dir, COMPLETE_FILE))
+
+
+def _require_complete(latents_dir: str) -> None:
+  if not is_complete(latents_dir):
+    state = 'is incomplete' if os.path.isdir(latents_dir) else 'does not exist'
+    raise FileNotFoundError(
+        f'latent cache {latents_dir!r} {state} (no {COMPLETE_FILE}); build it with the cache '
+        'stage (maskvid.vae.cache.build_latent_cache)')
+
+
+def load_latent_stats(latents_dir: str) -> dict:
+  """{'shift': float32 [c], 'scale': float32 [c]} of a complete cache."""
+  _require_complete(latents_dir)
+  with open(os.path.join(latents_dir, STATS_FILE)) as f:
+    stats = json.load(f)
+  return {'shift': np.asarray(stats['shift'], np.float32),
+          'scale': np.asarray(stats['scale'], np.float32)}
+
+
+def _encode_split(source, encode, params, resolution: int, split_dir: str, num_shards: int,
+                  stats: dict | None) -> dict:
+  """Encodes every clip of `source` into shards in split_dir; accumulates stats when given."""
+  from maskvid.data import pipeline  # pylint: disable=g-import-not-at-top
+  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+  os.makedirs(split_dir, exist_ok=True)
+  n = len(source)
+  num_shards = max(1, min(num_shards, n))
+  bounds = np.linspace(0, n, num_shards + 1).astype(int)
+  paths = _shard_paths(split_dir, num_shards)
+  latent_shape = None
+  t0 = time.time()
+  for path, lo, hi in zip(paths, bounds[:-1], bounds[1:]):
+    writer = array_record_module.ArrayRecordWriter(path, 'group_size:1')
+    for start in range(lo, hi, _ENCODE_CLIPS):
+      clips = [pipeline.resize_clip(dict(source[i]), (resolution, resolution))
+               for i in range(start, min(start + _ENCODE_CLIPS, hi))]
+      frames = np.stack([c['rgb'] for c in clips]).astype(np.float32) / 127.5 - 1.0
+      latents = np.asarray(encode(params, frames), np.float32)
+      latent_shape = latents.shape[1:]
+      if stats is not None:
+        flat = latents.reshape(-1, latents.shape[-1]).astype(np.float64)
+        stats['sum'] += flat.sum(0)
+        stats['sumsq'] += np.square(flat).sum(0)
+        stats['count'] += flat.shape[0]
+      for clip, z in zip(clips, latents):
+        writer.write(storage.encode_clip(dict(clip, latents=z)))
+    writer.close()
+    logging.info('latent cache %s: %d/%d clips (%.1fs)', os.path.basename(split_dir), hi, n,
+                 time.time() - t0)
+  meta = {'num_clips': int(n), 'shards': [os.path.basename(p) for p in paths],
+          'shard_sizes': [int(b - a) for a, b in zip(bounds[:-1], bounds[1:])],
+          'latent_shape': list(latent_shape) if latent_shape else None}
+  with open(os.path.join(split_dir, META_FILE), 'w') as f:
+    json.dump(meta, f, indent=1)
+  return meta
+
+
+def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) -> None:
+  """Encodes each split of config.data.clips with the VAE in vae_dir into latents_dir.
+
+  Idempotent: a complete cache (COMPLETE.json present) is left as is. An incomplete one is
+  rebuilt. Stats (per-channel mean/std of the posterior means) are computed on 'train' (or the
+  first split when there is no train split).
+  """
+  if is_complete(latents_dir):
+    logging.info('latent cache %s is complete; nothing to do', latents_dir)
+    return
+  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+  from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
+  module, params = vae_train.load_vae(vae_dir)
+  splits = [s for s in config.data.clips.keys() if int(config.data.clips[s]) > 0]
+  if not splits:
+    raise ValueError(f'config.data.clips has no non-empty split: {dict(config.data.clips)}')
+  stats_split = 'train' if 'train' in splits else splits[0]
+  splits = [stats_split] + [s for s in splits if s != stats_split]
+
+  encode = jax.jit(lambda p, x: module.apply(p, x, method=module.encode)[0])
+  latents_dir = os.path.normpath(latents_dir)
+  tmp = f'{latents_dir}.tmp-{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  c = module.latent_channels
+  acc = {'sum': np.zeros(c), 'sumsq': np.zeros(c), 'count': 0}
+  metas = {}
+  for split in splits:
+    source = storage.ClipSource(data_dir, split)
+    logging.info('latent cache: encoding %s (%d clips)', split, len(source))
+    metas[split] = _encode_split(source, encode, params, int(config.data.resolution),
+                                 os.path.join(tmp, split), int(config.data.num_shards),
+                                 acc if split == stats_split else None)
+  mean = acc['sum'] / acc['count']
+  std = np.sqrt(np.maximum(acc['sumsq'] / acc['count'] - np.square(mean), 0.0))
+  stats = {'shift': mean.tolist(), 'scale': np.maximum(std, 1e-6).tolist(),
+           'split': stats_split, 'num_values_per_channel': int(acc['count'])}
+  with open(os.path.join(tmp, STATS_FILE), 'w') as f:
+    json.dump(stats, f, indent=1)
+  with open(os.path.join(tmp, COMPLETE_FILE), 'w') as f:
+    json.dump({'vae_dir': os.path.abspath(vae_dir), 'data_dir': os.path.abspath(data_dir),
+               'splits': {s: m['num_clips'] for s, m in metas.items()},
+               'latent_shape': metas[stats_split]['latent_shape']}, f, indent=1)
+  if os.path.exists(latents_dir):  # an incomplete earlier attempt: replace it
+    shutil.rmtree(latents_dir)
+  os.rename(tmp, latents_dir)
+  logging.info('latent cache ready in %s: shift %s scale %s', latents_dir,
+               np.round(mean, 3).tolist(), np.round(std, 3).tolist())
+
+
+class LatentSource:
+  """grain RandomAccessDataSource over one split of a complete latent cache. Item i ->
+
+  latents float32 [T,h,w,c] normalised with stats.json, plus the clip's rgb uint8 [T,H,W,3],
+  depth float32 [T,H,W], intrinsics float32 [3,3], world_to_camera float32 [T,4,4], seed.
+  """
+
+  def __init__(self, latents_dir: str, split: str):
+    _require_complete(latents_dir)
+    self.latents_dir, self.split = latents_dir, split
+    split_dir = os.path.join(latents_dir, split)
+    meta_path = os.path.join(split_dir, META_FILE)
+    if not os.path.exists(meta_path):
+      raise FileNotFoundError(f'latent cache {latents_dir!r} has no split {split!r} '
+                              f'({meta_path} is missing)')
+    with open(meta_path) as f:
+      self.meta = json.load(f)
+    stats = load_latent_stats(latents_dir)
+    self.shift, self.scale = stats['shift'], stats['scale']
+    self._paths = [os.path.join(split_dir, name) for name in self.meta['shards']]
+    self._offsets = np.cumsum([0] + list(self.meta['shard_sizes']))
+    self._readers = [None] * len(self._paths)
+
+  def __len__(self) -> int:
+    return int(self._offsets[-1])
+
+  def __repr__(self) -> str:
+    return f'LatentSource({self.latents_dir!r}, {self.split!r}, num_clips={len(self)})'
+
+  def _reader(self, shard: int):
+    if self._readers[shard] is None:
+      self._readers[shard] = array_record_module.ArrayRecordReader(
+          self._paths[shard], 'readahead_buffer_size:0')
+    return self._readers[shard]
+
+  def __getitem__(self, index) -> dict:
+    from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f'index {index} out of range for {self!r}')
+    shard = int(np.searchsorted(self._offsets, index, side='right') - 1)
+    record = storage.decode_clip(self._reader(shard).read([index - int(self._offsets[shard])])[0])
+    record['latents'] = ((record['latents'] - self.shift) / self.scale).astype(np.float32)
+    return record
+
+  def __getstate__(self):  # readers hold file handles: reopen lazily in grain workers
+    state = dict(self.__dict__)
+    state['_readers'] = [None] * len(self._paths)
+    return state
