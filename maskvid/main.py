@@ -27,11 +27,22 @@ def run_job(config, workdir: str) -> None:
   getattr(stages, f'run_{job}')(config, workdir)
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Drops INFO chatter from orbax/grain so the training progress lines stay readable."""
+
+  NOISY = ('/orbax/', '/grain/', '/tensorstore/')
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or not any(
+        part in record.pathname for part in self.NOISY)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  std_logging.getLogger('absl').setLevel(std_logging.INFO)
   logging.set_verbosity(logging.INFO)
+  std_logging.getLogger('absl').addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   from maskvid import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(FLAGS.config)
   run_job(FLAGS.config, FLAGS.workdir)
