@@ -136,6 +136,8 @@ def get_config():
   c.sample.renoise_at = -1.0                # <0: off; else stochastic-conditioning threshold t
   c.sample.guidance = 1.0
   c.sample.num_clips = 4
+  c.sample.min_valid = 1.0                  # pixel->latent mask: fraction of a token's pixels that
+                                            # must be known for the token to be known (1: all)
 
   # Evaluation (maskvid/eval).
   c.eval = ml_collections.ConfigDict()
