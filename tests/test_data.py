@@ -150,6 +150,16 @@ def test_half_written_split_is_rerendered(tmp_path):
   assert not os.path.exists(os.path.join(d, 'test', 'shard-00000-of-00001.array_record'))
 
 
+def test_parallel_render_matches_in_process(data_dir, tmp_path):
+  spec = dict(storage._split_spec(_config(), 'train'), num_clips=3, num_shards=2)
+  storage.render_split(spec, str(tmp_path / 'train'), processes=2)
+  parallel, serial = storage.ClipSource(str(tmp_path), 'train'), storage.ClipSource(data_dir, 'train')
+  assert len(parallel) == 3
+  for i in range(3):
+    for key in ('rgb', 'depth', 'world_to_camera', 'seed'):
+      np.testing.assert_array_equal(parallel[i][key], serial[i][key])
+
+
 def test_corrupt_or_missing_shard_names_the_file(data_dir, tmp_path):
   import shutil
   d = str(tmp_path / 'copy')

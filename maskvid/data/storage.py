@@ -87,26 +87,57 @@ def _read_meta(split_dir: str) -> dict | None:
     return json.load(f)
 
 
-def render_split(spec: dict, out_dir: str) -> None:
-  """Renders `spec['num_clips']` clips into ArrayRecord shards in `out_dir` (then meta.json)."""
+def _render_shard(job: tuple) -> int:
+  """Renders clips `seeds` of `split` into one ArrayRecord file; returns the clip count."""
+  path, split, seeds, num_frames, height, width, progress = job
+  writer = array_record_module.ArrayRecordWriter(path, 'group_size:1')
+  for seed in seeds:
+    clip = synthetic.render_clip(int(seed), split, num_frames, height, width)
+    clip['seed'] = np.int64(seed)
+    writer.write(encode_clip(clip))
+    if progress is not None:
+      progress()
+  writer.close()
+  return len(seeds)
+
+
+def _render_worker_init() -> None:
+  # Worker processes render on the CPU: several processes must not fight over one accelerator.
+  import jax
+  jax.config.update('jax_platforms', 'cpu')
+
+
+def render_split(spec: dict, out_dir: str, processes: int = 0) -> None:
+  """Renders `spec['num_clips']` clips into ArrayRecord shards in `out_dir` (then meta.json).
+
+  processes > 1 renders shards in that many spawned CPU processes (each compiles the ray caster
+  once); otherwise everything runs in this process (on its default JAX device).
+  """
   os.makedirs(out_dir, exist_ok=True)
-  seeds = synthetic.split_seeds(spec['split'], spec['num_clips'])
+  split = spec['split']
+  seeds = synthetic.split_seeds(split, spec['num_clips'])
   paths = shard_paths(out_dir, spec['num_shards'])
   # Contiguous blocks of seeds per shard: record key i of the split is seeds[i].
   bounds = np.linspace(0, len(seeds), spec['num_shards'] + 1).astype(int)
-  start, done = time.time(), 0
-  for path, lo, hi in zip(paths, bounds[:-1], bounds[1:]):
-    writer = array_record_module.ArrayRecordWriter(path, 'group_size:1')
-    for seed in seeds[lo:hi]:
-      clip = synthetic.render_clip(int(seed), spec['split'], spec['num_frames'], spec['height'],
-                                   spec['width'])
-      clip['seed'] = np.int64(seed)
-      writer.write(encode_clip(clip))
-      done += 1
-      if done % 50 == 0 or done == len(seeds):
-        rate = done / max(time.time() - start, 1e-9)
-        logging.info('render %s: %d/%d clips (%.1f clips/s)', spec['split'], done, len(seeds), rate)
-    writer.close()
+  start, done = time.time(), [0]
+
+  def report(n=1, every=50):
+    done[0] += n
+    if done[0] % every < n or done[0] == len(seeds):
+      logging.info('render %s: %d/%d clips (%.1f clips/s)', split, done[0], len(seeds),
+                   done[0] / max(time.time() - start, 1e-9))
+
+  jobs = [(path, split, seeds[lo:hi], spec['num_frames'], spec['height'], spec['width'])
+          for path, lo, hi in zip(paths, bounds[:-1], bounds[1:])]
+  if processes > 1 and len(jobs) > 1:
+    import multiprocessing
+    ctx = multiprocessing.get_context('spawn')   # fork is unsafe once JAX has started threads
+    with ctx.Pool(min(processes, len(jobs)), initializer=_render_worker_init) as pool:
+      for n in pool.imap_unordered(_render_shard, [job + (None,) for job in jobs]):
+        report(n, every=1)
+  else:
+    for job in jobs:
+      _render_shard(job + (report,))
   with open(os.path.join(out_dir, 'meta.json'), 'w') as f:
     json.dump(dict(spec, seeds=[int(seeds[0]), int(seeds[-1])] if len(seeds) else [],
                    shards=[os.path.basename(p) for p in paths],
@@ -125,7 +156,8 @@ def ensure_dataset(config, data_dir: str) -> None:
   meta.json (interrupted elsewhere) or with different settings is re-rendered and replaced.
   Safe when several processes (hosts sharing a filesystem) call it at once: each renders into its
   own temp dir and the first complete rename wins. With `config.data.source == 'video_folder'`
-  nothing is rendered: the folder is checked and previewed.
+  nothing is rendered: the folder is checked and previewed. `config.data.worker_count` > 1 renders
+  shards in that many CPU processes (the same knob sizes grain's worker pool).
   """
   source = config.data.get('source', 'synthetic')
   if source not in ('synthetic', 'video_folder'):
@@ -153,7 +185,7 @@ def ensure_dataset(config, data_dir: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     logging.info('rendering split %s: %d clips of %dx%dx%d into %s', split, spec['num_clips'],
                  spec['num_frames'], spec['height'], spec['width'], final)
-    render_split(spec, tmp)
+    render_split(spec, tmp, processes=int(config.data.get('worker_count', 0)))
     if os.path.exists(final):
       trash = os.path.join(data_dir, f'.old-{split}-{token}')
       try:
