@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from maskvid import distributed
 from maskvid.diffusion import masks as masks_lib
 from maskvid.paths import stage_dir
 from maskvid.sampling import sampler
@@ -266,7 +267,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   source = cache_lib.LatentSource(latents_dir, 'train')
   if len(source) == 0:
     raise ValueError(f'the train split of the latent cache {latents_dir!r} is empty')
-  batches = train_batches(source, config, trainer.local_batch_size, start_step)
+  # Host->device copies of the next batches overlap the current step.
+  batches = distributed.prefetch_to_device(
+      train_batches(source, config, trainer.local_batch_size, start_step),
+      trainer.batch_sharding, size=2)
 
   writer = metric_writers.create_default_writer(diffusion_dir, just_logging=not is_chief)
   if start_step == 0:
