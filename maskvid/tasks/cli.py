@@ -21,10 +21,14 @@ def define_common_flags() -> None:
 
 
 def sample_options(values) -> dict:
-  """Sampler keyword arguments from parsed flags (None = the completer's default)."""
+  """Sampler keyword arguments from parsed flags (None = the completer's default).
+
+  renoise_at is passed through as a number: the Completer reads <= 0 as "off" and None as "the run
+  config's value", so `--renoise_at=-1` really turns stochastic conditioning off.
+  """
   r = values.renoise_at
   return dict(num_steps=values.num_steps, solver=values.solver, guidance=values.guidance,
-              renoise_at=(float(r) if r is not None and r > 0 else None),
+              renoise_at=(None if r is None else float(r)),
               paste_known=bool(values.paste_known))
 
 
