@@ -49,6 +49,7 @@ def get_config():
   c.vae.kl_weight = 1e-6
   c.vae.perceptual_weight = 0.0           # >0 adds a patch-level gradient (edge) loss
   c.vae.mid_attention = False             # self-attention in the mid blocks (LDM/diffusers have it)
+  c.vae.linear_skip = True                # linear patch path pixels<->latents (trains much faster)
   c.vae.external_weights = ''             # local .safetensors (diffusers AutoencoderKL names) to start from
   c.vae.train = ml_collections.ConfigDict()
   c.vae.train.steps = 300
@@ -62,6 +63,7 @@ def get_config():
   c.vae.train.weight_decay = 0.0
   c.vae.train.grad_clip = 1.0
   c.vae.train.keep_checkpoints = 2
+  c.vae.train.max_train_seconds = 0.0     # >0: wall-clock budget; the LR schedule ends by then
 
   # Video transformer (maskvid/model).
   c.model = ml_collections.ConfigDict()

@@ -25,12 +25,13 @@ def test_training_lowers_the_loss():
   tx = train.make_optimizer(c.vae.train)
   state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
   step = train.make_train_step(module, tx, c.vae)
+  schedule = train.make_schedule(c.vae.train)
   data = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)
   eval_set = train.eval_frames(sources()['test'], 8)
   before = train.evaluate(module, state.params, {'test': eval_set})['test']
   l1 = []
   for s in range(40):
-    state, m = step(state, data[s]['frames'], jax.random.key(s))
+    state, m = step(state, data[s]['frames'], jax.random.key(s), schedule(s))
     l1.append(float(m['l1']))
   after = train.evaluate(module, state.params, {'test': eval_set})['test']
   assert np.mean(l1[-5:]) < 0.6 * np.mean(l1[:3]), l1
@@ -88,3 +89,14 @@ def test_load_vae_errors_name_the_directory(tmp_path):
   empty.mkdir()
   with pytest.raises(FileNotFoundError, match='empty_vae'):
     train.load_vae(str(empty))
+
+
+def test_time_budget_stops_early_and_counts_as_complete(tmp_path):
+  c = tiny_config(steps=50)
+  c.vae.train.max_train_seconds = 1e-3  # used up by compilation: stop after the timing step
+  d = str(tmp_path / 'budget')
+  res = train.train_vae_on_sources(c, d, sources())
+  assert res['stopped_by_time_budget'] and res['step'] == 2
+  assert os.listdir(os.path.join(d, train.CHECKPOINT_SUBDIR)) == ['2']
+  # The stopped run is complete: a re-run returns its eval instead of training on.
+  assert train.train_vae_on_sources(c, d, sources()) == res

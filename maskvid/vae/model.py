@@ -187,6 +187,11 @@ class AutoencoderKL(nn.Module):
   num_res_blocks: int = 1
   norm_groups: int = 8
   mid_attention: bool = False
+  # A linear path pixels <-> latents (f x f patches, like a learned PCA) added to the deep path.
+  # Deep conv AEs learn high-frequency texture slowly; the linear path makes the latent informative
+  # from the first steps and the ResNets learn the non-linear remainder. Not part of the
+  # diffusers layout, so external weights need linear_skip=False.
+  linear_skip: bool = False
 
   @property
   def downsample_factor(self) -> int:
@@ -205,6 +210,10 @@ class AutoencoderKL(nn.Module):
     self.decoder = Decoder(**arch)
     self.quant_conv = nn.Conv(2 * self.latent_channels, (1, 1))
     self.post_quant_conv = nn.Conv(self.latent_channels, (1, 1))
+    if self.linear_skip:
+      f = self.downsample_factor
+      self.patch_in = nn.Conv(2 * self.latent_channels, (f, f), strides=f, padding='VALID')
+      self.patch_out = nn.Conv(3 * f * f, (1, 1), kernel_init=nn.initializers.zeros)
 
   def encode(self, frames):
     _check_frames(frames, 'frames', 3)
@@ -215,6 +224,8 @@ class AutoencoderKL(nn.Module):
                        f'got {h}x{w}')
     x = einops.rearrange(frames, 'b t h w c -> (b t) h w c')
     moments = self.quant_conv(self.encoder(x))
+    if self.linear_skip:
+      moments = moments + self.patch_in(x)
     moments = einops.rearrange(moments, '(b t) h w c -> b t h w c', b=b, t=t)
     mean, logvar = jnp.split(moments, 2, axis=-1)
     return mean, jnp.clip(logvar, *_LOGVAR_RANGE)
@@ -223,7 +234,12 @@ class AutoencoderKL(nn.Module):
     _check_frames(z, 'z', self.latent_channels)
     b, t = z.shape[:2]
     x = einops.rearrange(z, 'b t h w c -> (b t) h w c')
-    x = self.decoder(self.post_quant_conv(x))
+    out = self.decoder(self.post_quant_conv(x))
+    if self.linear_skip:
+      f = self.downsample_factor
+      out = out + einops.rearrange(self.patch_out(x), 'n h w (p q c) -> n (h p) (w q) c',
+                                   p=f, q=f)
+    x = out
     return einops.rearrange(x, '(b t) h w c -> b t h w c', b=b, t=t)
 
   def __call__(self, frames, sample_posterior: bool = False):
@@ -244,4 +260,5 @@ def from_config(vae_config) -> AutoencoderKL:
       channel_multipliers=tuple(int(m) for m in vae_config['channel_multipliers']),
       num_res_blocks=int(vae_config['num_res_blocks']),
       norm_groups=int(vae_config['norm_groups']),
-      mid_attention=bool(get('mid_attention', False)))
+      mid_attention=bool(get('mid_attention', False)),
+      linear_skip=bool(get('linear_skip', False)))

@@ -5,6 +5,7 @@ Entry: `train_vae(config, vae_dir, data_dir)` (called by `stages.run_vae`). Layo
   checkpoints/<step>/  orbax checkpoints (items `params`, `opt_state`), written atomically
   events.out.tfevents* clu / TensorBoard scalars
   eval.json            final PSNR / SSIM per split
+  done.json            final step of a finished run (a time-budget stop ends a run early)
   reconstructions.png  originals (top row of each split) vs reconstructions (bottom row)
 
 Determinism: the batch of step s is `frame_dataset(...)[s]` (grain random access) and the rng of
@@ -35,6 +36,7 @@ from maskvid.vae import model as vae_model
 CHECKPOINT_SUBDIR = 'checkpoints'
 EVAL_FILE = 'eval.json'
 PNG_FILE = 'reconstructions.png'
+DONE_FILE = 'done.json'  # final step of a finished run (needed when a time budget stopped it)
 
 
 @flax.struct.dataclass
@@ -95,25 +97,32 @@ def eval_frames(source, num_frames: int, resolution: int | None = None) -> np.nd
 
 # ----------------------------------------------------------------------------- core
 
-def _optimizer_key(train_config) -> tuple:
-  return tuple(float(train_config.get(k, d)) for k, d in (
-      ('steps', 0), ('warmup_steps', 0), ('learning_rate', 0), ('grad_clip', 1.0),
-      ('weight_decay', 0.0)))
+def make_schedule(train_config) -> optax.Schedule:
+  """Learning rate per step: linear warmup, then cosine decay to 1% of the peak at `steps`."""
+  steps = int(train_config.steps)
+  warmup = min(int(train_config.warmup_steps), max(steps - 1, 0))
+  peak = float(train_config.learning_rate)
+  return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak, warmup_steps=warmup,
+                                            decay_steps=max(steps, warmup + 1),
+                                            end_value=0.01 * peak)
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:
-  """AdamW with linear warmup then cosine decay to 1% of the peak, and global-norm clipping."""
-  return _make_optimizer(*_optimizer_key(train_config))
+  """AdamW *direction* (clip, Adam, decoupled weight decay); the step multiplies by -lr.
+
+  The learning rate is applied in the train step (an argument), so the schedule can follow
+  either the step count or, with `max_train_seconds`, the wall-clock budget (see train_vae).
+  """
+  return _make_optimizer(float(train_config.get('grad_clip', 1.0)),
+                         float(train_config.get('weight_decay', 0.0)))
 
 
 @functools.lru_cache(maxsize=16)  # same settings -> same object -> jit cache hits across runs
-def _make_optimizer(steps, warmup, learning_rate, grad_clip, weight_decay):
-  steps, warmup = int(steps), min(int(warmup), max(int(steps) - 1, 0))
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=learning_rate, warmup_steps=warmup,
-      decay_steps=max(steps, warmup + 1), end_value=0.01 * learning_rate)
+def _make_optimizer(grad_clip, weight_decay):
+  # Same chain as optax.adamw, minus the final scale_by_learning_rate.
   return optax.chain(optax.clip_by_global_norm(grad_clip),
-                     optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=weight_decay))
+                     optax.scale_by_adam(b1=0.9, b2=0.99),
+                     optax.add_decayed_weights(weight_decay))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -128,7 +137,7 @@ def init_state(module: vae_model.AutoencoderKL, tx, rng, frame_shape) -> TrainSt
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _train_step(module, tx, kl_weight, perceptual_weight, state: TrainState, frames, rng):
+def _train_step(module, tx, kl_weight, perceptual_weight, state: TrainState, frames, rng, lr):
   def loss_fn(params):
     recon, mean, logvar = module.apply(params, frames, sample_posterior=True,
                                        rngs={'sample': rng})
@@ -136,14 +145,14 @@ def _train_step(module, tx, kl_weight, perceptual_weight, state: TrainState, fra
                            perceptual_weight=perceptual_weight)
 
   grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  direction, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = jax.tree.map(lambda p, d: p - lr * d, state.params, direction)
   metrics['grad_norm'] = optax.global_norm(grads)
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def make_train_step(module: vae_model.AutoencoderKL, tx, vae_config) -> Callable:
-  """Returns jitted `step(state, frames [B,T,H,W,3], rng) -> (state, metrics)`."""
+  """Returns jitted `step(state, frames [B,T,H,W,3], rng, lr) -> (state, metrics)`."""
   return functools.partial(_train_step, module, tx, float(vae_config.kl_weight),
                            float(vae_config.get('perceptual_weight', 0.0)))
 
@@ -265,8 +274,10 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   if 'train' not in sources:
     raise ValueError(f"sources must include a 'train' split, got {sorted(sources)}")
+  t_begin = time.time()
   tc = config.vae.train
   steps = int(tc.steps)
+  max_seconds = float(tc.get('max_train_seconds', 0.0))
   os.makedirs(vae_dir, exist_ok=True)
   if not os.path.exists(os.path.join(vae_dir, 'config.json')):
     from maskvid import stages  # pylint: disable=g-import-not-at-top
@@ -295,6 +306,9 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   recon_fn = make_reconstruct_fn(module)
   eval_path = os.path.join(vae_dir, EVAL_FILE)
   start = int(state.step)
+  finished = _read_json(os.path.join(vae_dir, DONE_FILE))
+  if finished and latest is not None and finished['step'] == latest:
+    steps = start  # stopped by the time budget earlier: that run is complete
   if start >= steps:
     if latest is None:  # steps == 0: keep the initial (or external) weights as a checkpoint
       _save(mgr, state)
@@ -320,11 +334,15 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   log_every = max(1, int(tc.log_every))
   ckpt_every = max(1, int(tc.checkpoint_every))
   eval_every = int(tc.get('eval_every', 0))
-  logging.info('VAE: training steps %d -> %d, %d frames/step, %.2fM params', start, steps,
-               int(tc.batch_size), sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
+  logging.info('VAE: training steps %d -> %d, %d frames/step, %.2fM params%s', start, steps,
+               int(tc.batch_size), sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
+               f', time budget {max_seconds:.0f}s' if max_seconds > 0 else '')
+  schedule = make_schedule(tc)
   t0 = time.time()
   acc = []
   metrics = {}
+  stopped_by_budget = False
+  t_first, seconds_left = None, max_seconds
   # Load the next batch while the current step runs.
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     pending = pool.submit(dataset.__getitem__, start)
@@ -332,28 +350,51 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
       batch = pending.result()
       if step + 1 < steps:
         pending = pool.submit(dataset.__getitem__, step + 1)
-      state, metrics = train_step(state, batch['frames'], jax.random.fold_in(rng, step))
+      # Schedule position: the step, or (with a time budget) the elapsed share of the budget if
+      # that is further along, so warmup+cosine always completes by the deadline.
+      # The budget left after compilation (timed at the first step) is spread over the steps.
+      position = step
+      if max_seconds > 0 and step > start:
+        if t_first is None:
+          t_first = time.time()
+          seconds_left = max(max_seconds - (t_first - t_begin), 1e-9)
+        position = max(step, start + 1 + (time.time() - t_first) / seconds_left
+                       * (steps - start - 1))
+        stopped_by_budget = position >= steps
+      lr = float(schedule(min(position, steps)))
+      state, metrics = train_step(state, batch['frames'], jax.random.fold_in(rng, step),
+                                  jnp.asarray(lr, jnp.float32))
       acc.append(metrics)
       done = step + 1
+      if stopped_by_budget:
+        logging.warning('VAE: time budget of %.0fs used up at step %d of %d; stopping here',
+                        max_seconds, done, steps)
+        steps = done
       report(done)
       if done % log_every == 0 or done == steps:
         mean = {k: float(np.mean([m[k] for m in acc])) for k in acc[0]}
         acc = []
         writer.write_scalars(done, {f'train/{k}': v for k, v in mean.items()})
-        logging.info('VAE step %d/%d  loss %.4f  l1 %.4f  kl %.1f  (%.1fs)', done, steps,
-                     mean['loss'], mean['l1'], mean['kl'], time.time() - t0)
+        logging.info('VAE step %d/%d  loss %.4f  l1 %.4f  kl %.1f  lr %.2e  (%.1fs)', done,
+                     int(tc.steps), mean['loss'], mean['l1'], mean['kl'], lr, time.time() - t0)
       if done % ckpt_every == 0 or done == steps:
         _save(mgr, state)
       if eval_every > 0 and done % eval_every == 0 and done < steps:
-        res = evaluate(module, state.params, eval_sets, fn=recon_fn)
-        writer.write_scalars(done, {f'eval/{s}/{k}': v for s, m in res.items()
+        ev = evaluate(module, state.params, eval_sets, fn=recon_fn)
+        writer.write_scalars(done, {f'eval/{s}/{k}': v for s, m in ev.items()
                                     for k, v in m.items()})
+      if stopped_by_budget:
+        break
   mgr.wait_until_finished()
   mgr.close()
+  if jax.process_index() == 0:
+    with open(os.path.join(vae_dir, DONE_FILE), 'w') as f:
+      json.dump({'step': int(state.step), 'time_budget_stop': stopped_by_budget}, f)
   final_loss = {f'final_train_{k}': float(v) for k, v in metrics.items()}
   final_loss['resumed_from'] = start
+  final_loss['stopped_by_time_budget'] = stopped_by_budget
   result = _final_eval(vae_dir, module, state, eval_sets, recon_fn, final_loss,
-                       train_seconds=time.time() - t0, writer=writer)
+                       train_seconds=time.time() - t_begin, writer=writer)
   writer.flush()
   return result
 
@@ -378,6 +419,13 @@ def _final_eval(vae_dir, module, state, eval_sets, recon_fn, extra: dict,
   logging.info('VAE eval at step %d:\n%s', step, table)
   print(f'VAE reconstruction (step {step}):\n{table}', flush=True)
   return flat
+
+
+def _read_json(path: str):
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def load_config(directory: str) -> ml_collections.ConfigDict:
