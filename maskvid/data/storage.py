@@ -304,40 +304,52 @@ def colorize_depth(depth: np.ndarray, lo: float | None = None, hi: float | None 
   return rgb.reshape(depth.shape + (3,))
 
 
-def preview_grid(clips: list[dict], max_frames: int = 8, scale: int = 2) -> np.ndarray:
-  """uint8 [rows, cols, 3]: per clip a row of frames and below it the colourised depth.
-
-  Depth uses the turbo colormap scaled per clip: red = near, blue = far.
+def preview_grid(clips: list[dict], max_frames: int = 8, scale: int = 2,
+                 labels: list[str] | None = None) -> np.ndarray:
+  """uint8 [rows, cols, 3]: per clip an optional label line, a row of frames (time runs left to
+  right) and below it the colourised depth (turbo colormap scaled per clip: red near, blue far).
   """
-  rows = []
-  for clip in clips:
+  import cv2
+  blocks = []
+  for i, clip in enumerate(clips):
     t = clip['rgb'].shape[0]
     idx = np.unique(np.linspace(0, t - 1, min(max_frames, t)).round().astype(int))
-    rgb = np.concatenate(list(clip['rgb'][idx]), axis=1)
-    rows.append(rgb)
+    rows = [np.concatenate(list(clip['rgb'][idx]), axis=1)]
     if 'depth' in clip:   # video folders have none
       rows.append(np.concatenate(list(colorize_depth(clip['depth'][idx])), axis=1))
-    rows.append(np.full((2,) + rgb.shape[1:], 255, np.uint8))
-  width = max(r.shape[1] for r in rows)
-  rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
-  grid = np.concatenate(rows, axis=0)
-  return np.repeat(np.repeat(grid, scale, 0), scale, 1)
+    block = np.concatenate(rows, axis=0)
+    block = np.repeat(np.repeat(block, scale, 0), scale, 1)
+    if labels is not None:
+      band = np.full((14, block.shape[1], 3), 255, np.uint8)
+      cv2.putText(band, labels[i], (2, 11), cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 1,
+                  cv2.LINE_AA)
+      block = np.concatenate([band, block], axis=0)
+    blocks += [block, np.full((4,) + block.shape[1:], 255, np.uint8)]
+  width = max(b.shape[1] for b in blocks)
+  blocks = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255)
+            for b in blocks]
+  return np.concatenate(blocks, axis=0)
 
 
 def write_preview(data_dir: str, splits, path: str, clips_per_split: int = 2) -> None:
-  """Writes a preview PNG of the first clips of each split (see preview_grid)."""
-  clips = []
+  """Writes a labelled preview PNG of the first clips of each split (see preview_grid)."""
+  clips, labels = [], []
   for split in splits:
     source = ClipSource(data_dir, split)
-    clips += [source[i] for i in range(min(clips_per_split, len(source)))]
-  _write_preview_png(clips, path)
+    for i in range(min(clips_per_split, len(source))):
+      clip = source[i]
+      scene = synthetic.sample_scene(int(clip['seed']), split, clip['rgb'].shape[0])
+      clips.append(clip)
+      labels.append(f"{split} seed {int(clip['seed'])}: {scene['trajectory']}, "
+                    f"{'/'.join(scene['shape_families'])}")
+  _write_preview_png(clips, path, labels)
 
 
-def _write_preview_png(clips: list[dict], path: str) -> None:
+def _write_preview_png(clips: list[dict], path: str, labels: list[str] | None = None) -> None:
   import imageio.v3 as iio
   if not clips:
     return
   tmp = path + '.tmp.png'
-  iio.imwrite(tmp, preview_grid(clips))
+  iio.imwrite(tmp, preview_grid(clips, labels=labels))
   os.replace(tmp, path)
   logging.info('wrote %s', path)

@@ -115,7 +115,7 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
 def _sample_material(rng: np.random.Generator, family: str, is_plane: bool) -> dict:
   hue = rng.uniform()
   a = _hsv(hue, rng.uniform(0.55, 1.0), rng.uniform(0.75, 1.0))
-  b = _hsv(hue + rng.uniform(0.25, 0.75), rng.uniform(0.55, 1.0), rng.uniform(0.35, 0.9))
+  b = _hsv(hue + rng.uniform(0.25, 0.75), rng.uniform(0.55, 1.0), rng.uniform(0.5, 0.95))
   # Texture periods of 0.45-1 units on objects, 1.1-2.5 on walls: a few periods per object,
   # and still >= 2 px per cell on far walls at 32 x 32.
   freq = rng.uniform(1.0, 2.2) if not is_plane else rng.uniform(0.4, 0.9)
@@ -501,7 +501,7 @@ def _render(packed, w2c, intrinsics, pix):
   n = n_best / jnp.maximum(jnp.linalg.norm(n_best, axis=-1, keepdims=True), 1e-9)
   n = jnp.where((n * d).sum(-1, keepdims=True) > 0, -n, n)           # face the camera
   light = packed['light_dirs']
-  shade = (0.3 + 0.55 * jnp.maximum((n * light[0]).sum(-1, keepdims=True), 0)
+  shade = (0.35 + 0.55 * jnp.maximum((n * light[0]).sum(-1, keepdims=True), 0)
            + 0.25 * jnp.maximum((n * light[1]).sum(-1, keepdims=True), 0))
   return jnp.clip(albedo * shade, 0.0, 1.0), t_best
 
