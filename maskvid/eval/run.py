@@ -138,7 +138,12 @@ def load_clips(config, workdir: str, split: str, num_clips: int) -> tuple[list, 
     logging.info('eval clips: no rendered dataset for %s (%s)', split, e)
   for name, src in attempts:
     n = min(num_clips, len(src))
-    elems = [src[i] for i in range(n)]
+    try:
+      elems = [src[i] for i in range(n)]
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('eval clips: cannot read %s for %s (%s); trying the next source', name,
+                      split, e)
+      continue
     if n and all(all(k in e for k in _GEOMETRY) for e in elems):
       clips, origin = elems, name
       break
@@ -163,14 +168,16 @@ class Latents:
     from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
     from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
     module, params = vae_train.load_vae(vae_dir)
+    # load_vae gives the 'params' collection, or the full variables dict: accept both.
+    variables = params if set(params) == {'params'} else {'params': params}
     stats = cache.load_latent_stats(latents_dir)
     shift = jnp.asarray(stats['shift'], jnp.float32)
     scale = jnp.asarray(stats['scale'], jnp.float32)
     self.factor = int(module.downsample_factor)
-    self.encode = jax.jit(lambda x: (module.apply({'params': params}, x, method=module.encode)[0]
+    self.encode = jax.jit(lambda x: (module.apply(variables, x, method=module.encode)[0]
                                      - shift) / scale)
     self.decode = jax.jit(lambda z: jnp.clip(
-        module.apply({'params': params}, z * scale + shift, method=module.decode), -1.0, 1.0))
+        module.apply(variables, z * scale + shift, method=module.decode), -1.0, 1.0))
 
 
 def _model(diffusion_dir: str):
