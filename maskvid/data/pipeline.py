@@ -167,6 +167,9 @@ def make_loader(source, *, batch_size: int, clip_length: int, resolution, seed: 
                     shard_index=shard_index, shard_count=shard_count, frame_stride=frame_stride)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4 * batch_size))
   if worker_count > 0:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():   # grain's workers read absl flags; outside an absl app
+      flags.FLAGS.mark_as_parsed()    # (tests, notebooks) use their defaults
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(worker_count)))
   return iter(it)
 
