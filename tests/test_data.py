@@ -138,6 +138,27 @@ def test_ensure_dataset_writes_splits_and_preview(data_dir):
   assert not [f for f in os.listdir(data_dir) if f.startswith('.tmp')]
 
 
+def test_record_format_round_trip():
+  clip = {'rgb': np.arange(24, dtype=np.uint8).reshape(1, 2, 4, 3), 'seed': np.int64(7),
+          'latents': np.linspace(-1, 1, 6, dtype=np.float32).reshape(1, 2, 3)}
+  for data in (storage.encode_clip(clip), _savez_bytes(clip)):   # current format and format 1
+    out = storage.decode_clip(data)
+    for key, value in clip.items():
+      np.testing.assert_array_equal(out[key], value)
+      assert out[key].dtype == value.dtype and out[key].shape == np.shape(value)
+  with pytest.raises(ValueError, match='header'):
+    storage.decode_clip(b'garbage')
+  with pytest.raises(ValueError, match='truncated'):
+    storage.decode_clip(storage.encode_clip(clip)[:-5])
+
+
+def _savez_bytes(clip):
+  import io
+  buf = io.BytesIO()
+  np.savez(buf, **clip)
+  return buf.getvalue()
+
+
 def test_half_written_split_is_rerendered(tmp_path):
   d = str(tmp_path)
   os.makedirs(os.path.join(d, 'test'))

@@ -51,6 +51,10 @@ def encode_clip(clip: dict[str, Any]) -> bytes:
 
 def decode_clip(data: bytes) -> dict[str, np.ndarray]:
   """Inverse of encode_clip: writable arrays sharing one copy of `data`."""
+  if data.startswith(b'PK'):   # format 1 (np.savez zip), still written by older caches
+    import io
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
   if not data.startswith(_MAGIC):
     raise ValueError('record does not start with the maskvid clip header (corrupt record or '
                      'another format)')
