@@ -235,6 +235,15 @@ def test_loader_geometry_stride_and_resize(data_dir):
     next(pipeline.make_loader(src, batch_size=1, clip_length=T + 1, resolution=R, seed=0))
 
 
+def test_loader_with_worker_processes(data_dir):
+  src = storage.ClipSource(data_dir, 'test')
+  kwargs = dict(batch_size=2, clip_length=4, resolution=R, seed=3, shuffle=False, num_epochs=1)
+  it = pipeline.make_loader(src, worker_count=2, **kwargs)
+  got = next(it)['frames']
+  del it   # stop the workers now rather than at interpreter exit
+  np.testing.assert_array_equal(got, next(pipeline.make_loader(src, **kwargs))['frames'])
+
+
 def test_per_process_shards_are_disjoint_and_cover(data_dir):
   src = storage.ClipSource(data_dir, 'train')
   seen = []
