@@ -96,6 +96,9 @@ def load_safetensors(path: str, module, frame_size: int = 32) -> dict:
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise FileNotFoundError(f'external VAE weights file {path!r} does not exist')
+  if getattr(module, 'linear_skip', False):
+    raise ValueError('external (diffusers) VAE weights have no linear patch path: build the '
+                     'module with linear_skip=False (config.vae.linear_skip)')
   f = module.downsample_factor
   size = max(frame_size // f, 1) * f
   target = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, size, size, 3)))
