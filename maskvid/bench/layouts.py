@@ -40,36 +40,7 @@ flags.DEFINE_float('peak_tflops', 0.0, 'Per-device peak TFLOP/s for MFU (0: from
 
 LAYOUTS = ('dp', 'fsdp', 'fsdp_tensor')
 REMATS = ('none', 'full', 'dots')
-# Same peaks as maskvid.bench.train_step (not imported: it defines its own absl flags).
-CPU_PEAK = 200e9                                  # f32 matmul, measured on the dev machine
-ACCEL_PEAKS = {'H100': 989e12, 'H200': 989e12,    # bf16 dense
-               'TPU v4': 275e12, 'TPU v5p': 459e12, 'TPU v5 lite': 197e12, 'TPU v6': 918e12}
-
-
-def device_peak(device, override_tflops: float = 0.0) -> tuple[float | None, str]:
-  """Per-device peak FLOP/s and where the number came from."""
-  if override_tflops > 0:
-    return override_tflops * 1e12, f'{override_tflops:g} TFLOP/s (--peak_tflops)'
-  if device.platform == 'cpu':
-    return CPU_PEAK, '200 GFLOP/s per CPU device (f32 matmul, measured)'
-  kind = getattr(device, 'device_kind', '')
-  for name, peak in ACCEL_PEAKS.items():
-    if name in kind:
-      return peak, f'{peak / 1e12:g} TFLOP/s ({name} bf16 dense)'
-  return None, f'unknown for {kind!r}: pass --peak_tflops'
-
-
-def xla_flops(compiled) -> float | None:
-  """FLOPs of one call of the (per-device) compiled program from XLA's cost analysis."""
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:  # pylint: disable=broad-except
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  if not cost or 'flops' not in cost:
-    return None
-  return float(cost['flops'])
+from maskvid.bench.common import ACCEL_PEAKS, CPU_PEAK, device_peak, xla_flops  # noqa: F401
 
 
 def layout_mesh(layout: str, num_devices: int, tensor: int = 2) -> tuple[int, int, int]:

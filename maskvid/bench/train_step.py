@@ -31,34 +31,7 @@ flags.DEFINE_integer('steps', 10, 'Timed steps (after warmup).')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 flags.DEFINE_float('peak_tflops', 0.0, 'Per-device peak TFLOP/s for MFU (0: from the table).')
 
-CPU_PEAK = 200e9            # f32 matmul, measured on the development machine (per the lead)
-GPU_PEAKS = {'H100': 989e12, 'H200': 989e12}   # bf16 dense
-
-
-def device_peak(device, override_tflops: float = 0.0) -> tuple[float | None, str]:
-  """Per-device peak FLOP/s and a label saying where it came from."""
-  if override_tflops > 0:
-    return override_tflops * 1e12, f'{override_tflops:g} TFLOP/s (--peak_tflops)'
-  if device.platform == 'cpu':
-    return CPU_PEAK, '200 GFLOP/s (CPU f32 matmul, measured)'
-  kind = getattr(device, 'device_kind', '')
-  for name, peak in GPU_PEAKS.items():
-    if name in kind:
-      return peak, f'{peak / 1e12:g} TFLOP/s ({name} bf16 dense)'
-  return None, f'unknown for {kind!r}: pass --peak_tflops'
-
-
-def xla_flops(compiled) -> float | None:
-  """FLOPs of one call from XLA's cost analysis (None where the backend gives none)."""
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:  # pylint: disable=broad-except
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  if not cost or 'flops' not in cost:
-    return None
-  return float(cost['flops'])
+from maskvid.bench.common import ACCEL_PEAKS, CPU_PEAK, device_peak, xla_flops  # noqa: F401
 
 
 def peak_memory(devices) -> tuple[float, str]:
