@@ -1,4 +1,5 @@
 """Flags and plumbing shared by the task commands (nvs, interpolate, edit)."""
+from absl import app
 from absl import flags
 from absl import logging
 
@@ -46,10 +47,18 @@ def load_completer(workdir: str, min_valid=None):
     raise io.InputError(f'--checkpoint: {e}') from e
 
 
-def run_main(fn):
-  """Runs fn(); an InputError becomes a one-line message and exit status 2 (nothing written)."""
+def run_main(argv, fn):
+  """The body of every task command's absl `main`: runs fn() and prints the paths it wrote.
+
+  An InputError becomes a one-line message and exit status 2 (nothing written).
+  """
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.INFO)
   try:
-    return fn()
+    paths = fn()
   except io.InputError as e:
     logging.error('%s', e)
     raise SystemExit(f'error: {e}') from None
+  print('wrote', *paths)
+  return paths

@@ -100,16 +100,12 @@ def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: s
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
   f = flags.FLAGS
-  paths = cli.run_main(lambda: command(
+  cli.run_main(argv, lambda: command(
       video=f.video, edited_frame=f.edited_frame, checkpoint=f.checkpoint, out=f.out,
       mask=f.mask or '', threshold=f.threshold, dilate=f.dilate, seed=f.seed, fps=f.fps,
       min_valid=f.min_valid,
       **cli.sample_options(f)))
-  print('wrote', *paths)
 
 
 if __name__ == '__main__':

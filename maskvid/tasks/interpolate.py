@@ -67,14 +67,10 @@ def command(*, start: str, end: str, checkpoint: str, out: str, num_frames: int 
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
   f = flags.FLAGS
-  paths = cli.run_main(lambda: command(
+  cli.run_main(argv, lambda: command(
       start=f.start, end=f.end, checkpoint=f.checkpoint, out=f.out, num_frames=f.num_frames,
       seed=f.seed, fps=f.fps, min_valid=f.min_valid, **cli.sample_options(f)))
-  print('wrote', *paths)
 
 
 if __name__ == '__main__':

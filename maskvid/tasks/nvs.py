@@ -162,16 +162,12 @@ def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: st
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
   f = flags.FLAGS
-  paths = cli.run_main(lambda: command(
+  cli.run_main(argv, lambda: command(
       image=f.image, trajectory=f.trajectory, checkpoint=f.checkpoint, out=f.out, depth=f.depth,
       num_frames=f.num_frames, fov_deg=f.fov_deg, strength=f.strength, seed=f.seed, fps=f.fps,
       min_valid=f.min_valid,
       **cli.sample_options(f)))
-  print('wrote', *paths)
 
 
 if __name__ == '__main__':
