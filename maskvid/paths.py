@@ -9,4 +9,5 @@ def stage_dir(config, workdir: str, stage: str) -> str:
   if stage not in STAGES:
     raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
   override = config.paths.get(stage, '')
+  # posixpath.join only concatenates, so a gs://bucket/run workdir stays a valid URI.
   return override if override else os.path.join(workdir, stage)

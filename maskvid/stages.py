@@ -1,16 +1,17 @@
 """The jobs `maskvid.main` can run. Each is an edge: it reads config, touches disk, calls the core."""
 import json
-import os
 
 from absl import logging
 
+from maskvid import fileio
 from maskvid.paths import stage_dir
 
 
 def save_config(config, directory: str) -> None:
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  """Writes directory/config.json (local path or gs:// URI), creating the directory."""
+  fileio.makedirs(directory)
+  fileio.write_text_atomic(fileio.path(directory) / 'config.json',
+                           config.to_json_best_effort(indent=2))
 
 
 def run_render(config, workdir: str) -> None:

@@ -8,6 +8,7 @@ Layout of `data_dir`:
 
 A split is rendered into `data_dir/.tmp-{split}-{pid}` and renamed into place only when every
 shard and meta.json are written, so an interrupted render is never mistaken for a finished one.
+`data_dir` must be local (or a gcsfuse mount): array_record cannot open gs:// paths.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 from absl import logging
 from array_record.python import array_record_module
 
+from maskvid import fileio
 from maskvid.data import synthetic
 
 FORMAT_VERSION = 2
@@ -166,6 +168,7 @@ def ensure_dataset(config, data_dir: str) -> None:
   source = config.data.get('source', 'synthetic')
   if source not in ('synthetic', 'video_folder'):
     raise ValueError(f"config.data.source must be 'synthetic' or 'video_folder', got {source!r}")
+  fileio.require_local(data_dir, 'paths.data')
   os.makedirs(data_dir, exist_ok=True)
   preview = os.path.join(data_dir, 'preview.png')
   if source == 'video_folder':
@@ -237,6 +240,7 @@ class ClipSource:
   """
 
   def __init__(self, data_dir: str, split: str):
+    fileio.require_local(data_dir, 'paths.data')
     self.data_dir, self.split = data_dir, split
     split_dir = os.path.join(data_dir, split)
     meta = _read_meta(split_dir)

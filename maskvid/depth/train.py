@@ -19,6 +19,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from maskvid import fileio
 from maskvid.depth import net as depth_net
 
 
@@ -67,7 +68,7 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray, si_lambda: float) -> dict:
 
 
 def _manager(depth_dir: str, keep: int = 2) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(depth_dir, 'checkpoints')),
+  return ocp.CheckpointManager(os.path.join(fileio.absolute(depth_dir), 'checkpoints'),
                                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
 
@@ -108,9 +109,9 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
   """
   dc = config.depth
   depth_dir = os.path.join(workdir, 'depth')
-  os.makedirs(depth_dir, exist_ok=True)
-  with open(os.path.join(depth_dir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  fileio.makedirs(depth_dir)
+  fileio.write_text_atomic(os.path.join(depth_dir, 'config.json'),
+                           config.to_json_best_effort(indent=2))
   module, params, tx = _init(config)
   opt_state = tx.init(params)
   mngr = _manager(depth_dir)
@@ -159,10 +160,7 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
     metrics.update({'train/first_loss': losses[0], 'train/last_loss': losses[-1],
                     'train/loss_last10': float(np.mean(losses[-10:]))})
   metrics['steps'] = steps
-  tmp = os.path.join(depth_dir, 'metrics.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(metrics, f, indent=2)
-  os.replace(tmp, os.path.join(depth_dir, 'metrics.json'))
+  fileio.write_json_atomic(os.path.join(depth_dir, 'metrics.json'), metrics)
   logging.info('depth metrics: %s', metrics)
   return metrics
 

@@ -9,13 +9,15 @@ Results layout (what `maskvid.eval.run.evaluate` fills and `write_report` writes
 """
 from __future__ import annotations
 
-import json
+import io
 import math
 import os
 from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
+
+from maskvid import fileio
 
 # Metric name -> (column label, format, higher is better).
 METRICS = {
@@ -149,15 +151,15 @@ def _json_safe(x):
 
 
 def write_report(results: Mapping, eval_dir: str) -> dict:
-  """Writes eval_dir/results.md and results.json; returns {'markdown': path, 'json': path}."""
-  os.makedirs(eval_dir, exist_ok=True)
+  """Writes eval_dir/results.md and results.json; returns {'markdown': path, 'json': path}.
+
+  eval_dir may be a local path or a gs:// URI.
+  """
+  fileio.makedirs(eval_dir)
   md_path = os.path.join(eval_dir, 'results.md')
   json_path = os.path.join(eval_dir, 'results.json')
-  with open(md_path, 'w') as f:
-    f.write(to_markdown(results))
-  with open(json_path + '.tmp', 'w') as f:
-    json.dump(_json_safe(dict(results)), f, indent=2)
-  os.replace(json_path + '.tmp', json_path)
+  fileio.write_text_atomic(md_path, to_markdown(results))
+  fileio.write_json_atomic(json_path, _json_safe(dict(results)))
   return {'markdown': md_path, 'json': json_path}
 
 
@@ -190,6 +192,8 @@ def save_grid(path: str, rows: Mapping[str, np.ndarray], scale: int = 2, pad: in
   draw = ImageDraw.Draw(img)
   for r, label in enumerate(seqs):
     draw.text((4, pad + r * (h + pad) + h // 2 - 5), label, fill=(0, 0, 0))
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  img.save(path)
+  fileio.makedirs(os.path.dirname(path) or '.')
+  buf = io.BytesIO()
+  img.save(buf, format='PNG')
+  fileio.write_bytes_atomic(path, buf.getvalue())
   return path

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskvid import fileio
 from maskvid.eval import baselines
 from maskvid.eval import consistency
 from maskvid.eval import metrics as metrics_lib
@@ -68,9 +69,9 @@ def baseline_config(config, workdir: str, name: str):
   cfg = copy.deepcopy(config)
   with cfg.unlocked():
     for stage in ('data', 'vae', 'latents'):
-      cfg.paths[stage] = os.path.abspath(stage_dir(config, workdir, stage))
-    cfg.paths.diffusion = os.path.abspath(baseline_dir(workdir, name))
-    cfg.paths.eval = os.path.abspath(stage_dir(config, workdir, 'eval'))
+      cfg.paths[stage] = fileio.absolute(stage_dir(config, workdir, stage))
+    cfg.paths.diffusion = fileio.absolute(baseline_dir(workdir, name))
+    cfg.paths.eval = fileio.absolute(stage_dir(config, workdir, 'eval'))
     cfg.diffusion.objective = TRAINED_BASELINES[name]['objective']
     cfg.model.input_conditioning = TRAINED_BASELINES[name]['input_conditioning']
     steps = int(config.eval.baseline_steps)
@@ -83,7 +84,7 @@ def baseline_config(config, workdir: str, name: str):
 def is_finished(diffusion_dir: str) -> bool:
   """A diffusion dir whose training loop wrote its final metrics (it only does so at the end)."""
   from maskvid.train import loop  # pylint: disable=g-import-not-at-top
-  return os.path.exists(os.path.join(diffusion_dir, loop.FINAL_METRICS))
+  return (fileio.path(diffusion_dir) / loop.FINAL_METRICS).exists()
 
 
 def ensure_baseline(config, workdir: str, name: str) -> str:
@@ -284,7 +285,6 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   if num_clips < 1:
     raise ValueError(f'config.eval.num_clips must be >= 1, got {num_clips}')
   eval_dir = stage_dir(config, workdir, 'eval')
-  os.makedirs(eval_dir, exist_ok=True)
   from maskvid import stages  # pylint: disable=g-import-not-at-top
   stages.save_config(config, eval_dir)
   from maskvid.sampling import masks as sampling_masks  # pylint: disable=g-import-not-at-top

@@ -6,7 +6,6 @@ uses the Trainer's abstract state, so arrays come back with this run's mesh shar
 the checkpoint was written under another mesh.
 """
 import copy
-import json
 import os
 from typing import Any
 
@@ -15,11 +14,14 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
+from maskvid import fileio
+
 CHECKPOINT_SUBDIR = 'checkpoints'
 
 
 def checkpoint_dir(diffusion_dir: str) -> str:
-  return os.path.join(os.path.abspath(diffusion_dir), CHECKPOINT_SUBDIR)
+  """Absolute local path or gs:// URI (orbax writes either) of the checkpoints."""
+  return os.path.join(fileio.absolute(diffusion_dir), CHECKPOINT_SUBDIR)
 
 
 def make_manager(diffusion_dir: str, config, read_only: bool = False) -> ocp.CheckpointManager:
@@ -66,8 +68,7 @@ def _tuples(value):
 
 def config_from_json(path: str) -> ml_collections.ConfigDict:
   """Rebuilds the run config written by a stage (`config.to_json_best_effort()`)."""
-  with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+  return ml_collections.ConfigDict(_tuples(fileio.read_json(path)))
 
 
 def load_for_inference(diffusion_dir: str):
@@ -81,13 +82,13 @@ def load_for_inference(diffusion_dir: str):
   from maskvid.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   config_path = os.path.join(diffusion_dir, 'config.json')
-  if not os.path.exists(config_path):
+  if not fileio.path(config_path).exists():
     raise FileNotFoundError(
         f'No diffusion run in {diffusion_dir!r}: {config_path} is missing. Train one with '
         '`python -m maskvid.main --config=configs/tiny.py --workdir=DIR` (job=diffusion).')
   config = config_from_json(config_path)
   ckpt_dir = checkpoint_dir(diffusion_dir)
-  if not os.path.isdir(ckpt_dir):
+  if not fileio.path(ckpt_dir).is_dir():
     raise FileNotFoundError(f'No checkpoints in {diffusion_dir!r} ({ckpt_dir} is missing): '
                             'train the diffusion stage first.')
   manager = make_manager(diffusion_dir, config, read_only=True)

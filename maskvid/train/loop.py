@@ -11,9 +11,7 @@ by config.data.shuffle_seed, repeated, sharded by process), and the step's rando
 fold_in(state.rng, s). A run killed after checkpoint k and restarted reproduces the
 uninterrupted run exactly; nothing but the step has to be stored for the data.
 """
-import json
 import os
-import shutil
 import time
 from typing import Any, Iterator
 
@@ -25,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from maskvid import distributed
+from maskvid import fileio
 from maskvid.diffusion import masks as masks_lib
 from maskvid.paths import stage_dir
 from maskvid.sampling import sampler
@@ -75,6 +74,7 @@ def train_batches(source, config, batch_size: int, start_step: int) -> Iterator[
 
 
 def _require_latent_cache(latents_dir: str) -> None:
+  fileio.require_local(latents_dir, 'paths.latents')
   if not cache_lib.is_complete(latents_dir):
     state = 'is incomplete' if os.path.isdir(latents_dir) else 'does not exist'
     raise FileNotFoundError(
@@ -202,15 +202,16 @@ def evaluate(config, params, apply_fn, latents_dir: str, vae_dir: str, out_dir: 
   if not write:
     return metrics
   gt8, known8, pred8 = (_upscale(_to_uint8(v)) for v in (truth, shown_known, pred))
-  os.makedirs(out_dir, exist_ok=True)
+  fileio.makedirs(out_dir)
   png = os.path.join(out_dir, f'samples_{step:07d}.png')
-  imageio.imwrite(png, make_grid(gt8, known8, pred8))
+  fileio.write_image(png, make_grid(gt8, known8, pred8))
   # Video: each clip's (gt | known | completion) side by side, clips stacked vertically.
   side = np.concatenate([gt8, known8, pred8], axis=3)       # [B,T,H,3W,3]
   video = np.concatenate(list(side), axis=1)                 # [T,B*H,3W,3]
   mp4 = os.path.join(out_dir, f'samples_{step:07d}.mp4')
   try:
-    _write_video(mp4, video)
+    with fileio.local_output(mp4) as local_mp4:   # ffmpeg writes local files only
+      _write_video(local_mp4, video)
   except Exception as e:  # pylint: disable=broad-except
     logging.warning('could not write %s (%s); the PNG grid is still there', mp4, e)
   logging.info('eval at step %d: %s -> %s', step, metrics, png)
@@ -243,11 +244,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   is_chief = jax.process_index() == 0
   if is_chief:
-    os.makedirs(diffusion_dir, exist_ok=True)
     stages.save_config(config, diffusion_dir)
     # Inference needs only this dir + the VAE dir: keep the normalisation stats with the weights.
-    shutil.copyfile(os.path.join(latents_dir, 'stats.json'),
-                    os.path.join(diffusion_dir, 'stats.json'))
+    (fileio.path(latents_dir) / 'stats.json').copy(fileio.path(diffusion_dir) / 'stats.json',
+                                                   overwrite=True)
 
   trainer = step_lib.Trainer(config)
   logging.info('mesh %s, %d params, global batch %d', dict(trainer.mesh.shape),
@@ -258,11 +258,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     state = trainer.init(int(config.seed))
   start_step = int(jax.device_get(state.step))
   final_path = os.path.join(diffusion_dir, FINAL_METRICS)
-  if start_step >= total_steps and os.path.exists(final_path):
+  if start_step >= total_steps and fileio.path(final_path).exists():
     manager.close()
     logging.info('diffusion already trained to step %d in %s', start_step, diffusion_dir)
-    with open(final_path) as f:
-      return json.load(f)
+    return fileio.read_json(final_path)
 
   source = cache_lib.LatentSource(latents_dir, 'train')
   if len(source) == 0:
@@ -318,8 +317,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   manager.close()
   result = {'step': final_step, **summary, **eval_metrics}
   if is_chief:
-    with open(final_path, 'w') as f:
-      json.dump(result, f, indent=2)
+    fileio.write_json_atomic(final_path, result)
   return result
 
 

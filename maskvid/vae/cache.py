@@ -9,7 +9,8 @@ Layout of latents_dir:
   COMPLETE.json                              written last; without it the cache is not complete
 
 The cache is built in a sibling temp dir and renamed into place, so a crash never leaves a directory
-that looks complete; `LatentSource` refuses a directory without COMPLETE.json.
+that looks complete; `LatentSource` refuses a directory without COMPLETE.json. latents_dir must be
+local (or a gcsfuse mount): array_record cannot open gs:// (`fileio.require_local`).
 Normalisation (applied on read): `(z - shift) / scale`, so the diffusion model sees ~unit latents.
 """
 import json
@@ -21,6 +22,8 @@ from absl import logging
 from array_record.python import array_record_module
 import jax
 import numpy as np
+
+from maskvid import fileio
 
 COMPLETE_FILE = 'COMPLETE.json'
 STATS_FILE = 'stats.json'
@@ -34,12 +37,12 @@ def _shard_paths(split_dir: str, num_shards: int) -> list[str]:
 
 
 def is_complete(latents_dir: str) -> bool:
-  return os.path.exists(os.path.join(latents_dir, COMPLETE_FILE))
+  return (fileio.path(latents_dir) / COMPLETE_FILE).exists()
 
 
 def _require_complete(latents_dir: str) -> None:
   if not is_complete(latents_dir):
-    state = 'is incomplete' if os.path.isdir(latents_dir) else 'does not exist'
+    state = 'is incomplete' if fileio.path(latents_dir).is_dir() else 'does not exist'
     raise FileNotFoundError(
         f'latent cache {latents_dir!r} {state} (no {COMPLETE_FILE}); build it with the cache '
         'stage (maskvid.vae.cache.build_latent_cache)')
@@ -48,8 +51,7 @@ def _require_complete(latents_dir: str) -> None:
 def load_latent_stats(latents_dir: str) -> dict:
   """{'shift': float32 [c], 'scale': float32 [c]} of a complete cache."""
   _require_complete(latents_dir)
-  with open(os.path.join(latents_dir, STATS_FILE)) as f:
-    stats = json.load(f)
+  stats = fileio.read_json(fileio.path(latents_dir) / STATS_FILE)
   return {'shift': np.asarray(stats['shift'], np.float32),
           'scale': np.asarray(stats['scale'], np.float32)}
 
@@ -99,6 +101,8 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
   rebuilt. Stats (per-channel mean/std of the posterior means) are computed on 'train' (or the
   first split when there is no train split).
   """
+  fileio.require_local(latents_dir, 'paths.latents')
+  fileio.require_local(data_dir, 'paths.data')
   if is_complete(latents_dir):
     logging.info('latent cache %s is complete; nothing to do', latents_dir)
     return
@@ -132,7 +136,7 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
   with open(os.path.join(tmp, STATS_FILE), 'w') as f:
     json.dump(stats, f, indent=1)
   with open(os.path.join(tmp, COMPLETE_FILE), 'w') as f:
-    json.dump({'vae_dir': os.path.abspath(vae_dir), 'data_dir': os.path.abspath(data_dir),
+    json.dump({'vae_dir': fileio.absolute(vae_dir), 'data_dir': os.path.abspath(data_dir),
                'splits': {s: m['num_clips'] for s, m in metas.items()},
                'latent_shape': metas[stats_split]['latent_shape']}, f, indent=1)
   if os.path.exists(latents_dir):  # an incomplete earlier attempt: replace it
@@ -150,6 +154,7 @@ class LatentSource:
   """
 
   def __init__(self, latents_dir: str, split: str):
+    fileio.require_local(latents_dir, 'paths.latents')
     _require_complete(latents_dir)
     self.latents_dir, self.split = latents_dir, split
     split_dir = os.path.join(latents_dir, split)

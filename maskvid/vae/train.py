@@ -14,7 +14,6 @@ saving iterator state.
 """
 import concurrent.futures
 import functools
-import json
 import os
 import time
 from typing import Any, Callable, Mapping
@@ -30,6 +29,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from maskvid import fileio
 from maskvid.vae import losses
 from maskvid.vae import model as vae_model
 
@@ -206,7 +206,6 @@ def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
 def save_reconstructions_png(path: str, module, params, eval_sets, num: int = 8,
                              fn=None) -> None:
   """Grid: for each split, a row of originals above a row of reconstructions."""
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
   rows = []
   for frames in eval_sets.values():
     idx = np.linspace(0, len(frames) - 1, min(num, len(frames))).round().astype(int)
@@ -219,7 +218,7 @@ def save_reconstructions_png(path: str, module, params, eval_sets, num: int = 8,
   grid = np.concatenate(rows, axis=0)
   scale = max(1, 256 // max(1, eval_sets[next(iter(eval_sets))].shape[-2]))
   grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)  # tiny frames: enlarge
-  iio.imwrite(path, grid)
+  fileio.write_image(path, grid)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -227,7 +226,7 @@ def save_reconstructions_png(path: str, module, params, eval_sets, num: int = 8,
 def _checkpoint_manager(vae_dir: str, keep: int = 2) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(vae_dir), CHECKPOINT_SUBDIR),
+  return ocp.CheckpointManager(os.path.join(fileio.absolute(vae_dir), CHECKPOINT_SUBDIR),
                                options=options)
 
 
@@ -263,6 +262,7 @@ def train_vae(config, vae_dir: str, data_dir: str) -> dict:
 
   Returns a flat dict: {'step', '<split>/psnr', '<split>/ssim', '<split>/l1', ...}.
   """
+  fileio.require_local(data_dir, 'paths.data')
   if not os.path.isdir(data_dir):
     raise FileNotFoundError(f'data_dir {data_dir!r} does not exist; run the render stage first')
   return train_vae_on_sources(config, vae_dir, open_sources(config, data_dir))
@@ -278,8 +278,8 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   tc = config.vae.train
   steps = int(tc.steps)
   max_seconds = float(tc.get('max_train_seconds', 0.0))
-  os.makedirs(vae_dir, exist_ok=True)
-  if not os.path.exists(os.path.join(vae_dir, 'config.json')):
+  fileio.makedirs(vae_dir)
+  if not (fileio.path(vae_dir) / 'config.json').exists():
     from maskvid import stages  # pylint: disable=g-import-not-at-top
     stages.save_config(config, vae_dir)
 
@@ -314,9 +314,8 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
       _save(mgr, state)
       mgr.wait_until_finished()
     mgr.close()
-    if os.path.exists(eval_path):
-      with open(eval_path) as f:
-        saved = json.load(f)
+    if fileio.path(eval_path).exists():
+      saved = fileio.read_json(eval_path)
       if saved.get('step') == start:
         logging.info('VAE: training already complete (step %d); returning saved eval', start)
         print(format_table(saved['splits']))
@@ -388,8 +387,9 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   mgr.wait_until_finished()
   mgr.close()
   if jax.process_index() == 0:
-    with open(os.path.join(vae_dir, DONE_FILE), 'w') as f:
-      json.dump({'step': int(state.step), 'time_budget_stop': stopped_by_budget}, f)
+    fileio.write_json_atomic(os.path.join(vae_dir, DONE_FILE),
+                             {'step': int(state.step), 'time_budget_stop': stopped_by_budget},
+                             indent=None)
   final_loss = {f'final_train_{k}': float(v) for k, v in metrics.items()}
   final_loss['resumed_from'] = start
   final_loss['stopped_by_time_budget'] = stopped_by_budget
@@ -411,8 +411,8 @@ def _final_eval(vae_dir, module, state, eval_sets, recon_fn, extra: dict,
     writer.write_scalars(step, {f'eval/{k}': v for k, v in flat.items()
                                 if '/' in k and isinstance(v, float)})
   if jax.process_index() == 0:
-    with open(os.path.join(vae_dir, EVAL_FILE), 'w') as f:
-      json.dump({'step': step, 'splits': res, 'metrics': flat}, f, indent=2)
+    fileio.write_json_atomic(os.path.join(vae_dir, EVAL_FILE),
+                             {'step': step, 'splits': res, 'metrics': flat})
     save_reconstructions_png(os.path.join(vae_dir, PNG_FILE), module, state.params, eval_sets,
                              fn=recon_fn)
   table = format_table(res)
@@ -422,28 +422,26 @@ def _final_eval(vae_dir, module, state, eval_sets, recon_fn, extra: dict,
 
 
 def _read_json(path: str):
-  if not os.path.exists(path):
+  if not fileio.path(path).exists():
     return None
-  with open(path) as f:
-    return json.load(f)
+  return fileio.read_json(path)
 
 
 def load_config(directory: str) -> ml_collections.ConfigDict:
   path = os.path.join(directory, 'config.json')
-  if not os.path.exists(path):
+  if not fileio.path(path).exists():
     raise FileNotFoundError(f'no config.json in {directory!r}: not a trained VAE directory '
                             '(run the vae stage first)')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(fileio.read_json(path))
 
 
 def load_vae(vae_dir: str, step: int | None = None):
   """Rebuilds `(module, params)` from vae_dir/config.json and its latest (or given) checkpoint."""
-  if not os.path.isdir(vae_dir):
+  if not fileio.path(vae_dir).is_dir():
     raise FileNotFoundError(f'VAE directory {vae_dir!r} does not exist (run the vae stage first)')
   config = load_config(vae_dir)
-  ckpt_dir = os.path.join(os.path.abspath(vae_dir), CHECKPOINT_SUBDIR)
-  if not os.path.isdir(ckpt_dir):
+  ckpt_dir = os.path.join(fileio.absolute(vae_dir), CHECKPOINT_SUBDIR)
+  if not fileio.path(ckpt_dir).is_dir():
     raise FileNotFoundError(f'no checkpoints in {ckpt_dir!r} (run the vae stage first)')
   module = vae_model.from_config(config.vae)
   mgr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
