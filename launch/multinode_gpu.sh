@@ -19,9 +19,9 @@
 # Process ids: host i (0-based), local process k -> process_id = i * N + k.
 set -euo pipefail
 
-die() { echo "multinode_gpu.sh: error: $*" >&2; exit 2; }
+LAUNCHER=multinode_gpu.sh HELP_END='set -euo'
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-DRY_RUN=0
 HOSTS_CSV=${HOSTS:-}
 HOSTFILE=""
 COORD_HOST=""
@@ -30,12 +30,8 @@ PORT=${MASKVID_PORT:-8476}
 REMOTE_DIR=$(pwd)
 PY=""
 LOG_DIR=logs/multinode
-CONFIG=${CONFIG:-configs/pretrain.py}
-WORKDIR=${WORKDIR:-}
-OVERRIDES=()
 while (($#)); do
   case "$1" in
-    --dry-run) DRY_RUN=1 ;;
     --hosts=*) HOSTS_CSV=${1#*=} ;;
     --hostfile=*) HOSTFILE=${1#*=} ;;
     --coordinator=*) COORD_HOST=${1#*=} ;;
@@ -44,11 +40,7 @@ while (($#)); do
     --remote-dir=*) REMOTE_DIR=${1#*=} ;;
     --python=*) PY=${1#*=} ;;
     --log-dir=*) LOG_DIR=${1#*=} ;;
-    --config=*) CONFIG=${1#*=} ;;
-    --workdir=*) WORKDIR=${1#*=} ;;
-    --) shift; OVERRIDES=("$@"); break ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument '$1' (see --help)" ;;
+    *) common_arg "$@" || break ;;
   esac
   shift
 done
@@ -63,10 +55,8 @@ fi
 ((${#HOSTS[@]})) || die "no hosts: pass --hosts=H1,H2 or --hostfile=FILE"
 [[ -n $WORKDIR ]] || die "--workdir=DIR is required (storage every host can reach)"
 [[ $PPH =~ ^[1-9][0-9]*$ ]] || die "--procs-per-host must be a positive integer, got '$PPH'"
-[[ $PORT =~ ^[0-9]+$ ]] || die "--port must be a number, got '$PORT'"
-for o in "${OVERRIDES[@]+"${OVERRIDES[@]}"}"; do
-  [[ $o == --config.* ]] || die "after '--' only --config.KEY=VALUE overrides are allowed, got '$o'"
-done
+check_port "$PORT"
+check_overrides
 [[ -n $PY ]] || PY=$REMOTE_DIR/.venv/bin/python
 [[ -n $COORD_HOST ]] || COORD_HOST=${HOSTS[0]}
 is_local() { [[ $1 == localhost || $1 == 127.0.0.1 ]]; }
@@ -78,12 +68,11 @@ fi
 
 NUM_PROCS=$(( ${#HOSTS[@]} * PPH ))
 COORD="$COORD_HOST:$PORT"
-echo "maskvid multi-node launch: ${#HOSTS[@]} hosts x ${PPH} processes = ${NUM_PROCS} processes;" \
-     "coordinator ${COORD}; config ${CONFIG}; workdir ${WORKDIR}; logs ${LOG_DIR}$( ((DRY_RUN)) && echo '; DRY RUN')"
+print_plan "maskvid multi-node launch: ${#HOSTS[@]} hosts x ${PPH} processes = ${NUM_PROCS} processes; coordinator ${COORD}" \
+           "logs ${LOG_DIR}"
 
 q() { printf '%q' "$1"; }
-overrides=""
-for o in "${OVERRIDES[@]+"${OVERRIDES[@]}"}"; do overrides+=" $(q "$o")"; done
+overrides=$(quoted_overrides)
 
 ((DRY_RUN)) || mkdir -p "$LOG_DIR"
 PIDS=()

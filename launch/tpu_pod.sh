@@ -21,9 +21,9 @@
 # Anything after `--` is passed to maskvid.main (config overrides).
 set -euo pipefail
 
-die() { echo "tpu_pod.sh: error: $*" >&2; exit 2; }
+LAUNCHER=tpu_pod.sh HELP_END='set -euo'
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-DRY_RUN=0
 STEPS=()
 NAME=${TPU_NAME:-}
 ZONE=${ZONE:-}
@@ -36,13 +36,9 @@ BRANCH=${BRANCH:-main}
 PY=${PYTHON:-python3.11}
 JAX_VERSION=${JAX_VERSION:-0.10.2}
 REMOTE_DIR=${REMOTE_DIR:-maskvid}
-CONFIG=${CONFIG:-configs/pretrain.py}
-WORKDIR=${WORKDIR:-}
-OVERRIDES=()
 
 while (($#)); do
   case "$1" in
-    --dry-run) DRY_RUN=1 ;;
     create|setup|run|delete) STEPS+=("$1") ;;
     --name=*) NAME=${1#*=} ;;
     --zone=*) ZONE=${1#*=} ;;
@@ -55,11 +51,7 @@ while (($#)); do
     --python=*) PY=${1#*=} ;;
     --jax-version=*) JAX_VERSION=${1#*=} ;;
     --remote-dir=*) REMOTE_DIR=${1#*=} ;;
-    --config=*) CONFIG=${1#*=} ;;
-    --workdir=*) WORKDIR=${1#*=} ;;
-    --) shift; OVERRIDES=("$@"); break ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument '$1' (see --help)" ;;
+    *) common_arg "$@" || break ;;
   esac
   shift
 done
@@ -76,9 +68,7 @@ if has_step run; then
   [[ -n $WORKDIR ]] || die "--workdir (or WORKDIR) is required: a gs:// path every worker can reach"
   [[ -f $CONFIG || -n $REPO ]] || die "--config=$CONFIG not found (run from the repository root)"
 fi
-for o in "${OVERRIDES[@]+"${OVERRIDES[@]}"}"; do
-  [[ $o == --config.* ]] || die "after '--' only --config.KEY=VALUE overrides are allowed, got '$o'"
-done
+check_overrides
 
 # Hosts per slice: v2/v3/v4/v5p count TensorCores (8 per host); v5e/v6e count chips (<= 8 chips
 # is one host, above that 4 chips per host).
@@ -108,6 +98,15 @@ if has_step run && [[ $NUM_WORKERS != 1 && $WORKDIR != gs://* ]]; then
   echo "tpu_pod.sh: warning: --workdir=$WORKDIR is not gs://; $NUM_WORKERS workers will each" \
        "write to their own local disk and checkpoints will not be shared" >&2
 fi
+# ArrayRecord shards (rendered data, latent cache) cannot live on gs:// (maskvid/fileio.py).
+if has_step run && [[ $WORKDIR == gs://* ]]; then
+  missing=()
+  for key in data latents; do
+    [[ " ${OVERRIDES[*]-} " == *" --config.paths.$key="* ]] || missing+=("--config.paths.$key=/gcs/BUCKET/...")
+  done
+  ((${#missing[@]} == 0)) || echo "tpu_pod.sh: warning: the data and latent cache must be on a" \
+       "local disk or a gcsfuse mount, not under --workdir=$WORKDIR: pass ${missing[*]}" >&2
+fi
 
 GCLOUD_SCOPE=(--zone="$ZONE")
 [[ -n $PROJECT ]] && GCLOUD_SCOPE+=(--project="$PROJECT")
@@ -124,8 +123,7 @@ show() {
 }
 run() { show "$@"; ((DRY_RUN)) || "$@"; }
 
-echo "maskvid TPU launch: ${NAME} (${ACCEL:-?}, ${NUM_WORKERS} worker hosts) in ${ZONE};" \
-     "steps: ${STEPS[*]}; config ${CONFIG}; workdir ${WORKDIR:-<none>}$( ((DRY_RUN)) && echo '; DRY RUN')"
+print_plan "maskvid TPU launch: ${NAME} (${ACCEL:-?}, ${NUM_WORKERS} worker hosts) in ${ZONE}; steps: ${STEPS[*]}"
 
 if has_step create; then
   create=(gcloud compute tpus tpu-vm create "$NAME" "${GCLOUD_SCOPE[@]}"
@@ -155,9 +153,7 @@ if has_step setup; then
 fi
 
 if has_step run; then
-  overrides=""
-  for o in "${OVERRIDES[@]+"${OVERRIDES[@]}"}"; do overrides+=" $(printf '%q' "$o")"; done
-  ssh_all "cd $REMOTE_DIR && MASKVID_DISTRIBUTED=auto .venv/bin/python -m maskvid.main --config=$CONFIG --workdir=$WORKDIR$overrides"
+  ssh_all "cd $REMOTE_DIR && MASKVID_DISTRIBUTED=auto .venv/bin/python -m maskvid.main --config=$CONFIG --workdir=$WORKDIR$(quoted_overrides)"
 fi
 
 if has_step delete; then

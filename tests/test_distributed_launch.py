@@ -226,3 +226,28 @@ def test_multinode_runs_local_processes_and_propagates_failure(tmp_path):
 def test_multinode_rejects_bad_input(args, msg):
   r = _run([LAUNCH / 'multinode_gpu.sh', '--dry-run', *args])
   assert r.returncode == 2 and msg in r.stderr, (r.stdout, r.stderr)
+
+
+def test_tpu_pod_warns_when_array_record_dirs_would_be_on_gs():
+  base = [LAUNCH / 'tpu_pod.sh', '--dry-run', 'run', '--name=n', '--zone=z', '--accelerator=v4-32',
+          '--workdir=gs://b/run']
+  r = _run(base)
+  assert r.returncode == 0 and '--config.paths.data=' in r.stderr, r.stderr
+  assert '--config.paths.latents=' in r.stderr
+  r = _run(base + ['--', '--config.paths.data=/gcs/b/data', '--config.paths.latents=/gcs/b/lat'])
+  assert r.returncode == 0 and 'warning' not in r.stderr, r.stderr
+
+
+def test_slurm_spooled_copy_finds_common_sh(fake_slurm, tmp_path):
+  """sbatch runs a copy of the script from its spool dir: launch/common.sh comes from the submit dir."""
+  spool = tmp_path / 'spool'
+  spool.mkdir()
+  copy = spool / 'slurm_script'
+  copy.write_text((LAUNCH / 'slurm_gpu.sbatch').read_text())
+  env = _slurm_env(fake_slurm, 1, 1, 'a1')
+  r = _run([copy, '--dry-run', '--workdir=/w'], env=dict(env, SLURM_SUBMIT_DIR=str(ROOT)),
+           cwd=tmp_path)
+  assert r.returncode == 0 and 'task 0 on a1' in r.stdout, r.stderr
+  r = _run([copy, '--dry-run', '--workdir=/w'], env=dict(env, SLURM_SUBMIT_DIR=str(tmp_path)),
+           cwd=tmp_path)
+  assert r.returncode == 2 and 'launch/common.sh not found' in r.stderr
