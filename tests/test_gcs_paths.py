@@ -217,6 +217,9 @@ def test_array_record_dirs_on_gs_are_refused_with_the_config_key():
   with pytest.raises(ValueError, match=r'paths\.latents'):
     cache.build_latent_cache(_config(), 'gs://bucket/run/vae', '/local/data',
                              'gs://bucket/run/latents')
+  from maskvid.eval import run  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r'paths\.latents'):
+    run.evaluate(_config(), 'gs://bucket/run')
 
 
 def test_baseline_config_keeps_gs_paths():

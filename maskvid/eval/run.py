@@ -284,6 +284,8 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   num_clips = int(config.eval.num_clips)
   if num_clips < 1:
     raise ValueError(f'config.eval.num_clips must be >= 1, got {num_clips}')
+  # The latent stats are always needed and its shards are ArrayRecord (local paths only).
+  fileio.require_local(stage_dir(config, workdir, 'latents'), 'paths.latents')
   eval_dir = stage_dir(config, workdir, 'eval')
   from maskvid import stages  # pylint: disable=g-import-not-at-top
   stages.save_config(config, eval_dir)
