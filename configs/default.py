@@ -14,7 +14,8 @@ import ml_collections
 
 def get_config():
   c = ml_collections.ConfigDict()
-  # Which job main runs: render | vae | cache | diffusion | eval | demo (all stages in order).
+  # Which job main runs: render | vae | cache | diffusion | baselines | eval | depth | demo (all
+  # stages in order).
   c.job = 'diffusion'
   c.seed = 0
 
@@ -47,6 +48,7 @@ def get_config():
   c.vae.num_res_blocks = 1
   c.vae.norm_groups = 8
   c.vae.kl_weight = 1e-6
+  c.vae.reconstruction_loss = 'l1'        # l1 (LDM) | l2 (optimises PSNR directly)
   c.vae.perceptual_weight = 0.0           # >0 adds a patch-level gradient (edge) loss
   c.vae.mid_attention = False             # self-attention in the mid blocks (LDM/diffusers have it)
   c.vae.linear_skip = True                # linear patch path pixels<->latents (trains much faster)
@@ -153,6 +155,11 @@ def get_config():
   c.eval.renoise_at = 0.3                   # 'ours' stochastic conditioning when sample.renoise_at < 0
   c.eval.renoise_tasks = ('nvs',)           # tasks where 'ours' re-noises (elsewhere = ours_no_sc)
   c.eval.hole_coverage = (0.4, 0.7)         # 'holes' task: fraction of each frame removed
+  # A latent token is given to the generative methods as known when at least this fraction of its
+  # pixels is known (the rest nearest-filled). 1.0 keeps only fully valid tokens, which leaves ~5%
+  # of tokens known under 40-70% blob holes at 8x8-pixel tokens; 0.5 gives every method the mostly
+  # known tokens, and stochastic conditioning ('ours') can still re-noise the doubtful ones.
+  c.eval.min_valid = 0.5
 
   # Monocular depth network (maskvid/depth): a small conv U-Net trained on the synthetic frames.
   # `python -m maskvid.depth.train --config=configs/depth_tiny.py --workdir=DIR` -> DIR/depth.

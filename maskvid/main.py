@@ -15,7 +15,7 @@ config_flags.DEFINE_config_file('config', None, 'Run config (a configs/*.py file
 flags.DEFINE_string('workdir', None, 'Directory for data, checkpoints, metrics and pictures.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-JOBS = ('render', 'vae', 'cache', 'diffusion', 'eval', 'depth', 'demo')
+JOBS = ('render', 'vae', 'cache', 'diffusion', 'baselines', 'eval', 'depth', 'demo')
 
 
 def run_job(config, workdir: str) -> None:

@@ -41,6 +41,21 @@ def run_diffusion(config, workdir: str) -> dict:
   return loop.train_and_evaluate(config, workdir)
 
 
+def run_baselines(config, workdir: str) -> list:
+  """Trains the trained baselines named in config.eval.baselines (finished ones are skipped).
+
+  `eval` trains them on demand too; this job lets them train as separate processes or cluster
+  jobs beside the main `diffusion` job, e.g. one per baseline with
+  `--config.eval.baselines="('conditioning',)"`.
+  """
+  from maskvid.eval import run as eval_run
+  names = [b for b in config.eval.baselines if b in eval_run.TRAINED_BASELINES]
+  if not names:
+    raise ValueError(f'config.eval.baselines={tuple(config.eval.baselines)} names no trained '
+                     f'baseline; trained ones are {sorted(eval_run.TRAINED_BASELINES)}')
+  return [eval_run.ensure_baseline(config, workdir, name) for name in names]
+
+
 def run_eval(config, workdir: str) -> dict:
   from maskvid.eval import run as eval_run
   return eval_run.evaluate(config, workdir)

@@ -115,3 +115,38 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   assert m['holes']['warp_only']['psnr'] > m['holes']['warp_only']['psnr_hole']
   assert m['holes']['warp_only']['psnr'] > m['holes']['ours']['psnr']
   assert 'ours' in out['summary'] and 'test/nvs/psnr_hole' in out['summary']['ours']
+
+
+def _known_token_fraction(tmp_path, monkeypatch, min_valid):
+  c = default.get_config()
+  c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4
+  c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
+  c.eval.tasks, c.eval.baselines = ('holes',), ('ours',)
+  c.eval.min_valid = min_valid
+  c.model.patch_size = (1, 1, 1)
+  seen = []
+  monkeypatch.setattr(run, 'Latents', lambda *a: _FakeLatents())
+  monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
+      m: (lambda k, mk, r, t: (seen.append(np.asarray(mk)), k)[1]) for m in methods})
+  run.evaluate(c, str(tmp_path / str(min_valid)))
+  return np.concatenate(seen).mean()
+
+
+def test_eval_min_valid_sets_which_tokens_are_known(tmp_path, monkeypatch):
+  strict = _known_token_fraction(tmp_path, monkeypatch, 1.0)
+  loose = _known_token_fraction(tmp_path, monkeypatch, 0.5)
+  # 40-70% blob holes: far fewer 4x4-pixel tokens are wholly known than half known.
+  assert 0.0 <= strict < loose <= 1.0
+  assert loose - strict > 0.1
+
+
+def test_baselines_job_trains_only_the_trained_baselines(tmp_path, monkeypatch):
+  from maskvid import stages
+  trained = []
+  monkeypatch.setattr(run, 'ensure_baseline', lambda cfg, wd, name: trained.append(name) or name)
+  c = default.get_config()
+  c.eval.baselines = ('warp_only', 'replacement', 'ours', 'conditioning')
+  assert stages.run_baselines(c, str(tmp_path)) == ['replacement', 'conditioning']
+  c.eval.baselines = ('warp_only', 'ours')
+  with pytest.raises(ValueError, match='eval.baselines'):
+    stages.run_baselines(c, str(tmp_path))

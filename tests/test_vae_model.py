@@ -98,6 +98,19 @@ def test_vae_loss_values():
   assert float(m['edge']) > 0
 
 
+def test_vae_loss_l2_option():
+  x = jnp.zeros((1, 1, 4, 4, 3))
+  mean = jnp.zeros((1, 1, 2, 2, 2))
+  err = jnp.where(jnp.arange(4)[:, None] < 2, 0.5, -1.0) * jnp.ones((1, 1, 4, 4, 3))
+  loss, m = losses.vae_loss(x, err, mean, mean, kl_weight=0.0, reconstruction_loss='l2')
+  # Half the pixels off by 0.5, half by 1.0: L2 = (0.25 + 1) / 2, L1 = 0.75.
+  np.testing.assert_allclose(loss, 0.625, rtol=1e-6)
+  np.testing.assert_allclose(m['l2'], 0.625, rtol=1e-6)
+  np.testing.assert_allclose(m['l1'], 0.75, rtol=1e-6)
+  with pytest.raises(ValueError, match='reconstruction_loss'):
+    losses.vae_loss(x, x, mean, mean, kl_weight=0.0, reconstruction_loss='huber')
+
+
 def test_linear_skip_is_a_patch_linear_map_at_init():
   """patch_out starts at zero (output = deep path); patch_in adds a linear map of each patch."""
   kw = dict(latent_channels=4, base_channels=8, channel_multipliers=(1, 2), num_res_blocks=1,

@@ -21,8 +21,9 @@ there and whose data/vae/latents paths are the run's (same data, VAE, backbone; 
 config.eval.baseline_steps, or config.train.steps when < 0). A finished run is not retrained.
 
 All generative methods see the same known pixels, encoded by the run's VAE; a latent token is
-known only if all its pixels are (`pixel_to_latent_mask`, min_valid=1) and model patches only if
-all their tokens are (`align_to_patches`). All samplers use config.sample.num_steps steps and the
+known if at least config.eval.min_valid of its pixels are (`pixel_to_latent_mask`; its unknown
+pixels are nearest-filled before encoding) and model patches only if all their tokens are
+(`align_to_patches`). All samplers use config.sample.num_steps steps and the
 same random key per batch. Outputs are decoded frames (no compositing of known pixels), so
 whole-frame scores include VAE reconstruction error; the `vae_oracle` row (GT through the VAE)
 shows that floor. The `ground_truth` row gives the consistency metrics' floor (interpolation and
@@ -327,7 +328,8 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
       known_px = np.stack([t.known_pixels for t in task_list])
       known_lat = _batched(latents.encode, [known_frames], bs)
       mask = np.asarray(sampling_masks.align_to_patches(
-          sampling_masks.pixel_to_latent_mask(jnp.asarray(known_px), latents.factor), patch))
+          sampling_masks.pixel_to_latent_mask(jnp.asarray(known_px), latents.factor,
+                                             min_valid=float(config.eval.min_valid)), patch))
       preds = {'ground_truth': gt, 'vae_oracle': oracle}
       for m in methods:
         if m == 'warp_only':

@@ -136,13 +136,15 @@ def init_state(module: vae_model.AutoencoderKL, tx, rng, frame_shape) -> TrainSt
   return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _train_step(module, tx, kl_weight, perceptual_weight, state: TrainState, frames, rng, lr):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _train_step(module, tx, kl_weight, perceptual_weight, reconstruction_loss,
+                state: TrainState, frames, rng, lr):
   def loss_fn(params):
     recon, mean, logvar = module.apply(params, frames, sample_posterior=True,
                                        rngs={'sample': rng})
     return losses.vae_loss(frames, recon, mean, logvar, kl_weight=kl_weight,
-                           perceptual_weight=perceptual_weight)
+                           perceptual_weight=perceptual_weight,
+                           reconstruction_loss=reconstruction_loss)
 
   grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
   direction, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -154,7 +156,8 @@ def _train_step(module, tx, kl_weight, perceptual_weight, state: TrainState, fra
 def make_train_step(module: vae_model.AutoencoderKL, tx, vae_config) -> Callable:
   """Returns jitted `step(state, frames [B,T,H,W,3], rng, lr) -> (state, metrics)`."""
   return functools.partial(_train_step, module, tx, float(vae_config.kl_weight),
-                           float(vae_config.get('perceptual_weight', 0.0)))
+                           float(vae_config.get('perceptual_weight', 0.0)),
+                           str(vae_config.get('reconstruction_loss', 'l1')))
 
 
 @functools.partial(jax.jit, static_argnums=0)
