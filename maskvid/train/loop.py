@@ -75,12 +75,7 @@ def train_batches(source, config, batch_size: int, start_step: int) -> Iterator[
 
 def _require_latent_cache(latents_dir: str) -> None:
   fileio.require_local(latents_dir, 'paths.latents')
-  if not cache_lib.is_complete(latents_dir):
-    state = 'is incomplete' if os.path.isdir(latents_dir) else 'does not exist'
-    raise FileNotFoundError(
-        f'The latent cache {latents_dir!r} {state}. Build it first with the cache stage: '
-        '`python -m maskvid.main --config=<config> --workdir=<workdir> --config.job=cache` '
-        '(needs a trained VAE: --config.job=vae), or run every stage with --config.job=demo.')
+  cache_lib.require_complete(latents_dir)
 
 
 # ------------------------------------------------------------------------------------ evaluation

@@ -40,17 +40,20 @@ def is_complete(latents_dir: str) -> bool:
   return (fileio.path(latents_dir) / COMPLETE_FILE).exists()
 
 
-def _require_complete(latents_dir: str) -> None:
+def require_complete(latents_dir: str) -> None:
+  """Raises FileNotFoundError, saying how to build it, unless the cache is complete."""
   if not is_complete(latents_dir):
     state = 'is incomplete' if fileio.path(latents_dir).is_dir() else 'does not exist'
     raise FileNotFoundError(
         f'latent cache {latents_dir!r} {state} (no {COMPLETE_FILE}); build it with the cache '
-        'stage (maskvid.vae.cache.build_latent_cache)')
+        'stage (maskvid.vae.cache.build_latent_cache): `python -m maskvid.main --config=<config> '
+        '--workdir=<workdir> --config.job=cache` (needs a trained VAE: --config.job=vae), or run '
+        'every stage with --config.job=demo.')
 
 
 def load_latent_stats(latents_dir: str) -> dict:
   """{'shift': float32 [c], 'scale': float32 [c]} of a complete cache."""
-  _require_complete(latents_dir)
+  require_complete(latents_dir)
   stats = fileio.read_json(fileio.path(latents_dir) / STATS_FILE)
   return {'shift': np.asarray(stats['shift'], np.float32),
           'scale': np.asarray(stats['scale'], np.float32)}
@@ -155,7 +158,7 @@ class LatentSource:
 
   def __init__(self, latents_dir: str, split: str):
     fileio.require_local(latents_dir, 'paths.latents')
-    _require_complete(latents_dir)
+    require_complete(latents_dir)
     self.latents_dir, self.split = latents_dir, split
     split_dir = os.path.join(latents_dir, split)
     meta_path = os.path.join(split_dir, META_FILE)
