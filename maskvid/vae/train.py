@@ -11,6 +11,11 @@ Entry: `train_vae(config, vae_dir, data_dir)` (called by `stages.run_vae`). Layo
 Determinism: the batch of step s is `frame_dataset(...)[s]` (grain random access) and the rng of
 step s is `fold_in(key(seed), s)`, so a resumed run continues exactly where it stopped without
 saving iterator state.
+
+Data parallel: the VAE is small, so its parameters are replicated over a 1-D ('data',) mesh of
+every device of every process, and each step's `config.vae.train.batch_size` frames are split over
+it (each process loads its own share; gradients are all-reduced by XLA). One device and N devices
+take the same steps up to float summation order.
 """
 import concurrent.futures
 import functools
@@ -28,6 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from maskvid import fileio
 from maskvid.vae import losses
@@ -128,6 +134,32 @@ def _make_optimizer(grad_clip, weight_decay):
 @functools.partial(jax.jit, static_argnums=0)
 def _init_params(module, rng, dummy):
   return module.init(rng, dummy)
+
+
+def data_parallel_mesh(devices=None) -> Mesh:
+  """1-D ('data',) mesh over `devices` (default: every device of every process)."""
+  devices = list(jax.devices() if devices is None else devices)
+  # Auto (not Explicit) axes: GSPMD propagates the batch split through every reshape of the net.
+  return jax.make_mesh((len(devices),), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+def replicate(tree, mesh: Mesh):
+  """Same value on every device of `mesh` (each process passes its identical local copy)."""
+  sharding = NamedSharding(mesh, P())
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                      tree)
+
+
+def local_copy(tree):
+  """A replicated tree as arrays on this process's first device (for eval and pictures)."""
+  return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
+
+
+def shard_frames(frames: np.ndarray, mesh: Mesh) -> jax.Array:
+  """This process's frames `[B_local,T,H,W,3]` -> global batch split over the 'data' axis."""
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, P('data')),
+                                                np.asarray(frames))
 
 
 def init_state(module: vae_model.AutoencoderKL, tx, rng, frame_shape) -> TrainState:
@@ -233,8 +265,8 @@ def _checkpoint_manager(vae_dir: str, keep: int = 2) -> ocp.CheckpointManager:
                                options=options)
 
 
-def _abstract(tree):
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+def _abstract(tree, sharding=None):
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
@@ -244,11 +276,13 @@ def _save(mgr: ocp.CheckpointManager, state: TrainState) -> None:
       opt_state=ocp.args.StandardSave(state.opt_state)), force=True)
 
 
-def _restore(mgr: ocp.CheckpointManager, step: int, target: TrainState) -> TrainState:
+def _restore(mgr: ocp.CheckpointManager, step: int, target: TrainState,
+             mesh: Mesh) -> TrainState:
+  sharding = NamedSharding(mesh, P())
   restored = mgr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(_abstract(target.params)),
-      opt_state=ocp.args.StandardRestore(_abstract(target.opt_state))))
-  return TrainState(step=jnp.array(step, jnp.int32), params=restored['params'],
+      params=ocp.args.StandardRestore(_abstract(target.params, sharding)),
+      opt_state=ocp.args.StandardRestore(_abstract(target.opt_state, sharding))))
+  return TrainState(step=replicate(np.int32(step), mesh), params=restored['params'],
                     opt_state=restored['opt_state'])
 
 
@@ -288,6 +322,11 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
 
   module = vae_model.from_config(config.vae)
   tx = make_optimizer(tc)
+  mesh = data_parallel_mesh()
+  global_batch = int(tc.batch_size)
+  if global_batch % mesh.size:
+    raise ValueError(f'config.vae.train.batch_size={global_batch} frames must be a multiple of the '
+                     f'{mesh.size} devices the batch is split over')
   res = int(config.data.resolution)
   frame_shape = (res, res, 3)
   rng = jax.random.key(int(config.seed))
@@ -297,12 +336,14 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   latest = mgr.latest_step()
   if latest is not None:
     logging.info('VAE: resuming from checkpoint step %d in %s', latest, vae_dir)
-    state = _restore(mgr, latest, state)
-  elif config.vae.get('external_weights', ''):
-    from maskvid.vae import external  # pylint: disable=g-import-not-at-top
-    params = external.load_safetensors(config.vae.external_weights, module, frame_shape[0])
-    logging.info('VAE: starting from external weights %s', config.vae.external_weights)
-    state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
+    state = _restore(mgr, latest, state, mesh)
+  else:
+    if config.vae.get('external_weights', ''):
+      from maskvid.vae import external  # pylint: disable=g-import-not-at-top
+      params = external.load_safetensors(config.vae.external_weights, module, frame_shape[0])
+      logging.info('VAE: starting from external weights %s', config.vae.external_weights)
+      state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
+    state = replicate(state, mesh)
 
   eval_sets = {split: eval_frames(src, int(tc.eval_frames), res)
                for split, src in sources.items() if len(src)}
@@ -310,7 +351,10 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   eval_path = os.path.join(vae_dir, EVAL_FILE)
   start = int(state.step)
   finished = _read_json(os.path.join(vae_dir, DONE_FILE))
-  if finished and latest is not None and finished['step'] == latest:
+  # A run the time budget stopped is complete; one that ran all its steps resumes when asked for
+  # more (e.g. --config.vae.train.steps raised).
+  if (finished and latest is not None and finished['step'] == latest
+      and finished.get('time_budget_stop', True)):
     steps = start  # stopped by the time budget earlier: that run is complete
   if start >= steps:
     if latest is None:  # steps == 0: keep the initial (or external) weights as a checkpoint
@@ -325,7 +369,8 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
         return saved['metrics']
     return _final_eval(vae_dir, module, state, eval_sets, recon_fn, {})
 
-  dataset = frame_dataset(sources['train'], batch_size=int(tc.batch_size), resolution=res,
+  dataset = frame_dataset(sources['train'], batch_size=global_batch // jax.process_count(),
+                          resolution=res,
                           seed=int(config.data.get('shuffle_seed', 0)) + int(config.seed))
   train_step = make_train_step(module, tx, config.vae)
   writer = metric_writers.create_default_writer(vae_dir, just_logging=jax.process_index() > 0)
@@ -336,8 +381,9 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   log_every = max(1, int(tc.log_every))
   ckpt_every = max(1, int(tc.checkpoint_every))
   eval_every = int(tc.get('eval_every', 0))
-  logging.info('VAE: training steps %d -> %d, %d frames/step, %.2fM params%s', start, steps,
-               int(tc.batch_size), sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
+  logging.info('VAE: training steps %d -> %d, %d frames/step over %d devices, %.2fM params%s',
+               start, steps, global_batch, mesh.size,
+               sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
                f', time budget {max_seconds:.0f}s' if max_seconds > 0 else '')
   schedule = make_schedule(tc)
   t0 = time.time()
@@ -364,7 +410,8 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
                        * (steps - start - 1))
         stopped_by_budget = position >= steps
       lr = float(schedule(min(position, steps)))
-      state, metrics = train_step(state, batch['frames'], jax.random.fold_in(rng, step),
+      state, metrics = train_step(state, shard_frames(batch['frames'], mesh),
+                                  jax.random.fold_in(rng, step),
                                   jnp.asarray(lr, jnp.float32))
       acc.append(metrics)
       done = step + 1
@@ -382,7 +429,7 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
       if done % ckpt_every == 0 or done == steps:
         _save(mgr, state)
       if eval_every > 0 and done % eval_every == 0 and done < steps:
-        ev = evaluate(module, state.params, eval_sets, fn=recon_fn)
+        ev = evaluate(module, local_copy(state.params), eval_sets, fn=recon_fn)
         writer.write_scalars(done, {f'eval/{s}/{k}': v for s, m in ev.items()
                                     for k, v in m.items()})
       if stopped_by_budget:
@@ -405,7 +452,8 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
 def _final_eval(vae_dir, module, state, eval_sets, recon_fn, extra: dict,
                 train_seconds: float | None = None, writer=None) -> dict:
   step = int(state.step)
-  res = evaluate(module, state.params, eval_sets, fn=recon_fn)
+  params = local_copy(state.params)
+  res = evaluate(module, params, eval_sets, fn=recon_fn)
   flat = {'step': step, **extra}
   flat.update({f'{s}/{k}': v for s, m in res.items() for k, v in m.items()})
   if train_seconds is not None:
@@ -416,7 +464,7 @@ def _final_eval(vae_dir, module, state, eval_sets, recon_fn, extra: dict,
   if jax.process_index() == 0:
     fileio.write_json_atomic(os.path.join(vae_dir, EVAL_FILE),
                              {'step': step, 'splits': res, 'metrics': flat})
-    save_reconstructions_png(os.path.join(vae_dir, PNG_FILE), module, state.params, eval_sets,
+    save_reconstructions_png(os.path.join(vae_dir, PNG_FILE), module, params, eval_sets,
                              fn=recon_fn)
   table = format_table(res)
   logging.info('VAE eval at step %d:\n%s', step, table)
