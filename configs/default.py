@@ -18,6 +18,9 @@ def get_config():
   # stages in order).
   c.job = 'diffusion'
   c.seed = 0
+  # CPU hosts: split the host into this many XLA devices (jax_num_cpu_devices) so data-parallel
+  # stages (the VAE) use several cores; 0 keeps JAX's default of one. GPU/TPU runs ignore it.
+  c.cpu_devices = 0
 
   c.paths = ml_collections.ConfigDict()
   c.paths.data = ''      # '' -> {workdir}/data
@@ -66,6 +69,8 @@ def get_config():
   c.vae.train.grad_clip = 1.0
   c.vae.train.keep_checkpoints = 2
   c.vae.train.max_train_seconds = 0.0     # >0: wall-clock budget; the LR schedule ends by then
+  c.vae.train.sample_posterior = True     # decode z ~ q(z|x) (LDM); False: decode the mean (the
+                                          # latent cache stores means), KL still regularises
 
   # Video transformer (maskvid/model).
   c.model = ml_collections.ConfigDict()

@@ -27,6 +27,16 @@ def run_job(config, workdir: str) -> None:
   getattr(stages, f'run_{job}')(config, workdir)
 
 
+def configure_cpu_devices(config) -> None:
+  """Applies config.cpu_devices (> 0) before any JAX backend starts."""
+  n = int(config.get('cpu_devices', 0))
+  if n < 0:
+    raise ValueError(f'config.cpu_devices must be >= 0 (0: JAX default), got {n}')
+  if n:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update('jax_num_cpu_devices', n)
+
+
 class _QuietLibraries(std_logging.Filter):
   """Drops INFO chatter from orbax/grain so the training progress lines stay readable."""
 
@@ -43,6 +53,7 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   std_logging.getLogger('absl').addFilter(_QuietLibraries())
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  configure_cpu_devices(FLAGS.config)
   from maskvid import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(FLAGS.config)
   run_job(FLAGS.config, FLAGS.workdir)

@@ -54,3 +54,22 @@ def test_stage_dir_override(tmp_path):
   assert stage_dir(config, str(tmp_path), 'vae') == '/elsewhere/vae'
   with pytest.raises(ValueError, match='stage must be one of'):
     stage_dir(config, str(tmp_path), 'nope')
+
+
+@pytest.mark.parametrize('n,expected', [(0, 1), (3, 3)])
+def test_cpu_devices_splits_the_host(n, expected):
+  code = ('import jax, sys; sys.path.insert(0, "."); from configs import default; '
+          'from maskvid import main; c = default.get_config(); '
+          f'c.cpu_devices = {n}; main.configure_cpu_devices(c); print(jax.device_count())')
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env['XLA_FLAGS'] = ' '.join(f for f in env.get('XLA_FLAGS', '').split()
+                              if 'host_platform_device_count' not in f)
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip().splitlines()[-1] == str(expected)
+
+
+def test_negative_cpu_devices_is_named(tmp_path):
+  proc = run_main('--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.cpu_devices=-2')
+  assert proc.returncode != 0 and 'config.cpu_devices' in proc.stderr

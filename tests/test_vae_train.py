@@ -100,3 +100,20 @@ def test_time_budget_stops_early_and_counts_as_complete(tmp_path):
   assert os.listdir(os.path.join(d, train.CHECKPOINT_SUBDIR)) == ['2']
   # The stopped run is complete: a re-run returns its eval instead of training on.
   assert train.train_vae_on_sources(c, d, sources()) == res
+
+
+def test_sample_posterior_flag():
+  """sample_posterior=False decodes the posterior mean: the step no longer depends on the rng."""
+  c = tiny_config()
+  module = train.vae_model.from_config(c.vae)
+  tx = train.make_optimizer(c.vae.train)
+  state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
+  frames = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)[0]['frames']
+  losses = {}
+  for sample in (True, False):
+    c.vae.train.sample_posterior = sample
+    step = train.make_train_step(module, tx, c.vae)
+    losses[sample] = [float(step(state, frames, jax.random.key(k), 1e-3)[1]['loss'])
+                      for k in (0, 1)]
+  assert losses[True][0] != losses[True][1]
+  assert losses[False][0] == losses[False][1]

@@ -168,11 +168,11 @@ def init_state(module: vae_model.AutoencoderKL, tx, rng, frame_shape) -> TrainSt
   return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _train_step(module, tx, kl_weight, perceptual_weight, reconstruction_loss,
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _train_step(module, tx, kl_weight, perceptual_weight, reconstruction_loss, sample_posterior,
                 state: TrainState, frames, rng, lr):
   def loss_fn(params):
-    recon, mean, logvar = module.apply(params, frames, sample_posterior=True,
+    recon, mean, logvar = module.apply(params, frames, sample_posterior=sample_posterior,
                                        rngs={'sample': rng})
     return losses.vae_loss(frames, recon, mean, logvar, kl_weight=kl_weight,
                            perceptual_weight=perceptual_weight,
@@ -189,7 +189,8 @@ def make_train_step(module: vae_model.AutoencoderKL, tx, vae_config) -> Callable
   """Returns jitted `step(state, frames [B,T,H,W,3], rng, lr) -> (state, metrics)`."""
   return functools.partial(_train_step, module, tx, float(vae_config.kl_weight),
                            float(vae_config.get('perceptual_weight', 0.0)),
-                           str(vae_config.get('reconstruction_loss', 'l1')))
+                           str(vae_config.get('reconstruction_loss', 'l1')),
+                           bool(vae_config.train.get('sample_posterior', True)))
 
 
 @functools.partial(jax.jit, static_argnums=0)
