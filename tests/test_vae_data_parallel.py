@@ -1,4 +1,4 @@
-"""VAE training split over 2 devices matches 1 device, and a 2-device run resumes from its checkpoint.
+"""Data-parallel VAE training: 2 devices match 1, a 2-device run resumes, 2 processes agree.
 
 XLA_FLAGS must be set before jax is imported, so the runs happen in a fresh subprocess (this
 file's __main__ with --devices=N) that writes JSON back to the test.
@@ -6,6 +6,7 @@ file's __main__ with --devices=N) that writes JSON back to the test.
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -74,7 +75,51 @@ def test_batch_must_split_over_devices(tmp_path):
   assert 'config.vae.train.batch_size=4' in proc.stderr and '3 devices' in proc.stderr
 
 
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_one_replicated_model(tmp_path):
+  """2 processes x 1 CPU device over jax.distributed: each loads its half of every batch, and
+  both end with the same parameters (independent per-process training would diverge)."""
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
+                        ' --xla_force_host_platform_device_count=1').strip())
+  env.pop('MASKVID_DISTRIBUTED', None)
+  workdir = str(tmp_path / 'multi')
+  # Output to files, not pipes: a full pipe would block one worker while the test waits on the
+  # other, and the pair would then miss jax.distributed's shutdown barrier.
+  logs = [(open(tmp_path / f'out{pid}', 'w'), open(tmp_path / f'err{pid}', 'w')) for pid in (0, 1)]
+  procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), workdir, '4',
+                             f'127.0.0.1:{port}', str(pid)], cwd=ROOT, env=env,
+                            stdout=logs[pid][0], stderr=logs[pid][1]) for pid in (0, 1)]
+  try:
+    for p in procs:
+      p.wait(timeout=600)
+  finally:
+    for p in procs:
+      p.kill()
+    for f in (f for pair in logs for f in pair):
+      f.close()
+  outs = []
+  for pid, p in enumerate(procs):
+    assert p.returncode == 0, (tmp_path / f'err{pid}').read_text()[-3000:]
+    outs.append(json.loads((tmp_path / f'out{pid}').read_text().strip().splitlines()[-1]))
+  assert [o['devices'] for o in outs] == [2, 2]
+  assert outs[0]['result']['step'] == outs[1]['result']['step'] == 4
+  for a, b in zip(outs[0]['params'], outs[1]['params']):
+    np.testing.assert_array_equal(a, b)
+  assert max(np.abs(np.subtract(a, b)).max()
+             for a, b in zip(outs[0]['params'], outs[0]['init'])) > 1e-3
+
+
 if __name__ == '__main__':
   sys.path.insert(0, ROOT)
+  if len(sys.argv) > 3:  # coordinator address, process id: one of two processes
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize(sys.argv[3], 2, int(sys.argv[4]))
   out = _train(sys.argv[1], int(sys.argv[2]))
   print(json.dumps(out))
