@@ -21,7 +21,9 @@ resumes from what is on disk.
 Sizes: 1024 training scenes (4x the demo), the tiny transformer (4 blocks of width 128, 1.27M
 params, 128 tokens per 8-frame clip), 4000 steps of batch 8 per model (13x the demo), evaluated on
 16 test and 16 ood clips. The train-step benchmark measured 374 ms/step for this model at batch 8
-on an idle 2-core CPU, so one model is ~25 min alone and the three together ~50 min.
+on an idle 2-core CPU, so one model is ~25 min alone; the three together took 52 min here
+(2026-11-26, with a VAE experiment beside them for a while), then the eval job 5 min. That run's
+tables and reading are in docs/reference_run.md.
 """
 from configs import vae_tiny
 
