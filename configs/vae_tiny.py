@@ -19,7 +19,8 @@ more updates per second, which matters more than batch noise here. Measured at e
 metric); channels 32x(1,2,2) -> 16x(1,2,4) 23.0 -> 24.0 dB (the 32-channel full-resolution
 decoder blocks cost 3x the step time for no gain); lr 4e-3 did not help; decoding the posterior
 mean (`vae.train.sample_posterior=False`) gave +0.1 dB at 2000 steps (24.75 vs 24.65), within
-noise. 2 CPU devices run 9.3 steps/s against 7.2 for one (4 devices: 7.4).
+noise. 2 CPU devices run 9.3 steps/s against 7.2 for one (4 devices: 7.4); batch 16 on 2 devices
+runs 5.3 steps/s, only 1.14x the frames/s of batch 8, so batch 8 stays.
 """
 from configs import default
 
