@@ -12,8 +12,8 @@ Determinism: the batch of step s is `frame_dataset(...)[s]` (grain random access
 step s is `fold_in(key(seed), s)`, so a resumed run continues exactly where it stopped without
 saving iterator state.
 
-Data parallel: the VAE is small, so its parameters are replicated over a 1-D ('data',) mesh of
-every device of every process, and each step's `config.vae.train.batch_size` frames are split over
+Data parallel: the VAE is small, so its parameters are replicated over the project's mesh
+(`maskvid.train.sharding`) with every device of every process on the 'data' axis, and each step's `config.vae.train.batch_size` frames are split over
 it (each process loads its own share; gradients are all-reduced by XLA). One device and N devices
 take the same steps up to float summation order.
 """
@@ -33,9 +33,11 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
+from maskvid import distributed
 from maskvid import fileio
+from maskvid.train import sharding as sharding_lib
 from maskvid.vae import losses
 from maskvid.vae import model as vae_model
 
@@ -137,29 +139,19 @@ def _init_params(module, rng, dummy):
 
 
 def data_parallel_mesh(devices=None) -> Mesh:
-  """1-D ('data',) mesh over `devices` (default: every device of every process)."""
-  devices = list(jax.devices() if devices is None else devices)
-  # Auto (not Explicit) axes: GSPMD propagates the batch split through every reshape of the net.
-  return jax.make_mesh((len(devices),), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices)
+  """The project's ('data', 'fsdp', 'tensor') mesh with every device (default: all) on 'data'."""
+  return sharding_lib.make_mesh(ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1}),
+                                devices)
 
 
 def replicate(tree, mesh: Mesh):
   """Same value on every device of `mesh` (each process passes its identical local copy)."""
-  sharding = NamedSharding(mesh, P())
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-                      tree)
+  return jax.tree.map(lambda x: sharding_lib.put_batch(x, sharding_lib.replicated(mesh)), tree)
 
 
 def local_copy(tree):
   """A replicated tree as arrays on this process's first device (for eval and pictures)."""
   return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
-
-
-def shard_frames(frames: np.ndarray, mesh: Mesh) -> jax.Array:
-  """This process's frames `[B_local,T,H,W,3]` -> global batch split over the 'data' axis."""
-  return jax.make_array_from_process_local_data(NamedSharding(mesh, P('data')),
-                                                np.asarray(frames))
 
 
 def init_state(module: vae_model.AutoencoderKL, tx, rng, frame_shape) -> TrainState:
@@ -279,7 +271,7 @@ def _save(mgr: ocp.CheckpointManager, state: TrainState) -> None:
 
 def _restore(mgr: ocp.CheckpointManager, step: int, target: TrainState,
              mesh: Mesh) -> TrainState:
-  sharding = NamedSharding(mesh, P())
+  sharding = sharding_lib.replicated(mesh)
   restored = mgr.restore(step, args=ocp.args.Composite(
       params=ocp.args.StandardRestore(_abstract(target.params, sharding)),
       opt_state=ocp.args.StandardRestore(_abstract(target.opt_state, sharding))))
@@ -325,9 +317,9 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   tx = make_optimizer(tc)
   mesh = data_parallel_mesh()
   global_batch = int(tc.batch_size)
-  if global_batch % mesh.size:
+  if global_batch % sharding_lib.batch_divisor(mesh):
     raise ValueError(f'config.vae.train.batch_size={global_batch} frames must be a multiple of the '
-                     f'{mesh.size} devices the batch is split over')
+                     f'{sharding_lib.batch_divisor(mesh)} devices the batch is split over')
   res = int(config.data.resolution)
   frame_shape = (res, res, 3)
   rng = jax.random.key(int(config.seed))
@@ -370,10 +362,12 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
         return saved['metrics']
     return _final_eval(vae_dir, module, state, eval_sets, recon_fn, {})
 
-  dataset = frame_dataset(sources['train'], batch_size=global_batch // jax.process_count(),
+  dataset = frame_dataset(sources['train'],
+                          batch_size=distributed.host_local_batch_size(global_batch),
                           resolution=res,
                           seed=int(config.data.get('shuffle_seed', 0)) + int(config.seed))
   train_step = make_train_step(module, tx, config.vae)
+  frame_sharding = sharding_lib.batch_sharding(mesh)
   writer = metric_writers.create_default_writer(vae_dir, just_logging=jax.process_index() > 0)
   if start == 0:
     writer.write_hparams({k: v for k, v in config.vae.items() if not isinstance(v, Mapping)})
@@ -411,7 +405,7 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
                        * (steps - start - 1))
         stopped_by_budget = position >= steps
       lr = float(schedule(min(position, steps)))
-      state, metrics = train_step(state, shard_frames(batch['frames'], mesh),
+      state, metrics = train_step(state, sharding_lib.put_batch(batch['frames'], frame_sharding),
                                   jax.random.fold_in(rng, step),
                                   jnp.asarray(lr, jnp.float32))
       acc.append(metrics)
