@@ -55,6 +55,7 @@ def get_config():
   c.vae.perceptual_weight = 0.0           # >0 adds a patch-level gradient (edge) loss
   c.vae.mid_attention = False             # self-attention in the mid blocks (LDM/diffusers have it)
   c.vae.linear_skip = True                # linear patch path pixels<->latents (trains much faster)
+  c.vae.space_to_depth = 1                # >1 folds s x s pixels into channels before conv_in
   c.vae.external_weights = ''             # local .safetensors (diffusers AutoencoderKL names) to start from
   c.vae.train = ml_collections.ConfigDict()
   c.vae.train.steps = 300

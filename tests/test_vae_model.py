@@ -9,17 +9,19 @@ from maskvid.vae import losses
 from maskvid.vae import model
 
 
-@pytest.mark.parametrize('mults,size,latent_channels,linear_skip', [
-    ((1, 2, 2), 16, 4, False),      # 4x
-    ((1, 2, 2), 32, 16, True),      # 4x, the tiny config
-    ((1, 1, 2, 2), 32, 16, False),  # 8x
-    ((1, 2, 2, 2), 16, 6, True),    # 8x, odd width
+@pytest.mark.parametrize('mults,size,latent_channels,linear_skip,s2d', [
+    ((1, 2, 2), 16, 4, False, 1),      # 4x
+    ((1, 2, 2), 32, 16, True, 1),      # 4x, the old tiny config
+    ((1, 1, 2, 2), 32, 16, False, 1),  # 8x
+    ((1, 2, 2, 2), 16, 6, True, 1),    # 8x, odd width
+    ((1, 2), 16, 4, False, 2),         # 4x from a 2x2 space-to-depth stem
+    ((1,), 32, 16, True, 4),           # 4x, no conv above 1/4 resolution (the tiny config)
 ])
-def test_encode_decode_shapes(mults, size, latent_channels, linear_skip):
+def test_encode_decode_shapes(mults, size, latent_channels, linear_skip, s2d):
   vae = model.AutoencoderKL(latent_channels=latent_channels, base_channels=8,
                             channel_multipliers=mults, num_res_blocks=1, norm_groups=4,
-                            linear_skip=linear_skip)
-  f = 2 ** (len(mults) - 1)
+                            linear_skip=linear_skip, space_to_depth=s2d)
+  f = s2d * 2 ** (len(mults) - 1)
   assert vae.downsample_factor == f
   frames = jax.random.uniform(jax.random.key(0, impl='rbg'), (2, 3, size, size, 3),
                               minval=-1, maxval=1)
@@ -72,6 +74,9 @@ def test_bad_inputs_raise_clear_errors():
     vae.apply(params, jnp.zeros((1, 1, 9, 9, 3)), method=vae.encode)
   with pytest.raises(ValueError, match=r'z must have shape \[B,T,h,w,4\]'):
     vae.apply(params, jnp.zeros((1, 1, 4, 4, 3)), method=vae.decode)
+  with pytest.raises(ValueError, match='space_to_depth must be >= 1, got 0'):
+    model.AutoencoderKL(4, 8, (1, 2), 1, 4, space_to_depth=0).init(
+        jax.random.key(0, impl='rbg'), jnp.zeros((1, 1, 8, 8, 3)))
   with pytest.raises(ValueError, match='norm_groups=3'):
     bad = model.AutoencoderKL(4, 8, (1, 2), 1, 3)
     bad.init(jax.random.key(0, impl='rbg'), jnp.zeros((1, 1, 8, 8, 3)))
@@ -129,3 +134,33 @@ def test_linear_skip_is_a_patch_linear_map_at_init():
   patch = x[0, 1, 2:4, 4:6]  # the patch behind latent (1, 2) of frame 1
   expected = jnp.einsum('hwi,hwio->o', patch, k['kernel'])[:4] + k['bias'][:4]
   np.testing.assert_allclose(m_skip[0, 1, 1, 2] - m_plain[0, 1, 1, 2], expected, atol=1e-5)
+
+
+def test_space_to_depth_folds_pixel_blocks_into_channels():
+  """The stem is an exact pixel (un)shuffle: encoder = plain encoder on the folded frame, and the
+  decoder's conv_out channel (p, q, c) lands on pixel (s*i + p, s*j + q), colour c."""
+  s = 2
+  arch = dict(latent_channels=4, base_channels=8, channel_multipliers=(1, 2), num_res_blocks=1,
+              norm_groups=4, mid_attention=False)
+  x = jax.random.uniform(jax.random.key(0, impl='rbg'), (3, 8, 8, 3), minval=-1, maxval=1)
+  enc = model.Encoder(**arch, space_to_depth=s)
+  params = enc.init(jax.random.key(1, impl='rbg'), x)
+  assert params['params']['conv_in']['kernel'].shape == (3, 3, 3 * s * s, 8)
+  folded = x.reshape(3, 4, s, 4, s, 3).transpose(0, 1, 3, 2, 4, 5).reshape(3, 4, 4, 12)
+  plain = model.Encoder(**arch)
+  np.testing.assert_allclose(enc.apply(params, x), plain.apply(params, folded), atol=1e-5)
+
+  dec = model.Decoder(**{k: v for k, v in arch.items() if k != 'latent_channels'},
+                      space_to_depth=s)
+  z = jnp.ones((1, 2, 2, 4))
+  dparams = dec.init(jax.random.key(2, impl='rbg'), z)
+  out_conv = dparams['params']['conv_out']
+  assert out_conv['kernel'].shape[-1] == 3 * s * s
+  dparams['params']['conv_out'] = {'kernel': jnp.zeros_like(out_conv['kernel']),
+                                   'bias': jnp.arange(3.0 * s * s)}
+  y = dec.apply(dparams, z)
+  assert y.shape == (1, 2 * 2 * s, 2 * 2 * s, 3)
+  for p in range(s):
+    for q in range(s):
+      np.testing.assert_array_equal(y[0, p::s, q::s], np.broadcast_to(
+          np.arange(3.0) + 3 * (p * s + q), (2 * s, 2 * s, 3)))
