@@ -51,7 +51,7 @@ def get_config():
   c.vae.num_res_blocks = 1
   c.vae.norm_groups = 8
   c.vae.kl_weight = 1e-6
-  c.vae.reconstruction_loss = 'l1'        # l1 (LDM) | l2 (optimises PSNR directly)
+  c.vae.reconstruction_loss = 'l1'        # l1 (LDM) | l2 (MSE) | psnr (mean per-frame PSNR)
   c.vae.perceptual_weight = 0.0           # >0 adds a patch-level gradient (edge) loss
   c.vae.mid_attention = False             # self-attention in the mid blocks (LDM/diffusers have it)
   c.vae.linear_skip = True                # linear patch path pixels<->latents (trains much faster)

@@ -1,4 +1,5 @@
 """Frame VAE: shapes at 4x/8x and several latent widths, frame-wise encoding, loss, bad input."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -164,3 +165,63 @@ def test_space_to_depth_folds_pixel_blocks_into_channels():
     for q in range(s):
       np.testing.assert_array_equal(y[0, p::s, q::s], np.broadcast_to(
           np.arange(3.0) + 3 * (p * s + q), (2 * s, 2 * s, 3)))
+
+
+def test_group_norm_matches_flax():
+  """Same parameters and values as flax.linen.GroupNorm (what diffusers weights were mapped to)."""
+  x = jax.random.normal(jax.random.key(0, impl='rbg'), (2, 6, 5, 8)) * 3.0 + 2.0
+  ref = nn.GroupNorm(num_groups=4, epsilon=1e-6)
+  ours = model.GroupNorm(num_groups=4)
+  shapes = jax.tree.map(lambda a: a.shape, ours.init(jax.random.key(1, impl='rbg'), x))
+  assert shapes == jax.tree.map(lambda a: a.shape, ref.init(jax.random.key(1, impl='rbg'), x))
+  params = {'params': {'scale': jnp.arange(8.0) - 3.0, 'bias': jnp.arange(8.0) * 0.5}}
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=2e-5)
+  # Each group of 2 channels is normalised to zero mean, unit variance before the affine map.
+  y = ours.apply({'params': {'scale': jnp.ones(8), 'bias': jnp.zeros(8)}}, x)
+  groups = y.reshape(2, 30, 4, 2)
+  np.testing.assert_allclose(groups.mean(axis=(1, 3)), 0.0, atol=1e-5)
+  np.testing.assert_allclose(groups.var(axis=(1, 3)), 1.0, atol=1e-4)
+
+
+def test_upsample_is_nearest_resize_then_conv():
+  """The phase-decomposed upsampler computes LDM's nearest 2x + 3x3 conv with the same params."""
+
+  class Reference(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      n, h, w, c = x.shape
+      x = jax.image.resize(x, (n, 2 * h, 2 * w, c), method='nearest')
+      return nn.Conv(c, (3, 3), padding=1, name='conv')(x)
+
+  x = jax.random.normal(jax.random.key(0, impl='rbg'), (2, 5, 7, 8))
+  params = model.Upsample().init(jax.random.key(1, impl='rbg'), x)
+  ref_params = Reference().init(jax.random.key(1, impl='rbg'), x)
+  # Same names, shapes and initial values as nn.Conv(c, (3, 3), name='conv').
+  jax.tree.map(np.testing.assert_array_equal, params, ref_params)
+  params['params']['conv']['bias'] = jax.random.normal(jax.random.key(2, impl='rbg'), (8,))
+  out = model.Upsample().apply(params, x)
+  assert out.shape == (2, 10, 14, 8)
+  np.testing.assert_allclose(out, Reference().apply(params, x), atol=1e-5)
+
+
+def test_psnr_loss_follows_mean_per_frame_psnr():
+  """'psnr': value = mean MSE, gradient = mean MSE x grad of mean_f log(MSE_f + floor)."""
+  key = jax.random.key(0, impl='rbg')
+  x = jax.random.uniform(key, (2, 3, 4, 4, 3), minval=-1, maxval=1)
+  # Frame errors spanning two orders of magnitude: an easy frame and hard ones.
+  scale = jnp.array([[0.03, 0.3, 1.0], [0.1, 0.5, 0.05]])[..., None, None, None]
+  noise = jax.random.normal(jax.random.key(1, impl='rbg'), x.shape) * scale
+  zeros = jnp.zeros((2, 3, 2, 2, 4))
+
+  def total(recon, kind):
+    return losses.vae_loss(x, recon, zeros, zeros, kl_weight=0.0, reconstruction_loss=kind)[0]
+
+  recon = x + noise
+  np.testing.assert_allclose(total(recon, 'psnr'), total(recon, 'l2'), rtol=0.05)
+  mse_f = jnp.mean(jnp.square(noise), axis=(-3, -2, -1))
+  log_mse = lambda r: jnp.mean(jnp.log(jnp.mean(jnp.square(x - r), axis=(-3, -2, -1)) + 1e-4))
+  np.testing.assert_allclose(jax.grad(total)(recon, 'psnr'),
+                             jnp.mean(mse_f) * jax.grad(log_mse)(recon), rtol=1e-4, atol=1e-9)
+  # Against plain L2, the easiest frame's share of the gradient grows.
+  share = lambda g: float(jnp.sum(jnp.abs(g[0, 0])) / jnp.sum(jnp.abs(g)))
+  assert share(jax.grad(total)(recon, 'psnr')) > 5 * share(jax.grad(total)(recon, 'l2'))

@@ -1,4 +1,4 @@
-"""VAE objective: L1 (or L2) reconstruction + weighted KL (+ an optional edge term). Pure functions.
+"""VAE objective: L1 (or L2, or per-frame-PSNR-weighted L2) reconstruction + weighted KL (+ an optional edge term). Pure functions.
 
 L1 is LDM's choice and the default. L2 is offered because PSNR is an MSE metric: L1 fits the
 per-pixel median, and on the aliased synthetic textures that costs ~1 dB of PSNR at equal
@@ -8,6 +8,7 @@ Normalisation (so `kl_weight` means what it means in LDM, where 1e-6 is the usua
 the L1 over pixels and the KL over latent elements, both per example. Dividing both by the pixel
 count gives `mean |x - x_hat| + kl_weight * sum(KL) / (H * W * 3)`, which is what we compute.
 """
+from jax import lax
 import jax.numpy as jnp
 
 
@@ -28,14 +29,30 @@ def edge_loss(x, x_hat):
   return 0.5 * (jnp.mean(jnp.abs(dy - dy_hat)) + jnp.mean(jnp.abs(dx - dx_hat)))
 
 
-RECONSTRUCTION_LOSSES = ('l1', 'l2')
+RECONSTRUCTION_LOSSES = ('l1', 'l2', 'psnr')
+# Floor on a frame's MSE in the 'psnr' loss (~46 dB): keeps a near-perfect frame's weight finite.
+_PSNR_MSE_FLOOR = 1e-4
+
+
+def psnr_loss(frames, reconstruction):
+  """MSE re-weighted per frame so that its gradient is that of mean per-frame PSNR.
+
+  Eval reports the mean over frames of PSNR = -10 log10(MSE_f): frames already reconstructed
+  well count as much as hard ones, while plain L2 spends its gradient on the hard frames. Each
+  frame's squared error is weighted by stop_gradient(mean MSE / MSE_f), so the value stays the
+  mean MSE (comparable to 'l2') and the gradient is mean MSE x grad mean_f log MSE_f.
+  """
+  mse_f = jnp.mean(jnp.square(frames - reconstruction), axis=(-3, -2, -1))     # [B, T]
+  weight = lax.stop_gradient(jnp.mean(mse_f) / (mse_f + _PSNR_MSE_FLOOR))
+  return jnp.mean(weight * mse_f)
 
 
 def vae_loss(frames, reconstruction, mean, logvar, *, kl_weight: float,
              perceptual_weight: float = 0.0, reconstruction_loss: str = 'l1'):
   """Total loss and metrics for frames / reconstructions `[B,T,H,W,3]`, posterior `[B,T,h,w,c]`.
 
-  reconstruction_loss: 'l1' (mean absolute error) or 'l2' (mean squared error).
+  reconstruction_loss: 'l1' (mean absolute error), 'l2' (mean squared error) or 'psnr' (mean
+    squared error re-weighted per frame to follow mean per-frame PSNR, see `psnr_loss`).
   Returns (loss scalar, dict of scalar metrics: loss, l1, l2, kl, edge).
   """
   if reconstruction_loss not in RECONSTRUCTION_LOSSES:
@@ -47,7 +64,10 @@ def vae_loss(frames, reconstruction, mean, logvar, *, kl_weight: float,
   # KL summed over one frame's latent, averaged over frames, scaled to per-pixel units.
   kl_per_frame = jnp.sum(kl_divergence(mean, logvar), axis=(-3, -2, -1))
   kl = jnp.mean(kl_per_frame) / pixels_per_frame
-  loss = (l1 if reconstruction_loss == 'l1' else l2) + kl_weight * kl
+  rec = {'l1': l1, 'l2': l2}.get(reconstruction_loss)
+  if rec is None:
+    rec = psnr_loss(frames, reconstruction)
+  loss = rec + kl_weight * kl
   edge = edge_loss(frames, reconstruction)
   if perceptual_weight > 0:
     loss = loss + perceptual_weight * edge
