@@ -109,10 +109,9 @@ def run_variant(kw, batch, lr, steps, data, seed=0):
 
 
 def main(argv):
-  if argv[1] == 'export':
-    kv = dict(a.lstrip('-').split('=', 1) for a in argv[2:])
-    return export(kv['data'], kv['out'])
   kv = dict(a.lstrip('-').split('=', 1) for a in argv[2:])
+  if argv[1] == 'export':
+    return export(kv['data'], kv['out'])
   data = dict(np.load(kv['frames']))
   only = kv.get('only', '')
   print(f"{jax.devices()[0].device_kind}; train frames {data['train'].shape}", flush=True)

@@ -1,4 +1,4 @@
-"""VAE objective: L1 (or L2, or per-frame-PSNR-weighted L2) reconstruction + weighted KL (+ an optional edge term). Pure functions.
+"""VAE objective: L1, L2 or PSNR-weighted L2 reconstruction + weighted KL (+ an edge term). Pure.
 
 L1 is LDM's choice and the default. L2 is offered because PSNR is an MSE metric: L1 fits the
 per-pixel median, and on the aliased synthetic textures that costs ~1 dB of PSNR at equal
@@ -34,17 +34,16 @@ RECONSTRUCTION_LOSSES = ('l1', 'l2', 'psnr')
 _PSNR_MSE_FLOOR = 1e-4
 
 
-def psnr_loss(frames, reconstruction):
-  """MSE re-weighted per frame so that its gradient is that of mean per-frame PSNR.
+def psnr_weighted_mse(mse_per_frame):
+  """Mean of per-frame MSEs `[...]`, re-weighted so that its gradient is that of mean PSNR.
 
   Eval reports the mean over frames of PSNR = -10 log10(MSE_f): frames already reconstructed
   well count as much as hard ones, while plain L2 spends its gradient on the hard frames. Each
-  frame's squared error is weighted by stop_gradient(mean MSE / MSE_f), so the value stays the
-  mean MSE (comparable to 'l2') and the gradient is mean MSE x grad mean_f log MSE_f.
+  frame's MSE is weighted by stop_gradient(mean MSE / MSE_f), so the value stays the mean MSE
+  (comparable to 'l2') and the gradient is mean MSE x grad mean_f log MSE_f.
   """
-  mse_f = jnp.mean(jnp.square(frames - reconstruction), axis=(-3, -2, -1))     # [B, T]
-  weight = lax.stop_gradient(jnp.mean(mse_f) / (mse_f + _PSNR_MSE_FLOOR))
-  return jnp.mean(weight * mse_f)
+  weight = lax.stop_gradient(jnp.mean(mse_per_frame) / (mse_per_frame + _PSNR_MSE_FLOOR))
+  return jnp.mean(weight * mse_per_frame)
 
 
 def vae_loss(frames, reconstruction, mean, logvar, *, kl_weight: float,
@@ -52,7 +51,7 @@ def vae_loss(frames, reconstruction, mean, logvar, *, kl_weight: float,
   """Total loss and metrics for frames / reconstructions `[B,T,H,W,3]`, posterior `[B,T,h,w,c]`.
 
   reconstruction_loss: 'l1' (mean absolute error), 'l2' (mean squared error) or 'psnr' (mean
-    squared error re-weighted per frame to follow mean per-frame PSNR, see `psnr_loss`).
+    squared error re-weighted per frame to follow mean per-frame PSNR, see `psnr_weighted_mse`).
   Returns (loss scalar, dict of scalar metrics: loss, l1, l2, kl, edge).
   """
   if reconstruction_loss not in RECONSTRUCTION_LOSSES:
@@ -60,13 +59,15 @@ def vae_loss(frames, reconstruction, mean, logvar, *, kl_weight: float,
                      f'got {reconstruction_loss!r}')
   pixels_per_frame = frames.shape[-3] * frames.shape[-2] * frames.shape[-1]
   l1 = jnp.mean(jnp.abs(frames - reconstruction))
-  l2 = jnp.mean(jnp.square(frames - reconstruction))
+  mse_per_frame = jnp.mean(jnp.square(frames - reconstruction), axis=(-3, -2, -1))   # [B, T]
+  l2 = jnp.mean(mse_per_frame)
   # KL summed over one frame's latent, averaged over frames, scaled to per-pixel units.
   kl_per_frame = jnp.sum(kl_divergence(mean, logvar), axis=(-3, -2, -1))
   kl = jnp.mean(kl_per_frame) / pixels_per_frame
-  rec = {'l1': l1, 'l2': l2}.get(reconstruction_loss)
-  if rec is None:
-    rec = psnr_loss(frames, reconstruction)
+  if reconstruction_loss == 'psnr':
+    rec = psnr_weighted_mse(mse_per_frame)
+  else:
+    rec = l1 if reconstruction_loss == 'l1' else l2
   loss = rec + kl_weight * kl
   edge = edge_loss(frames, reconstruction)
   if perceptual_weight > 0:

@@ -127,8 +127,14 @@ class _ConvParams(nn.Module):
 
 # Nearest 2x upsampling then a 3x3 conv, per output phase p (row or column parity): the three
 # taps fall on two source pixels, offsets (-1, 0) for p = 0 and (0, +1) for p = 1.
-_PHASE_TAPS = (((0,), (1, 2)), ((0, 1), (2,)))
-_PHASE_PAD = ((1, 0), (0, 1))
+_PHASE_TAPS = ((0,), (1, 2)), ((0, 1), (2,))
+_PHASE_PAD = (1, 0), (0, 1)
+
+
+def _phase_kernel(kernel, p: int, q: int):
+  """The 2x2 kernel [2,2,Cin,Cout] of output phase (p, q): the 3x3 taps summed per source pixel."""
+  rows = jnp.stack([sum(kernel[i] for i in taps) for taps in _PHASE_TAPS[p]])      # [2,3,Ci,Co]
+  return jnp.stack([sum(rows[:, j] for j in taps) for taps in _PHASE_TAPS[q]], axis=1)
 
 
 class Upsample(nn.Module):
@@ -143,18 +149,12 @@ class Upsample(nn.Module):
   def __call__(self, x):
     c = x.shape[-1]
     kernel, bias = _ConvParams(c, name='conv')(c)
-    rows = []
-    for p in range(2):
-      cols = []
-      for q in range(2):
-        k = jnp.stack([jnp.stack([sum(kernel[i, j] for i in ti for j in tj)
-                                  for tj in _PHASE_TAPS[q]]) for ti in _PHASE_TAPS[p]])
-        cols.append(lax.conv_general_dilated(x, k, (1, 1), (_PHASE_PAD[p], _PHASE_PAD[q]),
-                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
-      rows.append(jnp.stack(cols, axis=3))                     # [N, H, W, 2(q), C]
-    y = jnp.stack(rows, axis=2)                                # [N, H, 2(p), W, 2(q), C]
-    n, h, _, w, _, _ = y.shape
-    return y.reshape(n, 2 * h, 2 * w, c) + bias
+    phases = jnp.stack([jnp.stack([
+        lax.conv_general_dilated(x, _phase_kernel(kernel, p, q), (1, 1),
+                                 (_PHASE_PAD[p], _PHASE_PAD[q]),
+                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        for q in range(2)]) for p in range(2)])                # [2(p), 2(q), N, H, W, C]
+    return einops.rearrange(phases, 'p q n h w c -> n (h p) (w q) c') + bias
 
 
 class DownBlock(nn.Module):
