@@ -69,6 +69,7 @@ def get_config():
   c.vae.train.weight_decay = 0.0
   c.vae.train.grad_clip = 1.0
   c.vae.train.keep_checkpoints = 2
+  c.vae.train.hflip = False               # mirror training frames left-right at random
   c.vae.train.max_train_seconds = 0.0     # >0: wall-clock budget; the LR schedule ends by then
   c.vae.train.sample_posterior = True     # decode z ~ q(z|x) (LDM); False: decode the mean (the
                                           # latent cache stores means), KL still regularises

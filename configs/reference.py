@@ -34,6 +34,7 @@ def get_config():
   c.cpu_devices = 0            # three training processes share the cores: one device each
   c.data.clips = {'train': 1024, 'test': 64, 'ood': 64}
   c.data.num_shards = 8
+  c.data.worker_count = 0      # vae_tiny renders in 2 processes; here grain stays in-process
   c.data.batch_size = 8
   c.train.steps = 4000
   c.train.batch_size = 8

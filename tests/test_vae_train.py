@@ -47,6 +47,24 @@ def test_frame_dataset_is_indexable_by_step():
   assert not np.array_equal(data[7]['frames'], data[8]['frames'])
 
 
+def test_hflip_mirrors_some_frames_of_the_same_batches():
+  plain = train.frame_dataset(sources()['train'], batch_size=8, resolution=16, seed=5)
+  flipped = train.frame_dataset(sources()['train'], batch_size=8, resolution=16, seed=5,
+                                hflip=True)
+  kinds = []
+  for s in range(4):
+    a, b = plain[s]['frames'], flipped[s]['frames']
+    assert b.shape == a.shape and b.dtype == a.dtype
+    np.testing.assert_array_equal(b, flipped[s]['frames'])          # deterministic per step
+    for x, y in zip(a, b):
+      if np.array_equal(x, y):
+        kinds.append('same')
+      else:
+        np.testing.assert_array_equal(y, x[:, :, ::-1])               # mirrored along W only
+        kinds.append('mirrored')
+  assert 8 <= kinds.count('mirrored') <= 24, kinds
+
+
 def test_resume_matches_uninterrupted_run(tmp_path):
   c = tiny_config(steps=4)
   full = str(tmp_path / 'full')
