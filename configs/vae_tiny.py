@@ -15,7 +15,8 @@ Measured on the idle 2-core machine (issue 3 asks for >= 28 dB held-out within 2
   8192 scenes, lr 3e-3, 11690 steps (19m40s incl. render):
                                                  train 28.31  test 27.83  ood 24.73 dB
   8192 scenes, lr 4e-3, 9746 steps (a slower day: 8.9 steps/s against 11.8 above):
-                                                 train 28.06  test 27.65  ood 24.51 dB (this file at 1100 s)
+                                                 train 28.06  test 27.65  ood 24.51 dB
+  same at 1080 s (this file), 9360 steps:         train 27.94  test 27.54  ood 24.37 dB
 
 Why these numbers: the synthetic frames carry fine checker/stripe textures, so 4x with 8 channels
 (a 6x compression) is limited (a PCA of 4x4 patches with 8 components gives 21.5 dB, 16 give
