@@ -12,6 +12,7 @@ test split's own difficulty can be told apart.
 import argparse
 import time
 
+import dm_pix
 import numpy as np
 
 from maskvid.data import synthetic
@@ -24,8 +25,9 @@ def per_clip_psnr(module, params, clips: list[np.ndarray], fn) -> np.ndarray:
   n, t = frames.shape[:2]
   flat = frames.reshape(n * t, 1, *frames.shape[2:])
   recon = train.reconstruct(module, params, flat, fn=fn)
-  mse = np.mean(((flat - recon) / 2.0) ** 2, axis=(1, 2, 3, 4))
-  return (-10.0 * np.log10(mse)).reshape(n, t).mean(axis=1)
+  # The trainer's PSNR (`train.image_metrics`), kept per frame instead of averaged.
+  psnr = dm_pix.psnr((flat[:, 0] + 1.0) / 2.0, (recon[:, 0] + 1.0) / 2.0)
+  return np.asarray(psnr).reshape(n, t).mean(axis=1)
 
 
 def main():

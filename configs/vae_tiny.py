@@ -43,7 +43,7 @@ def get_config():
   c.vae.linear_skip = True
   c.vae.kl_weight = 1e-6
   c.vae.reconstruction_loss = 'l2'
-  c.vae.train.steps = 20000               # the time budget ends it first (~13k steps here)
+  c.vae.train.steps = 20000               # the time budget ends it first (9-13k steps here)
   c.vae.train.batch_size = 8
   c.vae.train.learning_rate = 4e-3
   c.vae.train.warmup_steps = 50
