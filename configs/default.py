@@ -62,6 +62,8 @@ def get_config():
   c.vae.train.batch_size = 16             # frames per step
   c.vae.train.learning_rate = 1e-3
   c.vae.train.warmup_steps = 50
+  c.vae.train.decay = 'cosine'            # after warmup: 'cosine' | 'linear' down to the end value
+  c.vae.train.end_lr_fraction = 0.01      # final learning rate / peak
   c.vae.train.log_every = 50
   c.vae.train.checkpoint_every = 100
   c.vae.train.eval_every = 0              # 0: eval once at the end

@@ -5,6 +5,7 @@ file's __main__ with --devices=N) that writes JSON back to the test.
 """
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -30,7 +31,23 @@ def _train(workdir: str, steps: int) -> dict:
                           jax.random.key(int(c.seed), impl='rbg'), (16, 16, 3)).params
   head = lambda tree: [np.asarray(x).ravel()[:64].tolist() for x in jax.tree.leaves(tree)]
   return {'devices': jax.device_count(), 'result': result, 'params': head(params),
-          'init': head(init)}
+          'init': head(init), 'all_reduces': _all_reduces_per_step(c)}
+
+
+def _all_reduces_per_step(c) -> int:
+  """All-reduce ops in the compiled data-parallel train step (XLA:CPU pays a rendezvous each)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from maskvid.train import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from maskvid.vae import train  # pylint: disable=g-import-not-at-top
+  module, tx, mesh = train.vae_model.from_config(c.vae), train.make_optimizer(c.vae.train), \
+      train.data_parallel_mesh()
+  state = train.replicate(train.init_state(module, tx, jax.random.key(0, impl='rbg'),
+                                           (16, 16, 3)), mesh)
+  frames = sharding_lib.put_batch(np.zeros((4 // jax.process_count(), 1, 16, 16, 3), np.float32),
+                                  sharding_lib.batch_sharding(mesh))
+  step = train.make_train_step(module, tx, c.vae, mesh)
+  hlo = step.func.lower(*step.args, state, frames, jax.random.key(0), np.float32(1e-3))
+  return len(re.findall(r' all-reduce(?:-start)?\(', hlo.compile().as_text()))
 
 
 def _run(devices: int, workdir: str, steps: int) -> dict:
@@ -48,6 +65,8 @@ def test_two_devices_match_one_and_resume(tmp_path):
   two_dir = str(tmp_path / 'two')
   two = _run(2, two_dir, steps=4)
   assert (one['devices'], two['devices']) == (1, 2)
+  # Gradients and metrics travel in one all-reduce (XLA would issue one per parameter leaf).
+  assert (one['all_reduces'], two['all_reduces']) == (0, 1)
   assert one['result']['step'] == two['result']['step'] == 4
   # Same global batch and rng per step: only the summation order of the gradients differs.
   for a, b in zip(one['params'], two['params']):
@@ -109,6 +128,7 @@ def test_two_processes_train_one_replicated_model(tmp_path):
     assert p.returncode == 0, (tmp_path / f'err{pid}').read_text()[-3000:]
     outs.append(json.loads((tmp_path / f'out{pid}').read_text().strip().splitlines()[-1]))
   assert [o['devices'] for o in outs] == [2, 2]
+  assert [o['all_reduces'] for o in outs] == [1, 1]
   assert outs[0]['result']['step'] == outs[1]['result']['step'] == 4
   for a, b in zip(outs[0]['params'], outs[1]['params']):
     np.testing.assert_array_equal(a, b)

@@ -83,6 +83,21 @@ def test_bad_inputs_raise_clear_errors():
     bad.init(jax.random.key(0, impl='rbg'), jnp.zeros((1, 1, 8, 8, 3)))
 
 
+def test_posterior_sample_uses_the_given_noise():
+  """z = mean + exp(logvar / 2) * noise: the trainer draws noise for the global batch itself."""
+  vae = model.AutoencoderKL(4, 8, (1, 2), 1, 4)
+  x = jax.random.uniform(jax.random.key(1), (2, 1, 8, 8, 3), minval=-1, maxval=1)
+  params = vae.init(jax.random.key(0, impl='rbg'), x)
+  mean, logvar = vae.apply(params, x, method=vae.encode)
+  noise = jax.random.normal(jax.random.key(2), mean.shape)
+  recon, _, _ = vae.apply(params, x, sample_posterior=True, noise=noise)
+  expected = vae.apply(params, mean + jnp.exp(0.5 * logvar) * noise, method=vae.decode)
+  np.testing.assert_allclose(recon, expected, rtol=1e-5, atol=1e-6)
+  assert float(jnp.abs(recon - vae.apply(params, x)[0]).max()) > 1e-4   # the noise mattered
+  with pytest.raises(ValueError, match=r'noise must have the latent shape \(2, 1, 4, 4, 4\)'):
+    vae.apply(params, x, sample_posterior=True, noise=noise[:1])
+
+
 def test_vae_loss_values():
   x = jnp.zeros((1, 1, 4, 4, 3))
   mean = jnp.zeros((1, 1, 2, 2, 2))

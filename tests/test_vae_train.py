@@ -38,6 +38,24 @@ def test_training_lowers_the_loss():
   assert after['psnr'] > before['psnr'] + 3.0, (before, after)
 
 
+def test_schedule_warmup_then_cosine_or_linear_decay():
+  c = tiny_config(steps=110)
+  c.vae.train.warmup_steps, c.vae.train.learning_rate = 10, 2e-3
+  cosine = train.make_schedule(c.vae.train)
+  c.vae.train.decay, c.vae.train.end_lr_fraction = 'linear', 0.0
+  linear = train.make_schedule(c.vae.train)
+  for sched, end in ((cosine, 2e-5), (linear, 0.0)):
+    np.testing.assert_allclose([sched(0), sched(5), sched(10), sched(110)], [0, 1e-3, 2e-3, end],
+                               atol=1e-9)
+  np.testing.assert_allclose(linear(60), 1e-3, rtol=1e-6)            # halfway down the line
+  np.testing.assert_allclose(cosine(60), 1e-3 + 1e-5, rtol=1e-5)     # cosine midpoint: (peak+end)/2
+  np.testing.assert_allclose(linear(85), 0.5e-3, rtol=1e-6)
+  assert cosine(85) < linear(85)                                     # cosine is lower late on
+  c.vae.train.decay = 'step'
+  with pytest.raises(ValueError, match="config.vae.train.decay must be one of"):
+    train.make_schedule(c.vae.train)
+
+
 def test_frame_dataset_is_indexable_by_step():
   data = train.frame_dataset(sources()['train'], batch_size=3, resolution=16, seed=5)
   a, b = data[7]['frames'], data[7]['frames']

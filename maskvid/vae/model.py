@@ -245,8 +245,9 @@ class AutoencoderKL(nn.Module):
   Methods (call with `module.apply(params, x, method=...)`):
     encode(frames [B,T,H,W,3]) -> (mean, logvar), each [B,T,H/f,W/f,latent_channels]
     decode(z [B,T,h,w,latent_channels]) -> frames [B,T,h*f,w*f,3]
-    __call__(frames, sample_posterior=False) -> (reconstruction, mean, logvar); sampling needs
-      an rng stream named 'sample'.
+    __call__(frames, sample_posterior=False, noise=None) -> (reconstruction, mean, logvar);
+      sampling draws z = mean + std * noise, noise [B,T,h,w,c] given or drawn from the rng
+      stream 'sample'.
   """
   latent_channels: int = 4
   base_channels: int = 32
@@ -315,12 +316,15 @@ class AutoencoderKL(nn.Module):
     x = out
     return einops.rearrange(x, '(b t) h w c -> b t h w c', b=b, t=t)
 
-  def __call__(self, frames, sample_posterior: bool = False):
+  def __call__(self, frames, sample_posterior: bool = False, noise=None):
     mean, logvar = self.encode(frames)
     z = mean
     if sample_posterior:
-      eps = jax.random.normal(self.make_rng('sample'), mean.shape, mean.dtype)
-      z = mean + jnp.exp(0.5 * logvar) * eps
+      if noise is None:
+        noise = jax.random.normal(self.make_rng('sample'), mean.shape, mean.dtype)
+      elif noise.shape != mean.shape:
+        raise ValueError(f'noise must have the latent shape {mean.shape}, got {noise.shape}')
+      z = mean + jnp.exp(0.5 * logvar) * noise
     return self.decode(z), mean, logvar
 
 
