@@ -20,6 +20,7 @@ Measured on the idle 2-core machine (issue 3 asks for >= 28 dB held-out within 2
   one gradient all-reduce per step, 10151 steps:  train 28.08  test 27.69  ood 24.50 dB
   + linear decay to 0 at lr 5.5e-3 (this file), 9806 steps (19m41s incl. render):
                                                  train 28.20  test 27.77  ood 24.64 dB
+  the same, rerun: 10067 steps (19m37s):          train 28.23  test 27.80  ood 24.66 dB
 
 Why these numbers: the synthetic frames carry fine checker/stripe textures, so 4x with 8 channels
 (a 6x compression) is limited (a PCA of 4x4 patches with 8 components gives 21.5 dB, 16 give
