@@ -72,6 +72,8 @@ def get_config():
   c.vae.train.grad_clip = 1.0
   c.vae.train.keep_checkpoints = 2
   c.vae.train.hflip = False               # mirror training frames left-right at random
+  c.vae.train.cpu_optimization_level = -1  # XLA:CPU backend opt level of the step; -1: default
+  c.vae.train.cache_frames = False        # keep the train split's rgb in memory after 1st read
   c.vae.train.max_train_seconds = 0.0     # >0: wall-clock budget; the LR schedule ends by then
   c.vae.train.sample_posterior = True     # decode z ~ q(z|x) (LDM); False: decode the mean (the
                                           # latent cache stores means), KL still regularises

@@ -56,6 +56,8 @@ def get_config():
   c.vae.train.decay = 'linear'             # straight to zero: +0.25 dB over cosine at 3000 steps
   c.vae.train.end_lr_fraction = 0.0
   c.vae.train.hflip = False                # mirrored frames: no gain once 8192 scenes are rendered
+  c.vae.train.cpu_optimization_level = 1   # compiles in 25 s instead of 39 s, steps as fast
+  c.vae.train.cache_frames = True          # ~200 MB; decoding records cost ~6 ms of a 100-ms step
   c.vae.train.max_train_seconds = 1080.0   # render (~1 min) + this + startup/eval (~45 s) < 20 min
   c.vae.train.log_every = 50
   c.vae.train.checkpoint_every = 2500      # async saves every 500 cost ~15% of the steps

@@ -153,3 +153,58 @@ def test_sample_posterior_flag():
                       for k in (0, 1)]
   assert losses[True][0] != losses[True][1]
   assert losses[False][0] == losses[False][1]
+
+
+class _CountingSource:
+  def __init__(self, source):
+    self.source, self.reads = source, 0
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    self.reads += 1
+    return self.source[i]
+
+
+def test_cached_frames_give_the_same_batches_and_read_each_clip_once():
+  counting = _CountingSource(sources()['train'])
+  cached = train.frame_dataset(counting, batch_size=4, resolution=16, seed=5, cache_rgb=True)
+  plain = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=5)
+  for s in range(9):   # 36 frames: six epochs of the 6 clips
+    np.testing.assert_array_equal(cached[s]['frames'], plain[s]['frames'])
+  assert counting.reads == len(counting)
+
+
+def test_step_folds_the_step_number_into_the_rng():
+  """The loop passes one base key; steps 0 and 1 still draw different posterior noise."""
+  c = tiny_config()
+  module = train.vae_model.from_config(c.vae)
+  tx = train.make_optimizer(c.vae.train)
+  state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
+  frames = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)[0]['frames']
+  step = train.make_train_step(module, tx, c.vae)
+  key = jax.random.key(3)
+  at0 = float(step(state, frames, key, 1e-3)[1]['loss'])
+  at1 = float(step(state.replace(step=state.step + 1), frames, key, 1e-3)[1]['loss'])
+  assert at0 == float(step(state, frames, key, 1e-3)[1]['loss'])
+  assert at0 != at1
+
+
+def test_cpu_optimization_level_keeps_the_step_and_rejects_bad_values():
+  c = tiny_config()
+  module = train.vae_model.from_config(c.vae)
+  tx = train.make_optimizer(c.vae.train)
+  state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
+  frames = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)[0]['frames']
+  out = {}
+  for level in (-1, 1):
+    c.vae.train.cpu_optimization_level = level
+    step = train.make_train_step(module, tx, c.vae)
+    new_state, m = step(state, frames, jax.random.key(0), 1e-3)
+    out[level] = (float(m['loss']), np.asarray(jax.tree.leaves(new_state.params)[0]))
+  np.testing.assert_allclose(out[1][0], out[-1][0], rtol=1e-5)
+  np.testing.assert_allclose(out[1][1], out[-1][1], rtol=1e-4, atol=1e-6)
+  c.vae.train.cpu_optimization_level = 7
+  with pytest.raises(ValueError, match='config.vae.train.cpu_optimization_level'):
+    train.make_train_step(module, tx, c.vae)

@@ -105,6 +105,37 @@ class _ToExample(grain.transforms.RandomMap):
     return out
 
 
+class RgbCache:
+  """Random-access source that keeps each item's 'rgb' in memory after its first read.
+
+  Other keys are dropped, so use it for frame-only training (the VAE), where decoding a whole
+  clip record per frame was ~6 ms of every 8-frame batch on the CPU the step runs on. Items are
+  filled lazily (the first epoch reads as before), so the memory is the rgb of the items this
+  process actually reads: uint8 [T,H,W,3] each, ~200 MB for 8192 clips of 8 32x32 frames.
+  """
+
+  def __init__(self, source):
+    self.source = source
+    self._rgb: dict[int, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __repr__(self) -> str:
+    return f'RgbCache({self.source!r}, cached={len(self._rgb)})'
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    index = int(index)
+    rgb = self._rgb.get(index)
+    if rgb is None:
+      item = self.source[index]
+      if 'rgb' not in item:
+        raise KeyError(f'source items need an "rgb" key (uint8 [T,H,W,3]); got keys '
+                       f'{sorted(item)}')
+      rgb = self._rgb[index] = np.asarray(item['rgb'])
+    return {'rgb': rgb}
+
+
 def shard_indices(num_items: int, shard_index: int, shard_count: int) -> range:
   """Record indices of one process's shard: contiguous, disjoint, covering [0, num_items)."""
   if not 0 <= shard_index < shard_count:

@@ -9,7 +9,7 @@ Entry: `train_vae(config, vae_dir, data_dir)` (called by `stages.run_vae`). Layo
   reconstructions.png  originals (top row of each split) vs reconstructions (bottom row)
 
 Determinism: the batch of step s is `frame_dataset(...)[s]` (grain random access) and the rng of
-step s is `fold_in(key(seed), s)`, so a resumed run continues exactly where it stopped without
+step s is `fold_in(key(seed), s)` (folded inside the step), so a resumed run continues exactly where it stopped without
 saving iterator state.
 
 Data parallel: the VAE is small, so its parameters are replicated over the project's mesh
@@ -89,15 +89,20 @@ class RandomHorizontalFlip(grain.transforms.RandomMap):
 
 
 def frame_dataset(source, *, batch_size: int, resolution: int, seed: int,
-                  shuffle: bool = True, hflip: bool = False) -> grain.MapDataset:
+                  shuffle: bool = True, hflip: bool = False,
+                  cache_rgb: bool = False) -> grain.MapDataset:
   """Infinite grain MapDataset whose element s is the step-s batch `{'frames': [B,1,H,W,3]}`.
 
   `source` is any random-access source of clip dicts with 'rgb' uint8 [T,H,W,3] (e.g.
   `maskvid.data.storage.ClipSource`). Built on `maskvid.data.pipeline.make_dataset` with
   one-frame windows (a random frame of a shuffled clip; per-process sharding included).
   `hflip` mirrors each frame left-right with probability 1/2 (`RandomHorizontalFlip`).
+  `cache_rgb` keeps every clip's frames in memory after its first read (`pipeline.RgbCache`):
+  the same batches, without re-reading and decoding records in later epochs.
   """
   from maskvid.data import pipeline  # pylint: disable=g-import-not-at-top
+  if cache_rgb:
+    source = pipeline.RgbCache(source)
   ds = pipeline.make_dataset(source, batch_size=batch_size, clip_length=1,
                              resolution=resolution, seed=seed, shuffle=shuffle)
   return ds.random_map(RandomHorizontalFlip()) if hflip else ds
@@ -214,11 +219,13 @@ def _mean_over_batch_shards(tree, axes):
   return unravel(jax.lax.pmean(flat, axes))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
 def _train_step(module, tx, kl_weight, perceptual_weight, reconstruction_loss, sample_posterior,
                 mesh, state: TrainState, frames, rng, lr):
   b, t, h, w, _ = frames.shape
   f = module.downsample_factor
+  # Folded here rather than by the caller: the training loop then issues no JAX work of its own
+  # between steps (on XLA:CPU that waited for the previous step to finish).
+  rng = jax.random.fold_in(rng, state.step)
   # Drawn for the global batch, so N devices sample what one device would.
   noise = jax.random.normal(rng, (b, t, h // f, w // f, module.latent_channels), jnp.float32)
   grads_fn = functools.partial(_local_grads, module, kl_weight, perceptual_weight,
@@ -240,14 +247,34 @@ def _train_step(module, tx, kl_weight, perceptual_weight, reconstruction_loss, s
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
+@functools.lru_cache(maxsize=8)  # one jit object per option set: repeated steps hit its cache
+def _jit_train_step(compiler_options: tuple[tuple[str, Any], ...]) -> Callable:
+  return jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4, 5, 6),
+                 compiler_options=dict(compiler_options) or None)
+
+
+def _compiler_options(train_config) -> tuple[tuple[str, Any], ...]:
+  level = int(train_config.get('cpu_optimization_level', -1))
+  if level > 3:
+    raise ValueError(f'config.vae.train.cpu_optimization_level must be -1 (XLA default) or '
+                     f'0..3, got {level}')
+  if level < 0 or jax.default_backend() != 'cpu':
+    return ()
+  return (('xla_backend_optimization_level', level),)
+
+
 def make_train_step(module: vae_model.AutoencoderKL, tx, vae_config,
                     mesh: Mesh | None = None) -> Callable:
   """Returns jitted `step(state, frames [B,T,H,W,3], rng, lr) -> (state, metrics)`.
 
+  The step's randomness is `fold_in(rng, state.step)`: pass the run's base key every step.
+
   With a `mesh` whose batch axes span several devices, frames are split over them and the
   gradients averaged in one all-reduce; without one, the step runs where its inputs live.
+  On CPU, `vae_config.train.cpu_optimization_level` (>= 0) sets XLA's backend optimisation level
+  for this step: 1 compiles vae_tiny's step in 25 s instead of 39 s and it runs as fast.
   """
-  return functools.partial(_train_step, module, tx, float(vae_config.kl_weight),
+  return functools.partial(_jit_train_step(_compiler_options(vae_config.train)), module, tx, float(vae_config.kl_weight),
                            float(vae_config.get('perceptual_weight', 0.0)),
                            str(vae_config.get('reconstruction_loss', 'l1')),
                            bool(vae_config.train.get('sample_posterior', True)), mesh)
@@ -434,7 +461,8 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
                           batch_size=distributed.host_local_batch_size(global_batch),
                           resolution=res,
                           seed=int(config.data.get('shuffle_seed', 0)) + int(config.seed),
-                          hflip=bool(tc.get('hflip', False)))
+                          hflip=bool(tc.get('hflip', False)),
+                          cache_rgb=bool(tc.get('cache_frames', False)))
   train_step = make_train_step(module, tx, config.vae, mesh)
   frame_sharding = sharding_lib.batch_sharding(mesh)
   writer = metric_writers.create_default_writer(vae_dir, just_logging=jax.process_index() > 0)
@@ -449,7 +477,10 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
                start, steps, global_batch, mesh.size,
                sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
                f', time budget {max_seconds:.0f}s' if max_seconds > 0 else '')
-  schedule = make_schedule(tc)
+  # The schedule as a host table (np.interp at the float position below): evaluating the optax
+  # schedule each step is a JAX computation the loop would wait on before dispatching the step.
+  lr_grid = np.arange(steps + 1)
+  lr_table = np.asarray(jax.vmap(make_schedule(tc))(jnp.asarray(lr_grid)), np.float64)
   t0 = time.time()
   acc = []
   metrics = {}
@@ -473,10 +504,9 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
         position = max(step, start + 1 + (time.time() - t_first) / seconds_left
                        * (steps - start - 1))
         stopped_by_budget = position >= steps
-      lr = float(schedule(min(position, steps)))
+      lr = float(np.interp(min(position, steps), lr_grid, lr_table))
       state, metrics = train_step(state, sharding_lib.put_batch(batch['frames'], frame_sharding),
-                                  jax.random.fold_in(rng, step),
-                                  jnp.asarray(lr, jnp.float32))
+                                  rng, np.float32(lr))
       acc.append(metrics)
       done = step + 1
       if stopped_by_budget:
