@@ -159,14 +159,16 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
   either the step count or, with `max_train_seconds`, the wall-clock budget (see train_vae).
   """
   return _make_optimizer(float(train_config.get('grad_clip', 1.0)),
-                         float(train_config.get('weight_decay', 0.0)))
+                         float(train_config.get('weight_decay', 0.0)),
+                         float(train_config.get('adam_b1', 0.9)),
+                         float(train_config.get('adam_b2', 0.99)))
 
 
 @functools.lru_cache(maxsize=16)  # same settings -> same object -> jit cache hits across runs
-def _make_optimizer(grad_clip, weight_decay):
+def _make_optimizer(grad_clip, weight_decay, b1, b2):
   # Same chain as optax.adamw, minus the final scale_by_learning_rate.
   return optax.chain(optax.clip_by_global_norm(grad_clip),
-                     optax.scale_by_adam(b1=0.9, b2=0.99),
+                     optax.scale_by_adam(b1=b1, b2=b2),
                      optax.add_decayed_weights(weight_decay))
 
 
@@ -376,6 +378,24 @@ def _restore(mgr: ocp.CheckpointManager, step: int, target: TrainState,
 
 # ----------------------------------------------------------------------------- entry points
 
+def _linear_skip_init(vae_config) -> str:
+  value = str(vae_config.get('linear_skip_init', 'random'))
+  if value not in ('random', 'pca'):
+    raise ValueError(f"config.vae.linear_skip_init must be 'random' or 'pca', got {value!r}")
+  return value
+
+
+def _pca_start(module, params, source, resolution: int, num_frames: int):
+  """params with the linear patch path set to a PCA of `num_frames` training frames."""
+  from maskvid.vae import pca_init  # pylint: disable=g-import-not-at-top
+  if not module.linear_skip:
+    raise ValueError("config.vae.linear_skip_init='pca' needs config.vae.linear_skip=True")
+  frames = eval_frames(source, num_frames, resolution)[:, 0]
+  logging.info('VAE: linear patch path initialised from a PCA of %d training frames',
+               len(frames))
+  return pca_init.pca_init(params, frames, module.downsample_factor, module.latent_channels)
+
+
 def open_sources(config, data_dir: str) -> dict:
   """{split: ClipSource} for every split in config.data.clips."""
   from maskvid.data import storage  # pylint: disable=g-import-not-at-top
@@ -430,6 +450,10 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
       from maskvid.vae import external  # pylint: disable=g-import-not-at-top
       params = external.load_safetensors(config.vae.external_weights, module, frame_shape[0])
       logging.info('VAE: starting from external weights %s', config.vae.external_weights)
+      state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
+    elif _linear_skip_init(config.vae) == 'pca':
+      params = _pca_start(module, state.params, sources['train'], res,
+                          int(config.vae.get('pca_frames', 1024)))
       state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
     state = replicate(state, mesh)
 
