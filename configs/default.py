@@ -55,8 +55,6 @@ def get_config():
   c.vae.perceptual_weight = 0.0           # >0 adds a patch-level gradient (edge) loss
   c.vae.mid_attention = False             # self-attention in the mid blocks (LDM/diffusers have it)
   c.vae.linear_skip = True                # linear patch path pixels<->latents (trains much faster)
-  c.vae.linear_skip_init = 'random'       # 'pca': start that path as a PCA of training patches
-  c.vae.pca_frames = 1024                 # training frames the PCA start reads
   c.vae.space_to_depth = 1                # >1 folds s x s pixels into channels before conv_in
   c.vae.external_weights = ''             # local .safetensors (diffusers AutoencoderKL names) to start from
   c.vae.train = ml_collections.ConfigDict()

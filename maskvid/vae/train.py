@@ -378,24 +378,6 @@ def _restore(mgr: ocp.CheckpointManager, step: int, target: TrainState,
 
 # ----------------------------------------------------------------------------- entry points
 
-def _linear_skip_init(vae_config) -> str:
-  value = str(vae_config.get('linear_skip_init', 'random'))
-  if value not in ('random', 'pca'):
-    raise ValueError(f"config.vae.linear_skip_init must be 'random' or 'pca', got {value!r}")
-  return value
-
-
-def _pca_start(module, params, source, resolution: int, num_frames: int):
-  """params with the linear patch path set to a PCA of `num_frames` training frames."""
-  from maskvid.vae import pca_init  # pylint: disable=g-import-not-at-top
-  if not module.linear_skip:
-    raise ValueError("config.vae.linear_skip_init='pca' needs config.vae.linear_skip=True")
-  frames = eval_frames(source, num_frames, resolution)[:, 0]
-  logging.info('VAE: linear patch path initialised from a PCA of %d training frames',
-               len(frames))
-  return pca_init.pca_init(params, frames, module.downsample_factor, module.latent_channels)
-
-
 def open_sources(config, data_dir: str) -> dict:
   """{split: ClipSource} for every split in config.data.clips."""
   from maskvid.data import storage  # pylint: disable=g-import-not-at-top
@@ -450,10 +432,6 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
       from maskvid.vae import external  # pylint: disable=g-import-not-at-top
       params = external.load_safetensors(config.vae.external_weights, module, frame_shape[0])
       logging.info('VAE: starting from external weights %s', config.vae.external_weights)
-      state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
-    elif _linear_skip_init(config.vae) == 'pca':
-      params = _pca_start(module, state.params, sources['train'], res,
-                          int(config.vae.get('pca_frames', 1024)))
       state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
     state = replicate(state, mesh)
 
