@@ -138,13 +138,19 @@ def test_time_budget_stops_early_and_counts_as_complete(tmp_path):
   assert train.train_vae_on_sources(c, d, sources()) == res
 
 
-def test_sample_posterior_flag():
-  """sample_posterior=False decodes the posterior mean: the step no longer depends on the rng."""
+def _fresh_state_and_batch():
+  """(config, module, tx, step-0 state, first 4-frame batch) of the tiny VAE."""
   c = tiny_config()
   module = train.vae_model.from_config(c.vae)
   tx = train.make_optimizer(c.vae.train)
   state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
   frames = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)[0]['frames']
+  return c, module, tx, state, frames
+
+
+def test_sample_posterior_flag():
+  """sample_posterior=False decodes the posterior mean: the step no longer depends on the rng."""
+  c, module, tx, state, frames = _fresh_state_and_batch()
   losses = {}
   for sample in (True, False):
     c.vae.train.sample_posterior = sample
@@ -178,11 +184,7 @@ def test_cached_frames_give_the_same_batches_and_read_each_clip_once():
 
 def test_step_folds_the_step_number_into_the_rng():
   """The loop passes one base key; steps 0 and 1 still draw different posterior noise."""
-  c = tiny_config()
-  module = train.vae_model.from_config(c.vae)
-  tx = train.make_optimizer(c.vae.train)
-  state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
-  frames = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)[0]['frames']
+  c, module, tx, state, frames = _fresh_state_and_batch()
   step = train.make_train_step(module, tx, c.vae)
   key = jax.random.key(3)
   at0 = float(step(state, frames, key, 1e-3)[1]['loss'])
@@ -192,11 +194,7 @@ def test_step_folds_the_step_number_into_the_rng():
 
 
 def test_cpu_optimization_level_keeps_the_step_and_rejects_bad_values():
-  c = tiny_config()
-  module = train.vae_model.from_config(c.vae)
-  tx = train.make_optimizer(c.vae.train)
-  state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
-  frames = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)[0]['frames']
+  c, module, tx, state, frames = _fresh_state_and_batch()
   out = {}
   for level in (-1, 1):
     c.vae.train.cpu_optimization_level = level

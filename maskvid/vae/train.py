@@ -9,8 +9,8 @@ Entry: `train_vae(config, vae_dir, data_dir)` (called by `stages.run_vae`). Layo
   reconstructions.png  originals (top row of each split) vs reconstructions (bottom row)
 
 Determinism: the batch of step s is `frame_dataset(...)[s]` (grain random access) and the rng of
-step s is `fold_in(key(seed), s)` (folded inside the step), so a resumed run continues exactly where it stopped without
-saving iterator state.
+step s is `fold_in(key(seed), s)` (folded inside the step), so a resumed run continues exactly
+where it stopped without saving iterator state.
 
 Data parallel: the VAE is small, so its parameters are replicated over the project's mesh
 (`maskvid.train.sharding`) with every device of every process on the 'data' axis, and each step's `config.vae.train.batch_size` frames are split over
@@ -276,7 +276,8 @@ def make_train_step(module: vae_model.AutoencoderKL, tx, vae_config,
   On CPU, `vae_config.train.cpu_optimization_level` (>= 0) sets XLA's backend optimisation level
   for this step: 1 compiles vae_tiny's step in 25 s instead of 39 s and it runs as fast.
   """
-  return functools.partial(_jit_train_step(_compiler_options(vae_config.train)), module, tx, float(vae_config.kl_weight),
+  step = _jit_train_step(_compiler_options(vae_config.train))
+  return functools.partial(step, module, tx, float(vae_config.kl_weight),
                            float(vae_config.get('perceptual_weight', 0.0)),
                            str(vae_config.get('reconstruction_loss', 'l1')),
                            bool(vae_config.train.get('sample_posterior', True)), mesh)
