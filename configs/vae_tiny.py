@@ -21,6 +21,11 @@ Measured on the idle 2-core machine (issue 3 asks for >= 28 dB held-out within 2
   + linear decay to 0 at lr 5.5e-3 (this file), 9806 steps (19m41s incl. render):
                                                  train 28.20  test 27.77  ood 24.64 dB
   the same, rerun: 10067 steps (19m37s):          train 28.23  test 27.80  ood 24.66 dB
+  leaner loop (session 7; a slow day, ~10 steps/s), 10183 steps (19m37s):
+                                                 train 28.30  test 27.88  ood 24.61 dB
+  unchanged (session 8; a fast day, 12-15 steps/s), 13268 steps (19m15s incl. render):
+                                                 train 28.55  test 28.13  ood 24.91 dB
+  the same, rerun: 13075 steps (19m17s):          train 28.58  test 28.11  ood 24.91 dB
 
 Why these numbers: the synthetic frames carry fine checker/stripe textures, so 4x with 8 channels
 (a 6x compression) is limited (a PCA of 4x4 patches with 8 components gives 21.5 dB, 16 give
