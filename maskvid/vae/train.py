@@ -13,10 +13,10 @@ step s is `fold_in(key(seed), s)` (folded inside the step), so a resumed run con
 where it stopped without saving iterator state.
 
 Data parallel: the VAE is small, so its parameters are replicated over the project's mesh
-(`maskvid.train.sharding`) with every device of every process on the 'data' axis, and each step's `config.vae.train.batch_size` frames are split over
-it (each process loads its own share; each device's gradients are averaged in one all-reduce of
-the raveled tree, see `_train_step`). One device and N devices take the same steps up to float
-summation order.
+(`maskvid.train.sharding`) with every device of every process on the 'data' axis, and each
+step's `config.vae.train.batch_size` frames are split over it (each process loads its own share;
+each device's gradients are averaged in one all-reduce of the raveled tree, see `_train_step`).
+One device and N devices take the same steps up to float summation order.
 """
 import concurrent.futures
 import functools
@@ -201,7 +201,7 @@ def init_state(module: vae_model.AutoencoderKL, tx, rng, frame_shape) -> TrainSt
 
 def _local_grads(module, kl_weight, perceptual_weight, reconstruction_loss, sample_posterior,
                  params, frames, noise):
-  """Gradients and metrics of the loss on one shard of frames `[b,T,H,W,3]` (noise `[b,T,h,w,c]`)."""
+  """Gradients and metrics of the loss on frames `[b,T,H,W,3]` (noise `[b,T,h,w,c]`) of a shard."""
   def loss_fn(params):
     recon, mean, logvar = module.apply(params, frames, sample_posterior=sample_posterior,
                                        noise=noise)
