@@ -96,6 +96,9 @@ def get_config():
   c.model.adaln = 'block'                 # block: DiT adaLN-Zero, a modulation projection per
                                           # block | single: PixArt-alpha adaLN-single, one shared
                                           # projection + per-block offsets (~1/3 fewer FLOPs)
+  # RoPE base: the slowest pair turns once per ~theta positions, so small latent grids (8x4x4)
+  # need a small theta for most rotary pairs to carry position at all.
+  c.model.rope_theta = 10_000.0
   c.model.input_conditioning = False      # True: known latents + mask as extra input channels
                                           # (the conditioning baseline; diffusion.objective must
                                           # then be 'conditioning')
@@ -153,26 +156,32 @@ def get_config():
   c.sample.renoise_at = -1.0                # <0: off; else stochastic-conditioning threshold t
   c.sample.guidance = 1.0
   c.sample.num_clips = 4
-  c.sample.min_valid = 1.0                  # pixel->latent mask: fraction of a token's pixels that
-                                            # must be known for the token to be known (1: all)
+  c.sample.min_valid = 0.01                 # Completer / task commands: fraction of a patch's pixels
+                                            # that must be known for it to be known (see eval)
 
   # Evaluation (maskvid/eval).
   c.eval = ml_collections.ConfigDict()
   c.eval.splits = ('test', 'ood')
   c.eval.num_clips = 8
   c.eval.tasks = ('nvs', 'interpolate', 'holes')
-  c.eval.baselines = ('warp_only', 'conditioning', 'replacement', 'ours_no_sc', 'ours')
+  # Rows: the trivial answers (nearest_fill: holes, nvs; cross_fade: interpolate), the trained
+  # baselines (conditioning, replacement) and the masked model without / with stochastic
+  # conditioning (ours_no_sc, ours). References (ground_truth, vae_oracle, warp_oracle) always.
+  c.eval.baselines = ('nearest_fill', 'cross_fade', 'conditioning', 'replacement', 'ours_no_sc',
+                      'ours')
+  c.eval.num_samples = 4                    # >1 adds a '<method> mean<K>' row (mean of K samples)
+  c.eval.one_step = True                    # adds '<method> one-step' (x1 - v(x1, 1)): what the
+                                            # model knows, without sampling noise
   c.eval.lpips_weights = ''                 # local path; '' -> LPIPS skipped
   c.eval.baseline_steps = -1                # -1: same as train.steps (equal budget)
   c.eval.batch_size = 8                     # clips per sampler call
   c.eval.renoise_at = 0.3                   # 'ours' stochastic conditioning when sample.renoise_at < 0
-  c.eval.renoise_tasks = ('nvs',)           # tasks where 'ours' re-noises (elsewhere = ours_no_sc)
+  c.eval.renoise_tasks = ('nvs', 'holes')   # tasks where 'ours' re-noises its unreliable tokens
   c.eval.hole_coverage = (0.4, 0.7)         # 'holes' task: fraction of each frame removed
-  # A latent token is given to the generative methods as known when at least this fraction of its
-  # pixels is known (the rest nearest-filled). 1.0 keeps only fully valid tokens, which leaves ~5%
-  # of tokens known under 40-70% blob holes at 8x8-pixel tokens; 0.5 gives every method the mostly
-  # known tokens, and stochastic conditioning ('ours') can still re-noise the doubtful ones.
-  c.eval.min_valid = 0.5
+  # Pixel -> token rule (`sampling.masks.pixel_to_token_masks`): a model patch is known when at
+  # least this fraction of its pixels is (their values nearest-filled), exact when all are. Known
+  # but inexact patches are unreliable context that 'ours' re-noises past renoise_at.
+  c.eval.min_valid = 0.01
 
   # Monocular depth network (maskvid/depth): a small conv U-Net trained on the synthetic frames.
   # `python -m maskvid.depth.train --config=configs/depth_tiny.py --workdir=DIR` -> DIR/depth.

@@ -3,6 +3,7 @@ with stand-in models (the trained-model path is exercised by `make demo`)."""
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -29,7 +30,10 @@ def test_nvs_task_known_pixels_are_the_valid_warp(clip):
   k = task.known_pixels[1:]
   # Warped known pixels show the same surface (colours agree up to nearest-pixel splatting).
   assert np.abs(task.known_frames[1:][k] - gt[1:][k]).mean() < 0.15
-  assert np.isfinite(task.warp_only).all() and task.warp_only.shape == gt.shape
+  assert np.isfinite(task.trivial).all() and task.trivial.shape == gt.shape
+  # The trivial answer keeps the warped pixels and nearest-fills the disocclusions.
+  np.testing.assert_array_equal(task.trivial[1:][k], task.known_frames[1:][k])
+  assert task.oracle is None
 
 
 def test_interpolate_and_holes_tasks(clip):
@@ -38,8 +42,11 @@ def test_interpolate_and_holes_tasks(clip):
   assert task.known_pixels[[0, 3]].all() and not task.known_pixels[1:3].any()
   assert task.hole[1:3].all() and not task.hole[[0, 3]].any()
   gt = protocol.frames_from_uint8(clip['rgb'])
-  # Warp-only (GT depth from both endpoints) beats a blank guess on the middle frames.
-  assert np.abs(task.warp_only[1:3] - gt[1:3]).mean() < np.abs(gt[1:3]).mean()
+  # The geometry oracle (GT depth from both endpoints) beats a blank guess on the middle frames.
+  assert np.abs(task.oracle[1:3] - gt[1:3]).mean() < np.abs(gt[1:3]).mean()
+  # The trivial answer is the cross-fade of the endpoints.
+  np.testing.assert_allclose(task.trivial[1], gt[0] * 2 / 3 + gt[3] / 3, atol=1e-6)
+  np.testing.assert_allclose(task.trivial[[0, 3]], gt[[0, 3]], atol=1e-6)
   holes = protocol.holes_task(clip, seed=3)
   cover = holes.hole.mean(axis=(1, 2))
   assert np.all(cover >= 0.4) and np.all(cover < 0.9)
@@ -69,9 +76,9 @@ def test_report_writer_has_every_method_and_number(tmp_path):
   assert 'LPIPS' not in report.headline_table(res)          # all-NaN metric columns are dropped
   loaded = json.load(open(paths['json']))
   assert loaded['metrics']['test']['holes']['ours']['psnr_hole'] == 20.0 + len(res['methods']) - 1
-  assert loaded['metrics']['ood']['nvs']['warp_only']['psnr'] == 'inf'
+  assert loaded['metrics']['ood']['nvs']['nearest_fill']['psnr'] == 'inf'
   assert loaded['metrics']['ood']['nvs']['ours']['lpips'] is None
-  assert loaded['summary']['ours']['test/nvs/psnr_hole'] == pytest.approx(26.0)
+  assert loaded['summary']['ours']['test/nvs/psnr_hole'] == pytest.approx(20.0 + len(res['methods']) - 1)
   png = report.save_grid(str(tmp_path / 'g.png'), {'gt': np.zeros((3, 8, 8, 3)),
                                                    'ours': np.ones((3, 8, 8, 3))})
   assert os.path.getsize(png) > 0
@@ -93,11 +100,20 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   c = default.get_config()
   c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4
   c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
+  c.eval.num_samples = 3
   c.model.patch_size = (1, 1, 1)
   monkeypatch.setattr(run, 'Latents', lambda *a: _FakeLatents())
-  # Stand-in samplers: return the known latents (unknown ones stay as encoded fill).
+  calls = []
+
+  def stand_in(m):
+    def fn(k, mk, ex, rng, task, steps):
+      calls.append((m, task, steps))
+      # Known latents where known; elsewhere a value that depends on the sample's key.
+      noise = jax.random.normal(rng, k.shape) * 0.1
+      return jnp.where(mk[..., None], k, noise)
+    return fn
   monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
-      m: (lambda k, mk, r, t: k) for m in methods})
+      m: stand_in(m) for m in methods})
   out = run.evaluate(c, str(tmp_path))
   ev = tmp_path / 'eval'
   for name in ('results.md', 'results.json', 'test_nvs.png', 'test_interpolate.png',
@@ -105,15 +121,28 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
     assert (ev / name).exists(), name
   m = out['metrics']['test']
   assert set(m) == {'nvs', 'interpolate', 'holes'}
+  gen = [g for g in run.GENERATIVE if g in c.eval.baselines]
+  rows = set(run.REFERENCE_ROWS + run.TRIVIAL) | set(run.generative_rows(gen, 3, True))
+  assert {'ours mean3', 'ours one-step', 'conditioning one-step'} <= rows
   for task in m.values():
-    assert set(task) == set(run.REFERENCE_ROWS + run.METHODS)
+    assert set(task) == rows
     assert task['ground_truth']['reproj'] < 0.1        # 16x16 frames: sampling error only
-    assert np.isfinite(task['warp_only']['psnr_hole'])
     assert np.isnan(task['ground_truth']['psnr'])        # reference row: consistency only
-  # Warp-only keeps the known pixels exactly, so its whole-frame PSNR on 'holes' is above its
-  # hole PSNR; the stand-in generative output is pooled everywhere.
-  assert m['holes']['warp_only']['psnr'] > m['holes']['warp_only']['psnr_hole']
-  assert m['holes']['warp_only']['psnr'] > m['holes']['ours']['psnr']
+  # Each task is scored against its own trivial answer only; the GT-warp oracle on interpolate.
+  assert np.isfinite(m['holes']['nearest_fill']['psnr_hole'])
+  assert np.isnan(m['holes']['cross_fade']['psnr_hole'])
+  assert np.isfinite(m['interpolate']['cross_fade']['psnr_hole'])
+  assert np.isnan(m['interpolate']['nearest_fill']['psnr_hole'])
+  assert np.isfinite(m['interpolate']['warp_oracle']['psnr_hole'])
+  assert np.isnan(m['holes']['warp_oracle']['psnr_hole'])
+  # Every output is composited: known pixels come back exactly, so whole-frame PSNR on 'holes'
+  # is above hole PSNR for the generative rows too.
+  assert m['holes']['ours']['psnr'] > m['holes']['ours']['psnr_hole']
+  # K samples per method at the configured steps, one call at 1 step for the one-step row.
+  holes_ours = [n for g, t, n in calls if g == 'ours' and t == 'holes']
+  assert sorted(holes_ours) == [1] + [c.sample.num_steps] * 3
+  # The mean of 3 differently seeded samples is closer to their common centre than one sample.
+  assert m['holes']['ours mean3']['psnr_hole'] != m['holes']['ours']['psnr_hole']
   assert 'ours' in out['summary'] and 'test/nvs/psnr_hole' in out['summary']['ours']
 
 
@@ -123,19 +152,25 @@ def _known_token_fraction(tmp_path, monkeypatch, min_valid):
   c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
   c.eval.tasks, c.eval.baselines = ('holes',), ('ours',)
   c.eval.min_valid = min_valid
+  c.eval.num_samples, c.eval.one_step = 1, False
   c.model.patch_size = (1, 1, 1)
   seen = []
   monkeypatch.setattr(run, 'Latents', lambda *a: _FakeLatents())
   monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
-      m: (lambda k, mk, r, t: (seen.append(np.asarray(mk)), k)[1]) for m in methods})
+      m: (lambda k, mk, ex, r, t, n: (seen.append((np.asarray(mk), np.asarray(ex))), k)[1])
+      for m in methods})
   run.evaluate(c, str(tmp_path / str(min_valid)))
-  return np.concatenate(seen).mean()
+  known = np.concatenate([k for k, _ in seen])
+  exact = np.concatenate([e for _, e in seen])
+  assert not (exact & ~known).any()                  # exact tokens are known tokens
+  return known.mean(), exact.mean()
 
 
 def test_eval_min_valid_sets_which_tokens_are_known(tmp_path, monkeypatch):
-  strict = _known_token_fraction(tmp_path, monkeypatch, 1.0)
-  loose = _known_token_fraction(tmp_path, monkeypatch, 0.5)
-  # 40-70% blob holes: far fewer 4x4-pixel tokens are wholly known than half known.
+  strict, exact_strict = _known_token_fraction(tmp_path, monkeypatch, 1.0)
+  loose, exact_loose = _known_token_fraction(tmp_path, monkeypatch, 0.01)
+  # 40-70% blob holes: far fewer 4x4-pixel tokens are wholly known than partly known.
+  assert strict == exact_strict == exact_loose
   assert 0.0 <= strict < loose <= 1.0
   assert loose - strict > 0.1
 
@@ -145,8 +180,8 @@ def test_baselines_job_trains_only_the_trained_baselines(tmp_path, monkeypatch):
   trained = []
   monkeypatch.setattr(run, 'ensure_baseline', lambda cfg, wd, name: trained.append(name) or name)
   c = default.get_config()
-  c.eval.baselines = ('warp_only', 'replacement', 'ours', 'conditioning')
+  c.eval.baselines = ('nearest_fill', 'replacement', 'ours', 'conditioning')
   assert stages.run_baselines(c, str(tmp_path)) == ['replacement', 'conditioning']
-  c.eval.baselines = ('warp_only', 'ours')
+  c.eval.baselines = ('nearest_fill', 'ours')
   with pytest.raises(ValueError, match='eval.baselines'):
     stages.run_baselines(c, str(tmp_path))

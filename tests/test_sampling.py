@@ -196,6 +196,38 @@ def test_renoise_changes_known_tokens_only_below_threshold(solver):
   assert np.abs(np.asarray(out)[m] - k[m]).mean() > 0.5
 
 
+@pytest.mark.parametrize('solver', ['euler', 'heun'])
+def test_renoise_repairs_unreliable_tokens_and_keeps_exact_ones(solver):
+  known, mask = random_problem(12, frac=0.7)
+  rs = np.random.RandomState(0)
+  exact = jnp.asarray(np.asarray(mask) & (rs.uniform(size=mask.shape) < 0.5))
+  m, e, k = np.asarray(mask), np.asarray(exact), np.asarray(known)
+  assert e.any() and (m & ~e).any()
+  # strict_velocity turns to NaN if a token outside the known mask is ever fed at t = 0.
+  out, traj, grid = sampler.sample_trajectory(strict_velocity, (MU, SIG, mask), known, mask,
+                                              key(0), num_steps=4, solver=solver,
+                                              renoise_at=0.5, exact_mask=exact)
+  out, traj, grid = np.asarray(out), np.asarray(traj), np.asarray(grid)
+  assert np.isfinite(out).all()
+  np.testing.assert_array_equal(out[e], k[e])                # exact: bit-equal all the way
+  for step, t in enumerate(grid):
+    np.testing.assert_array_equal(traj[step][e], k[e])
+    unreliable = m & ~e
+    assert np.array_equal(traj[step][unreliable], k[unreliable]) == (t >= 0.5), (step, t)
+  assert np.abs(out[m & ~e] - k[m & ~e]).mean() > 0.5        # re-generated from the model
+  # Without stochastic conditioning every known token, exact or not, stays bit-equal.
+  plain = np.asarray(sampler.complete(strict_velocity, (MU, SIG, mask), known, mask, key(0),
+                                      num_steps=4, solver=solver, exact_mask=exact))
+  np.testing.assert_array_equal(plain[m], k[m])
+
+
+def test_exact_mask_must_match_known_mask():
+  known, mask = random_problem(13)
+  with pytest.raises(ValueError, match='exact_mask'):
+    sampler.complete(gaussian_velocity, (MU, SIG), known, mask, key(0), num_steps=2,
+                     exact_mask=mask[:, :1])
+
+
 def test_trajectory_holds_known_tokens_and_starts_from_noise():
   known, mask = random_problem(11)
   m, k = np.asarray(mask), np.asarray(known)

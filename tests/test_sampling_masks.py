@@ -1,4 +1,5 @@
-"""Pixel -> latent mask rule and patch alignment on hand-made masks."""
+"""Pixel -> token mask rules and patch alignment on hand-made masks."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -69,3 +70,27 @@ def test_align_to_patches():
 def test_bad_inputs(call, match):
   with pytest.raises((ValueError, TypeError), match=match):
     call()
+
+
+def test_pixel_to_token_masks_known_and_exact_per_patch():
+  # One clip, 1 frame, 16x16 pixels, VAE factor 2, patch (1, 2, 2): 4x4-pixel patches, a 2x2
+  # grid of them. Patch (0, 0) all valid, (0, 1) one valid pixel, (1, 0) none, (1, 1) half.
+  px = np.zeros((1, 1, 8, 8), bool)
+  px[0, 0, :4, :4] = True
+  px[0, 0, 0, 4] = True
+  px[0, 0, 4:6, 4:8] = True
+  known, exact = masks.pixel_to_token_masks(jnp.asarray(px), 2, (1, 2, 2))
+  known, exact = np.asarray(known), np.asarray(exact)
+  assert known.shape == exact.shape == (1, 1, 4, 4)
+  patch_known = known[0, 0, ::2, ::2]
+  patch_exact = exact[0, 0, ::2, ::2]
+  np.testing.assert_array_equal(patch_known, [[True, True], [False, True]])
+  np.testing.assert_array_equal(patch_exact, [[True, False], [False, False]])
+  # Constant inside each patch (the model pools t per patch).
+  np.testing.assert_array_equal(known[0, 0], np.repeat(np.repeat(patch_known, 2, 0), 2, 1))
+  half, _ = masks.pixel_to_token_masks(jnp.asarray(px), 2, (1, 2, 2), min_valid=0.5)
+  np.testing.assert_array_equal(np.asarray(half)[0, 0, ::2, ::2], [[True, False], [False, True]])
+  with pytest.raises(ValueError, match='pixel_mask'):
+    masks.pixel_to_token_masks(jnp.asarray(px[:, :, :6]), 2, (1, 2, 2))
+  with pytest.raises(ValueError, match='min_valid'):
+    masks.pixel_to_token_masks(jnp.asarray(px), 2, (1, 2, 2), min_valid=0.0)

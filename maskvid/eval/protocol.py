@@ -5,9 +5,12 @@ Every task turns one ground-truth clip (rgb [T, H, W, 3] in [-1, 1], depth [T, H
 
   known_pixels  bool [T, H, W]  pixels every generative method may use (True = known).
   known_frames  float [T, H, W, 3]  their values; unknown pixels are nearest-filled (so the VAE
-                encoder sees no hard edges), which is also the warp-only prediction where the
-                task has no extra geometry for it.
-  warp_only     float [T, H, W, 3]  the warp-only baseline's output (uses GT depth, see below).
+                encoder sees no hard edges).
+  trivial       float [T, H, W, 3]  the task's trivial answer, the bar a learned method must
+                clear: nearest-pixel fill of the known pixels ('holes', and the disocclusions of
+                'nvs'), a cross-fade of the two endpoints ('interpolate').
+  oracle        float [T, H, W, 3] or None  'interpolate' only: the endpoints forward-warped with
+                GT depth and cameras (a geometry oracle, not a baseline: no method gets GT).
   hole          bool [T, H, W]  pixels scored by the hole metrics (= unknown pixels of the
                 scored frames).
   frames        tuple of frame indices scored by the whole-frame and consistency metrics.
@@ -18,19 +21,20 @@ Tasks (all deterministic given the clip and a seed):
   z-buffered, with its validity mask); known = valid warped pixels. Scored: frames 1..T-1, holes =
   pixels the warp left invalid.
 * 'interpolate' (two-view interpolation): frames 0 and T-1 are given, the frames between are fully
-  unknown to the generative methods. Warp-only forward-warps both endpoints into each middle frame
-  (nearer splat wins where both land) and nearest-fills the rest. Scored: frames 1..T-2, every pixel
-  is a hole.
+  unknown to the generative methods. Trivial answer: the cross-fade (1 - a) x_0 + a x_{T-1},
+  a = t / (T - 1). Oracle: both endpoints forward-warped into each middle frame with GT depth and
+  cameras (nearer splat wins where both land), the rest nearest-filled. Scored: frames 1..T-2,
+  every pixel is a hole.
 * 'holes' (large irregular holes): every frame loses a random union of blobs (ellipses) and thick
   strokes covering 40-70% of it (`random_hole_mask`). Scored: all frames, holes = removed pixels.
 
-Warp-only uses GT depth and cameras, an oracle the generative methods do not get for
-'interpolate' (they only see the endpoint frames); for 'nvs' everyone gets the same GT warp.
+For 'nvs' every method gets the same GT-depth warp of frame 0; its trivial answer is that warp
+with the disocclusions nearest-filled.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -47,9 +51,10 @@ class Task:
   name: str
   known_pixels: np.ndarray   # bool [T, H, W]
   known_frames: np.ndarray   # float32 [T, H, W, 3] in [-1, 1]
-  warp_only: np.ndarray      # float32 [T, H, W, 3] in [-1, 1]
+  trivial: np.ndarray        # float32 [T, H, W, 3] in [-1, 1]
   hole: np.ndarray           # bool [T, H, W]
   frames: tuple              # scored frame indices
+  oracle: Optional[np.ndarray] = None   # float32 [T, H, W, 3] ('interpolate': GT-geometry warp)
 
 
 def _check_clip(clip):
@@ -99,6 +104,8 @@ def interpolate_task(clip) -> Task:
   known[0] = known[-1] = True
   known_frames = np.where(known[..., None], rgb, 0.0).astype(np.float32)
   known_frames = baselines.nearest_fill(known_frames, known)   # middle frames: no valid pixel -> 0
+  alpha = (np.arange(T, dtype=np.float32) / (T - 1))[:, None, None, None]
+  cross_fade = ((1 - alpha) * rgb[0] + alpha * rgb[-1]).astype(np.float32)
   warp_only = known_frames.copy()
   for t in range(1, T - 1):
     best = np.full(rgb.shape[1:3], np.inf)
@@ -112,7 +119,8 @@ def interpolate_task(clip) -> Task:
     warp_only[t] = baselines.nearest_fill(img, valid)
   hole = np.zeros_like(known)
   hole[1:-1] = True
-  return Task('interpolate', known, known_frames, warp_only, hole, tuple(range(1, T - 1)))
+  return Task('interpolate', known, known_frames, cross_fade, hole, tuple(range(1, T - 1)),
+              oracle=warp_only)
 
 
 def random_hole_mask(rng: np.random.Generator, height: int, width: int,

@@ -52,10 +52,15 @@ from maskvid.eval import protocol
 from maskvid.eval import report
 from maskvid.paths import stage_dir
 
-METHODS = ('warp_only', 'conditioning', 'replacement', 'ours_no_sc', 'ours')
+TRIVIAL = ('nearest_fill', 'cross_fade')     # rows, each scored on the tasks it answers
+GENERATIVE = ('conditioning', 'replacement', 'ours_no_sc', 'ours')
+METHODS = TRIVIAL + GENERATIVE
+# The task whose trivial answer each trivial row is (protocol.Task.trivial).
+TRIVIAL_TASKS = {'nearest_fill': ('nvs', 'holes'), 'cross_fade': ('interpolate',)}
 TRAINED_BASELINES = {'conditioning': dict(objective='conditioning', input_conditioning=True),
                      'replacement': dict(objective='unconditional', input_conditioning=False)}
-REFERENCE_ROWS = ('ground_truth', 'vae_oracle')
+REFERENCE_ROWS = ('ground_truth', 'vae_oracle', 'warp_oracle')
+MEAN_SUFFIX, ONE_STEP_SUFFIX = ' mean{k}', ' one-step'
 
 
 # ------------------------------------------------------------------------------------ baselines
@@ -195,9 +200,13 @@ def _renoise(config):
 
 
 def make_samplers(config, workdir: str, methods) -> dict:
-  """method -> fn(known [B,T,h,w,c], known_mask [B,T,h,w], rng, task) -> latents."""
+  """method -> fn(known, known_mask, exact_mask, rng, task, num_steps) -> latents [B,T,h,w,c].
+
+  known [B,T,h,w,c]; known_mask / exact_mask bool [B,T,h,w] (`masks.pixel_to_token_masks`).
+  Only the masked model distinguishes exact from unreliable tokens; the baselines take every
+  known token as given.
+  """
   from maskvid.sampling import sampler  # pylint: disable=g-import-not-at-top
-  steps = int(config.sample.num_steps)
   out = {}
   if 'ours' in methods or 'ours_no_sc' in methods:
     _, apply_fn, params = _model(stage_dir(config, workdir, 'diffusion'))
@@ -205,20 +214,21 @@ def make_samplers(config, workdir: str, methods) -> dict:
     renoise = _renoise(config)
     sc_tasks = tuple(config.eval.renoise_tasks)
 
-    def ours(known, mask, rng, task, sc):
-      r = renoise if (sc and task in sc_tasks) else None
-      return sampler.complete(apply_fn, params, known, mask, rng, num_steps=steps, solver=solver,
-                              renoise_at=r, guidance=guidance)
-    out['ours_no_sc'] = lambda k, m, r, t: ours(k, m, r, t, False)
-    out['ours'] = lambda k, m, r, t: ours(k, m, r, t, True)
+    def ours(known, mask, exact, rng, task, steps, sc):
+      r = renoise if (sc and task in sc_tasks and steps > 1) else None
+      return sampler.complete(apply_fn, params, known, mask, rng, num_steps=steps,
+                              solver=solver if steps > 1 else 'euler', renoise_at=r,
+                              guidance=guidance, exact_mask=exact)
+    out['ours_no_sc'] = lambda k, m, e, r, t, n: ours(k, m, e, r, t, n, False)
+    out['ours'] = lambda k, m, e, r, t, n: ours(k, m, e, r, t, n, True)
   if 'conditioning' in methods:
     _, cond_apply, cond_params = _model(ensure_baseline(config, workdir, 'conditioning'))
-    out['conditioning'] = lambda k, m, r, t: baselines.conditioning_complete(
-        cond_apply, cond_params, k, m, r, num_steps=steps)
+    out['conditioning'] = lambda k, m, e, r, t, n: baselines.conditioning_complete(
+        cond_apply, cond_params, k, m, r, num_steps=n)
   if 'replacement' in methods:
     _, unc_apply, unc_params = _model(ensure_baseline(config, workdir, 'replacement'))
-    out['replacement'] = lambda k, m, r, t: baselines.replacement_complete(
-        unc_apply, unc_params, k, m, r, num_steps=steps)
+    out['replacement'] = lambda k, m, e, r, t, n: baselines.replacement_complete(
+        unc_apply, unc_params, k, m, r, num_steps=n)
   return {m: out[m] for m in methods if m in out}
 
 
@@ -274,6 +284,24 @@ def _known_input_row(task) -> np.ndarray:
   return np.where(task.known_pixels[..., None], task.known_frames, 0.0)
 
 
+def _nan_scores() -> dict:
+  return {k: float('nan') for k in ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips', 'reproj',
+                                    'chamfer', 'fd', 'psnr_hole_se', 'ssim_hole_se', 'reproj_se')}
+
+
+def generative_rows(methods, num_samples: int, one_step: bool) -> list:
+  """Table rows of the generative methods: one sample (the headline, named after the method),
+  then the mean of `num_samples` samples and the one-step estimate x1 - v(x1, 1) when asked."""
+  rows = []
+  for m in methods:
+    rows.append(m)
+    if num_samples > 1:
+      rows.append(m + MEAN_SUFFIX.format(k=num_samples))
+    if one_step:
+      rows.append(m + ONE_STEP_SUFFIX)
+  return rows
+
+
 # ------------------------------------------------------------------------------------ main
 def evaluate(config, workdir: str) -> dict[str, Any]:
   """Runs the protocol (module docstring), writes the report, prints the headline table."""
@@ -285,6 +313,10 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   num_clips = int(config.eval.num_clips)
   if num_clips < 1:
     raise ValueError(f'config.eval.num_clips must be >= 1, got {num_clips}')
+  num_samples = int(config.eval.num_samples)
+  if num_samples < 1:
+    raise ValueError(f'config.eval.num_samples must be >= 1, got {num_samples}')
+  one_step = bool(config.eval.one_step)
   # The latent stats are always needed and its shards are ArrayRecord (local paths only).
   fileio.require_local(stage_dir(config, workdir, 'latents'), 'paths.latents')
   eval_dir = stage_dir(config, workdir, 'eval')
@@ -297,16 +329,19 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   if lpips is None:
     notes.append('LPIPS skipped: config.eval.lpips_weights is empty (weights never downloaded).')
   latents = Latents(stage_dir(config, workdir, 'vae'), stage_dir(config, workdir, 'latents'))
-  generative = tuple(m for m in methods if m != 'warp_only')
+  generative = tuple(m for m in methods if m in GENERATIVE)
   samplers = make_samplers(config, workdir, generative)
   patch = tuple(int(p) for p in config.model.patch_size)
   bs = max(1, int(config.eval.batch_size))
-  rows = tuple(REFERENCE_ROWS) + methods
+  steps = int(config.sample.num_steps)
+  rows = (tuple(REFERENCE_ROWS) + tuple(m for m in methods if m in TRIVIAL)
+          + tuple(generative_rows(generative, num_samples, one_step)))
   results = {'methods': list(rows), 'reference_rows': list(REFERENCE_ROWS), 'metrics': {},
              'notes': notes, 'pictures': {},
-             'info': {'clips per split': num_clips, 'sample steps': int(config.sample.num_steps),
+             'info': {'clips per split': num_clips, 'sample steps': steps,
                       'solver (ours)': config.sample.solver,
                       'renoise_at (ours)': f'{_renoise(config)} on {tuple(config.eval.renoise_tasks)}',
+                      'samples per mean': num_samples,
                       'train steps': int(config.train.steps),
                       'baseline steps': (int(config.eval.baseline_steps)
                                          if int(config.eval.baseline_steps) > 0
@@ -327,38 +362,58 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
       known_frames = np.stack([t.known_frames for t in task_list])
       known_px = np.stack([t.known_pixels for t in task_list])
       known_lat = _batched(latents.encode, [known_frames], bs)
-      mask = np.asarray(sampling_masks.align_to_patches(
-          sampling_masks.pixel_to_latent_mask(jnp.asarray(known_px), latents.factor,
-                                             min_valid=float(config.eval.min_valid)), patch))
+      mask, exact = (np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
+          jnp.asarray(known_px), latents.factor, patch, min_valid=float(config.eval.min_valid)))
+
+      def composite(frames):
+        # Pixels that were given come back exactly; only the unknown ones are generated.
+        return np.where(known_px[..., None], known_frames, frames)
+
       preds = {'ground_truth': gt, 'vae_oracle': oracle}
+      if task_list[0].oracle is not None:
+        preds['warp_oracle'] = np.stack([t.oracle for t in task_list])
       for m in methods:
-        if m == 'warp_only':
-          preds[m] = np.stack([t.warp_only for t in task_list])
-          continue
-        if m == 'ours' and task_name not in tuple(config.eval.renoise_tasks) and 'ours_no_sc' in preds:
-          preds[m] = preds['ours_no_sc']
+        if m in TRIVIAL:
+          if task_name in TRIVIAL_TASKS[m]:
+            preds[m] = np.stack([t.trivial for t in task_list])
           continue
         fn = samplers[m]
         key = jax.random.PRNGKey(int(config.seed))
-        lat = _batched(lambda k, mk, i: fn(jnp.asarray(k), jnp.asarray(mk),
-                                           jax.random.fold_in(key, int(i[0])), task_name),
-                       [known_lat, mask, np.arange(len(clips))], bs)
-        preds[m] = _batched(latents.decode, [lat], bs)
+
+        def run(n, sample):
+          lat = _batched(lambda k, mk, ex, i: fn(
+              jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex),
+              jax.random.fold_in(jax.random.fold_in(key, sample), int(i[0])), task_name, n),
+                         [known_lat, mask, exact, np.arange(len(clips))], bs)
+          return composite(_batched(latents.decode, [lat], bs))
+
+        samples = [run(steps, k) for k in range(num_samples)]
+        preds[m] = samples[0]
+        if num_samples > 1:
+          preds[m + MEAN_SUFFIX.format(k=num_samples)] = np.mean(samples, axis=0)
+        if one_step:
+          preds[m + ONE_STEP_SUFFIX] = run(1, 0)
       block = {}
-      for m, p in preds.items():
-        block[m] = score(p, gt, clips, task_list, lpips, with_images=(m != 'ground_truth'))
+      for r in rows:
+        if r in preds:
+          block[r] = score(preds[r], gt, clips, task_list, lpips,
+                           with_images=(r != 'ground_truth'))
+        else:
+          block[r] = _nan_scores()
       results['metrics'][split][task_name] = block
       frac = float(np.mean([t.hole[list(t.frames)].mean() for t in task_list]))
-      known_tok = float(mask.mean())
       notes.append(f'{split}/{task_name}: hole fraction of scored pixels {frac:.2f}, '
-                   f'known latent tokens {known_tok:.2f} (clips from {origin}).')
+                   f'known pixels {float(known_px.mean()):.2f}, known tokens '
+                   f'{float(mask.mean()):.2f} of which exact {float(exact.mean()):.2f} '
+                   f'(clips from {origin}).')
       grid_rows = {'ground truth': gt[0], 'known input': _known_input_row(task_list[0]),
                    'vae oracle': oracle[0]}
-      grid_rows.update({m: preds[m][0] for m in methods})
+      grid_rows.update({r: preds[r][0] for r in rows if r in preds and r not in
+                        ('ground_truth', 'vae_oracle')})
       png = report.save_grid(os.path.join(eval_dir, f'{split}_{task_name}.png'), grid_rows)
       results['pictures'][f'{split}/{task_name}'] = png
       logging.info('eval %s/%s done in %.1fs: %s', split, task_name, time.time() - t0,
-                   {m: round(block[m]['psnr_hole'], 2) for m in methods})
+                   {r: round(block[r]['psnr_hole'], 2) for r in rows if r in preds})
   results['info']['eval seconds'] = round(time.time() - start, 1)
   results['summary'] = report.summarize(results)
   paths = report.write_report(results, eval_dir)

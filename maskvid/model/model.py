@@ -222,7 +222,7 @@ def build_model(config) -> VideoTransformer:
       num_heads=num_heads, mlp_ratio=float(m.mlp_ratio), dtype=_DTYPES[m.dtype],
       remat=m.remat, attention=attention, qk_norm=bool(m.get('qk_norm', True)),
       input_conditioning=input_conditioning, scan_layers=bool(m.get('scan_layers', False)),
-      adaln=m.get('adaln', 'block'))
+      adaln=m.get('adaln', 'block'), rope_theta=float(m.get('rope_theta', 10_000.0)))
 
 
 def make_apply_fn(module: nn.Module) -> Callable[..., jax.Array]:

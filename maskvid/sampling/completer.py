@@ -3,13 +3,13 @@
     completer = Completer.from_workdir('runs/demo')          # or Completer(diffusion_dir, vae_dir)
     video = completer.complete_video(frames, pixel_mask, num_steps=25, seed=0)   # uint8
 
-Pipeline of `complete_video`: frames -> VAE posterior mean -> normalised latents
-`(z - shift) / scale`; pixel mask -> latent mask by the documented rule
-(`masks.pixel_to_latent_mask`: a token is known only if at least `min_valid` of its pixels are,
-default all) then `masks.align_to_patches` (a model patch is known only if all its latents are, as
-in training); `sampler.complete` fills the rest; decode and quantise to uint8. Everything heavy is
-jitted once per shape; the sampler's compiled function is reused across calls because the
-Completer keeps one `apply_fn` object.
+Pipeline of `complete_video`: unknown pixels nearest-filled -> VAE posterior mean -> normalised
+latents `(z - shift) / scale`; pixel mask -> token masks by the documented rule
+(`masks.pixel_to_token_masks`: a model patch is known when at least `min_valid` of its pixels are,
+exact when all are; known but inexact patches are unreliable context that stochastic conditioning
+re-noises); `sampler.complete` fills the rest; decode, composite (every given pixel comes back
+exactly) and quantise to uint8. Everything heavy is jitted once per shape; the sampler's compiled
+function is reused across calls because the Completer keeps one `apply_fn` object.
 """
 import os
 from typing import Any, Mapping, Optional
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskvid.paths import stage_dir
+from maskvid.sampling import fill
 from maskvid.sampling import masks
 from maskvid.sampling import sampler
 
@@ -50,8 +51,8 @@ class Completer:
     latents_dir: the latent-cache dir holding the normalisation stats; default: the run config's
       `paths.latents`, else `latents/` next to diffusion_dir.
     latent_stats: dict(shift=[c], scale=[c]) to use instead of reading latents_dir.
-    min_valid: fraction of a latent token's pixels that must be valid for it to be known
-      (default: the run config's sample.min_valid, else 1.0 = all of them).
+    min_valid: fraction of a model patch's pixels that must be valid for it to be known
+      (default: the run config's sample.min_valid, else 0.01).
 
   Attributes: config (the diffusion run config), module / params (EMA) / apply_fn of the
   denoiser, vae_module / vae_variables, shift / scale, latent_factor, patch_size.
@@ -85,7 +86,7 @@ class Completer:
     self.latent_factor = int(self.vae_module.downsample_factor)
     self.patch_size = tuple(int(p) for p in self.config.model.patch_size)
     if min_valid is None:
-      min_valid = self.config.sample.get('min_valid', 1.0)
+      min_valid = self.config.sample.get('min_valid', 0.01)
     self.min_valid = float(min_valid)
     module = self.vae_module
     self._encode = jax.jit(
@@ -148,22 +149,26 @@ class Completer:
                 renoise_at=r if r > 0 else None,
                 guidance=float(s.guidance if guidance is None else guidance))
 
-  def complete_latents(self, known, known_mask, rng, **options) -> jax.Array:
+  def complete_latents(self, known, known_mask, rng, exact_mask=None, **options) -> jax.Array:
     """sampler.complete with this run's EMA weights; options as in `sample_options`."""
     return sampler.complete(self.apply_fn, self.params, jnp.asarray(known, jnp.float32),
-                            jnp.asarray(known_mask), rng, **self.sample_options(**options))
+                            jnp.asarray(known_mask), rng, exact_mask=exact_mask,
+                            **self.sample_options(**options))
+
+  def token_masks(self, pixel_mask) -> tuple[jax.Array, jax.Array]:
+    """bool [B,T,H,W] pixels -> (known, exact) bool [B,T,h,w] (`masks.pixel_to_token_masks`)."""
+    return masks.pixel_to_token_masks(jnp.asarray(pixel_mask), self.latent_factor,
+                                      self.patch_size, self.min_valid)
 
   def latent_mask(self, pixel_mask) -> jax.Array:
-    """bool [B,T,H,W] pixels -> bool [B,T,h,w] known tokens (pixel rule, then patch-aligned)."""
-    latent = masks.pixel_to_latent_mask(jnp.asarray(pixel_mask), self.latent_factor,
-                                        self.min_valid)
-    return masks.align_to_patches(latent, self.patch_size)
+    """bool [B,T,H,W] pixels -> bool [B,T,h,w] known tokens (see `token_masks`)."""
+    return self.token_masks(pixel_mask)[0]
 
   # ------------------------------------------------------------------------------- video
   def complete_video(self, frames, pixel_mask, *, num_steps: Optional[int] = None,
                      solver: Optional[str] = None, renoise_at: Optional[float] = None,
                      guidance: Optional[float] = None, seed: int = 0,
-                     rng: Optional[jax.Array] = None, paste_known: bool = False,
+                     rng: Optional[jax.Array] = None, paste_known: bool = True,
                      return_latents: bool = False):
     """Completes the unknown pixels of a clip (or a batch of clips).
 
@@ -174,7 +179,8 @@ class Completer:
       num_steps, solver, renoise_at, guidance: sampler options (None: the run config's
         `sample` section; renoise_at <= 0 turns stochastic conditioning off).
       seed: sampling seed (ignored when `rng` is given).
-      paste_known: copy the known input pixels over the decoded output.
+      paste_known: copy the known input pixels over the decoded output (default; False shows
+        the raw decode, e.g. to see the VAE's error on the given pixels).
       return_latents: also return the latents and the latent known mask.
 
     Returns:
@@ -202,11 +208,15 @@ class Completer:
     if rng is None:
       rng = jax.random.key(seed)
 
-    latents = self.encode(x)
-    known_mask = self.latent_mask(m)
+    # Partly known patches are encoded from nearest-filled pixels: no hard edges for the encoder.
+    filled = np.where(m.any(axis=(-2, -1))[..., None, None, None],
+                      fill.nearest_fill(x, m), x)
+    latents = self.encode(filled)
+    known_mask, exact_mask = self.token_masks(m)
     known = jnp.where(known_mask[..., None], latents, 0.0)  # unknown values are never read
-    out = self.complete_latents(known, known_mask, rng, num_steps=num_steps, solver=solver,
-                                renoise_at=renoise_at, guidance=guidance)
+    out = self.complete_latents(known, known_mask, rng, exact_mask=exact_mask,
+                                num_steps=num_steps, solver=solver, renoise_at=renoise_at,
+                                guidance=guidance)
     video = _to_uint8(self.decode(out))
     if paste_known:
       video = np.where(m[..., None], _to_uint8(x), video)

@@ -1,6 +1,8 @@
 """Masks from pixel space to the sampler's token space.
 
-The rule (one, documented): a latent token covers a `factor x factor` block of pixels (the VAE
+`pixel_to_token_masks` is the rule the evaluation, the Completer and the task commands use: per
+model patch, *known* if any (>= min_valid) of its pixels are given, *exact* if all are. The older
+pair below (latent rule + patch alignment) gives only the known mask: a latent token covers a `factor x factor` block of pixels (the VAE
 downsampling factor). It is known only if at least `min_valid` of those pixels are valid; by
 default (min_valid = 1.0) all of them must be. Then, because the model pools t per patch with max
 and trains on patch-aligned masks, `align_to_patches` keeps a patch known only if all its latents
@@ -70,3 +72,51 @@ def align_to_patches(mask, patch_size: Union[Sequence[int], int]) -> jax.Array:
   blocks = mask.reshape(b, t // pt, pt, h // ph, ph, w // pw, pw)
   known = jnp.all(blocks, axis=(2, 4, 6), keepdims=True)
   return jnp.broadcast_to(known, blocks.shape).reshape(mask.shape)
+
+
+def pixel_to_token_masks(pixel_mask, factor: int, patch_size: Union[Sequence[int], int],
+                         min_valid: float = 1e-6) -> tuple[jax.Array, jax.Array]:
+  """Pixel validity -> (known, exact) latent masks, constant per model patch.
+
+  The one rule from pixels to the sampler's tokens: a model patch covers pt frames of
+  (ph * factor) x (pw * factor) pixels. It is *exact* when all of those pixels are valid, and
+  *known* when at least `min_valid` of them are (default: any valid pixel). Known but not exact
+  patches are the sampler's unreliable context (values from nearest-filled pixels; stochastic
+  conditioning re-noises them), exact ones stay clean (`sampler.complete(exact_mask=...)`).
+
+  Args:
+    pixel_mask: bool [B, T, H, W], True = valid pixel.
+    factor: VAE spatial downsampling factor.
+    patch_size: (pt, ph, pw) in latent units; T, H / factor, W / factor must be multiples.
+    min_valid: fraction in (0, 1] of a patch's pixels that must be valid for it to be known.
+
+  Returns:
+    (known, exact): bool [B, T, H // factor, W // factor] each, exact implies known.
+  """
+  pixel_mask = jnp.asarray(pixel_mask)
+  if pixel_mask.dtype != jnp.bool_:
+    raise TypeError(f'pixel_mask must be bool (True = valid), got dtype {pixel_mask.dtype}')
+  if pixel_mask.ndim != 4:
+    raise ValueError(f'pixel_mask must be [B, T, H, W], got shape {pixel_mask.shape}')
+  if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+    raise ValueError(f'factor must be a positive int, got {factor!r}')
+  if not 0.0 < float(min_valid) <= 1.0:
+    raise ValueError(f'min_valid must be in (0, 1], got {min_valid!r}')
+  patch = tuple(int(p) for p in np.atleast_1d(patch_size))
+  if len(patch) != 3 or min(patch) < 1:
+    raise ValueError(f'patch_size must be three positive ints (t, h, w), got {patch_size!r}')
+  b, t, height, width = pixel_mask.shape
+  pt, ph, pw = patch
+  bh, bw = ph * factor, pw * factor
+  if t % pt or height % bh or width % bw:
+    raise ValueError(f'pixel_mask [B, T, H, W] = {pixel_mask.shape} needs T divisible by {pt} and '
+                     f'H, W by {bh} x {bw} (VAE factor {factor} x patch {ph} x {pw})')
+  blocks = pixel_mask.reshape(b, t // pt, pt, height // bh, bh, width // bw, bw)
+  valid = jnp.sum(blocks, axis=(2, 4, 6), dtype=jnp.int32, keepdims=True)
+  total = pt * bh * bw
+  needed = max(1, int(np.ceil(float(min_valid) * total - 1e-6)))
+  lat_shape = (b, t // pt, pt, height // bh, ph, width // bw, pw)
+  out_shape = (b, t, height // factor, width // factor)
+  known = jnp.broadcast_to(valid >= needed, lat_shape).reshape(out_shape)
+  exact = jnp.broadcast_to(valid == total, lat_shape).reshape(out_shape)
+  return known, exact

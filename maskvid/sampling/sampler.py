@@ -6,8 +6,8 @@ tokens are fed with t = 0 and their exact values; unknown tokens start as pure G
 t = 1 and follow the time grid.
 
 Public API:
-  complete(apply_fn, params, known, known_mask, rng, *, num_steps, solver, renoise_at, guidance)
-      -> latents [B, T, h, w, c]
+  complete(apply_fn, params, known, known_mask, rng, *, num_steps, solver, renoise_at, guidance,
+           exact_mask=None) -> latents [B, T, h, w, c]
   sample_trajectory(...same...) -> (latents, trajectory [num_steps + 1, B, T, h, w, c], t_grid)
   time_grid(num_steps, renoise_at) -> np.ndarray [num_steps + 1]
   num_function_evals(num_steps, solver, guidance, renoise_at) -> int (model passes per clip)
@@ -28,11 +28,17 @@ Solvers (per step t -> s < t):
              sigma = s * sqrt(1 - (1 - t)^2 s^2 / ((1 - s)^2 t^2)) (the posterior std of
              q(x_s | x_t, x0) for this path), i.e. DDIM with eta = 1.
 
+Known tokens come in two kinds (`exact_mask`, a subset of `known_mask`): *exact* tokens (every
+pixel given, e.g. the NVS source frame) are held clean for the whole trajectory; *unreliable*
+tokens (partly given and nearest-filled, or warped across a depth edge) are clean context early
+and, with stochastic conditioning, repaired late. `exact_mask=None` means no known token is exact.
+
 Stochastic conditioning (`renoise_at = r` in (0, 1)): the grid is made piecewise uniform so that
 it contains r exactly (round(num_steps * (1 - r)) steps from 1 to r, the rest from r to 0). Known
-tokens are clean (t = 0, exact values) while the grid is above r; at t = r they are re-noised to
-`(1 - r) known + r z` with fresh z and from then on are ordinary noisy tokens that share the grid t,
-so the model may correct them (e.g. a broken forward warp). `renoise_at` of None or <= 0 is off.
+tokens are clean (t = 0, exact values) while the grid is above r; at t = r the unreliable ones are
+re-noised to `(1 - r) known + r z` with fresh z and from then on are ordinary noisy tokens that
+share the grid t, so the model may correct them, while exact tokens stay clean context (the
+masked mode the model was trained in). `renoise_at` of None or <= 0 is off.
 
 Mask-dropout guidance (`guidance = w != 1`): each velocity is `v_u + w (v_c - v_u)` where v_c is
 the conditional prediction (known tokens clean, t = 0) and v_u is the model's unconditional mode
@@ -40,8 +46,8 @@ the conditional prediction (known tokens clean, t = 0) and v_u is the model's un
 training masks). For v_u the known positions hold `(1 - t) known + t eps0`, the forward-noised
 known latents with the noise drawn at initialisation (fixed along the trajectory), i.e. the
 clip noised to the current level exactly as the training unconditional mode sees it. Both passes
-are one model call on a 2B batch. After re-noising (`renoise_at`) no token is known, so v_c = v_u
-and guidance no longer applies. `guidance = 1` is the plain sampler (no extra pass).
+are one model call on a 2B batch. After re-noising (`renoise_at`) only exact tokens are known;
+without any (`exact_mask=None`) v_c = v_u and guidance no longer applies. `guidance = 1` is the plain sampler (no extra pass).
 """
 import collections
 import functools
@@ -56,6 +62,7 @@ from jax import lax
 
 SOLVERS = ('euler', 'heun', 'ancestral')
 _STATIC = ('apply_fn', 'num_steps', 'solver', 'renoise_at', 'guidance')
+_NO_EXACT = object()
 
 # Incremented each time the sampler body is traced (i.e. compiled); read via trace_count().
 _TRACES = collections.Counter()
@@ -108,18 +115,22 @@ def _renoise_index(num_steps: int, r: float) -> int:
 
 
 def num_function_evals(num_steps: int, solver: str = 'euler', guidance: float = 1.0,
-                       renoise_at: Optional[float] = None) -> int:
-  """Model passes per clip (a guided pass counts 2: it runs on a doubled batch)."""
+                       renoise_at: Optional[float] = None, with_exact: bool = False) -> int:
+  """Model passes per clip (a guided pass counts 2: it runs on a doubled batch).
+
+  with_exact: an `exact_mask` is passed, so guidance also applies after re-noising.
+  """
   r = _check_options(num_steps, solver, renoise_at, guidance)
   per_step = 2 if solver == 'heun' else 1
   total = per_step * num_steps - (1 if solver == 'heun' else 0)
   if guidance == 1.0:
     return total
-  guided_steps = num_steps if r is None else _renoise_index(num_steps, r)
-  return total + per_step * guided_steps - (1 if solver == 'heun' and r is None else 0)
+  if r is None or with_exact:
+    return 2 * total
+  return total + per_step * _renoise_index(num_steps, r)
 
 
-def _validate(apply_fn, known, known_mask):
+def _validate(apply_fn, known, known_mask, exact_mask=None):
   if not callable(apply_fn):
     raise TypeError(f'apply_fn must be callable apply_fn(params, x_t, t) -> v, got {apply_fn!r}')
   if getattr(known, 'ndim', None) != 5:
@@ -132,49 +143,55 @@ def _validate(apply_fn, known, known_mask):
                      f'{tuple(known.shape[:-1])}, got {getattr(known_mask, "shape", type(known_mask))}')
   if known_mask.dtype != jnp.bool_:
     raise TypeError(f'known_mask must be a bool array (True = known), got dtype {known_mask.dtype}')
+  if exact_mask is not None and (getattr(exact_mask, 'shape', None) != known_mask.shape
+                                 or exact_mask.dtype != jnp.bool_):
+    raise ValueError(f'exact_mask must be None or bool [B, T, h, w] = known_mask.shape = '
+                     f'{tuple(known_mask.shape)}, got {getattr(exact_mask, "shape", type(exact_mask))}'
+                     f' {getattr(exact_mask, "dtype", "")}')
 
 
-def _sample(apply_fn, params, known, known_mask, rng, *, num_steps, solver, renoise_at, guidance,
-            keep_trajectory):
+def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, solver,
+            renoise_at, guidance, keep_trajectory):
   """Shared body of complete / sample_trajectory (traced once per shapes + static options)."""
   _TRACES['sample'] += 1
-  _validate(apply_fn, known, known_mask)
+  _validate(apply_fn, known, known_mask, exact_mask)
   r = _check_options(num_steps, solver, renoise_at, guidance)
   guidance = float(guidance)
   grid = jnp.asarray(time_grid(num_steps, r))
   dtype = known.dtype
-  mask_c = known_mask[..., None]
+  # Exact tokens are known by definition, whatever the caller's known_mask says.
+  exact = (jnp.zeros_like(known_mask) if exact_mask is None else exact_mask)
+  known_mask = known_mask | exact
   k_init, k_renoise, k_steps = jax.random.split(rng, 3)
   eps0 = jax.random.normal(k_init, known.shape, dtype)
   step_keys = jax.random.split(k_steps, num_steps)
 
-  def velocity(x, t, cond: bool):
-    """Model velocity at grid level t (scalar); `cond`: known tokens are clean context."""
+  def velocity(x, t, held, guide: bool):
+    """Model velocity at grid level t (scalar); tokens in `held` are clean context (t = 0)."""
     t_noisy = jnp.full(x.shape[:-1], t, jnp.float32)
-    if not cond:
-      return apply_fn(params, x, t_noisy).astype(dtype)
-    t_cond = jnp.where(known_mask, jnp.float32(0), t_noisy)
-    if guidance == 1.0:
+    t_cond = jnp.where(held, jnp.float32(0), t_noisy)
+    if not guide:
       return apply_fn(params, x, t_cond).astype(dtype)
-    x_uncond = jnp.where(mask_c, (1 - t) * known + t * eps0, x)
+    x_uncond = jnp.where(held[..., None], (1 - t) * known + t * eps0, x)
     v = apply_fn(params, jnp.concatenate([x, x_uncond]), jnp.concatenate([t_cond, t_noisy]))
     v_cond, v_uncond = jnp.split(v.astype(dtype), 2)
     return v_uncond + guidance * (v_cond - v_uncond)
 
-  def integrate(x, lo, hi, cond: bool):
+  def integrate(x, lo, hi, held, guide: bool):
     """Steps grid[lo] -> grid[hi] in one lax.scan; returns (x, states after each step)."""
-    hold = (lambda y: jnp.where(mask_c, known, y)) if cond else (lambda y: y)
+    def hold(y):
+      return jnp.where(held[..., None], known, y)
 
     def step(x, inputs):
       t, s, key = inputs
       t, s = t.astype(dtype), s.astype(dtype)
-      v = velocity(x, t, cond)
+      v = velocity(x, t, held, guide)
       if solver == 'euler':
         x_next = x - (t - s) * v
       elif solver == 'heun':
         x_pred = hold(x - (t - s) * v)
         x_next = lax.cond(s > 0,
-                          lambda: x - (t - s) * 0.5 * (v + velocity(x_pred, s, cond)),
+                          lambda: x - (t - s) * 0.5 * (v + velocity(x_pred, s, held, guide)),
                           lambda: x_pred)
       else:  # ancestral
         x0 = x - t * v
@@ -189,18 +206,20 @@ def _sample(apply_fn, params, known, known_mask, rng, *, num_steps, solver, reno
 
     return lax.scan(step, x, (grid[lo:hi], grid[lo + 1:hi + 1], step_keys[lo:hi]))
 
-  x = jnp.where(mask_c, known, eps0)
+  guided = guidance != 1.0
+  x = jnp.where(known_mask[..., None], known, eps0)
   states = [x[None]]
   if r is None:
-    x, traj = integrate(x, 0, num_steps, cond=True)
+    x, traj = integrate(x, 0, num_steps, known_mask, guided)
     states.append(traj)
   else:
     n1 = _renoise_index(num_steps, r)
-    x, traj = integrate(x, 0, n1, cond=True)
+    x, traj = integrate(x, 0, n1, known_mask, guided)
     states.append(traj)
     z = jax.random.normal(k_renoise, known.shape, dtype)
-    x = jnp.where(mask_c, (1 - r) * known + r * z, x)
-    x, traj = integrate(x, n1, num_steps, cond=False)
+    unreliable = (known_mask & ~exact)[..., None]
+    x = jnp.where(unreliable, (1 - r) * known + r * z, x)
+    x, traj = integrate(x, n1, num_steps, exact, guided and exact_mask is not None)
     states.append(traj)
   trajectory = jnp.concatenate(states) if keep_trajectory else None
   return x, trajectory, grid
@@ -209,7 +228,8 @@ def _sample(apply_fn, params, known, known_mask, rng, *, num_steps, solver, reno
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_mask: jax.Array,
              rng: jax.Array, *, num_steps: int, solver: str = 'euler',
-             renoise_at: Optional[float] = None, guidance: float = 1.0) -> jax.Array:
+             renoise_at: Optional[float] = None, guidance: float = 1.0,
+             exact_mask: Optional[jax.Array] = None) -> jax.Array:
   """Fills the unknown tokens of `known` by sampling the masked flow-matching model.
 
   Args:
@@ -223,19 +243,23 @@ def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_
     solver: 'euler' | 'heun' | 'ancestral' (static).
     renoise_at: stochastic-conditioning threshold t in (0, 1), or None / <= 0 for off (static).
     guidance: mask-dropout guidance weight w (static Python float); 1.0 = off.
+    exact_mask: bool [B, T, h, w] or None: known tokens that are exact (kept clean even past
+      `renoise_at`); the other known tokens are unreliable. None: no token is exact.
 
   Returns:
     latents [B, T, h, w, c], dtype of `known`; known tokens bit-equal to `known` unless
-    `renoise_at` is set (then the model re-generates them from level renoise_at).
+    `renoise_at` is set (then the unreliable ones are re-generated from level renoise_at; exact
+    tokens stay bit-equal).
   """
-  return _sample(apply_fn, params, known, known_mask, rng, num_steps=num_steps, solver=solver,
-                 renoise_at=renoise_at, guidance=guidance, keep_trajectory=False)[0]
+  return _sample(apply_fn, params, known, known_mask, exact_mask, rng, num_steps=num_steps,
+                 solver=solver, renoise_at=renoise_at, guidance=guidance,
+                 keep_trajectory=False)[0]
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def sample_trajectory(apply_fn, params, known, known_mask, rng, *, num_steps: int,
                       solver: str = 'euler', renoise_at: Optional[float] = None,
-                      guidance: float = 1.0):
+                      guidance: float = 1.0, exact_mask: Optional[jax.Array] = None):
   """Same as `complete`, also returning every state on the grid (for inspection and tests).
 
   Returns:
@@ -244,5 +268,5 @@ def sample_trajectory(apply_fn, params, known, known_mask, rng, *, num_steps: in
     known tokens in place, trajectory[-1] == latents). With `renoise_at`, trajectory[k] at
     t_grid[k] == renoise_at is the state just before the known tokens are re-noised.
   """
-  return _sample(apply_fn, params, known, known_mask, rng, num_steps=num_steps, solver=solver,
-                 renoise_at=renoise_at, guidance=guidance, keep_trajectory=True)
+  return _sample(apply_fn, params, known, known_mask, exact_mask, rng, num_steps=num_steps,
+                 solver=solver, renoise_at=renoise_at, guidance=guidance, keep_trajectory=True)

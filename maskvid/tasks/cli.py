@@ -14,9 +14,10 @@ def define_common_flags() -> None:
   flags.DEFINE_float('renoise_at', -1.0, 'Stochastic conditioning threshold t in (0, 1); <0: off.')
   flags.DEFINE_float('guidance', None, 'Mask-dropout guidance weight (default: config).')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
-  flags.DEFINE_bool('paste_known', False, 'Copy the known input pixels over the decoded output.')
-  flags.DEFINE_float('min_valid', None, 'Fraction of a latent token\'s pixels that must be known '
-                     'for the token to be known (default: the Completer\'s, all of them).')
+  flags.DEFINE_bool('paste_known', True, 'Copy the known input pixels over the decoded output '
+                    '(--nopaste_known shows the raw decode).')
+  flags.DEFINE_float('min_valid', None, 'Fraction of a model patch\'s pixels that must be known '
+                     'for it to be known (default: the run config\'s sample.min_valid).')
   flags.DEFINE_integer('fps', 8, 'Frames per second of the MP4.')
   flags.mark_flags_as_required(['checkpoint', 'out'])
 

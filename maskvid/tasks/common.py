@@ -2,8 +2,9 @@
 
 A task builds `(frames uint8 [T, H, W, 3], pixel_mask bool [T, H, W])` — True where the pixel is
 known — and hands them to a Completer (`maskvid.sampling.completer.Completer` or anything with
-the same `complete_video`), which encodes, maps the pixel mask to latent tokens (a token is known
-only if all its pixels are), samples the unknown tokens and decodes. Tasks never touch the model.
+the same `complete_video`), which encodes, maps the pixel mask to tokens
+(`sampling.masks.pixel_to_token_masks`), samples the unknown tokens, decodes and composites the
+given pixels back. Tasks never touch the model.
 """
 import inspect
 from typing import Any, Optional
