@@ -32,5 +32,5 @@ def get_config():
   c.train.checkpoint_every = 500
   c.eval.num_clips = 16
   c.eval.min_valid = 0.01
-  c.eval.baselines = ('warp_only', 'ours_no_sc')
+  c.eval.baselines = ('nearest_fill', 'cross_fade', 'ours_no_sc', 'ours')
   return c

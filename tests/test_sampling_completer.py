@@ -11,6 +11,7 @@ import pytest
 from configs import default
 from maskvid import stages
 from maskvid.sampling import completer as completer_lib
+from maskvid.sampling import fill
 
 RES, FRAMES = 16, 2
 
@@ -101,37 +102,50 @@ def key(seed):
   return jax.random.key(seed, impl='rbg')  # compiles much faster than threefry on XLA:CPU
 
 
-def test_all_known_is_the_vae_round_trip(completer):
+def test_all_known_comes_back_exactly_and_raw_decode_is_the_vae_round_trip(completer):
   frames = clip(2)
-  out = completer.complete_video(frames, np.ones(frames.shape[:-1], bool), rng=key(0))
+  mask = np.ones(frames.shape[:-1], bool)
+  out = completer.complete_video(frames, mask, rng=key(0))
   assert out.dtype == np.uint8 and out.shape == frames.shape
+  np.testing.assert_array_equal(out, frames)          # every given pixel is composited back
+  raw = completer.complete_video(frames, mask, rng=key(0), paste_known=False)
   expect = completer_lib._to_uint8(completer.decode(completer.encode(frames[None])))[0]
-  np.testing.assert_array_equal(out, expect)
+  np.testing.assert_array_equal(raw, expect)
 
 
 def test_partial_mask_keeps_known_latents_and_pixels(completer):
   frames = clip(3, batch=1)
   mask = np.ones(frames.shape[:-1], bool)
-  mask[:, 1, 4:12, 4:12] = False   # a hole in frame 1: latents 2..5 -> patches (1..2) fully out
-  mask[0, 0, 0, 0] = False         # one bad pixel: its token and that token's patch become unknown
-  res = completer.complete_video(frames, mask, rng=key(1), return_latents=True)
+  mask[:, 1, 4:12, 4:12] = False   # a hole in frame 1: patches (1..2, 1..2) have no valid pixel
+  mask[0, 0, 0, 0] = False         # one bad pixel: its patch stays known, but is not exact
+  res = completer.complete_video(frames, mask, rng=key(1), return_latents=True,
+                                 paste_known=False)
   assert res['video'].shape == frames.shape
   known = res['known_mask']
   assert known.shape == (1, FRAMES, RES // 2, RES // 2)
-  assert not known[0, 1, 2:6, 2:6].any() and not known[0, 0, :2, :2].any()
-  assert known.sum() == 2 * 64 - 16 - 4
-  z = np.asarray(completer.encode(frames))
+  assert not known[0, 1, 2:6, 2:6].any() and known[0, 0, :2, :2].all()
+  assert known.sum() == 2 * 64 - 16
+  # Known latents are the encoding of the nearest-filled frames, held exactly.
+  filled = fill.nearest_fill(frames.astype(np.float32) / 127.5 - 1.0, mask)
+  z = np.asarray(completer.encode(filled))
   np.testing.assert_array_equal(res['latents'][known], z[known])
   assert not np.allclose(res['latents'][~known], z[~known])
-  pasted = completer.complete_video(frames, mask, rng=key(1), paste_known=True)
+  pasted = completer.complete_video(frames, mask, rng=key(1))
   np.testing.assert_array_equal(pasted[mask], frames[mask])
   np.testing.assert_array_equal(pasted[~mask], res['video'][~mask])
+  # Stochastic conditioning re-generates the inexact patch (0, 0) of frame 0 and keeps the
+  # exact ones bit-equal.
+  sc = completer.complete_video(frames, mask, rng=key(1), return_latents=True, renoise_at=0.5)
+  exact = known.copy()
+  exact[0, 0, :2, :2] = False
+  np.testing.assert_array_equal(sc['latents'][exact], z[exact])
+  assert not np.allclose(sc['latents'][0, 0, :2, :2], z[0, 0, :2, :2])
   # Float input in [-1, 1] is the same clip as uint8; another rng gives another completion.
   again = completer.complete_video(frames.astype(np.float32) / 127.5 - 1.0, mask, rng=key(1))
-  np.testing.assert_array_equal(again, res['video'])
+  np.testing.assert_array_equal(again, pasted)
   other = completer.complete_video(frames, mask, rng=key(2), return_latents=True)
   np.testing.assert_array_equal(other['latents'][known], z[known])
-  assert not np.array_equal(other['video'][~mask], res['video'][~mask])
+  assert not np.array_equal(other['video'][~mask], pasted[~mask])
 
 
 def test_bad_inputs_are_named(completer):
