@@ -27,9 +27,7 @@ from maskvid.paths import stage_dir
 from maskvid.train import loop
 from maskvid.vae import cache as cache_lib
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config (e.g. configs/reference.py).')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The run\'s workdir (data, vae, latents).')
-_STEPS = flags.DEFINE_list('steps', None, 'Training budgets, e.g. 250,1000,4000 (each 4x the last).')
+FLAGS = flags.FLAGS
 ROWS = ('nearest_fill', 'cross_fade', 'ours')
 
 
@@ -100,12 +98,12 @@ def plot(points: dict, cols: list, path: str) -> None:
 
 def main(argv):
   del argv
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  config, workdir = FLAGS.config, FLAGS.workdir
   if not workdir:
     raise app.UsageError('--workdir is required')
-  budgets = sorted(int(s) for s in (_STEPS.value or []))
+  budgets = sorted(int(s) for s in (FLAGS.steps or []))
   if len(budgets) < 2 or budgets[0] < 1:
-    raise app.UsageError(f'--steps needs two or more positive budgets, got {_STEPS.value}')
+    raise app.UsageError(f'--steps needs two or more positive budgets, got {FLAGS.steps}')
   latents_dir = stage_dir(config, workdir, 'latents')
   try:
     cache_lib.require_complete(latents_dir)
@@ -131,5 +129,9 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Flags are defined here, not at import, so tests can import this module beside maskvid.main.
+  config_flags.DEFINE_config_file('config', None, 'Run config (e.g. configs/reference.py).')
+  flags.DEFINE_string('workdir', None, 'The run\'s workdir (data, vae, latents).')
+  flags.DEFINE_list('steps', None, 'Training budgets, e.g. 250,1000,4000 (each 4x the last).')
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main)
