@@ -47,6 +47,13 @@ def pixel_to_latent_mask(pixel_mask, factor: int, min_valid: float = 1.0) -> jax
   return valid >= needed
 
 
+def _patch(patch_size) -> tuple[int, int, int]:
+  patch = tuple(int(p) for p in np.atleast_1d(patch_size))
+  if len(patch) != 3 or min(patch) < 1:
+    raise ValueError(f'patch_size must be three positive ints (t, h, w), got {patch_size!r}')
+  return patch
+
+
 def align_to_patches(mask, patch_size: Union[Sequence[int], int]) -> jax.Array:
   """Makes a latent mask constant per model patch: a patch is known only if all its latents are.
 
@@ -62,9 +69,7 @@ def align_to_patches(mask, patch_size: Union[Sequence[int], int]) -> jax.Array:
     raise TypeError(f'mask must be bool (True = known), got dtype {mask.dtype}')
   if mask.ndim != 4:
     raise ValueError(f'mask must be [B, T, h, w], got shape {mask.shape}')
-  patch = tuple(int(p) for p in np.atleast_1d(patch_size))
-  if len(patch) != 3 or min(patch) < 1:
-    raise ValueError(f'patch_size must be three positive ints (t, h, w), got {patch_size!r}')
+  patch = _patch(patch_size)
   b, t, h, w = mask.shape
   pt, ph, pw = patch
   if t % pt or h % ph or w % pw:
@@ -102,9 +107,7 @@ def pixel_to_token_masks(pixel_mask, factor: int, patch_size: Union[Sequence[int
     raise ValueError(f'factor must be a positive int, got {factor!r}')
   if not 0.0 < float(min_valid) <= 1.0:
     raise ValueError(f'min_valid must be in (0, 1], got {min_valid!r}')
-  patch = tuple(int(p) for p in np.atleast_1d(patch_size))
-  if len(patch) != 3 or min(patch) < 1:
-    raise ValueError(f'patch_size must be three positive ints (t, h, w), got {patch_size!r}')
+  patch = _patch(patch_size)
   b, t, height, width = pixel_mask.shape
   pt, ph, pw = patch
   bh, bw = ph * factor, pw * factor
