@@ -1,9 +1,10 @@
-"""maskvid.eval.baselines: warp-only hole filling and the replacement / conditioning samplers."""
+"""sampling.fill (the trivial hole filler) and the eval replacement / conditioning samplers."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from maskvid.eval import baselines
+from maskvid.sampling import fill
 
 
 def test_nearest_fill_fills_holes_from_nearest_valid_pixel():
@@ -15,9 +16,9 @@ def test_nearest_fill_fills_holes_from_nearest_valid_pixel():
   valid[0, :, 5] = False     # nearest valid: column 4 -> -1.0
   garbage = frames.copy()
   garbage[~valid] = 7.0
-  out = baselines.nearest_fill(garbage, valid)
+  out = fill.nearest_fill(garbage, valid)
   np.testing.assert_array_equal(out, frames)
-  empty = baselines.nearest_fill(garbage, np.zeros_like(valid), empty_value=0.5)
+  empty = fill.nearest_fill(garbage, np.zeros_like(valid), empty_value=0.5)
   assert np.all(empty == 0.5)
 
 

@@ -78,7 +78,8 @@ def test_report_writer_has_every_method_and_number(tmp_path):
   assert loaded['metrics']['test']['holes']['ours']['psnr_hole'] == 20.0 + len(res['methods']) - 1
   assert loaded['metrics']['ood']['nvs']['nearest_fill']['psnr'] == 'inf'
   assert loaded['metrics']['ood']['nvs']['ours']['lpips'] is None
-  assert loaded['summary']['ours']['test/nvs/psnr_hole'] == pytest.approx(20.0 + len(res['methods']) - 1)
+  last = 20.0 + len(res['methods']) - 1
+  assert loaded['summary']['ours']['test/nvs/psnr_hole'] == pytest.approx(last)
   png = report.save_grid(str(tmp_path / 'g.png'), {'gt': np.zeros((3, 8, 8, 3)),
                                                    'ours': np.ones((3, 8, 8, 3))})
   assert os.path.getsize(png) > 0
@@ -139,8 +140,18 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   # is above hole PSNR for the generative rows too.
   assert m['holes']['ours']['psnr'] > m['holes']['ours']['psnr_hole']
   # K samples per method at the configured steps, one call at 1 step for the one-step row.
-  holes_ours = [n for g, t, n in calls if g == 'ours' and t == 'holes']
-  assert sorted(holes_ours) == [1] + [c.sample.num_steps] * 3
+  def steps_of(method, task):
+    return sorted(n for g, t, n in calls if g == method and t == task)
+  assert steps_of('ours_no_sc', 'holes') == [1] + [c.sample.num_steps] * 3
+  assert steps_of('conditioning', 'interpolate') == [1] + [c.sample.num_steps] * 3
+  # 'ours' only samples where it re-noises; its one-step row and the tasks without stochastic
+  # conditioning are the same sampler call as 'ours_no_sc', reused.
+  assert steps_of('ours', 'holes') == [c.sample.num_steps] * 3
+  assert steps_of('ours', 'interpolate') == []
+  for row in ('ours', 'ours mean3', 'ours one-step'):   # assert_equal: NaN (LPIPS) == NaN
+    twin = row.replace('ours', 'ours_no_sc')
+    np.testing.assert_equal(m['interpolate'][row], m['interpolate'][twin])
+  np.testing.assert_equal(m['holes']['ours one-step'], m['holes']['ours_no_sc one-step'])
   # The mean of 3 differently seeded samples is closer to their common centre than one sample.
   assert m['holes']['ours mean3']['psnr_hole'] != m['holes']['ours']['psnr_hole']
   assert 'ours' in out['summary'] and 'test/nvs/psnr_hole' in out['summary']['ours']

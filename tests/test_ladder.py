@@ -21,7 +21,8 @@ def test_rung_config_shares_data_vae_latents_and_owns_its_model(tmp_path):
 
 
 def _metrics(ours):
-  block = lambda v: {'psnr_hole': v, 'psnr_hole_se': 0.1}  # pylint: disable=unnecessary-lambda-assignment
+  def block(v):
+    return {'psnr_hole': v, 'psnr_hole_se': 0.1}
   return {s: {t: {'ours': block(ours), 'nearest_fill': block(12.0), 'cross_fade': block(13.0)}
               for t in ('interpolate', 'holes')} for s in ('test', 'ood')}
 

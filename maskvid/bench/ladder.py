@@ -4,15 +4,13 @@
         --steps=250,1000,4000
 
 Every rung shares the run's data, VAE and latent cache (run the config's `cache` job first) and
-trains its
-own masked model in {workdir}/ladder/steps_<N>/diffusion; a rung whose N equals the config's
-train.steps reuses the run's own diffusion dir. Each rung is then evaluated with the trivial
-rows and `ours` (one sample, the headline). Writes {workdir}/ladder/ladder.md, ladder.json and
-ladder.png (hole PSNR of every split/task against steps, log-x, trivial answers dashed).
+trains its own masked model in {workdir}/ladder/steps_<N>/diffusion; a rung whose N equals the
+config's train.steps reuses the run's own diffusion dir. Each rung is then evaluated with the
+trivial rows and `ours` (one sample, the headline). Writes {workdir}/ladder/ladder.md, ladder.json
+and ladder.png (hole PSNR of every split/task against steps, log-x, trivial answers dashed).
 Finished rungs are not retrained (the trainer resumes), so a re-run only redraws.
 """
 import copy
-import json
 import os
 
 from absl import app
@@ -37,18 +35,21 @@ def rung_config(config, workdir: str, steps: int):
   with cfg.unlocked():
     for stage in ('data', 'vae', 'latents'):
       cfg.paths[stage] = fileio.absolute(stage_dir(config, workdir, stage))
+    rung = os.path.join(workdir, 'ladder', f'steps_{steps}')
+    cfg.paths.eval = fileio.absolute(os.path.join(rung, 'eval'))
     if steps != int(config.train.steps):
-      rung = os.path.join(workdir, 'ladder', f'steps_{steps}')
       cfg.paths.diffusion = fileio.absolute(os.path.join(rung, 'diffusion'))
-      cfg.paths.eval = fileio.absolute(os.path.join(rung, 'eval'))
-    else:
-      cfg.paths.eval = fileio.absolute(os.path.join(workdir, 'ladder', f'steps_{steps}', 'eval'))
     cfg.train.steps = int(steps)
     cfg.train.eval_every = 0
-    cfg.eval.baselines = tuple(r for r in ROWS if r in eval_run.METHODS)
+    cfg.eval.baselines = ROWS
     cfg.eval.num_samples = 1
     cfg.eval.one_step = False
   return cfg
+
+
+def trivial_row(task: str) -> str:
+  """The row holding `task`'s trivial answer (`eval.run.TRIVIAL_TASKS`)."""
+  return next(r for r, tasks in eval_run.TRIVIAL_TASKS.items() if task in tasks)
 
 
 def ladder_table(points: dict) -> tuple[str, list]:
@@ -65,9 +66,7 @@ def ladder_table(points: dict) -> tuple[str, list]:
     rows.append(row)
   trivial = ['trivial']
   for s, t in cols:
-    block = first[s][t]
-    name = 'cross_fade' if t == 'interpolate' else 'nearest_fill'
-    trivial.append(f"{block[name]['psnr_hole']:.2f}")
+    trivial.append(f"{first[s][t][trivial_row(t)]['psnr_hole']:.2f}")
   rows.append(trivial)
   return report.markdown_table(header, rows), cols
 
@@ -83,8 +82,7 @@ def plot(points: dict, cols: list, path: str) -> None:
     y = [points[n][s][t]['ours']['psnr_hole'] for n in steps]
     se = [points[n][s][t]['ours']['psnr_hole_se'] for n in steps]
     ax.errorbar(steps, y, yerr=se, marker='o', color=color, label=f'ours {s}/{t}', capsize=3)
-    name = 'cross_fade' if t == 'interpolate' else 'nearest_fill'
-    ax.axhline(points[steps[0]][s][t][name]['psnr_hole'], color=color, ls='--', lw=1)
+    ax.axhline(points[steps[0]][s][t][trivial_row(t)]['psnr_hole'], color=color, ls='--', lw=1)
   ax.set_xscale('log')
   ax.set_xlabel('training steps')
   ax.set_ylabel('hole PSNR (dB), one sample')
@@ -122,8 +120,9 @@ def main(argv):
   fileio.write_text_atomic(os.path.join(out, 'ladder.md'),
                            '# Hole PSNR of ours (one sample) against training steps\n\n'
                            + table + '\n')
-  fileio.write_json_atomic(os.path.join(out, 'ladder.json'),
-                           report._json_safe({str(k): v for k, v in points.items()}))  # pylint: disable=protected-access
+  as_json = report._json_safe(  # pylint: disable=protected-access
+      {str(k): v for k, v in points.items()})
+  fileio.write_json_atomic(os.path.join(out, 'ladder.json'), as_json)
   plot(points, cols, os.path.join(out, 'ladder.png'))
   print(table, flush=True)
 

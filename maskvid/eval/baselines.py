@@ -1,7 +1,5 @@
-"""Baselines for the evaluation: warp-only hole filling and two sampler variants.
+"""Sampler baselines for the evaluation (the trivial hole filler is `maskvid.sampling.fill`).
 
-* `nearest_fill`: the warp-only baseline's hole filler. Every invalid pixel takes the colour of
-  the nearest valid pixel of the same frame (Euclidean distance transform, scipy).
 * `replacement_complete`: the guidance/replacement baseline. The model is trained without masks
   (config.diffusion.objective = 'unconditional': every token shares one t). At sampling all tokens
   sit at the grid level t, and after every step (to level s) the known tokens are overwritten by
@@ -25,8 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-
-from maskvid.sampling.fill import nearest_fill  # pylint: disable=unused-import (re-exported)
 
 
 def _check(known, known_mask, num_steps):

@@ -39,8 +39,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from maskvid.eval import baselines
 from maskvid.geometry import warp as warp_lib
+from maskvid.sampling import fill
 
 TASKS = ('nvs', 'interpolate', 'holes')
 GEOMETRY_TASKS = ('nvs', 'interpolate')
@@ -89,7 +89,7 @@ def nvs_task(clip) -> Task:
   known[0], frames[0] = True, rgb[0]
   for t in range(1, T):
     frames[t], known[t], _ = _warp(rgb[0], depth[0], k, w2c[0], w2c[t])
-  filled = baselines.nearest_fill(frames, known)
+  filled = fill.nearest_fill(frames, known)
   hole = ~known
   hole[0] = False
   return Task('nvs', known, filled, filled, hole, tuple(range(1, T)))
@@ -103,7 +103,7 @@ def interpolate_task(clip) -> Task:
   known = np.zeros(rgb.shape[:3], bool)
   known[0] = known[-1] = True
   known_frames = np.where(known[..., None], rgb, 0.0).astype(np.float32)
-  known_frames = baselines.nearest_fill(known_frames, known)   # middle frames: no valid pixel -> 0
+  known_frames = fill.nearest_fill(known_frames, known)   # middle frames: no valid pixel -> 0
   alpha = (np.arange(T, dtype=np.float32) / (T - 1))[:, None, None, None]
   cross_fade = ((1 - alpha) * rgb[0] + alpha * rgb[-1]).astype(np.float32)
   warp_only = known_frames.copy()
@@ -116,7 +116,7 @@ def interpolate_task(clip) -> Task:
       take = w_valid & (w_depth < best)
       img[take], best[take] = w_img[take], w_depth[take]
       valid |= w_valid
-    warp_only[t] = baselines.nearest_fill(img, valid)
+    warp_only[t] = fill.nearest_fill(img, valid)
   hole = np.zeros_like(known)
   hole[1:-1] = True
   return Task('interpolate', known, known_frames, cross_fade, hole, tuple(range(1, T - 1)),
@@ -158,7 +158,7 @@ def holes_task(clip, seed: int = 0, coverage=(0.4, 0.7)) -> Task:
   hole = np.stack([random_hole_mask(rng, rgb.shape[1], rgb.shape[2], coverage)
                    for _ in range(rgb.shape[0])])
   known = ~hole
-  filled = baselines.nearest_fill(np.where(known[..., None], rgb, 0.0).astype(np.float32), known)
+  filled = fill.nearest_fill(np.where(known[..., None], rgb, 0.0).astype(np.float32), known)
   return Task('holes', known, filled, filled, hole, tuple(range(rgb.shape[0])))
 
 

@@ -127,8 +127,8 @@ def to_markdown(results: Mapping) -> str:
             'clouds unprojected with GT depth from the scored frames.',
             '- results.json also holds `<metric>_se`: standard error of the per-clip means '
             '(PSNR-hole, SSIM-hole, Reproj), to judge which differences the clip count resolves.',
-            '- Rows `ground_truth` and `vae_oracle` (GT frames through the VAE) are references, '
-            'not methods.', '']
+            '- Rows `ground_truth`, `vae_oracle` (GT frames through the VAE) and `warp_oracle` '
+            '(GT-geometry warp, interpolate) are references, not methods.', '']
   notes = results.get('notes', [])
   if notes:
     parts += ['## Notes', ''] + [f'- {n}' for n in notes] + ['']

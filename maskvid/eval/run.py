@@ -5,29 +5,32 @@ task in config.eval.tasks (`maskvid.eval.protocol`), the first config.eval.num_c
 completed by every method in config.eval.baselines and scored (`maskvid.eval.metrics`,
 `maskvid.eval.consistency`). Methods:
 
-  warp_only     GT-depth forward warp + nearest-valid-pixel filling (no learning).
+  nearest_fill  trivial answer of 'holes' and 'nvs' (`protocol.Task.trivial`; NaN elsewhere).
+  cross_fade    trivial answer of 'interpolate' (NaN elsewhere).
   conditioning  same backbone trained with config.diffusion.objective='conditioning' (known latents
                 and mask as input channels), Euler sampler, known tokens pasted back.
   replacement   same backbone trained with objective='unconditional', replacement sampler
                 (`baselines.replacement_complete`).
   ours_no_sc    the masked model (workdir's diffusion stage), `sampler.complete` without re-noising.
   ours          the masked model with stochastic conditioning: renoise_at = config.sample.renoise_at
-                if > 0 else config.eval.renoise_at, on the tasks in config.eval.renoise_tasks (on
-                the others it is ours_no_sc: known pixels there are exact, nothing to correct).
+                if > 0 else config.eval.renoise_at, on the tasks in config.eval.renoise_tasks
+                (unreliable tokens re-noised, exact ones clean; elsewhere it is ours_no_sc).
+
+Each generative method gives one sample (the headline row, named after it), '<m> mean<K>' (pixel
+mean of config.eval.num_samples samples) and '<m> one-step' (config.eval.one_step: the sampler at
+one step, x1 - v(x1, 1)). Reference rows: ground_truth (the consistency metrics' floor),
+vae_oracle (GT through the VAE), warp_oracle ('interpolate': GT-geometry warp of the endpoints).
 
 The two trained baselines get their own diffusion dirs, {workdir}/baselines/<name>, trained by
 `maskvid.train.loop.train_and_evaluate` with a copy of the config whose paths.diffusion points
 there and whose data/vae/latents paths are the run's (same data, VAE, backbone; steps =
 config.eval.baseline_steps, or config.train.steps when < 0). A finished run is not retrained.
 
-All generative methods see the same known pixels, encoded by the run's VAE; a latent token is
-known if at least config.eval.min_valid of its pixels are (`pixel_to_latent_mask`; its unknown
-pixels are nearest-filled before encoding) and model patches only if all their tokens are
-(`align_to_patches`). All samplers use config.sample.num_steps steps and the
-same random key per batch. Outputs are decoded frames (no compositing of known pixels), so
-whole-frame scores include VAE reconstruction error; the `vae_oracle` row (GT through the VAE)
-shows that floor. The `ground_truth` row gives the consistency metrics' floor (interpolation and
-pixel sampling error of GT renders).
+All generative methods see the same known pixels, encoded by the run's VAE from the frames with
+their unknown pixels nearest-filled; `sampling.masks.pixel_to_token_masks` makes a model patch
+known when at least config.eval.min_valid of its pixels are given and exact when all are. All
+samplers use config.sample.num_steps steps and the same random keys per batch. Decoded outputs
+are composited: given pixels come back exactly.
 
 Writes {eval_dir}/results.md, results.json and one PNG grid per split/task (first clip; rows:
 ground truth, known input, methods; columns: frames). Returns {'summary', 'metrics', 'paths', ...}.
@@ -61,6 +64,9 @@ TRAINED_BASELINES = {'conditioning': dict(objective='conditioning', input_condit
                      'replacement': dict(objective='unconditional', input_conditioning=False)}
 REFERENCE_ROWS = ('ground_truth', 'vae_oracle', 'warp_oracle')
 MEAN_SUFFIX, ONE_STEP_SUFFIX = ' mean{k}', ' one-step'
+# What `score` returns: per-clip metrics, their standard errors, and the Fréchet distance.
+SCORES = ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips', 'reproj', 'chamfer')
+SE_SCORES = ('psnr_hole', 'ssim_hole', 'reproj')
 
 
 # ------------------------------------------------------------------------------------ baselines
@@ -236,7 +242,7 @@ def make_samplers(config, workdir: str, methods) -> dict:
 def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None,
           with_images: bool = True) -> dict:
   """Metrics of one method on one split/task. pred, gt: [N, T, H, W, 3] in [-1, 1]."""
-  vals = {k: [] for k in ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips', 'reproj', 'chamfer')}
+  vals = {k: [] for k in SCORES}
   scored_pred, scored_gt = [], []
   for i, (clip, task) in enumerate(zip(clips, tasks)):
     f = list(task.frames)
@@ -256,7 +262,7 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None
   out = {k: metrics_lib.finite_mean(np.concatenate([np.ravel(x) for x in v])) if v else float('nan')
          for k, v in vals.items()}
   # Spread across clips (standard error of the per-clip means) for the headline metrics.
-  for k in ('psnr_hole', 'ssim_hole', 'reproj'):
+  for k in SE_SCORES:
     per_clip = np.array([metrics_lib.finite_mean(x) for x in vals[k]], np.float64)
     per_clip = per_clip[np.isfinite(per_clip)]
     out[f'{k}_se'] = (float(per_clip.std(ddof=1) / np.sqrt(len(per_clip)))
@@ -285,8 +291,8 @@ def _known_input_row(task) -> np.ndarray:
 
 
 def _nan_scores() -> dict:
-  return {k: float('nan') for k in ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips', 'reproj',
-                                    'chamfer', 'fd', 'psnr_hole_se', 'ssim_hole_se', 'reproj_se')}
+  """`score`'s keys, all NaN: a row that does not answer this task."""
+  return {k: float('nan') for k in SCORES + ('fd',) + tuple(f'{k}_se' for k in SE_SCORES)}
 
 
 def generative_rows(methods, num_samples: int, one_step: bool) -> list:
@@ -334,13 +340,14 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   patch = tuple(int(p) for p in config.model.patch_size)
   bs = max(1, int(config.eval.batch_size))
   steps = int(config.sample.num_steps)
+  renoise_tasks = tuple(config.eval.renoise_tasks)
   rows = (tuple(REFERENCE_ROWS) + tuple(m for m in methods if m in TRIVIAL)
           + tuple(generative_rows(generative, num_samples, one_step)))
   results = {'methods': list(rows), 'reference_rows': list(REFERENCE_ROWS), 'metrics': {},
              'notes': notes, 'pictures': {},
              'info': {'clips per split': num_clips, 'sample steps': steps,
                       'solver (ours)': config.sample.solver,
-                      'renoise_at (ours)': f'{_renoise(config)} on {tuple(config.eval.renoise_tasks)}',
+                      'renoise_at (ours)': f'{_renoise(config)} on {renoise_tasks}',
                       'samples per mean': num_samples,
                       'train steps': int(config.train.steps),
                       'baseline steps': (int(config.eval.baseline_steps)
@@ -377,6 +384,13 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
           if task_name in TRIVIAL_TASKS[m]:
             preds[m] = np.stack([t.trivial for t in task_list])
           continue
+        # 'ours' is the same sampler call as 'ours_no_sc' wherever it does not re-noise (tasks
+        # outside eval.renoise_tasks, and the one-step estimate): reuse those rows.
+        reuse = m == 'ours' and 'ours_no_sc' in preds
+        if reuse and task_name not in renoise_tasks:
+          preds.update({m + r[len('ours_no_sc'):]: p for r, p in preds.items()
+                        if r.startswith('ours_no_sc')})
+          continue
         fn = samplers[m]
         key = jax.random.PRNGKey(int(config.seed))
 
@@ -392,7 +406,8 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
         if num_samples > 1:
           preds[m + MEAN_SUFFIX.format(k=num_samples)] = np.mean(samples, axis=0)
         if one_step:
-          preds[m + ONE_STEP_SUFFIX] = run(1, 0)
+          preds[m + ONE_STEP_SUFFIX] = (preds['ours_no_sc' + ONE_STEP_SUFFIX] if reuse
+                                        else run(1, 0))
       block = {}
       for r in rows:
         if r in preds:

@@ -209,9 +209,7 @@ class Completer:
       rng = jax.random.key(seed)
 
     # Partly known patches are encoded from nearest-filled pixels: no hard edges for the encoder.
-    filled = np.where(m.any(axis=(-2, -1))[..., None, None, None],
-                      fill.nearest_fill(x, m), x)
-    latents = self.encode(filled)
+    latents = self.encode(fill.nearest_fill(x, m))
     known_mask, exact_mask = self.token_masks(m)
     known = jnp.where(known_mask[..., None], latents, 0.0)  # unknown values are never read
     out = self.complete_latents(known, known_mask, rng, exact_mask=exact_mask,

@@ -2,11 +2,12 @@
 
 `pixel_to_token_masks` is the rule the evaluation, the Completer and the task commands use: per
 model patch, *known* if any (>= min_valid) of its pixels are given, *exact* if all are. The older
-pair below (latent rule + patch alignment) gives only the known mask: a latent token covers a `factor x factor` block of pixels (the VAE
-downsampling factor). It is known only if at least `min_valid` of those pixels are valid; by
-default (min_valid = 1.0) all of them must be. Then, because the model pools t per patch with max
-and trains on patch-aligned masks, `align_to_patches` keeps a patch known only if all its latents
-are known. Both are pure jnp functions (jit/vmap friendly); shapes must divide evenly.
+pair below (latent rule + patch alignment) gives only the known mask: a latent token covers a
+`factor x factor` block of pixels (the VAE downsampling factor). It is known only if at least
+`min_valid` of those pixels are valid; by default (min_valid = 1.0) all of them must be. Then,
+because the model pools t per patch with max and trains on patch-aligned masks, `align_to_patches`
+keeps a patch known only if all its latents are known. Both are pure jnp functions (jit/vmap
+friendly); shapes must divide evenly.
 """
 from typing import Sequence, Union
 

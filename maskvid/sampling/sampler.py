@@ -47,7 +47,8 @@ training masks). For v_u the known positions hold `(1 - t) known + t eps0`, the 
 known latents with the noise drawn at initialisation (fixed along the trajectory), i.e. the
 clip noised to the current level exactly as the training unconditional mode sees it. Both passes
 are one model call on a 2B batch. After re-noising (`renoise_at`) only exact tokens are known;
-without any (`exact_mask=None`) v_c = v_u and guidance no longer applies. `guidance = 1` is the plain sampler (no extra pass).
+without any (`exact_mask=None`) v_c = v_u and guidance no longer applies. `guidance = 1` is the
+plain sampler (no extra pass).
 """
 import collections
 import functools
@@ -145,9 +146,9 @@ def _validate(apply_fn, known, known_mask, exact_mask=None):
     raise TypeError(f'known_mask must be a bool array (True = known), got dtype {known_mask.dtype}')
   if exact_mask is not None and (getattr(exact_mask, 'shape', None) != known_mask.shape
                                  or exact_mask.dtype != jnp.bool_):
+    got = getattr(exact_mask, 'shape', type(exact_mask))
     raise ValueError(f'exact_mask must be None or bool [B, T, h, w] = known_mask.shape = '
-                     f'{tuple(known_mask.shape)}, got {getattr(exact_mask, "shape", type(exact_mask))}'
-                     f' {getattr(exact_mask, "dtype", "")}')
+                     f'{tuple(known_mask.shape)}, got {got} {getattr(exact_mask, "dtype", "")}')
 
 
 def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, solver,
