@@ -48,12 +48,12 @@ TUNING = {
 
 def export(data_dir: str, out: str, frames_per_clip: int = 8):
   from maskvid.data import storage  # pylint: disable=g-import-not-at-top
-  from maskvid.vae import train  # pylint: disable=g-import-not-at-top
+  from maskvid.vae import pipeline as vae_pipeline  # pylint: disable=g-import-not-at-top
   src = storage.ClipSource(data_dir, 'train')
   t = np.asarray(src[0]['rgb']).shape[0]
   pick = np.linspace(0, t - 1, frames_per_clip).round().astype(int)
   tr = np.stack([np.asarray(src[i]['rgb'])[pick] for i in range(len(src))]).reshape(-1, 32, 32, 3)
-  ev = {s: ((train.eval_frames(storage.ClipSource(data_dir, s), 128)[:, 0] + 1) * 127.5).round()
+  ev = {s: ((vae_pipeline.eval_frames(storage.ClipSource(data_dir, s), 128)[:, 0] + 1) * 127.5).round()
         .astype(np.uint8) for s in ('test', 'ood')}
   np.savez_compressed(out, train=tr, **ev)
   print('exported', tr.shape, {k: v.shape for k, v in ev.items()})

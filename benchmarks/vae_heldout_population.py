@@ -1,6 +1,6 @@
 """How representative is the 32-clip test split? Score a trained VAE on many fresh scenes.
 
-The trainer's eval (`maskvid.vae.train.evaluate`) uses 128 frames of the first 32 clips of each
+The trainer's eval (`maskvid.vae.evaluate.evaluate`) uses 128 frames of the first 32 clips of each
 split: cheap, fixed, and comparable across runs, but 32 scenes carry ~0.35 dB of sampling noise.
 This renders the first N clips of the test and train splits (the first 32 test clips are the
 trainer's), reconstructs every frame through the posterior mean and prints mean per-clip PSNR
@@ -15,17 +15,19 @@ import time
 import dm_pix
 import numpy as np
 
+from maskvid.vae import checkpoint as vae_checkpoint
+from maskvid.vae import evaluate as vae_eval
+from maskvid import pictures
 from maskvid.data import synthetic
-from maskvid.vae import train
 
 
 def per_clip_psnr(module, params, clips: list[np.ndarray], fn) -> np.ndarray:
   """Mean per-frame PSNR (dB, images in [0, 1]) of each uint8 clip [T,H,W,3] -> [N]."""
-  frames = train.to_float_frames(np.stack(clips))                      # [N,T,H,W,3]
+  frames = pictures.to_float(np.stack(clips))                      # [N,T,H,W,3]
   n, t = frames.shape[:2]
   flat = frames.reshape(n * t, 1, *frames.shape[2:])
-  recon = train.reconstruct(module, params, flat, fn=fn)
-  # The trainer's PSNR (`train.image_metrics`), kept per frame instead of averaged.
+  recon = vae_eval.reconstruct(module, params, flat, fn=fn)
+  # The trainer's PSNR (`vae_eval.image_metrics`), kept per frame instead of averaged.
   psnr = dm_pix.psnr((flat[:, 0] + 1.0) / 2.0, (recon[:, 0] + 1.0) / 2.0)
   return np.asarray(psnr).reshape(n, t).mean(axis=1)
 
@@ -37,9 +39,9 @@ def main():
   args = parser.parse_args()
   if args.clips < 32 or args.clips % 32:
     parser.error(f'--clips must be a positive multiple of 32, got {args.clips}')
-  config = train.load_config(args.vae_dir)
-  module, params = train.load_vae(args.vae_dir)
-  fn = train.make_reconstruct_fn(module)
+  config = vae_checkpoint.load_config(args.vae_dir)
+  module, params = vae_checkpoint.load_vae(args.vae_dir)
+  fn = vae_eval.make_reconstruct_fn(module)
   t, res = int(config.data.num_frames), int(config.data.resolution)
   scores = {}
   for split in ('test', 'train'):

@@ -124,8 +124,12 @@ def get_config():
   c.train.batch_size = 8
   c.train.learning_rate = 3e-4
   c.train.warmup_steps = 50
-  c.train.weight_decay = 0.01
+  c.train.decay = 'cosine'                  # after warmup: 'cosine' | 'linear' to the end value
+  c.train.end_lr_fraction = 0.0             # final learning rate / peak
+  c.train.weight_decay = 0.01               # AdamW (maskvid/optim.py), on >= 2-D params only
   c.train.grad_clip = 1.0
+  c.train.adam_b1 = 0.9
+  c.train.adam_b2 = 0.999
   c.train.ema_decay = 0.999
   c.train.log_every = 25
   c.train.checkpoint_every = 100
@@ -184,7 +188,7 @@ def get_config():
   c.eval.min_valid = 0.01
 
   # Monocular depth network (maskvid/depth): a small conv U-Net trained on the synthetic frames.
-  # `python -m maskvid.depth.train --config=configs/depth_tiny.py --workdir=DIR` -> DIR/depth.
+  # `python -m maskvid.main --config=configs/depth_tiny.py --workdir=DIR` -> DIR/depth.
   c.depth = ml_collections.ConfigDict()
   c.depth.base_channels = 16
   c.depth.channel_multipliers = (1, 2, 4)   # one stride-2 level per entry after the first

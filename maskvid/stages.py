@@ -1,68 +1,105 @@
-"""The jobs `maskvid.main` can run. Each is an edge: it reads config, touches disk, calls the core."""
+"""The jobs `maskvid.main` can run. Each is an edge: it reads config, touches disk, calls the core.
+
+Orchestration lives here and nowhere below: which stage feeds which, the trained baselines
+(same backbone and budget as ours, own diffusion dirs), and what the diffusion trainer previews.
+Every job skips work already on disk, so `demo` (all stages in order) resumes after a stop.
+"""
+import copy
 import json
 
 from absl import logging
 
 from maskvid import fileio
-from maskvid.paths import stage_dir
+from maskvid import workdir as workdir_lib
+from maskvid.data import storage
+from maskvid.depth import train as depth_train
+from maskvid.eval import run as eval_run
+from maskvid.sampling import preview
+from maskvid.train import loop
+from maskvid.vae import cache
+from maskvid.vae import train as vae_train
+from maskvid.workdir import stage_dir
 
-
-def save_config(config, directory: str) -> None:
-  """Writes directory/config.json (local path or gs:// URI), creating the directory."""
-  fileio.makedirs(directory)
-  fileio.write_text_atomic(fileio.path(directory) / 'config.json',
-                           config.to_json_best_effort(indent=2))
+# The trained baselines of the eval table: diffusion objective and input channels of each.
+TRAINED_BASELINES = {'conditioning': dict(objective='conditioning', input_conditioning=True),
+                     'replacement': dict(objective='unconditional', input_conditioning=False)}
 
 
 def run_render(config, workdir: str) -> None:
-  from maskvid.data import storage
   data_dir = stage_dir(config, workdir, 'data')
   storage.ensure_dataset(config, data_dir)
   logging.info('dataset ready in %s', data_dir)
 
 
 def run_vae(config, workdir: str) -> dict:
-  from maskvid.vae import train as vae_train
   run_render(config, workdir)
   vae_dir = stage_dir(config, workdir, 'vae')
-  save_config(config, vae_dir)
+  workdir_lib.save_config(config, vae_dir)
   return vae_train.train_vae(config, vae_dir, stage_dir(config, workdir, 'data'))
 
 
 def run_cache(config, workdir: str) -> None:
-  from maskvid.vae import cache
   cache.build_latent_cache(config, stage_dir(config, workdir, 'vae'),
                            stage_dir(config, workdir, 'data'),
                            stage_dir(config, workdir, 'latents'))
 
 
 def run_diffusion(config, workdir: str) -> dict:
-  from maskvid.train import loop
-  return loop.train_and_evaluate(config, workdir)
+  return loop.train_and_evaluate(config, workdir, preview.make_evaluator(config, workdir))
+
+
+def baseline_config(config, workdir: str, name: str):
+  """Config copy for trained baseline `name`: own diffusion dir, the run's data/VAE/latents."""
+  if name not in TRAINED_BASELINES:
+    raise ValueError(f'trained baseline must be one of {sorted(TRAINED_BASELINES)}, got {name!r}')
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    for stage in ('data', 'vae', 'latents'):
+      cfg.paths[stage] = fileio.absolute(stage_dir(config, workdir, stage))
+    cfg.paths.diffusion = fileio.absolute(workdir_lib.baseline_dir(workdir, name))
+    cfg.paths.eval = fileio.absolute(stage_dir(config, workdir, 'eval'))
+    cfg.diffusion.objective = TRAINED_BASELINES[name]['objective']
+    cfg.model.input_conditioning = TRAINED_BASELINES[name]['input_conditioning']
+    steps = int(config.eval.baseline_steps)
+    if steps > 0:
+      cfg.train.steps = steps
+    cfg.job = 'diffusion'
+  return cfg
+
+
+def ensure_baseline(config, workdir: str, name: str) -> str:
+  """Trains baseline `name` unless its run finished; returns its diffusion dir."""
+  cfg = baseline_config(config, workdir, name)
+  d = cfg.paths.diffusion
+  if loop.is_finished(d):
+    logging.info('baseline %s: finished run in %s, not retraining', name, d)
+    return d
+  logging.info('baseline %s: training %d steps in %s', name, int(cfg.train.steps), d)
+  run_diffusion(cfg, workdir)
+  return d
 
 
 def run_baselines(config, workdir: str) -> list:
   """Trains the trained baselines named in config.eval.baselines (finished ones are skipped).
 
-  `eval` trains them on demand too; this job lets them train as separate processes or cluster
-  jobs beside the main `diffusion` job, e.g. one per baseline with
+  `eval` runs this first; as its own job it lets the baselines train as separate processes or
+  cluster jobs beside the main `diffusion` job, e.g. one per baseline with
   `--config.eval.baselines="('conditioning',)"`.
   """
-  from maskvid.eval import run as eval_run
-  names = [b for b in config.eval.baselines if b in eval_run.TRAINED_BASELINES]
+  names = [b for b in config.eval.baselines if b in TRAINED_BASELINES]
   if not names:
     raise ValueError(f'config.eval.baselines={tuple(config.eval.baselines)} names no trained '
-                     f'baseline; trained ones are {sorted(eval_run.TRAINED_BASELINES)}')
-  return [eval_run.ensure_baseline(config, workdir, name) for name in names]
+                     f'baseline; trained ones are {sorted(TRAINED_BASELINES)}')
+  return [ensure_baseline(config, workdir, name) for name in names]
 
 
 def run_eval(config, workdir: str) -> dict:
-  from maskvid.eval import run as eval_run
+  if any(b in TRAINED_BASELINES for b in config.eval.baselines):
+    run_baselines(config, workdir)
   return eval_run.evaluate(config, workdir)
 
 
 def run_depth(config, workdir: str) -> dict:
-  from maskvid.depth import train as depth_train
   return depth_train.train_depth(config, workdir)
 
 

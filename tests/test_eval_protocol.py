@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from maskvid import pictures
 from maskvid.data import synthetic
 from maskvid.eval import protocol
 from maskvid.eval import report
@@ -22,7 +23,7 @@ def clip():
 
 def test_nvs_task_known_pixels_are_the_valid_warp(clip):
   task = protocol.nvs_task(clip)
-  gt = protocol.frames_from_uint8(clip['rgb'])
+  gt = pictures.to_float(clip['rgb'])
   assert task.known_pixels[0].all() and not task.hole[0].any()
   assert task.frames == (1, 2, 3)
   np.testing.assert_array_equal(task.hole[1:], ~task.known_pixels[1:])
@@ -41,7 +42,7 @@ def test_interpolate_and_holes_tasks(clip):
   assert task.frames == (1, 2)
   assert task.known_pixels[[0, 3]].all() and not task.known_pixels[1:3].any()
   assert task.hole[1:3].all() and not task.hole[[0, 3]].any()
-  gt = protocol.frames_from_uint8(clip['rgb'])
+  gt = pictures.to_float(clip['rgb'])
   # The geometry oracle (GT depth from both endpoints) beats a blank guess on the middle frames.
   assert np.abs(task.oracle[1:3] - gt[1:3]).mean() < np.abs(gt[1:3]).mean()
   # The trivial answer is the cross-fade of the endpoints.
@@ -80,7 +81,7 @@ def test_report_writer_has_every_method_and_number(tmp_path):
   assert loaded['metrics']['ood']['nvs']['ours']['lpips'] is None
   last = 20.0 + len(res['methods']) - 1
   assert loaded['summary']['ours']['test/nvs/psnr_hole'] == pytest.approx(last)
-  png = report.save_grid(str(tmp_path / 'g.png'), {'gt': np.zeros((3, 8, 8, 3)),
+  png = pictures.save_grid(str(tmp_path / 'g.png'), {'gt': np.zeros((3, 8, 8, 3)),
                                                    'ours': np.ones((3, 8, 8, 3))})
   assert os.path.getsize(png) > 0
 
@@ -103,7 +104,7 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
   c.eval.num_samples = 3
   c.model.patch_size = (1, 1, 1)
-  monkeypatch.setattr(run, 'Latents', lambda *a: _FakeLatents())
+  monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
   calls = []
 
   def stand_in(m):
@@ -166,7 +167,7 @@ def _known_token_fraction(tmp_path, monkeypatch, min_valid):
   c.eval.num_samples, c.eval.one_step = 1, False
   c.model.patch_size = (1, 1, 1)
   seen = []
-  monkeypatch.setattr(run, 'Latents', lambda *a: _FakeLatents())
+  monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
   monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
       m: (lambda k, mk, ex, r, t, n: (seen.append((np.asarray(mk), np.asarray(ex))), k)[1])
       for m in methods})
@@ -189,7 +190,7 @@ def test_eval_min_valid_sets_which_tokens_are_known(tmp_path, monkeypatch):
 def test_baselines_job_trains_only_the_trained_baselines(tmp_path, monkeypatch):
   from maskvid import stages
   trained = []
-  monkeypatch.setattr(run, 'ensure_baseline', lambda cfg, wd, name: trained.append(name) or name)
+  monkeypatch.setattr(stages, 'ensure_baseline', lambda cfg, wd, name: trained.append(name) or name)
   c = default.get_config()
   c.eval.baselines = ('nearest_fill', 'replacement', 'ours', 'conditioning')
   assert stages.run_baselines(c, str(tmp_path)) == ['replacement', 'conditioning']

@@ -16,6 +16,10 @@ from etils import epath
 from etils.epath import gpath
 from etils.epath import testing as epath_testing
 
+from maskvid import workdir as workdir_lib
+from maskvid.vae import checkpoint as vae_checkpoint
+from maskvid.vae import evaluate as vae_eval
+from maskvid import pictures
 from maskvid import fileio
 
 _OPS = ('copy', 'exists', 'glob', 'isdir', 'listdir', 'makedirs', 'mkdir', 'open', 'remove',
@@ -110,7 +114,7 @@ def test_fileio_local_paths_are_atomic_and_leave_no_temp_files(tmp_path):
 
 
 def test_absolute_and_stage_dir_keep_uris():
-  from maskvid.paths import stage_dir  # pylint: disable=g-import-not-at-top
+  from maskvid.workdir import stage_dir  # pylint: disable=g-import-not-at-top
   assert fileio.absolute('gs://b/run/vae') == 'gs://b/run/vae'
   assert fileio.absolute('run/vae') == os.path.abspath('run/vae')
   assert stage_dir(_config(), 'gs://b/run', 'vae') == 'gs://b/run/vae'
@@ -119,24 +123,22 @@ def test_absolute_and_stage_dir_keep_uris():
 # ------------------------------------------------------------------------------ stage files
 
 def test_save_and_load_config(fake_gcs):
-  from maskvid import stages  # pylint: disable=g-import-not-at-top
   from maskvid.train import checkpoint  # pylint: disable=g-import-not-at-top
-  from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
   config = _config()
-  stages.save_config(config, 'gs://bucket/run/vae')
+  workdir_lib.save_config(config, 'gs://bucket/run/vae')
   with open(os.path.join(fake_gcs.root, 'bucket/run/vae/config.json')) as f:
     assert f.read() == config.to_json_best_effort(indent=2)
-  assert vae_train.load_config('gs://bucket/run/vae').model.width == config.model.width
+  assert vae_checkpoint.load_config('gs://bucket/run/vae').model.width == config.model.width
   back = checkpoint.config_from_json('gs://bucket/run/vae/config.json')
   assert back.model.patch_size == tuple(config.model.patch_size)
   assert checkpoint.checkpoint_dir('gs://bucket/run/diffusion') == (
       'gs://bucket/run/diffusion/checkpoints')
   # Inference from a gs:// dir without checkpoints: the usual error, naming the URI.
-  stages.save_config(config, 'gs://bucket/run/diffusion')
+  workdir_lib.save_config(config, 'gs://bucket/run/diffusion')
   with pytest.raises(FileNotFoundError, match='gs://bucket/run/diffusion/checkpoints'):
     checkpoint.load_for_inference('gs://bucket/run/diffusion')
   with pytest.raises(FileNotFoundError, match='no config.json'):
-    vae_train.load_config('gs://bucket/run/nothing')
+    vae_checkpoint.load_config('gs://bucket/run/nothing')
 
 
 def test_eval_report_and_grid(fake_gcs):
@@ -150,7 +152,7 @@ def test_eval_report_and_grid(fake_gcs):
       'psnr_hole': 20.0, 'ssim_hole': None}
   assert 'ours' in epath.Path(paths['markdown']).read_text()
   frames = np.zeros((3, 8, 8, 3), np.float32)
-  png = report.save_grid('gs://bucket/run/eval/test_nvs.png', {'a': frames, 'b': frames})
+  png = pictures.save_grid('gs://bucket/run/eval/test_nvs.png', {'a': frames, 'b': frames})
   assert png == 'gs://bucket/run/eval/test_nvs.png'
   assert fake_gcs.files() == ['bucket/run/eval/results.json', 'bucket/run/eval/results.md',
                               'bucket/run/eval/test_nvs.png']
@@ -158,30 +160,29 @@ def test_eval_report_and_grid(fake_gcs):
 
 def test_vae_final_eval_writes_json_and_png(fake_gcs, monkeypatch):
   """The VAE's eval.json / reconstructions.png (compute stubbed out: only the I/O is tested)."""
-  from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
   split_metrics = {'psnr': 21.0, 'ssim': 0.5, 'l1': 0.1}
-  monkeypatch.setattr(vae_train, 'evaluate', lambda *a, **k: {'test': dict(split_metrics)})
-  monkeypatch.setattr(vae_train, 'reconstruct', lambda module, params, x, fn=None: x)
-  state = vae_train.TrainState(step=np.int32(7), params={}, opt_state=())
+  monkeypatch.setattr(vae_eval, 'evaluate', lambda *a, **k: {'test': dict(split_metrics)})
+  monkeypatch.setattr(vae_eval, 'reconstruct', lambda module, params, x, fn=None: x)
+  state = vae_checkpoint.TrainState(step=np.int32(7), params={}, opt_state=())
   eval_sets = {'test': np.zeros((4, 1, 16, 16, 3), np.float32)}
   fileio.makedirs('gs://bucket/run/vae')   # train_vae does this first
-  flat = vae_train._final_eval('gs://bucket/run/vae', None, state, eval_sets, None, {})  # pylint: disable=protected-access
+  flat = vae_eval.final_eval('gs://bucket/run/vae', None, state, eval_sets, None, {})
   assert flat == {'step': 7, 'test/psnr': 21.0, 'test/ssim': 0.5, 'test/l1': 0.1}
-  saved = fileio.read_json('gs://bucket/run/vae/' + vae_train.EVAL_FILE)
+  saved = fileio.read_json('gs://bucket/run/vae/' + vae_eval.EVAL_FILE)
   assert saved['step'] == 7 and saved['splits'] == {'test': split_metrics}
   assert fake_gcs.files() == ['bucket/run/vae/eval.json', 'bucket/run/vae/reconstructions.png']
 
 
 def test_diffusion_eval_pictures(fake_gcs, tmp_path):
-  """loop.evaluate's PNG grid and MP4 land in a gs:// diffusion dir (stand-in model: v = 0)."""
+  """The training preview's PNG grid and MP4 land in a gs:// diffusion dir (model: v = 0)."""
   import test_train_loop  # pylint: disable=g-import-not-at-top  (pytest puts tests/ on sys.path)
-  from maskvid.train import loop  # pylint: disable=g-import-not-at-top
+  from maskvid.sampling import preview  # pylint: disable=g-import-not-at-top
   latents_dir = str(tmp_path / 'latents')
   test_train_loop.make_latent_cache(latents_dir)
   config = test_train_loop.tiny_config()
   config.sample.num_steps = 1
-  metrics = loop.evaluate(config, {}, lambda p, x, t: x * 0.0, latents_dir, str(tmp_path / 'no_vae'),
-                          'gs://bucket/run/diffusion', 5)
+  metrics = preview.evaluate(config, {}, lambda p, x, t: x * 0.0, latents_dir,
+                             'gs://bucket/run/diffusion', 5)
   assert 'eval/latent_mse_holes' in metrics
   files = fake_gcs.files()
   assert 'bucket/run/diffusion/samples_0000005.png' in files
@@ -189,6 +190,7 @@ def test_diffusion_eval_pictures(fake_gcs, tmp_path):
                    'bucket/run/diffusion/samples_0000005.png'], files
   # A latent cache on gs:// is refused up front, naming the config key.
   with pytest.raises(ValueError, match='paths.latents'):
+    from maskvid.train import loop  # pylint: disable=g-import-not-at-top
     loop._require_latent_cache('gs://bucket/run/latents')  # pylint: disable=protected-access
 
 
@@ -223,11 +225,11 @@ def test_array_record_dirs_on_gs_are_refused_with_the_config_key():
 
 
 def test_baseline_config_keeps_gs_paths():
-  from maskvid.eval import run  # pylint: disable=g-import-not-at-top
+  from maskvid import stages  # pylint: disable=g-import-not-at-top
   config = _config()
   with config.unlocked():
     config.paths.data, config.paths.latents = '/mnt/disk/data', '/mnt/disk/latents'
-  cfg = run.baseline_config(config, 'gs://bucket/run', 'replacement')
+  cfg = stages.baseline_config(config, 'gs://bucket/run', 'replacement')
   assert cfg.paths.vae == 'gs://bucket/run/vae'
   assert cfg.paths.diffusion == 'gs://bucket/run/baselines/replacement'
   assert cfg.paths.eval == 'gs://bucket/run/eval'

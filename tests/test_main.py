@@ -47,7 +47,7 @@ def test_configs_load_and_lock(name):
 def test_stage_dir_override(tmp_path):
   sys.path.insert(0, ROOT)
   from configs import default
-  from maskvid.paths import stage_dir
+  from maskvid.workdir import stage_dir
   config = default.get_config()
   assert stage_dir(config, str(tmp_path), 'vae') == os.path.join(str(tmp_path), 'vae')
   config.paths.vae = '/elsewhere/vae'

@@ -9,7 +9,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import default
-from maskvid import stages
+from maskvid import workdir as workdir_lib
+from maskvid import pictures
 from maskvid.sampling import completer as completer_lib
 from maskvid.sampling import fill
 
@@ -32,7 +33,7 @@ def workdir(tmp_path_factory):
   """diffusion/ (Trainer state via train.checkpoint), vae/ (orbax `params` item, the layout
   load_vae reads), latents/ (stats.json + COMPLETE.json as the cache writes them)."""
   from maskvid.train import checkpoint as ckpt_lib
-  from maskvid.train import sharding
+  from maskvid import sharding
   from maskvid.train import step as step_lib
   from maskvid.vae import cache
   from maskvid.vae import model as vae_model
@@ -40,7 +41,7 @@ def workdir(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('run'))
   config = tiny_config()
   for stage in ('diffusion', 'vae'):
-    stages.save_config(config, os.path.join(root, stage))
+    workdir_lib.save_config(config, os.path.join(root, stage))
 
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
   trainer = step_lib.Trainer(config, mesh=mesh)
@@ -81,7 +82,7 @@ def clip(seed=0, batch=None):
 
 def test_loads_run(completer):
   assert completer.latent_factor == 2 and completer.patch_size == (1, 2, 2)
-  np.testing.assert_allclose(np.asarray(completer.scale), [0.5, 2.0, 1.0, 1.5])
+  np.testing.assert_allclose(np.asarray(completer.codec.scale), [0.5, 2.0, 1.0, 1.5])
   assert completer.config.data.resolution == RES
   opts = completer.sample_options()
   assert opts == dict(num_steps=2, solver='euler', renoise_at=None, guidance=1.0)
@@ -91,10 +92,10 @@ def test_encode_normalises_with_stats(completer):
   frames = clip(1)[None]
   z = np.asarray(completer.encode(frames))
   assert z.shape == (1, FRAMES, RES // 2, RES // 2, 4)
-  vae = completer.vae_module
+  vae = completer.codec.module
   encode = jax.jit(lambda v, x: vae.apply(v, x, method=vae.encode)[0])  # eager: op-by-op, slow
-  raw = encode(completer.vae_variables, jnp.asarray(frames / 127.5 - 1.0, jnp.float32))
-  np.testing.assert_allclose(z * np.asarray(completer.scale) + np.asarray(completer.shift),
+  raw = encode(completer.codec.variables, jnp.asarray(frames / 127.5 - 1.0, jnp.float32))
+  np.testing.assert_allclose(z * np.asarray(completer.codec.scale) + np.asarray(completer.codec.shift),
                              np.asarray(raw), rtol=1e-4, atol=1e-4)
 
 
@@ -109,7 +110,7 @@ def test_all_known_comes_back_exactly_and_raw_decode_is_the_vae_round_trip(compl
   assert out.dtype == np.uint8 and out.shape == frames.shape
   np.testing.assert_array_equal(out, frames)          # every given pixel is composited back
   raw = completer.complete_video(frames, mask, rng=key(0), paste_known=False)
-  expect = completer_lib._to_uint8(completer.decode(completer.encode(frames[None])))[0]
+  expect = pictures.to_uint8(completer.decode(completer.encode(frames[None])))[0]
   np.testing.assert_array_equal(raw, expect)
 
 

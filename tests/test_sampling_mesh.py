@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent('''
     from configs import default
     from maskvid.model import model as model_lib
     from maskvid.sampling import sampler
-    from maskvid.train import sharding
+    from maskvid import sharding
 
     assert jax.device_count() == 8, jax.devices()
     config = default.get_config()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from configs import default
-from maskvid import stages
+from maskvid import workdir as workdir_lib
+from maskvid import optim
+from maskvid.vae import checkpoint as vae_checkpoint
 from maskvid.sampling import completer as completer_lib
 from maskvid.tasks import cli
 from maskvid.tasks import edit
@@ -42,12 +44,12 @@ def write_tiny_workdir(workdir: str):
   c.sample.num_steps = 2
   vae_dir, diffusion_dir, latents_dir = (os.path.join(workdir, s)
                                          for s in ('vae', 'diffusion', 'latents'))
-  stages.save_config(c, vae_dir)
+  workdir_lib.save_config(c, vae_dir)
   module = vae_model.from_config(c.vae)
-  state = vae_train.init_state(module, vae_train.make_optimizer(c.vae.train),
+  state = vae_train.init_state(module, optim.adam_direction(c.vae.train),
                                jax.random.key(0, impl='rbg'), (32, 32, 3))
-  mgr = vae_train._checkpoint_manager(vae_dir)  # pylint: disable=protected-access
-  vae_train._save(mgr, state)  # pylint: disable=protected-access
+  mgr = vae_checkpoint.make_manager(vae_dir)  # pylint: disable=protected-access
+  vae_checkpoint.save(mgr, state)  # pylint: disable=protected-access
   mgr.wait_until_finished()
   mgr.close()
   os.makedirs(latents_dir)
@@ -55,7 +57,7 @@ def write_tiny_workdir(workdir: str):
     json.dump({'shift': [0.0] * 4, 'scale': [1.0] * 4}, f)
   with open(os.path.join(latents_dir, cache_lib.COMPLETE_FILE), 'w') as f:
     json.dump({}, f)
-  stages.save_config(c, diffusion_dir)
+  workdir_lib.save_config(c, diffusion_dir)
   trainer = step_lib.Trainer(c)
   mgr = ckpt_lib.make_manager(diffusion_dir, c)
   ckpt_lib.save(mgr, trainer.init(0), force=True)

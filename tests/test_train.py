@@ -4,7 +4,6 @@ Tiny shapes throughout: transformer width 32, depth 1; latents [T=4, 8, 8, 4]; b
 Trainer (one compile) is shared by the step tests; the loop tests share a persistent XLA
 compilation cache so their identical steps compile once.
 """
-import json
 import os
 import sys
 
@@ -17,7 +16,8 @@ sys.path.insert(0, ROOT)
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from maskvid.train import sharding as sharding_lib  # pylint: disable=wrong-import-position
+from maskvid import optim
+from maskvid import sharding as sharding_lib  # pylint: disable=wrong-import-position
 from maskvid.train import state as state_lib  # pylint: disable=wrong-import-position
 from maskvid.train import step as step_lib  # pylint: disable=wrong-import-position
 
@@ -162,7 +162,7 @@ def test_mesh_shape_resolution_and_errors():
 
 def test_schedule_warmup_then_cosine_to_zero():
   c = tiny_config(steps=100, warmup_steps=10, learning_rate=1e-3)
-  sched = state_lib.make_schedule(c.train)
+  sched = optim.make_schedule(c.train)
   assert float(sched(0)) == 0.0
   assert float(sched(5)) == pytest.approx(5e-4)
   assert float(sched(10)) == pytest.approx(1e-3)

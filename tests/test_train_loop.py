@@ -1,4 +1,4 @@
-"""train_and_evaluate end to end on a tiny latent cache: outputs, kill-and-resume, inference load.
+"""The diffusion stage end to end on a tiny latent cache: outputs, kill-and-resume, inference load.
 
 The scenarios run in one subprocess (this file's __main__) with XLA backend optimisation level
 0 and a persistent compilation cache, so the identical train steps of the three runs compile
@@ -68,13 +68,14 @@ def _leaves(tree):
 def _scenarios(tmp: str) -> dict:
   import shutil  # pylint: disable=g-import-not-at-top
   from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from maskvid import stages  # pylint: disable=g-import-not-at-top
   from maskvid.train import loop  # pylint: disable=g-import-not-at-top
   report = {}
   config = tiny_config()
 
   # No cache yet: a clear error that says which stage to run.
   try:
-    loop.train_and_evaluate(config, os.path.join(tmp, 'empty'))
+    stages.run_diffusion(config, os.path.join(tmp, 'empty'))
   except FileNotFoundError as e:
     report['missing_cache_error'] = str(e)
 
@@ -88,7 +89,7 @@ def _scenarios(tmp: str) -> dict:
   report['batch_shape'] = list(batch.shape)
   report['batch_channel_mean'] = batch.mean(axis=(0, 1, 2, 3)).tolist()
   report['batch_channel_std'] = batch.std(axis=(0, 1, 2, 3)).tolist()
-  report['result_a'] = loop.train_and_evaluate(config, wd_a)
+  report['result_a'] = stages.run_diffusion(config, wd_a)
   diff_a = os.path.join(wd_a, 'diffusion')
   report['files_a'] = sorted(os.listdir(diff_a))
   report['steps_a'] = sorted(int(s) for s in os.listdir(os.path.join(diff_a, 'checkpoints'))
@@ -96,13 +97,13 @@ def _scenarios(tmp: str) -> dict:
   _, _, ema_a = ckpt_lib.load_for_inference(diff_a)
 
   # Run B, "killed" right after checkpoint KILL_AT: later checkpoints and outputs never existed.
-  loop.train_and_evaluate(config, wd_b)
+  stages.run_diffusion(config, wd_b)
   diff_b = os.path.join(wd_b, 'diffusion')
   for s in os.listdir(os.path.join(diff_b, 'checkpoints')):
     if s.isdigit() and int(s) > KILL_AT:
       shutil.rmtree(os.path.join(diff_b, 'checkpoints', s))
   os.remove(os.path.join(diff_b, loop.FINAL_METRICS))
-  report['result_b'] = loop.train_and_evaluate(config, wd_b)   # resumes from KILL_AT
+  report['result_b'] = stages.run_diffusion(config, wd_b)   # resumes from KILL_AT
   cfg_b, module_b, ema_b = ckpt_lib.load_for_inference(diff_b)
   report['inference_module'] = type(module_b).__name__
   report['inference_width'] = int(cfg_b.model.width)
@@ -116,7 +117,7 @@ def _scenarios(tmp: str) -> dict:
                                            for a, b in zip(_leaves(ema_a), _leaves(init)))
 
   # A finished run called again does nothing and returns the same metrics.
-  report['result_again'] = loop.train_and_evaluate(config, wd_a)
+  report['result_again'] = stages.run_diffusion(config, wd_a)
 
   try:
     ckpt_lib.load_for_inference(os.path.join(tmp, 'nowhere', 'diffusion'))

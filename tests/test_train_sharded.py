@@ -24,7 +24,7 @@ def tiny_config():
 def _compare() -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from maskvid.train import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from maskvid import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from maskvid.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   assert jax.device_count() == 8, jax.devices()

@@ -2,10 +2,10 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
+from maskvid.vae import checkpoint as vae_checkpoint
 from maskvid.data import storage
 from maskvid.vae import cache
 from maskvid.vae import testing
@@ -59,7 +59,7 @@ def test_cache_round_trip(tmp_path, vae_dir, fake_data):
   assert stats['shift'].shape == stats['scale'].shape == (4,)
   assert np.all(stats['scale'] > 0)
 
-  module, params = train.load_vae(vae_dir)
+  module, params = vae_checkpoint.load_vae(vae_dir)
   all_train = []
   for split, src in SOURCES.items():
     latent_src = cache.LatentSource(latents_dir, split)
@@ -109,5 +109,5 @@ def test_incomplete_cache_is_rejected_and_rebuilt(tmp_path, vae_dir, fake_data):
                              rtol=1e-5, atol=1e-5)
   with open(os.path.join(latents_dir, cache.COMPLETE_FILE)) as f:
     assert json.load(f)['splits'] == {'train': 5, 'test': 2, 'ood': 3}
-  with pytest.raises(FileNotFoundError, match="no split 'val'"):
+  with pytest.raises(FileNotFoundError, match="split 'val'"):
     cache.LatentSource(latents_dir, 'val')

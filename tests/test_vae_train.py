@@ -7,6 +7,10 @@ import jax
 import numpy as np
 import pytest
 
+from maskvid import optim
+from maskvid.vae import checkpoint as vae_checkpoint
+from maskvid.vae import evaluate as vae_eval
+from maskvid.vae import pipeline as vae_pipeline
 from maskvid.vae import testing
 from maskvid.vae import train
 
@@ -22,18 +26,18 @@ def sources():
 def test_training_lowers_the_loss():
   c = tiny_config(steps=40)
   module = train.vae_model.from_config(c.vae)
-  tx = train.make_optimizer(c.vae.train)
+  tx = optim.adam_direction(c.vae.train)
   state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
   step = train.make_train_step(module, tx, c.vae)
-  schedule = train.make_schedule(c.vae.train)
-  data = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)
-  eval_set = train.eval_frames(sources()['test'], 8)
-  before = train.evaluate(module, state.params, {'test': eval_set})['test']
+  schedule = optim.make_schedule(c.vae.train, 'config.vae.train')
+  data = vae_pipeline.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)
+  eval_set = vae_pipeline.eval_frames(sources()['test'], 8)
+  before = vae_eval.evaluate(module, state.params, {'test': eval_set})['test']
   l1 = []
   for s in range(40):
     state, m = step(state, data[s]['frames'], jax.random.key(s), schedule(s))
     l1.append(float(m['l1']))
-  after = train.evaluate(module, state.params, {'test': eval_set})['test']
+  after = vae_eval.evaluate(module, state.params, {'test': eval_set})['test']
   assert np.mean(l1[-5:]) < 0.6 * np.mean(l1[:3]), l1
   assert after['psnr'] > before['psnr'] + 3.0, (before, after)
 
@@ -41,9 +45,9 @@ def test_training_lowers_the_loss():
 def test_schedule_warmup_then_cosine_or_linear_decay():
   c = tiny_config(steps=110)
   c.vae.train.warmup_steps, c.vae.train.learning_rate = 10, 2e-3
-  cosine = train.make_schedule(c.vae.train)
+  cosine = optim.make_schedule(c.vae.train, 'config.vae.train')
   c.vae.train.decay, c.vae.train.end_lr_fraction = 'linear', 0.0
-  linear = train.make_schedule(c.vae.train)
+  linear = optim.make_schedule(c.vae.train, 'config.vae.train')
   for sched, end in ((cosine, 2e-5), (linear, 0.0)):
     np.testing.assert_allclose([sched(0), sched(5), sched(10), sched(110)], [0, 1e-3, 2e-3, end],
                                atol=1e-9)
@@ -53,11 +57,11 @@ def test_schedule_warmup_then_cosine_or_linear_decay():
   assert cosine(85) < linear(85)                                     # cosine is lower late on
   c.vae.train.decay = 'step'
   with pytest.raises(ValueError, match="config.vae.train.decay must be one of"):
-    train.make_schedule(c.vae.train)
+    optim.make_schedule(c.vae.train, 'config.vae.train')
 
 
 def test_frame_dataset_is_indexable_by_step():
-  data = train.frame_dataset(sources()['train'], batch_size=3, resolution=16, seed=5)
+  data = vae_pipeline.frame_dataset(sources()['train'], batch_size=3, resolution=16, seed=5)
   a, b = data[7]['frames'], data[7]['frames']
   assert a.shape == (3, 1, 16, 16, 3) and a.dtype == np.float32
   np.testing.assert_array_equal(a, b)
@@ -66,8 +70,8 @@ def test_frame_dataset_is_indexable_by_step():
 
 
 def test_hflip_mirrors_some_frames_of_the_same_batches():
-  plain = train.frame_dataset(sources()['train'], batch_size=8, resolution=16, seed=5)
-  flipped = train.frame_dataset(sources()['train'], batch_size=8, resolution=16, seed=5,
+  plain = vae_pipeline.frame_dataset(sources()['train'], batch_size=8, resolution=16, seed=5)
+  flipped = vae_pipeline.frame_dataset(sources()['train'], batch_size=8, resolution=16, seed=5,
                                 hflip=True)
   kinds = []
   for s in range(4):
@@ -88,7 +92,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
   full = str(tmp_path / 'full')
   res_full = train.train_vae_on_sources(c, full, sources())
   assert res_full['step'] == 4 and res_full['resumed_from'] == 0
-  assert sorted(os.listdir(os.path.join(full, train.CHECKPOINT_SUBDIR))) == ['2', '4']
+  assert sorted(os.listdir(os.path.join(full, vae_checkpoint.CHECKPOINT_SUBDIR))) == ['2', '4']
   for name in ('eval.json', 'reconstructions.png', 'config.json'):
     assert os.path.exists(os.path.join(full, name)), name
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(full))
@@ -100,15 +104,15 @@ def test_resume_matches_uninterrupted_run(tmp_path):
   # Simulate a crash after step 2: drop the last checkpoint and the final outputs.
   crashed = str(tmp_path / 'crashed')
   shutil.copytree(full, crashed)
-  shutil.rmtree(os.path.join(crashed, train.CHECKPOINT_SUBDIR, '4'))
+  shutil.rmtree(os.path.join(crashed, vae_checkpoint.CHECKPOINT_SUBDIR, '4'))
   os.remove(os.path.join(crashed, 'eval.json'))
   res_resumed = train.train_vae_on_sources(c, crashed, sources())
   assert res_resumed['resumed_from'] == 2 and res_resumed['step'] == 4
   # Step 4's loss (and every metric) equals the uninterrupted run's: same data, rng and state.
   for k in ('final_train_loss', 'final_train_l1', 'final_train_kl', 'test/psnr'):
     np.testing.assert_allclose(res_resumed[k], res_full[k], rtol=1e-5, err_msg=k)
-  _, p_full = train.load_vae(full)
-  _, p_resumed = train.load_vae(crashed)
+  _, p_full = vae_checkpoint.load_vae(full)
+  _, p_resumed = vae_checkpoint.load_vae(crashed)
   for a, b in zip(jax.tree.leaves(p_full), jax.tree.leaves(p_resumed)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -120,11 +124,11 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 def test_load_vae_errors_name_the_directory(tmp_path):
   missing = str(tmp_path / 'no_such_vae')
   with pytest.raises(FileNotFoundError, match='no_such_vae'):
-    train.load_vae(missing)
+    vae_checkpoint.load_vae(missing)
   empty = tmp_path / 'empty_vae'
   empty.mkdir()
   with pytest.raises(FileNotFoundError, match='empty_vae'):
-    train.load_vae(str(empty))
+    vae_checkpoint.load_vae(str(empty))
 
 
 def test_time_budget_stops_early_and_counts_as_complete(tmp_path):
@@ -133,7 +137,7 @@ def test_time_budget_stops_early_and_counts_as_complete(tmp_path):
   d = str(tmp_path / 'budget')
   res = train.train_vae_on_sources(c, d, sources())
   assert res['stopped_by_time_budget'] and res['step'] == 2
-  assert os.listdir(os.path.join(d, train.CHECKPOINT_SUBDIR)) == ['2']
+  assert os.listdir(os.path.join(d, vae_checkpoint.CHECKPOINT_SUBDIR)) == ['2']
   # The stopped run is complete: a re-run returns its eval instead of training on.
   assert train.train_vae_on_sources(c, d, sources()) == res
 
@@ -142,9 +146,9 @@ def _fresh_state_and_batch():
   """(config, module, tx, step-0 state, first 4-frame batch) of the tiny VAE."""
   c = tiny_config()
   module = train.vae_model.from_config(c.vae)
-  tx = train.make_optimizer(c.vae.train)
+  tx = optim.adam_direction(c.vae.train)
   state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
-  frames = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)[0]['frames']
+  frames = vae_pipeline.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)[0]['frames']
   return c, module, tx, state, frames
 
 
@@ -175,8 +179,8 @@ class _CountingSource:
 
 def test_cached_frames_give_the_same_batches_and_read_each_clip_once():
   counting = _CountingSource(sources()['train'])
-  cached = train.frame_dataset(counting, batch_size=4, resolution=16, seed=5, cache_rgb=True)
-  plain = train.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=5)
+  cached = vae_pipeline.frame_dataset(counting, batch_size=4, resolution=16, seed=5, cache_rgb=True)
+  plain = vae_pipeline.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=5)
   for s in range(9):   # 36 frames: six epochs of the 6 clips
     np.testing.assert_array_equal(cached[s]['frames'], plain[s]['frames'])
   assert counting.reads == len(counting)

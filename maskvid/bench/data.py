@@ -20,6 +20,12 @@ import time
 
 from absl import app
 from absl import flags
+from maskvid.data import synthetic
+from maskvid.data import storage
+from configs import default
+from maskvid.data import pipeline
+from configs import tiny
+from maskvid.bench import train_step
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('num_clips', 1000, 'Clips to render for the renderer benchmark.')
@@ -39,7 +45,6 @@ def _cpu_seconds() -> float:
 
 
 def bench_render(num_clips: int, frames: int, resolution: int, split: str) -> dict:
-  from maskvid.data import synthetic
   seeds = synthetic.split_seeds(split, num_clips + 1)
   t0 = time.perf_counter()
   synthetic.render_clip(int(seeds[-1]), split, frames, resolution, resolution)  # compiles
@@ -56,7 +61,6 @@ def bench_render(num_clips: int, frames: int, resolution: int, split: str) -> di
 
 def bench_render_parallel(num_clips: int, frames: int, resolution: int, split: str,
                           processes: int) -> dict:
-  from maskvid.data import storage
   spec = dict(format_version=storage.FORMAT_VERSION, split=split, num_clips=num_clips,
               num_frames=frames, height=resolution, width=resolution, num_shards=4 * processes)
   load0, cpu0, t0 = os.getloadavg()[0], _cpu_seconds(), time.perf_counter()
@@ -68,8 +72,6 @@ def bench_render_parallel(num_clips: int, frames: int, resolution: int, split: s
 
 
 def bench_dataset_and_loader(data_dir: str, batches: int, worker_count: int) -> dict:
-  from configs import default
-  from maskvid.data import pipeline, storage
   config = default.get_config()
   t0 = time.perf_counter()
   storage.ensure_dataset(config, data_dir)
@@ -94,8 +96,6 @@ def bench_dataset_and_loader(data_dir: str, batches: int, worker_count: int) -> 
 def bench_train_step() -> dict:
   """Examples/s of the tiny config's train step, or a note why it could not be measured."""
   try:
-    from configs import tiny
-    from maskvid.bench import train_step
     config = tiny.get_config()
     r = train_step.run(config, steps=5, warmup=1)
   except Exception as e:  # pylint: disable=broad-except

@@ -21,7 +21,7 @@ from ml_collections import config_flags
 from maskvid import fileio
 from maskvid.eval import report
 from maskvid.eval import run as eval_run
-from maskvid.paths import stage_dir
+from maskvid.workdir import stage_dir
 from maskvid.train import loop
 from maskvid.vae import cache as cache_lib
 

@@ -41,6 +41,8 @@ flags.DEFINE_float('peak_tflops', 0.0, 'Per-device peak TFLOP/s for MFU (0: from
 LAYOUTS = ('dp', 'fsdp', 'fsdp_tensor')
 REMATS = ('none', 'full', 'dots')
 from maskvid.bench.common import ACCEL_PEAKS, CPU_PEAK, device_peak, xla_flops  # noqa: F401
+from maskvid.model import model as model_lib
+from maskvid.train import step as step_lib
 
 
 def layout_mesh(layout: str, num_devices: int, tensor: int = 2) -> tuple[int, int, int]:
@@ -72,8 +74,6 @@ def run_one(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
   """Compiles and times the train step for one (mesh, remat) config; returns one table row."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
-  from maskvid.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   trainer = step_lib.Trainer(config)
   state = trainer.init(int(config.seed))

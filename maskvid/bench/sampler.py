@@ -22,6 +22,9 @@ import time
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+from maskvid.model import model as model_lib
+from maskvid.sampling import masks
+from maskvid.sampling import sampler
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/tiny.py', 'Run config.', lock_config=True)
@@ -61,9 +64,6 @@ def main(argv):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
-  from maskvid.sampling import masks  # pylint: disable=g-import-not-at-top
-  from maskvid.sampling import sampler  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config
   batch = FLAGS.batch or int(config.sample.num_clips)

@@ -32,6 +32,8 @@ flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 flags.DEFINE_float('peak_tflops', 0.0, 'Per-device peak TFLOP/s for MFU (0: from the table).')
 
 from maskvid.bench.common import ACCEL_PEAKS, CPU_PEAK, device_peak, xla_flops  # noqa: F401
+from maskvid.model import model as model_lib
+from maskvid.train import step as step_lib
 
 
 def peak_memory(devices) -> tuple[float, str]:
@@ -46,8 +48,6 @@ def run(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
   """Compiles and times the train step; returns the table's numbers."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
-  from maskvid.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   trainer = step_lib.Trainer(config)
   state = trainer.init(int(config.seed))

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
+from maskvid import optim
 from maskvid.vae import model as vae_model
 from maskvid.vae import train
 
@@ -39,7 +40,7 @@ VARIANTS = {
 def bench(spec, batch: int, size: int, steps: int) -> dict:
   c = default.get_config()
   module = vae_model.AutoencoderKL(*spec)
-  tx = train.make_optimizer(c.vae.train)
+  tx = optim.adam_direction(c.vae.train)
   state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (size, size, 3))
   step = train.make_train_step(module, tx, c.vae)
   frames = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, 1, size, size, 3)),

@@ -25,6 +25,7 @@ from array_record.python import array_record_module
 
 from maskvid import fileio
 from maskvid.data import synthetic
+from maskvid.data.video_folder import VideoFolderSource
 
 FORMAT_VERSION = 2
 _KEYS = ('rgb', 'depth', 'intrinsics', 'world_to_camera', 'seed')
@@ -222,7 +223,6 @@ def open_source(config, data_dir: str, split: str):
   if source == 'synthetic':
     return ClipSource(data_dir, split)
   if source == 'video_folder':
-    from maskvid.data.video_folder import VideoFolderSource
     video_dir = config.data.video_dir
     if not video_dir:
       raise ValueError("config.data.source == 'video_folder' needs config.data.video_dir")
@@ -239,15 +239,19 @@ class ClipSource:
   world_to_camera float32 [T,4,4], seed int64 [].
   """
 
+  # What a missing split means, for the error message (subclasses over other stores say theirs).
+  MISSING_HINT = 'render it with maskvid.data.storage.ensure_dataset(config, data_dir)'
+  PATH_ARG = 'paths.data'
+
   def __init__(self, data_dir: str, split: str):
-    fileio.require_local(data_dir, 'paths.data')
+    fileio.require_local(data_dir, self.PATH_ARG)
     self.data_dir, self.split = data_dir, split
     split_dir = os.path.join(data_dir, split)
     meta = _read_meta(split_dir)
     if meta is None:
       raise FileNotFoundError(
           f'no complete split {split!r} in {data_dir!r} ({os.path.join(split_dir, "meta.json")} '
-          'is missing); render it with maskvid.data.storage.ensure_dataset(config, data_dir)')
+          f'is missing); {self.MISSING_HINT}')
     self.meta = meta
     self._paths = [os.path.join(split_dir, name) for name in meta['shards']]
     for path in self._paths:
@@ -260,7 +264,8 @@ class ClipSource:
     return int(self._offsets[-1])
 
   def __repr__(self) -> str:
-    return f'ClipSource({self.data_dir!r}, {self.split!r}, num_clips={len(self)})'
+    return (f'{type(self).__name__}({self.data_dir!r}, {self.split!r}, '
+            f'num_clips={len(self)})')
 
   def _reader(self, shard: int):
     if self._readers[shard] is None:

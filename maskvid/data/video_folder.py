@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from maskvid.data.pipeline import resize_clip
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.m4v', '.mkv', '.webm', '.avi')
 
@@ -52,7 +53,6 @@ class VideoFolderSource:
 
   def __getitem__(self, index) -> dict[str, np.ndarray]:
     import imageio.v2 as imageio
-    from maskvid.data.pipeline import resize_clip
     video, start = self._chunks[int(index)]
     path = self.paths[video]
     try:

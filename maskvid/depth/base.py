@@ -2,6 +2,7 @@
 import abc
 
 import numpy as np
+from maskvid.data import synthetic
 
 
 def _check_rgb(rgb) -> np.ndarray:
@@ -47,7 +48,6 @@ class GroundTruthDepth(DepthEstimator):
   @classmethod
   def from_synthetic(cls, seed: int, split: str, num_frames: int, height: int,
                      width: int) -> 'GroundTruthDepth':
-    from maskvid.data import synthetic  # pylint: disable=g-import-not-at-top
     clip = synthetic.render_clip(seed, split, num_frames, height, width)
     return cls(clip['rgb'], clip['depth'])
 

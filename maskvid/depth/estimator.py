@@ -1,12 +1,13 @@
 """DepthEstimator backed by a DepthUNet (trained here, or external weights mapped onto it)."""
 import functools
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskvid import workdir
+from maskvid.depth import checkpoint as depth_checkpoint
 from maskvid.depth.base import DepthEstimator
 from maskvid.depth.net import DepthUNet
 
@@ -78,16 +79,12 @@ def _resolve_depth_dir(directory: str) -> str:
       return d
   raise FileNotFoundError(
       f'no trained depth network in {directory!r}: expected config.json and checkpoints/ there or '
-      f'under {os.path.join(directory, "depth")!r} (train one with `python -m maskvid.depth.train '
+      f'under {os.path.join(directory, "depth")!r} (train one with `python -m maskvid.main '
       '--config=configs/depth_tiny.py --workdir=DIR`)')
 
 
 def load_depth_estimator(directory: str) -> UNetDepthEstimator:
   """Loads the latest checkpoint written by `maskvid.depth.train.train_depth`."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from maskvid.depth import train as depth_train  # pylint: disable=g-import-not-at-top
   d = _resolve_depth_dir(directory)
-  with open(os.path.join(d, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  module, params = depth_train.restore_params(config, d)
+  module, params = depth_checkpoint.restore_params(workdir.load_config(d, 'depth'), d)
   return UNetDepthEstimator(module, params, output='log_depth')

@@ -1,17 +1,14 @@
 """Trains the monocular DepthUNet on synthetic frames with ground-truth depth.
 
-`python -m maskvid.depth.train --config=configs/depth_tiny.py --workdir=DIR` writes DIR/depth:
+`python -m maskvid.main --config=configs/depth_tiny.py --workdir=DIR` (job 'depth') writes DIR/depth:
 config.json, checkpoints/ (orbax; params + optimizer state), metrics.json. Re-running resumes
 from the latest checkpoint and returns at once when `config.depth.steps` are done.
 Load the result with `maskvid.depth.load_depth_estimator(DIR)`.
 """
-import json
 import os
 import time
 from typing import Optional
 
-from absl import app
-from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -20,12 +17,15 @@ import optax
 import orbax.checkpoint as ocp
 
 from maskvid import fileio
+from maskvid.workdir import save_config
+from maskvid.data import synthetic
+from maskvid.depth import checkpoint as depth_checkpoint
 from maskvid.depth import net as depth_net
+from maskvid.depth.estimator import UNetDepthEstimator
 
 
 def render_frames(split: str, num_clips: int, frames_per_clip: int, resolution: int) -> dict:
   """Renders synthetic clips -> dict(rgb uint8 [N, H, W, 3], depth float32 [N, H, W])."""
-  from maskvid.data import synthetic  # pylint: disable=g-import-not-at-top
   rgb, depth = [], []
   seeds = synthetic.split_seeds(split, num_clips)
   for i, seed in enumerate(seeds):
@@ -67,38 +67,6 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray, si_lambda: float) -> dict:
               delta1=float(np.mean(ratio < 1.25)))
 
 
-def _manager(depth_dir: str, keep: int = 2) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(os.path.join(fileio.absolute(depth_dir), 'checkpoints'),
-                               options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-
-
-def _init(config, abstract: bool = False):
-  """(module, params, tx); abstract=True gives ShapeDtypeStructs (restore targets, no compile)."""
-  module = depth_net.from_config(config.depth)
-  res = int(config.depth.resolution)
-  # rbg keys: threefry's init graph takes many seconds to compile on a busy CPU; rbg is cheap.
-  init = lambda: module.init(jax.random.key(int(config.seed), impl='rbg'),
-                             jnp.zeros((1, res, res, 3)))
-  params = jax.eval_shape(init) if abstract else jax.jit(init)()
-  tx = optax.adamw(optax.warmup_cosine_decay_schedule(
-      0.0, float(config.depth.learning_rate), min(50, max(1, int(config.depth.steps) // 10)),
-      max(2, int(config.depth.steps))), weight_decay=1e-4)
-  return module, params, tx
-
-
-def restore_params(config, depth_dir: str):
-  """(module, params) from the latest checkpoint in depth_dir/checkpoints."""
-  module, params, tx = _init(config, abstract=True)
-  mngr = _manager(depth_dir)
-  step = mngr.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'no depth checkpoint in {os.path.join(depth_dir, "checkpoints")}')
-  target = {'params': params, 'opt_state': jax.eval_shape(tx.init, params)}
-  restored = mngr.restore(step, args=ocp.args.StandardRestore(target))
-  mngr.close()
-  return module, restored['params']
-
-
 def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
                 eval_data: Optional[dict] = None) -> dict:
   """Trains (or resumes) the depth net into workdir/depth; returns final metrics.
@@ -110,11 +78,10 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
   dc = config.depth
   depth_dir = os.path.join(workdir, 'depth')
   fileio.makedirs(depth_dir)
-  fileio.write_text_atomic(os.path.join(depth_dir, 'config.json'),
-                           config.to_json_best_effort(indent=2))
-  module, params, tx = _init(config)
+  save_config(config, depth_dir)
+  module, params, tx = depth_checkpoint.init(config)
   opt_state = tx.init(params)
-  mngr = _manager(depth_dir)
+  mngr = depth_checkpoint.make_manager(depth_dir)
   start = 0
   if mngr.latest_step() is not None:
     start = int(mngr.latest_step())
@@ -149,7 +116,6 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
     mngr.wait_until_finished()
   mngr.close()
 
-  from maskvid.depth.estimator import UNetDepthEstimator  # pylint: disable=g-import-not-at-top
   if eval_data is None:
     eval_data = render_frames('test', int(dc.eval_clips), int(dc.frames_per_clip),
                               int(dc.resolution))
@@ -164,18 +130,3 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
   logging.info('depth metrics: %s', metrics)
   return metrics
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
-  print(json.dumps(train_depth(flags.FLAGS.config, flags.FLAGS.workdir), indent=2))
-
-
-if __name__ == '__main__':
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'Config file (configs/depth_tiny.py).',
-                                  lock_config=True)
-  flags.DEFINE_string('workdir', None, 'Run directory; the net is written to WORKDIR/depth.')
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)

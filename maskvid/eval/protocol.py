@@ -39,6 +39,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from maskvid import pictures
 from maskvid.geometry import warp as warp_lib
 from maskvid.sampling import fill
 
@@ -66,14 +67,6 @@ def _check_clip(clip):
   return rgb
 
 
-def frames_from_uint8(rgb) -> np.ndarray:
-  """uint8 [..., 3] -> float32 in [-1, 1] (float inputs are assumed to be in [-1, 1] already)."""
-  rgb = np.asarray(rgb)
-  if rgb.dtype == np.uint8:
-    return rgb.astype(np.float32) / 127.5 - 1.0
-  return rgb.astype(np.float32)
-
-
 def _warp(frame, depth, k, src, dst):
   res = warp_lib.forward_warp(frame, depth, k, src, dst, fill=0.0)
   return res.image, res.mask, res.depth
@@ -81,7 +74,7 @@ def _warp(frame, depth, k, src, dst):
 
 def nvs_task(clip) -> Task:
   """Single-view NVS from frame 0 (see module docstring). clip: dict with rgb/depth/cameras."""
-  rgb = frames_from_uint8(_check_clip(clip))
+  rgb = pictures.to_float(_check_clip(clip))
   T = rgb.shape[0]
   depth, k, w2c = clip['depth'], clip['intrinsics'], clip['world_to_camera']
   known = np.zeros(rgb.shape[:3], bool)
@@ -97,7 +90,7 @@ def nvs_task(clip) -> Task:
 
 def interpolate_task(clip) -> Task:
   """Two-view interpolation between frames 0 and T-1 (see module docstring)."""
-  rgb = frames_from_uint8(_check_clip(clip))
+  rgb = pictures.to_float(_check_clip(clip))
   T = rgb.shape[0]
   depth, k, w2c = clip['depth'], clip['intrinsics'], clip['world_to_camera']
   known = np.zeros(rgb.shape[:3], bool)
@@ -153,7 +146,7 @@ def random_hole_mask(rng: np.random.Generator, height: int, width: int,
 
 def holes_task(clip, seed: int = 0, coverage=(0.4, 0.7)) -> Task:
   """Large irregular holes in every frame (see module docstring); `seed` picks the masks."""
-  rgb = frames_from_uint8(_check_clip(clip))
+  rgb = pictures.to_float(_check_clip(clip))
   rng = np.random.default_rng(seed)
   hole = np.stack([random_hole_mask(rng, rgb.shape[1], rgb.shape[2], coverage)
                    for _ in range(rgb.shape[0])])

@@ -9,13 +9,11 @@ Results layout (what `maskvid.eval.run.evaluate` fills and `write_report` writes
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 from typing import Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
 from maskvid import fileio
 
@@ -163,37 +161,3 @@ def write_report(results: Mapping, eval_dir: str) -> dict:
   return {'markdown': md_path, 'json': json_path}
 
 
-def to_uint8(frames) -> np.ndarray:
-  return np.clip(np.round((np.asarray(frames, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def save_grid(path: str, rows: Mapping[str, np.ndarray], scale: int = 2, pad: int = 2) -> str:
-  """PNG grid: one row per entry (label -> frames [T, H, W, 3] in [-1, 1]), columns = frames.
-
-  Labels are written into a left margin; frames are upscaled by `scale` (nearest).
-  """
-  if not rows:
-    raise ValueError('rows must name at least one frame sequence')
-  from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
-  seqs = {k: to_uint8(v) for k, v in rows.items()}
-  T, H, W, _ = next(iter(seqs.values())).shape
-  for k, v in seqs.items():
-    if v.shape != (T, H, W, 3):
-      raise ValueError(f'row {k!r} has shape {v.shape}, expected {(T, H, W, 3)}')
-  h, w = H * scale, W * scale
-  margin = 8 + 7 * max(len(k) for k in seqs)
-  canvas = np.full((pad + len(seqs) * (h + pad), margin + T * (w + pad) + pad, 3), 255, np.uint8)
-  for r, seq in enumerate(seqs.values()):
-    y = pad + r * (h + pad)
-    for t in range(T):
-      x = margin + pad + t * (w + pad)
-      canvas[y:y + h, x:x + w] = np.repeat(np.repeat(seq[t], scale, 0), scale, 1)
-  img = Image.fromarray(canvas)
-  draw = ImageDraw.Draw(img)
-  for r, label in enumerate(seqs):
-    draw.text((4, pad + r * (h + pad) + h // 2 - 5), label, fill=(0, 0, 0))
-  fileio.makedirs(os.path.dirname(path) or '.')
-  buf = io.BytesIO()
-  img.save(buf, format='PNG')
-  fileio.write_bytes_atomic(path, buf.getvalue())
-  return path

@@ -21,10 +21,10 @@ mean of config.eval.num_samples samples) and '<m> one-step' (config.eval.one_ste
 one step, x1 - v(x1, 1)). Reference rows: ground_truth (the consistency metrics' floor),
 vae_oracle (GT through the VAE), warp_oracle ('interpolate': GT-geometry warp of the endpoints).
 
-The two trained baselines get their own diffusion dirs, {workdir}/baselines/<name>, trained by
-`maskvid.train.loop.train_and_evaluate` with a copy of the config whose paths.diffusion points
-there and whose data/vae/latents paths are the run's (same data, VAE, backbone; steps =
-config.eval.baseline_steps, or config.train.steps when < 0). A finished run is not retrained.
+The two trained baselines are read from their own diffusion dirs, {workdir}/baselines/<name>
+(`workdir.baseline_dir`); the `baselines` stage (`stages.run_baselines`, run by the `eval` job
+first) trains them with the run's data, VAE, latents and backbone, for config.eval.baseline_steps
+(or config.train.steps when < 0). Evaluation itself never trains.
 
 All generative methods see the same known pixels, encoded by the run's VAE from the frames with
 their unknown pixels nearest-filled; `sampling.masks.pixel_to_token_masks` makes a model patch
@@ -37,7 +37,6 @@ ground truth, known input, methods; columns: frames). Returns {'summary', 'metri
 """
 from __future__ import annotations
 
-import copy
 import os
 import time
 from typing import Any
@@ -48,68 +47,34 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskvid import fileio
+from maskvid import pictures
+from maskvid.data import storage
+from maskvid.data import synthetic
 from maskvid.eval import baselines
 from maskvid.eval import consistency
 from maskvid.eval import metrics as metrics_lib
 from maskvid.eval import protocol
 from maskvid.eval import report
-from maskvid.paths import stage_dir
+from maskvid.model import model as model_lib
+from maskvid.sampling import masks as sampling_masks
+from maskvid.sampling import sampler
+from maskvid.train import checkpoint
+from maskvid.vae import cache
+from maskvid.vae import codec as codec_lib
+from maskvid.workdir import baseline_dir
+from maskvid.workdir import save_config
+from maskvid.workdir import stage_dir
 
 TRIVIAL = ('nearest_fill', 'cross_fade')     # rows, each scored on the tasks it answers
 GENERATIVE = ('conditioning', 'replacement', 'ours_no_sc', 'ours')
 METHODS = TRIVIAL + GENERATIVE
 # The task whose trivial answer each trivial row is (protocol.Task.trivial).
 TRIVIAL_TASKS = {'nearest_fill': ('nvs', 'holes'), 'cross_fade': ('interpolate',)}
-TRAINED_BASELINES = {'conditioning': dict(objective='conditioning', input_conditioning=True),
-                     'replacement': dict(objective='unconditional', input_conditioning=False)}
 REFERENCE_ROWS = ('ground_truth', 'vae_oracle', 'warp_oracle')
 MEAN_SUFFIX, ONE_STEP_SUFFIX = ' mean{k}', ' one-step'
 # What `score` returns: per-clip metrics, their standard errors, and the Fréchet distance.
 SCORES = ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips', 'reproj', 'chamfer')
 SE_SCORES = ('psnr_hole', 'ssim_hole', 'reproj')
-
-
-# ------------------------------------------------------------------------------------ baselines
-def baseline_dir(workdir: str, name: str) -> str:
-  return os.path.join(workdir, 'baselines', name)
-
-
-def baseline_config(config, workdir: str, name: str):
-  """Config copy for trained baseline `name`: own diffusion dir, the run's data/VAE/latents."""
-  if name not in TRAINED_BASELINES:
-    raise ValueError(f'trained baseline must be one of {sorted(TRAINED_BASELINES)}, got {name!r}')
-  cfg = copy.deepcopy(config)
-  with cfg.unlocked():
-    for stage in ('data', 'vae', 'latents'):
-      cfg.paths[stage] = fileio.absolute(stage_dir(config, workdir, stage))
-    cfg.paths.diffusion = fileio.absolute(baseline_dir(workdir, name))
-    cfg.paths.eval = fileio.absolute(stage_dir(config, workdir, 'eval'))
-    cfg.diffusion.objective = TRAINED_BASELINES[name]['objective']
-    cfg.model.input_conditioning = TRAINED_BASELINES[name]['input_conditioning']
-    steps = int(config.eval.baseline_steps)
-    if steps > 0:
-      cfg.train.steps = steps
-    cfg.job = 'diffusion'
-  return cfg
-
-
-def is_finished(diffusion_dir: str) -> bool:
-  """A diffusion dir whose training loop wrote its final metrics (it only does so at the end)."""
-  from maskvid.train import loop  # pylint: disable=g-import-not-at-top
-  return (fileio.path(diffusion_dir) / loop.FINAL_METRICS).exists()
-
-
-def ensure_baseline(config, workdir: str, name: str) -> str:
-  """Trains baseline `name` unless finished; returns its diffusion dir."""
-  cfg = baseline_config(config, workdir, name)
-  d = cfg.paths.diffusion
-  if is_finished(d):
-    logging.info('baseline %s: finished run in %s, not retraining', name, d)
-    return d
-  from maskvid.train import loop  # pylint: disable=g-import-not-at-top
-  logging.info('baseline %s: training %d steps in %s', name, int(cfg.train.steps), d)
-  loop.train_and_evaluate(cfg, workdir)
-  return d
 
 
 # ------------------------------------------------------------------------------------ data
@@ -138,13 +103,11 @@ def load_clips(config, workdir: str, split: str, num_clips: int) -> tuple[list, 
   clips, origin = None, None
   attempts = []
   try:
-    from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
     src = cache.LatentSource(stage_dir(config, workdir, 'latents'), split)
     attempts.append(('latent cache', src))
   except Exception as e:  # pylint: disable=broad-except
     logging.info('eval clips: no latent cache for %s (%s)', split, e)
   try:
-    from maskvid.data import storage  # pylint: disable=g-import-not-at-top
     src = storage.ClipSource(stage_dir(config, workdir, 'data'), split)
     attempts.append(('dataset', src))
   except Exception as e:  # pylint: disable=broad-except
@@ -163,7 +126,6 @@ def load_clips(config, workdir: str, split: str, num_clips: int) -> tuple[list, 
   if clips is None:
     if config.data.source != 'synthetic':
       raise ValueError(f'eval needs GT geometry; config.data.source={config.data.source!r} has none')
-    from maskvid.data import synthetic  # pylint: disable=g-import-not-at-top
     res = int(config.data.resolution)
     clips = [synthetic.render_clip(int(s), split, int(config.data.num_frames), res, res)
              for s in synthetic.split_seeds(split, num_clips)]
@@ -174,28 +136,7 @@ def load_clips(config, workdir: str, split: str, num_clips: int) -> tuple[list, 
 
 
 # ------------------------------------------------------------------------------------ models
-class Latents:
-  """VAE encode/decode in the cache's normalised latent space (jitted)."""
-
-  def __init__(self, vae_dir: str, latents_dir: str):
-    from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
-    from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
-    module, params = vae_train.load_vae(vae_dir)
-    # load_vae gives the 'params' collection, or the full variables dict: accept both.
-    variables = params if set(params) == {'params'} else {'params': params}
-    stats = cache.load_latent_stats(latents_dir)
-    shift = jnp.asarray(stats['shift'], jnp.float32)
-    scale = jnp.asarray(stats['scale'], jnp.float32)
-    self.factor = int(module.downsample_factor)
-    self.encode = jax.jit(lambda x: (module.apply(variables, x, method=module.encode)[0]
-                                     - shift) / scale)
-    self.decode = jax.jit(lambda z: jnp.clip(
-        module.apply(variables, z * scale + shift, method=module.decode), -1.0, 1.0))
-
-
 def _model(diffusion_dir: str):
-  from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
-  from maskvid.train import checkpoint  # pylint: disable=g-import-not-at-top
   cfg, module, params = checkpoint.load_for_inference(diffusion_dir)
   return cfg, model_lib.make_apply_fn(module), params
 
@@ -205,6 +146,15 @@ def _renoise(config):
   return r if r > 0 else float(config.eval.renoise_at)
 
 
+def _trained_baseline(workdir: str, name: str) -> str:
+  d = baseline_dir(workdir, name)
+  if not (fileio.path(d) / 'checkpoints').is_dir():
+    raise FileNotFoundError(f'config.eval.baselines names {name!r} but {d!r} holds no trained run: '
+                            'train it first (`--config.job=baselines`, or `--config.job=eval`, '
+                            'which trains the missing baselines)')
+  return d
+
+
 def make_samplers(config, workdir: str, methods) -> dict:
   """method -> fn(known, known_mask, exact_mask, rng, task, num_steps) -> latents [B,T,h,w,c].
 
@@ -212,7 +162,6 @@ def make_samplers(config, workdir: str, methods) -> dict:
   Only the masked model distinguishes exact from unreliable tokens; the baselines take every
   known token as given.
   """
-  from maskvid.sampling import sampler  # pylint: disable=g-import-not-at-top
   out = {}
   if 'ours' in methods or 'ours_no_sc' in methods:
     _, apply_fn, params = _model(stage_dir(config, workdir, 'diffusion'))
@@ -228,11 +177,11 @@ def make_samplers(config, workdir: str, methods) -> dict:
     out['ours_no_sc'] = lambda k, m, e, r, t, n: ours(k, m, e, r, t, n, False)
     out['ours'] = lambda k, m, e, r, t, n: ours(k, m, e, r, t, n, True)
   if 'conditioning' in methods:
-    _, cond_apply, cond_params = _model(ensure_baseline(config, workdir, 'conditioning'))
+    _, cond_apply, cond_params = _model(_trained_baseline(workdir, 'conditioning'))
     out['conditioning'] = lambda k, m, e, r, t, n: baselines.conditioning_complete(
         cond_apply, cond_params, k, m, r, num_steps=n)
   if 'replacement' in methods:
-    _, unc_apply, unc_params = _model(ensure_baseline(config, workdir, 'replacement'))
+    _, unc_apply, unc_params = _model(_trained_baseline(workdir, 'replacement'))
     out['replacement'] = lambda k, m, e, r, t, n: baselines.replacement_complete(
         unc_apply, unc_params, k, m, r, num_steps=n)
   return {m: out[m] for m in methods if m in out}
@@ -326,15 +275,14 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   # The latent stats are always needed and its shards are ArrayRecord (local paths only).
   fileio.require_local(stage_dir(config, workdir, 'latents'), 'paths.latents')
   eval_dir = stage_dir(config, workdir, 'eval')
-  from maskvid import stages  # pylint: disable=g-import-not-at-top
-  stages.save_config(config, eval_dir)
-  from maskvid.sampling import masks as sampling_masks  # pylint: disable=g-import-not-at-top
+  save_config(config, eval_dir)
 
   notes = []
   lpips = metrics_lib.maybe_load_lpips(config.eval.lpips_weights)
   if lpips is None:
     notes.append('LPIPS skipped: config.eval.lpips_weights is empty (weights never downloaded).')
-  latents = Latents(stage_dir(config, workdir, 'vae'), stage_dir(config, workdir, 'latents'))
+  latents = codec_lib.LatentCodec.load(stage_dir(config, workdir, 'vae'),
+                                       stage_dir(config, workdir, 'latents'))
   generative = tuple(m for m in methods if m in GENERATIVE)
   samplers = make_samplers(config, workdir, generative)
   patch = tuple(int(p) for p in config.model.patch_size)
@@ -357,7 +305,7 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   for split in config.eval.splits:
     clips, origin = load_clips(config, workdir, split, num_clips)
     logging.info('eval %s: %d clips (%s)', split, len(clips), origin)
-    gt = np.stack([protocol.frames_from_uint8(c['rgb']) for c in clips])
+    gt = np.stack([pictures.to_float(c['rgb']) for c in clips])
     oracle = _batched(lambda x: latents.decode(latents.encode(x)), [gt], bs)
     results['metrics'][split] = {}
     for task_name in tasks:
@@ -425,7 +373,7 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
                    'vae oracle': oracle[0]}
       grid_rows.update({r: preds[r][0] for r in rows if r in preds and r not in
                         ('ground_truth', 'vae_oracle')})
-      png = report.save_grid(os.path.join(eval_dir, f'{split}_{task_name}.png'), grid_rows)
+      png = pictures.save_grid(os.path.join(eval_dir, f'{split}_{task_name}.png'), grid_rows)
       results['pictures'][f'{split}/{task_name}'] = png
       logging.info('eval %s/%s done in %.1fs: %s', split, task_name, time.time() - t0,
                    {r: round(block[r]['psnr_hole'], 2) for r in rows if r in preds})

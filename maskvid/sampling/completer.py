@@ -18,28 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maskvid.paths import stage_dir
+from maskvid import pictures
+from maskvid.model import model as model_lib
 from maskvid.sampling import fill
 from maskvid.sampling import masks
 from maskvid.sampling import sampler
-
-
-def _to_float_frames(frames) -> np.ndarray:
-  """uint8 [..., 3] -> float32 in [-1, 1]; float frames are passed through (checked)."""
-  a = np.asarray(frames)
-  if a.dtype == np.uint8:
-    return a.astype(np.float32) / 127.5 - 1.0
-  if not np.issubdtype(a.dtype, np.floating):
-    raise TypeError(f'frames must be uint8 or float in [-1, 1], got dtype {a.dtype}')
-  if a.size and (np.nanmin(a) < -1.001 or np.nanmax(a) > 1.001):
-    raise ValueError(f'float frames must lie in [-1, 1], got range [{a.min():.3g}, {a.max():.3g}]'
-                     ' (pass uint8 for 0..255 pixels)')
-  return a.astype(np.float32)
-
-
-def _to_uint8(frames) -> np.ndarray:
-  return np.clip(np.round((np.asarray(frames, np.float32) + 1.0) * 127.5), 0, 255).astype(
-      np.uint8)
+from maskvid.train import checkpoint as ckpt_lib
+from maskvid.vae import cache
+from maskvid.vae import codec as codec_lib
+from maskvid.workdir import stage_dir
 
 
 class Completer:
@@ -55,16 +42,12 @@ class Completer:
       (default: the run config's sample.min_valid, else 0.01).
 
   Attributes: config (the diffusion run config), module / params (EMA) / apply_fn of the
-  denoiser, vae_module / vae_variables, shift / scale, latent_factor, patch_size.
+  denoiser, codec (`vae.codec.LatentCodec`: VAE + shift / scale), latent_factor, patch_size.
   """
 
   def __init__(self, diffusion_dir: str, vae_dir: str, latents_dir: Optional[str] = None, *,
                latent_stats: Optional[Mapping[str, Any]] = None,
                min_valid: Optional[float] = None):
-    from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
-    from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-    from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
-
     for name, directory in (('diffusion_dir', diffusion_dir), ('vae_dir', vae_dir)):
       if not directory or not os.path.isdir(directory):
         raise FileNotFoundError(f'{name}: checkpoint directory {directory!r} does not exist (train '
@@ -75,24 +58,14 @@ class Completer:
       raise ValueError(f'{diffusion_dir!r} holds the input-conditioning baseline, which the masked '
                        'sampler cannot drive; use maskvid.eval.baselines.conditioning_complete')
     self.apply_fn = model_lib.make_apply_fn(self.module)
-    self.vae_module, variables = vae_train.load_vae(vae_dir)
-    # load_vae gives the variables dict ({'params': ...}); accept bare params too.
-    self.vae_variables = (variables if isinstance(variables, Mapping) and 'params' in variables
-                          else {'params': variables})
     if latent_stats is None:
       latent_stats = self._read_stats(diffusion_dir, latents_dir)
-    self.shift = jnp.asarray(latent_stats['shift'], jnp.float32)
-    self.scale = jnp.asarray(latent_stats['scale'], jnp.float32)
-    self.latent_factor = int(self.vae_module.downsample_factor)
+    self.codec = codec_lib.LatentCodec.load(vae_dir, stats=latent_stats)
+    self.latent_factor = self.codec.factor
     self.patch_size = tuple(int(p) for p in self.config.model.patch_size)
     if min_valid is None:
       min_valid = self.config.sample.get('min_valid', 0.01)
     self.min_valid = float(min_valid)
-    module = self.vae_module
-    self._encode = jax.jit(
-        lambda v, x: (module.apply(v, x, method=module.encode)[0] - self.shift) / self.scale)
-    self._decode = jax.jit(lambda v, z: jnp.clip(
-        module.apply(v, z * self.scale + self.shift, method=module.decode), -1.0, 1.0))
 
   def _read_stats(self, diffusion_dir: str, latents_dir: Optional[str]) -> Mapping[str, Any]:
     if latents_dir is None:
@@ -100,7 +73,6 @@ class Completer:
       latents_dir = configured or os.path.join(
           os.path.dirname(os.path.abspath(diffusion_dir)), 'latents')
     try:
-      from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
       return cache.load_latent_stats(latents_dir)
     except (FileNotFoundError, OSError) as e:
       raise FileNotFoundError(f'latents_dir: no latent stats in {latents_dir!r} ({e}); build the '
@@ -120,7 +92,6 @@ class Completer:
       raise FileNotFoundError(f'workdir {workdir!r} has no trained diffusion stage ({config_path} '
                               'is missing): run `python -m maskvid.main --config=configs/demo.py '
                               f'--workdir={workdir}`')
-    from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
     config = ckpt_lib.config_from_json(config_path)
     kwargs.setdefault('latents_dir', stage_dir(config, workdir, 'latents'))
     return cls(diffusion_dir, stage_dir(config, workdir, 'vae'), **kwargs)
@@ -128,17 +99,17 @@ class Completer:
   # ------------------------------------------------------------------------------- latents
   def encode(self, frames) -> jax.Array:
     """frames [B,T,H,W,3] (uint8, or float in [-1, 1]) -> normalised latents [B,T,h,w,c]."""
-    x = _to_float_frames(frames)
+    x = pictures.to_float(frames)
     if x.ndim != 5 or x.shape[-1] != 3:
       raise ValueError(f'frames must be [B, T, H, W, 3], got shape {x.shape}')
-    return self._encode(self.vae_variables, x)
+    return self.codec.encode(x)
 
   def decode(self, latents) -> jax.Array:
     """normalised latents [B,T,h,w,c] -> float frames [B,T,H,W,3] in [-1, 1]."""
     z = jnp.asarray(latents, jnp.float32)
-    if z.ndim != 5 or z.shape[-1] != self.shift.shape[0]:
-      raise ValueError(f'latents must be [B, T, h, w, {self.shift.shape[0]}], got {z.shape}')
-    return self._decode(self.vae_variables, z)
+    if z.ndim != 5 or z.shape[-1] != self.codec.latent_channels:
+      raise ValueError(f'latents must be [B, T, h, w, {self.codec.latent_channels}], got {z.shape}')
+    return self.codec.decode(z)
 
   def sample_options(self, num_steps=None, solver=None, renoise_at=None, guidance=None) -> dict:
     """Sampler keyword arguments: given values, else the run config's `sample` section."""
@@ -187,7 +158,7 @@ class Completer:
       uint8 frames with the rank of `frames` ([T,H,W,3] or [B,T,H,W,3]); with return_latents a
       dict(video=..., latents [B,T,h,w,c], known_mask [B,T,h,w]).
     """
-    x = _to_float_frames(frames)
+    x = pictures.to_float(frames)
     if x.ndim not in (4, 5) or x.shape[-1] != 3:
       raise ValueError(f'frames must be [T, H, W, 3] or [B, T, H, W, 3], got shape {x.shape}')
     unbatched = x.ndim == 4
@@ -215,9 +186,9 @@ class Completer:
     out = self.complete_latents(known, known_mask, rng, exact_mask=exact_mask,
                                 num_steps=num_steps, solver=solver, renoise_at=renoise_at,
                                 guidance=guidance)
-    video = _to_uint8(self.decode(out))
+    video = pictures.to_uint8(self.decode(out))
     if paste_known:
-      video = np.where(m[..., None], _to_uint8(x), video)
+      video = np.where(m[..., None], pictures.to_uint8(x), video)
     if unbatched:
       video = video[0]
     if return_latents:

@@ -4,6 +4,7 @@ from absl import flags
 from absl import logging
 
 from maskvid.tasks import io
+from maskvid.sampling import completer as completer_lib
 
 
 def define_common_flags() -> None:
@@ -40,7 +41,6 @@ def load_completer(workdir: str, min_valid=None):
   if min_valid is not None and not 0.0 < min_valid <= 1.0:
     raise io.InputError(f'--min_valid: must be in (0, 1], got {min_valid}')
   kwargs = {} if min_valid is None else {'min_valid': float(min_valid)}
-  from maskvid.sampling import completer as completer_lib  # pylint: disable=g-import-not-at-top
   logging.info('loading model from %s', workdir)
   try:
     return completer_lib.Completer.from_workdir(workdir, **kwargs)

@@ -11,13 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-
-def to_uint8(frames) -> np.ndarray:
-  """float frames in [-1, 1] (or uint8) -> uint8."""
-  a = np.asarray(frames)
-  if a.dtype == np.uint8:
-    return a
-  return np.clip(np.round((a.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+from maskvid import pictures
 
 
 def model_resolution(completer) -> Optional[tuple]:
@@ -88,7 +82,7 @@ def _normalise(out: Any) -> dict:
            if getattr(out, k, None) is not None}
   else:
     video, res = out, {}
-  video = to_uint8(np.asarray(video))
+  video = pictures.to_uint8(np.asarray(video))
   if video.ndim == 5:
     video = video[0]
     res = {k: (v[0] if v.ndim >= 4 else v) for k, v in res.items()}

@@ -13,6 +13,8 @@ import cv2
 import imageio.v3 as iio
 import numpy as np
 
+from maskvid import pictures
+
 
 class InputError(ValueError):
   """A command-line input is missing, unreadable or inconsistent (message names the argument)."""
@@ -192,10 +194,6 @@ def write_outputs(out_mp4: str, video: np.ndarray, strip_rows: Sequence[np.ndarr
   png = os.path.splitext(out_mp4)[0] + '.png'
   video = np.asarray(video, np.uint8)
   with atomic_outputs(out_mp4, png) as (tmp_mp4, tmp_png):
-    # libx264 wants even sizes; macro_block_size=1 stops imageio from resizing tiny frames.
-    h, w = video.shape[1:3]
-    v = np.pad(video, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode='edge')
-    iio.imwrite(tmp_mp4, v, extension='.mp4', fps=fps, codec='libx264', macro_block_size=1,
-                quality=9)
+    pictures.write_mp4(tmp_mp4, video, fps=fps)
     iio.imwrite(tmp_png, strip(strip_rows), extension='.png')
   return out_mp4, png

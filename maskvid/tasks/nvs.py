@@ -24,6 +24,8 @@ from maskvid import geometry
 from maskvid.tasks import cli
 from maskvid.tasks import common
 from maskvid.tasks import io
+from maskvid.data import synthetic
+from maskvid import depth as depth_lib
 
 
 def nvs_conditioning(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
@@ -79,7 +81,6 @@ def prepare_inputs(image_arg: str, depth_arg: str, size: tuple, fov_deg: float):
       seed = int(seed)
     except ValueError:
       raise io.InputError(f"--image: expected 'synthetic:SPLIT:SEED', got {image_arg!r}") from None
-    from maskvid.data import synthetic  # pylint: disable=g-import-not-at-top
     if split not in synthetic.SPLITS:
       raise io.InputError(f'--image: split must be one of {synthetic.SPLITS}, got {split!r}')
     clip = synthetic.render_clip(seed, split, 1, size[0], size[1])
@@ -101,7 +102,6 @@ def prepare_inputs(image_arg: str, depth_arg: str, size: tuple, fov_deg: float):
       # Nearest keeps depth edges sharp (averaging would invent in-between surfaces).
       depth = cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
   elif depth_arg.startswith(('net:', 'external:')):
-    from maskvid import depth as depth_lib  # pylint: disable=g-import-not-at-top
     try:
       estimator = depth_lib.make_depth_estimator(depth_arg)
     except (FileNotFoundError, ValueError) as e:

@@ -15,6 +15,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from maskvid import fileio
+from maskvid import sharding as sharding_lib
+from maskvid.train import step as step_lib
 
 CHECKPOINT_SUBDIR = 'checkpoints'
 
@@ -78,8 +80,6 @@ def load_for_inference(diffusion_dir: str):
   and the EMA params from the newest checkpoint, placed on a single device.
   Raises FileNotFoundError naming the directory when the config or a checkpoint is missing.
   """
-  from maskvid.train import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from maskvid.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   config_path = os.path.join(diffusion_dir, 'config.json')
   if not fileio.path(config_path).exists():

@@ -1,4 +1,4 @@
-"""Train state and optimizer: AdamW, linear warmup + cosine decay, global-norm clipping, EMA.
+"""Train state of the transformer: params, optimiser state, EMA params, base rng (optimiser: `maskvid.optim`).
 
 The state is a plain pytree (a flax struct dataclass) so it can be jitted, sharded and
 checkpointed as a whole. `rng` is a base key that never changes: the step's randomness is
@@ -9,7 +9,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
-import optax
+import optax  # for the type of create_state's tx
 
 
 @flax.struct.dataclass
@@ -19,30 +19,6 @@ class TrainState:
   opt_state: Any           # optax state
   ema_params: Any          # exponential moving average of params (used for sampling)
   rng: jax.Array           # typed PRNG key [] (base key; per-step keys are folded from it)
-
-
-def make_schedule(train_config) -> optax.Schedule:
-  """Linear warmup 0 -> lr over warmup_steps, then cosine decay to 0 at train.steps."""
-  steps = int(train_config.steps)
-  warmup = int(max(0, min(train_config.warmup_steps, steps)))
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=float(train_config.learning_rate),
-      warmup_steps=warmup, decay_steps=max(steps, warmup + 1), end_value=0.0)
-
-
-def _decay_mask(params):
-  # Weight decay only on matrices/kernels: biases, norm scales and 1-D embeddings are exempt.
-  return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
-
-
-def make_optimizer(train_config) -> optax.GradientTransformation:
-  """clip_by_global_norm(grad_clip) -> AdamW(schedule, weight_decay on >=2-D params)."""
-  parts = []
-  if train_config.grad_clip and train_config.grad_clip > 0:
-    parts.append(optax.clip_by_global_norm(float(train_config.grad_clip)))
-  parts.append(optax.adamw(make_schedule(train_config), b1=0.9, b2=0.999, eps=1e-8,
-                           weight_decay=float(train_config.weight_decay), mask=_decay_mask))
-  return optax.chain(*parts)
 
 
 def ema_decay_at(step: jax.Array, ema_decay: float) -> jax.Array:

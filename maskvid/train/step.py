@@ -18,7 +18,8 @@ import optax
 from maskvid.diffusion import loss as loss_lib
 from maskvid.diffusion import masks as masks_lib
 from maskvid.model import model as model_lib
-from maskvid.train import sharding as sharding_lib
+from maskvid import optim
+from maskvid import sharding as sharding_lib
 from maskvid.train import state as state_lib
 
 
@@ -69,7 +70,7 @@ def train_step(state: state_lib.TrainState, batch_latents: jax.Array, *, apply_f
       loss=loss.astype(jnp.float32),
       grad_norm=optax.global_norm(grads),
       param_norm=optax.global_norm(params),
-      learning_rate=state_lib.make_schedule(config.train)(state.step),
+      learning_rate=optim.make_schedule(config.train)(state.step),
       ema_decay=decay,
       known_fraction=jnp.mean(known_mask.astype(jnp.float32)))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -92,7 +93,7 @@ class Trainer:
     self.rules = sharding_lib.logical_rules(config.mesh)
     self.module = module if module is not None else model_lib.build_model(config)
     self.apply_fn = model_lib.make_apply_fn(self.module)
-    self.tx = state_lib.make_optimizer(config.train)
+    self.tx = optim.make_optimizer(config.train)
     self.latent_shape = expected_latent_shape(config)
     self.global_batch_size = int(config.train.batch_size)
     divisor = sharding_lib.batch_divisor(self.mesh)

@@ -24,6 +24,10 @@ import jax
 import numpy as np
 
 from maskvid import fileio
+from maskvid import pictures
+from maskvid.data import pipeline
+from maskvid.data import storage
+from maskvid.vae import checkpoint
 
 COMPLETE_FILE = 'COMPLETE.json'
 STATS_FILE = 'stats.json'
@@ -62,8 +66,6 @@ def load_latent_stats(latents_dir: str) -> dict:
 def _encode_split(source, encode, params, resolution: int, split_dir: str, num_shards: int,
                   stats: dict | None) -> dict:
   """Encodes every clip of `source` into shards in split_dir; accumulates stats when given."""
-  from maskvid.data import pipeline  # pylint: disable=g-import-not-at-top
-  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
   os.makedirs(split_dir, exist_ok=True)
   n = len(source)
   num_shards = max(1, min(num_shards, n))
@@ -76,7 +78,7 @@ def _encode_split(source, encode, params, resolution: int, split_dir: str, num_s
     for start in range(lo, hi, _ENCODE_CLIPS):
       clips = [pipeline.resize_clip(dict(source[i]), (resolution, resolution))
                for i in range(start, min(start + _ENCODE_CLIPS, hi))]
-      frames = np.stack([c['rgb'] for c in clips]).astype(np.float32) / 127.5 - 1.0
+      frames = pictures.to_float(np.stack([c['rgb'] for c in clips]))
       latents = np.asarray(encode(params, frames), np.float32)
       latent_shape = latents.shape[1:]
       if stats is not None:
@@ -109,9 +111,7 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
   if is_complete(latents_dir):
     logging.info('latent cache %s is complete; nothing to do', latents_dir)
     return
-  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
-  from maskvid.vae import train as vae_train  # pylint: disable=g-import-not-at-top
-  module, params = vae_train.load_vae(vae_dir)
+  module, params = checkpoint.load_vae(vae_dir)
   splits = [s for s in config.data.clips.keys() if int(config.data.clips[s]) > 0]
   if not splits:
     raise ValueError(f'config.data.clips has no non-empty split: {dict(config.data.clips)}')
@@ -149,53 +149,24 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
                np.round(mean, 3).tolist(), np.round(std, 3).tolist())
 
 
-class LatentSource:
+class LatentSource(storage.ClipSource):
   """grain RandomAccessDataSource over one split of a complete latent cache. Item i ->
 
   latents float32 [T,h,w,c] normalised with stats.json, plus the clip's rgb uint8 [T,H,W,3],
   depth float32 [T,H,W], intrinsics float32 [3,3], world_to_camera float32 [T,4,4], seed.
+  The shards are read as `storage.ClipSource` reads the rendered dataset (same record format).
   """
+  MISSING_HINT = 'the cache was built without it (config.data.clips)'
+  PATH_ARG = 'paths.latents'
 
   def __init__(self, latents_dir: str, split: str):
-    fileio.require_local(latents_dir, 'paths.latents')
+    fileio.require_local(latents_dir, self.PATH_ARG)
     require_complete(latents_dir)
-    self.latents_dir, self.split = latents_dir, split
-    split_dir = os.path.join(latents_dir, split)
-    meta_path = os.path.join(split_dir, META_FILE)
-    if not os.path.exists(meta_path):
-      raise FileNotFoundError(f'latent cache {latents_dir!r} has no split {split!r} '
-                              f'({meta_path} is missing)')
-    with open(meta_path) as f:
-      self.meta = json.load(f)
+    super().__init__(latents_dir, split)
     stats = load_latent_stats(latents_dir)
     self.shift, self.scale = stats['shift'], stats['scale']
-    self._paths = [os.path.join(split_dir, name) for name in self.meta['shards']]
-    self._offsets = np.cumsum([0] + list(self.meta['shard_sizes']))
-    self._readers = [None] * len(self._paths)
-
-  def __len__(self) -> int:
-    return int(self._offsets[-1])
-
-  def __repr__(self) -> str:
-    return f'LatentSource({self.latents_dir!r}, {self.split!r}, num_clips={len(self)})'
-
-  def _reader(self, shard: int):
-    if self._readers[shard] is None:
-      self._readers[shard] = array_record_module.ArrayRecordReader(
-          self._paths[shard], 'readahead_buffer_size:0')
-    return self._readers[shard]
 
   def __getitem__(self, index) -> dict:
-    from maskvid.data import storage  # pylint: disable=g-import-not-at-top
-    index = int(index)
-    if not 0 <= index < len(self):
-      raise IndexError(f'index {index} out of range for {self!r}')
-    shard = int(np.searchsorted(self._offsets, index, side='right') - 1)
-    record = storage.decode_clip(self._reader(shard).read([index - int(self._offsets[shard])])[0])
+    record = super().__getitem__(index)
     record['latents'] = ((record['latents'] - self.shift) / self.scale).astype(np.float32)
     return record
-
-  def __getstate__(self):  # readers hold file handles: reopen lazily in grain workers
-    state = dict(self.__dict__)
-    state['_readers'] = [None] * len(self._paths)
-    return state

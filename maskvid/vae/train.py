@@ -1,19 +1,21 @@
-"""Training, evaluation and loading of the frame VAE.
+"""Training of the frame VAE: `train_vae(config, vae_dir, data_dir)` (the `vae` stage).
 
-Entry: `train_vae(config, vae_dir, data_dir)` (called by `stages.run_vae`). Layout of vae_dir:
-  config.json          full run config (stages.save_config), used by `load_vae`
+The pieces live beside it: `vae.pipeline` (batches), `vae.checkpoint` (state, save/restore,
+`load_vae`), `vae.evaluate` (PSNR/SSIM, eval.json, reconstructions.png), `maskvid.optim` (the
+schedule and AdamW every trainer shares), `maskvid.sharding` (the mesh). Layout of vae_dir:
+  config.json          full run config (`workdir.save_config`), read by `checkpoint.load_vae`
   checkpoints/<step>/  orbax checkpoints (items `params`, `opt_state`), written atomically
   events.out.tfevents* clu / TensorBoard scalars
   eval.json            final PSNR / SSIM per split
   done.json            final step of a finished run (a time-budget stop ends a run early)
   reconstructions.png  originals (top row of each split) vs reconstructions (bottom row)
 
-Determinism: the batch of step s is `frame_dataset(...)[s]` (grain random access) and the rng of
-step s is `fold_in(key(seed), s)` (folded inside the step), so a resumed run continues exactly
-where it stopped without saving iterator state.
+Determinism: the batch of step s is `pipeline.frame_dataset(...)[s]` (grain random access) and
+the rng of step s is `fold_in(key(seed), s)` (folded inside the step), so a resumed run
+continues exactly where it stopped without saving iterator state.
 
-Data parallel: the VAE is small, so its parameters are replicated over the project's mesh
-(`maskvid.train.sharding`) with every device of every process on the 'data' axis, and each
+Data parallel: the VAE is small, so its parameters are replicated over the project's mesh with
+every device of every process on the 'data' axis (`sharding.data_parallel_mesh`), and each
 step's `config.vae.train.batch_size` frames are split over it (each process loads its own share;
 each device's gradients are averaged in one all-reduce of the raveled tree, see `_train_step`).
 One device and N devices take the same steps up to float summation order.
@@ -25,172 +27,34 @@ import time
 from typing import Any, Callable, Mapping
 
 from absl import logging
-import dm_pix
-import flax
-import grain
+from clu import metric_writers
+from clu import periodic_actions
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
 from maskvid import distributed
 from maskvid import fileio
-from maskvid.train import sharding as sharding_lib
+from maskvid import optim
+from maskvid import sharding as sharding_lib
+from maskvid import workdir
+from maskvid.vae import checkpoint
+from maskvid.vae import evaluate as evaluate_lib
+from maskvid.vae import external
 from maskvid.vae import losses
 from maskvid.vae import model as vae_model
+from maskvid.vae import pipeline
+from maskvid.vae.checkpoint import TrainState
 
-CHECKPOINT_SUBDIR = 'checkpoints'
-EVAL_FILE = 'eval.json'
-PNG_FILE = 'reconstructions.png'
 DONE_FILE = 'done.json'  # final step of a finished run (needed when a time budget stopped it)
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
-
-
-# ----------------------------------------------------------------------------- data
-
-def to_float_frames(rgb: np.ndarray) -> np.ndarray:
-  """uint8 [..., 3] in [0, 255] -> float32 in [-1, 1]."""
-  if rgb.dtype != np.uint8:
-    raise ValueError(f'rgb must be uint8, got {rgb.dtype}')
-  return rgb.astype(np.float32) / 127.5 - 1.0
-
-
-def _frames_per_clip(source) -> int:
-  if len(source) == 0:
-    raise ValueError(f'source {source!r} is empty')
-  rgb = source[0]['rgb']
-  if rgb.ndim != 4 or rgb.shape[-1] != 3:
-    raise ValueError(f"source records need 'rgb' uint8 [T,H,W,3], got shape {rgb.shape}")
-  return rgb.shape[0]
-
-
-class RandomHorizontalFlip(grain.transforms.RandomMap):
-  """Mirrors each frame of a batch `{'frames': [B,T,H,W,3]}` left-right with probability 1/2.
-
-  Left-right mirroring keeps frames in distribution for scenes with no preferred handedness
-  (the synthetic rooms; most video), so it doubles the distinct frames a frame VAE sees.
-  """
-
-  def random_map(self, batch: dict, rng: np.random.Generator) -> dict:
-    frames = batch['frames']
-    flip = rng.random(frames.shape[0]) < 0.5
-    return dict(batch, frames=np.where(flip[:, None, None, None, None],
-                                       frames[:, :, :, ::-1], frames))
-
-
-def frame_dataset(source, *, batch_size: int, resolution: int, seed: int,
-                  shuffle: bool = True, hflip: bool = False,
-                  cache_rgb: bool = False) -> grain.MapDataset:
-  """Infinite grain MapDataset whose element s is the step-s batch `{'frames': [B,1,H,W,3]}`.
-
-  `source` is any random-access source of clip dicts with 'rgb' uint8 [T,H,W,3] (e.g.
-  `maskvid.data.storage.ClipSource`). Built on `maskvid.data.pipeline.make_dataset` with
-  one-frame windows (a random frame of a shuffled clip; per-process sharding included).
-  `hflip` mirrors each frame left-right with probability 1/2 (`RandomHorizontalFlip`).
-  `cache_rgb` keeps every clip's frames in memory after its first read (`pipeline.RgbCache`):
-  the same batches, without re-reading and decoding records in later epochs.
-  """
-  from maskvid.data import pipeline  # pylint: disable=g-import-not-at-top
-  if cache_rgb:
-    source = pipeline.RgbCache(source)
-  ds = pipeline.make_dataset(source, batch_size=batch_size, clip_length=1,
-                             resolution=resolution, seed=seed, shuffle=shuffle)
-  return ds.random_map(RandomHorizontalFlip()) if hflip else ds
-
-
-def eval_frames(source, num_frames: int, resolution: int | None = None) -> np.ndarray:
-  """A fixed, evenly spread selection of frames of a split: float32 [N,1,H,W,3] in [-1, 1]."""
-  from maskvid.data import pipeline  # pylint: disable=g-import-not-at-top
-  t = _frames_per_clip(source)
-  total = len(source) * t
-  idx = np.unique(np.linspace(0, total - 1, min(num_frames, total)).round().astype(int))
-  clips = {}
-  frames = []
-  for i in idx:
-    c = i // t
-    if c not in clips:
-      clips[c] = np.asarray(source[int(c)]['rgb'])
-      if resolution is not None:
-        clips[c] = pipeline.resize_clip({'rgb': clips[c]}, (resolution, resolution))['rgb']
-    frames.append(clips[c][i % t])
-  return to_float_frames(np.stack(frames))[:, None]
-
-
-# ----------------------------------------------------------------------------- core
-
-DECAYS = ('cosine', 'linear')
-
-
-def make_schedule(train_config) -> optax.Schedule:
-  """Learning rate per step: linear warmup, then decay to `end_lr_fraction` of the peak at `steps`.
-
-  `decay`: 'cosine' or 'linear' (a straight line to the end value).
-  """
-  steps = int(train_config.steps)
-  warmup = min(int(train_config.warmup_steps), max(steps - 1, 0))
-  peak = float(train_config.learning_rate)
-  end = float(train_config.get('end_lr_fraction', 0.01)) * peak
-  decay = str(train_config.get('decay', 'cosine'))
-  if decay not in DECAYS:
-    raise ValueError(f'config.vae.train.decay must be one of {DECAYS}, got {decay!r}')
-  if decay == 'cosine':
-    return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak,
-                                              warmup_steps=warmup,
-                                              decay_steps=max(steps, warmup + 1), end_value=end)
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, peak, warmup),
-       optax.linear_schedule(peak, end, max(steps - warmup, 1))], [warmup])
-
-
-def make_optimizer(train_config) -> optax.GradientTransformation:
-  """AdamW *direction* (clip, Adam, decoupled weight decay); the step multiplies by -lr.
-
-  The learning rate is applied in the train step (an argument), so the schedule can follow
-  either the step count or, with `max_train_seconds`, the wall-clock budget (see train_vae).
-  """
-  return _make_optimizer(float(train_config.get('grad_clip', 1.0)),
-                         float(train_config.get('weight_decay', 0.0)),
-                         float(train_config.get('adam_b1', 0.9)),
-                         float(train_config.get('adam_b2', 0.99)))
-
-
-@functools.lru_cache(maxsize=16)  # same settings -> same object -> jit cache hits across runs
-def _make_optimizer(grad_clip, weight_decay, b1, b2):
-  # Same chain as optax.adamw, minus the final scale_by_learning_rate.
-  return optax.chain(optax.clip_by_global_norm(grad_clip),
-                     optax.scale_by_adam(b1=b1, b2=b2),
-                     optax.add_decayed_weights(weight_decay))
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _init_params(module, rng, dummy):
   return module.init(rng, dummy)
-
-
-def data_parallel_mesh(devices=None) -> Mesh:
-  """The project's ('data', 'fsdp', 'tensor') mesh with every device (default: all) on 'data'."""
-  return sharding_lib.make_mesh(ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1}),
-                                devices)
-
-
-def replicate(tree, mesh: Mesh):
-  """Same value on every device of `mesh` (each process passes its identical local copy)."""
-  return jax.tree.map(lambda x: sharding_lib.put_batch(x, sharding_lib.replicated(mesh)), tree)
-
-
-def local_copy(tree):
-  """A replicated tree as arrays on this process's first device (for eval and pictures)."""
-  return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
 
 def init_state(module: vae_model.AutoencoderKL, tx, rng, frame_shape) -> TrainState:
@@ -283,107 +147,9 @@ def make_train_step(module: vae_model.AutoencoderKL, tx, vae_config,
                            bool(vae_config.train.get('sample_posterior', True)), mesh)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _reconstruct(module, params, frames):
-  return module.apply(params, frames)[0]
-
-
-def make_reconstruct_fn(module: vae_model.AutoencoderKL) -> Callable:
-  """Jitted `(params, frames [B,T,H,W,3]) -> reconstruction` through the posterior mean."""
-  return functools.partial(_reconstruct, module)
-
-
-def reconstruct(module, params, frames: np.ndarray, batch_size: int = 32,
-                fn: Callable | None = None) -> np.ndarray:
-  """Reconstructs `[N,T,H,W,3]` in fixed-size chunks (one compile); float32 clipped to [-1, 1]."""
-  fn = fn or make_reconstruct_fn(module)
-  out = []
-  for i in range(0, len(frames), batch_size):
-    chunk = frames[i:i + batch_size]
-    pad = batch_size - len(chunk)
-    padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-    out.append(np.asarray(fn(params, padded))[:len(chunk)])
-  return np.clip(np.concatenate(out), -1.0, 1.0)
-
-
-def image_metrics(frames: np.ndarray, recon: np.ndarray) -> dict:
-  """Mean PSNR (dB) and SSIM (dm_pix, images in [0, 1]) over frames `[N,T,H,W,3]` in [-1, 1]."""
-  a = ((np.asarray(frames) + 1.0) / 2.0).reshape(-1, *frames.shape[-3:])
-  b = ((np.asarray(recon) + 1.0) / 2.0).reshape(-1, *recon.shape[-3:])
-  return {'psnr': float(jnp.mean(dm_pix.psnr(a, b))),
-          'ssim': float(jnp.mean(dm_pix.ssim(a, b))),
-          'l1': float(np.mean(np.abs(a - b)) * 2.0)}
-
-
-def evaluate(module, params, eval_sets: Mapping[str, np.ndarray], fn=None) -> dict:
-  """{split: {'psnr', 'ssim', 'l1'}} on fixed frame sets `{split: [N,1,H,W,3]}`."""
-  fn = fn or make_reconstruct_fn(module)
-  return {split: image_metrics(frames, reconstruct(module, params, frames, fn=fn))
-          for split, frames in eval_sets.items()}
-
-
-def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
-  lines = [f"{'split':<8} {'PSNR (dB)':>10} {'SSIM':>8} {'L1':>8}"]
-  for split, m in results.items():
-    lines.append(f"{split:<8} {m['psnr']:>10.2f} {m['ssim']:>8.4f} {m['l1']:>8.4f}")
-  return '\n'.join(lines)
-
-
-def save_reconstructions_png(path: str, module, params, eval_sets, num: int = 8,
-                             fn=None) -> None:
-  """Grid: for each split, a row of originals above a row of reconstructions."""
-  rows = []
-  for frames in eval_sets.values():
-    idx = np.linspace(0, len(frames) - 1, min(num, len(frames))).round().astype(int)
-    orig = frames[idx]
-    recon = reconstruct(module, params, orig, fn=fn)
-    for x in (orig, recon):
-      x = ((x[:, 0] + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-      x = np.pad(x, ((0, num - len(x)), (1, 1), (1, 1), (0, 0)), constant_values=255)
-      rows.append(np.concatenate(list(x), axis=1))
-  grid = np.concatenate(rows, axis=0)
-  scale = max(1, 256 // max(1, eval_sets[next(iter(eval_sets))].shape[-2]))
-  grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)  # tiny frames: enlarge
-  fileio.write_image(path, grid)
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
-def _checkpoint_manager(vae_dir: str, keep: int = 2) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                         enable_async_checkpointing=True)
-  return ocp.CheckpointManager(os.path.join(fileio.absolute(vae_dir), CHECKPOINT_SUBDIR),
-                               options=options)
-
-
-def _abstract(tree, sharding=None):
-  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
-def _save(mgr: ocp.CheckpointManager, state: TrainState) -> None:
-  mgr.save(int(state.step), args=ocp.args.Composite(
-      params=ocp.args.StandardSave(state.params),
-      opt_state=ocp.args.StandardSave(state.opt_state)), force=True)
-
-
-def _restore(mgr: ocp.CheckpointManager, step: int, target: TrainState,
-             mesh: Mesh) -> TrainState:
-  sharding = sharding_lib.replicated(mesh)
-  restored = mgr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(_abstract(target.params, sharding)),
-      opt_state=ocp.args.StandardRestore(_abstract(target.opt_state, sharding))))
-  return TrainState(step=replicate(np.int32(step), mesh), params=restored['params'],
-                    opt_state=restored['opt_state'])
-
-
 # ----------------------------------------------------------------------------- entry points
-
-def open_sources(config, data_dir: str) -> dict:
-  """{split: ClipSource} for every split in config.data.clips."""
-  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
-  return {split: storage.ClipSource(data_dir, split) for split in config.data.clips.keys()}
-
 
 def train_vae(config, vae_dir: str, data_dir: str) -> dict:
   """Trains (or resumes) the VAE on the rendered dataset in data_dir; returns final eval metrics.
@@ -393,13 +159,11 @@ def train_vae(config, vae_dir: str, data_dir: str) -> dict:
   fileio.require_local(data_dir, 'paths.data')
   if not os.path.isdir(data_dir):
     raise FileNotFoundError(f'data_dir {data_dir!r} does not exist; run the render stage first')
-  return train_vae_on_sources(config, vae_dir, open_sources(config, data_dir))
+  return train_vae_on_sources(config, vae_dir, pipeline.open_sources(config, data_dir))
 
 
 def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> dict:
   """`train_vae` on explicit clip sources `{split: source}` ('train' is required)."""
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   if 'train' not in sources:
     raise ValueError(f"sources must include a 'train' split, got {sorted(sources)}")
   t_begin = time.time()
@@ -407,13 +171,12 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   steps = int(tc.steps)
   max_seconds = float(tc.get('max_train_seconds', 0.0))
   fileio.makedirs(vae_dir)
-  if not (fileio.path(vae_dir) / 'config.json').exists():
-    from maskvid import stages  # pylint: disable=g-import-not-at-top
-    stages.save_config(config, vae_dir)
+  if not (fileio.path(vae_dir) / workdir.CONFIG_FILE).exists():
+    workdir.save_config(config, vae_dir)
 
   module = vae_model.from_config(config.vae)
-  tx = make_optimizer(tc)
-  mesh = data_parallel_mesh()
+  tx = optim.adam_direction(tc)
+  mesh = sharding_lib.data_parallel_mesh()
   global_batch = int(tc.batch_size)
   if global_batch % sharding_lib.batch_divisor(mesh):
     raise ValueError(f'config.vae.train.batch_size={global_batch} frames must be a multiple of the '
@@ -423,23 +186,22 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   rng = jax.random.key(int(config.seed))
   # rbg keys for init: threefry-based init of every conv compiles ~5x slower on CPU.
   state = init_state(module, tx, jax.random.key(int(config.seed), impl='rbg'), frame_shape)
-  mgr = _checkpoint_manager(vae_dir, int(tc.get('keep_checkpoints', 2)))
+  mgr = checkpoint.make_manager(vae_dir, int(tc.get('keep_checkpoints', 2)))
   latest = mgr.latest_step()
   if latest is not None:
     logging.info('VAE: resuming from checkpoint step %d in %s', latest, vae_dir)
-    state = _restore(mgr, latest, state, mesh)
+    state = checkpoint.restore(mgr, latest, state, mesh)
   else:
     if config.vae.get('external_weights', ''):
-      from maskvid.vae import external  # pylint: disable=g-import-not-at-top
       params = external.load_safetensors(config.vae.external_weights, module, frame_shape[0])
       logging.info('VAE: starting from external weights %s', config.vae.external_weights)
       state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
-    state = replicate(state, mesh)
+    state = sharding_lib.replicate(state, mesh)
 
-  eval_sets = {split: eval_frames(src, int(tc.eval_frames), res)
+  eval_sets = {split: pipeline.eval_frames(src, int(tc.eval_frames), res)
                for split, src in sources.items() if len(src)}
-  recon_fn = make_reconstruct_fn(module)
-  eval_path = os.path.join(vae_dir, EVAL_FILE)
+  recon_fn = evaluate_lib.make_reconstruct_fn(module)
+  eval_path = os.path.join(vae_dir, evaluate_lib.EVAL_FILE)
   start = int(state.step)
   finished = _read_json(os.path.join(vae_dir, DONE_FILE))
   # A run the time budget stopped is complete; one that ran all its steps resumes when asked for
@@ -449,18 +211,18 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
     steps = start  # stopped by the time budget earlier: that run is complete
   if start >= steps:
     if latest is None:  # steps == 0: keep the initial (or external) weights as a checkpoint
-      _save(mgr, state)
+      checkpoint.save(mgr, state)
       mgr.wait_until_finished()
     mgr.close()
     if fileio.path(eval_path).exists():
       saved = fileio.read_json(eval_path)
       if saved.get('step') == start:
         logging.info('VAE: training already complete (step %d); returning saved eval', start)
-        print(format_table(saved['splits']))
+        print(evaluate_lib.format_table(saved['splits']))
         return saved['metrics']
-    return _final_eval(vae_dir, module, state, eval_sets, recon_fn, {})
+    return evaluate_lib.final_eval(vae_dir, module, state, eval_sets, recon_fn, {})
 
-  dataset = frame_dataset(sources['train'],
+  dataset = pipeline.frame_dataset(sources['train'],
                           batch_size=distributed.host_local_batch_size(global_batch),
                           resolution=res,
                           seed=int(config.data.get('shuffle_seed', 0)) + int(config.seed),
@@ -483,7 +245,7 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   # The schedule as a host table (np.interp at the float position below): evaluating the optax
   # schedule each step is a JAX computation the loop would wait on before dispatching the step.
   lr_grid = np.arange(steps + 1)
-  lr_table = np.asarray(jax.vmap(make_schedule(tc))(jnp.asarray(lr_grid)), np.float64)
+  lr_table = np.asarray(jax.vmap(optim.make_schedule(tc, 'config.vae.train'))(jnp.asarray(lr_grid)), np.float64)
   t0 = time.time()
   acc = []
   metrics = {}
@@ -524,9 +286,9 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
         logging.info('VAE step %d/%d  loss %.4f  l1 %.4f  kl %.1f  lr %.2e  (%.1fs)', done,
                      int(tc.steps), mean['loss'], mean['l1'], mean['kl'], lr, time.time() - t0)
       if done % ckpt_every == 0 or done == steps:
-        _save(mgr, state)
+        checkpoint.save(mgr, state)
       if eval_every > 0 and done % eval_every == 0 and done < steps:
-        ev = evaluate(module, local_copy(state.params), eval_sets, fn=recon_fn)
+        ev = evaluate_lib.evaluate(module, sharding_lib.local_copy(state.params), eval_sets, fn=recon_fn)
         writer.write_scalars(done, {f'eval/{s}/{k}': v for s, m in ev.items()
                                     for k, v in m.items()})
       if stopped_by_budget:
@@ -540,33 +302,10 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   final_loss = {f'final_train_{k}': float(v) for k, v in metrics.items()}
   final_loss['resumed_from'] = start
   final_loss['stopped_by_time_budget'] = stopped_by_budget
-  result = _final_eval(vae_dir, module, state, eval_sets, recon_fn, final_loss,
+  result = evaluate_lib.final_eval(vae_dir, module, state, eval_sets, recon_fn, final_loss,
                        train_seconds=time.time() - t_begin, writer=writer)
   writer.flush()
   return result
-
-
-def _final_eval(vae_dir, module, state, eval_sets, recon_fn, extra: dict,
-                train_seconds: float | None = None, writer=None) -> dict:
-  step = int(state.step)
-  params = local_copy(state.params)
-  res = evaluate(module, params, eval_sets, fn=recon_fn)
-  flat = {'step': step, **extra}
-  flat.update({f'{s}/{k}': v for s, m in res.items() for k, v in m.items()})
-  if train_seconds is not None:
-    flat['train_seconds'] = train_seconds
-  if writer is not None:
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in flat.items()
-                                if '/' in k and isinstance(v, float)})
-  if jax.process_index() == 0:
-    fileio.write_json_atomic(os.path.join(vae_dir, EVAL_FILE),
-                             {'step': step, 'splits': res, 'metrics': flat})
-    save_reconstructions_png(os.path.join(vae_dir, PNG_FILE), module, params, eval_sets,
-                             fn=recon_fn)
-  table = format_table(res)
-  logging.info('VAE eval at step %d:\n%s', step, table)
-  print(f'VAE reconstruction (step {step}):\n{table}', flush=True)
-  return flat
 
 
 def _read_json(path: str):
@@ -575,30 +314,3 @@ def _read_json(path: str):
   return fileio.read_json(path)
 
 
-def load_config(directory: str) -> ml_collections.ConfigDict:
-  path = os.path.join(directory, 'config.json')
-  if not fileio.path(path).exists():
-    raise FileNotFoundError(f'no config.json in {directory!r}: not a trained VAE directory '
-                            '(run the vae stage first)')
-  return ml_collections.ConfigDict(fileio.read_json(path))
-
-
-def load_vae(vae_dir: str, step: int | None = None):
-  """Rebuilds `(module, params)` from vae_dir/config.json and its latest (or given) checkpoint."""
-  if not fileio.path(vae_dir).is_dir():
-    raise FileNotFoundError(f'VAE directory {vae_dir!r} does not exist (run the vae stage first)')
-  config = load_config(vae_dir)
-  ckpt_dir = os.path.join(fileio.absolute(vae_dir), CHECKPOINT_SUBDIR)
-  if not fileio.path(ckpt_dir).is_dir():
-    raise FileNotFoundError(f'no checkpoints in {ckpt_dir!r} (run the vae stage first)')
-  module = vae_model.from_config(config.vae)
-  mgr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
-  step = mgr.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f'no finished checkpoint in {ckpt_dir!r} (run the vae stage first)')
-  res = int(config.data.resolution)
-  target = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, res, res, 3)))
-  restored = mgr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(_abstract(target))))
-  mgr.close()
-  return module, restored['params']

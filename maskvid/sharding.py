@@ -92,3 +92,18 @@ def put_batch(batch: np.ndarray, sharding: NamedSharding) -> jax.Array:
   slice (grain shards by process) and the global batch is the concatenation.
   """
   return jax.make_array_from_process_local_data(sharding, np.asarray(batch))
+
+
+def data_parallel_mesh(devices: Sequence[Any] | None = None) -> Mesh:
+  """The project's mesh with every device (default: all) on 'data' (pure data parallelism)."""
+  return make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1}, devices)
+
+
+def replicate(tree, mesh: Mesh):
+  """Same value on every device of `mesh` (each process passes its identical local copy)."""
+  return jax.tree.map(lambda x: put_batch(x, replicated(mesh)), tree)
+
+
+def local_copy(tree):
+  """A replicated tree as arrays on this process's first device (for eval and pictures)."""
+  return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
