@@ -39,7 +39,6 @@ def get_config():
   c.data.num_shards = 4
   c.data.clip_length = 8         # frames per training example (<= num_frames)
   c.data.frame_stride = 1
-  c.data.batch_size = 8
   c.data.shuffle_seed = 0
   c.data.worker_count = 0        # grain worker processes (0: in-process)
 
@@ -51,11 +50,10 @@ def get_config():
   c.vae.num_res_blocks = 1
   c.vae.norm_groups = 8
   c.vae.kl_weight = 1e-6
-  c.vae.reconstruction_loss = 'l1'        # l1 (LDM) | l2 (MSE) | psnr (mean per-frame PSNR)
-  c.vae.perceptual_weight = 0.0           # >0 adds a patch-level gradient (edge) loss
-  c.vae.mid_attention = False             # self-attention in the mid blocks (LDM/diffusers have it)
+  c.vae.reconstruction_loss = 'l1'        # l1 (LDM) | l2 (MSE)
+  c.vae.mid_attention = False             # self-attention in the mid blocks (diffusers VAEs have it:
+                                          # external weights need True)
   c.vae.linear_skip = True                # linear patch path pixels<->latents (trains much faster)
-  c.vae.space_to_depth = 1                # >1 folds s x s pixels into channels before conv_in
   c.vae.external_weights = ''             # local .safetensors (diffusers AutoencoderKL names) to start from
   c.vae.train = ml_collections.ConfigDict()
   c.vae.train.steps = 300
@@ -73,10 +71,6 @@ def get_config():
   c.vae.train.adam_b1 = 0.9
   c.vae.train.adam_b2 = 0.99
   c.vae.train.keep_checkpoints = 2
-  c.vae.train.hflip = False               # mirror training frames left-right at random
-  c.vae.train.cpu_optimization_level = -1  # XLA:CPU backend opt level of the step; -1: default
-  c.vae.train.cache_frames = False        # keep the train split's rgb in memory after 1st read
-  c.vae.train.max_train_seconds = 0.0     # >0: wall-clock budget; the LR schedule ends by then
   c.vae.train.sample_posterior = True     # decode z ~ q(z|x) (LDM); False: decode the mean (the
                                           # latent cache stores means), KL still regularises
 
@@ -157,7 +151,7 @@ def get_config():
   c.sample = ml_collections.ConfigDict()
   c.sample.num_steps = 25
   c.sample.solver = 'euler'                 # euler | heun | ancestral
-  c.sample.renoise_at = -1.0                # <0: off; else stochastic-conditioning threshold t
+  c.sample.renoise_at = 0.0                 # stochastic-conditioning threshold t in (0, 1); 0: off
   c.sample.guidance = 1.0
   c.sample.num_clips = 4
   c.sample.min_valid = 0.01                 # Completer / task commands: fraction of a patch's pixels
@@ -179,7 +173,7 @@ def get_config():
   c.eval.lpips_weights = ''                 # local path; '' -> LPIPS skipped
   c.eval.baseline_steps = -1                # -1: same as train.steps (equal budget)
   c.eval.batch_size = 8                     # clips per sampler call
-  c.eval.renoise_at = 0.3                   # 'ours' stochastic conditioning when sample.renoise_at < 0
+  c.eval.renoise_at = 0.3                   # 'ours' row: stochastic-conditioning threshold
   c.eval.renoise_tasks = ('nvs', 'holes')   # tasks where 'ours' re-noises its unreliable tokens
   c.eval.hole_coverage = (0.4, 0.7)         # 'holes' task: fraction of each frame removed
   # Pixel -> token rule (`sampling.masks.pixel_to_token_masks`): a model patch is known when at

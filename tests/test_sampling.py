@@ -170,7 +170,10 @@ def test_time_grid():
   grid = sampler.time_grid(10, renoise_at=0.33)
   assert grid[0] == 1 and grid[-1] == 0 and len(grid) == 11
   assert np.float32(0.33) in grid and np.all(np.diff(grid) < 0)
-  assert sampler.time_grid(4, renoise_at=-1.0).tolist() == sampler.time_grid(4).tolist()
+  assert sampler.time_grid(4, renoise_at=0.0).tolist() == sampler.time_grid(4).tolist()
+  for bad in (-1.0, 1.0, None):
+    with pytest.raises(ValueError, match=r'renoise_at must be 0 \(off\)'):
+      sampler.time_grid(4, renoise_at=bad)
   assert sampler.num_function_evals(10, 'heun') == 19
   assert sampler.num_function_evals(10, 'euler', guidance=2.0) == 20
   assert sampler.num_function_evals(10, 'euler', guidance=2.0, renoise_at=0.3) == 17

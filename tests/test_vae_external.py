@@ -160,8 +160,5 @@ def test_mismatch_is_reported(tmp_path):
   with pytest.raises(ValueError, match=r'1 missing.*decoder/conv_out/bias.*1 unexpected.*'
                      r'encoder.extra.weight.*1 shape mismatches.*encoder.conv_in.weight'):
     external.load_safetensors(path, _module(), frame_size=16)
-  s2d = model.AutoencoderKL(4, 8, (1, 2), 1, 4, space_to_depth=2)
-  with pytest.raises(ValueError, match='space_to_depth=1'):
-    external.load_safetensors(path, s2d, frame_size=16)
   with pytest.raises(FileNotFoundError, match='nope.safetensors'):
     external.load_safetensors(str(tmp_path / 'nope.safetensors'), _module())

@@ -10,19 +10,18 @@ from maskvid.vae import losses
 from maskvid.vae import model
 
 
-@pytest.mark.parametrize('mults,size,latent_channels,linear_skip,s2d', [
-    ((1, 2, 2), 16, 4, False, 1),      # 4x
-    ((1, 2, 2), 32, 16, True, 1),      # 4x, the old tiny config
-    ((1, 1, 2, 2), 32, 16, False, 1),  # 8x
-    ((1, 2, 2, 2), 16, 6, True, 1),    # 8x, odd width
-    ((1, 2), 16, 4, False, 2),         # 4x from a 2x2 space-to-depth stem
-    ((1,), 32, 16, True, 4),           # 4x, no conv above 1/4 resolution (the tiny config)
+@pytest.mark.parametrize('mults,size,latent_channels,linear_skip', [
+    ((1, 2, 2), 16, 4, False),      # 4x
+    ((1, 2, 2), 32, 16, True),      # 4x, the old tiny config
+    ((1, 2, 4), 32, 4, True),       # 4x, the demo's VAE
+    ((1, 1, 2, 2), 32, 16, False),  # 8x
+    ((1, 2, 2, 2), 16, 6, True),    # 8x, odd width
 ])
-def test_encode_decode_shapes(mults, size, latent_channels, linear_skip, s2d):
+def test_encode_decode_shapes(mults, size, latent_channels, linear_skip):
   vae = model.AutoencoderKL(latent_channels=latent_channels, base_channels=8,
                             channel_multipliers=mults, num_res_blocks=1, norm_groups=4,
-                            linear_skip=linear_skip, space_to_depth=s2d)
-  f = s2d * 2 ** (len(mults) - 1)
+                            linear_skip=linear_skip)
+  f = 2 ** (len(mults) - 1)
   assert vae.downsample_factor == f
   frames = jax.random.uniform(jax.random.key(0, impl='rbg'), (2, 3, size, size, 3),
                               minval=-1, maxval=1)
@@ -75,9 +74,6 @@ def test_bad_inputs_raise_clear_errors():
     vae.apply(params, jnp.zeros((1, 1, 9, 9, 3)), method=vae.encode)
   with pytest.raises(ValueError, match=r'z must have shape \[B,T,h,w,4\]'):
     vae.apply(params, jnp.zeros((1, 1, 4, 4, 3)), method=vae.decode)
-  with pytest.raises(ValueError, match='space_to_depth must be >= 1, got 0'):
-    model.AutoencoderKL(4, 8, (1, 2), 1, 4, space_to_depth=0).init(
-        jax.random.key(0, impl='rbg'), jnp.zeros((1, 1, 8, 8, 3)))
   with pytest.raises(ValueError, match='norm_groups=3'):
     bad = model.AutoencoderKL(4, 8, (1, 2), 1, 3)
     bad.init(jax.random.key(0, impl='rbg'), jnp.zeros((1, 1, 8, 8, 3)))
@@ -110,13 +106,6 @@ def test_vae_loss_values():
   np.testing.assert_allclose(m['l1'], 0.5)
   np.testing.assert_allclose(m['kl'], 0.5 * 8 / 48, rtol=1e-6)
   np.testing.assert_allclose(loss, 0.5 + 0.1 * 0.5 * 8 / 48, rtol=1e-6)
-  # A constant offset has no edges; the edge term only counts when weighted.
-  np.testing.assert_allclose(m['edge'], 0.0)
-  ramp = jnp.arange(16.0).reshape(1, 1, 4, 4, 1) * jnp.ones(3)
-  l_plain, _ = losses.vae_loss(x, ramp, mean, logvar, kl_weight=0.0)
-  l_edge, m = losses.vae_loss(x, ramp, mean, logvar, kl_weight=0.0, perceptual_weight=1.0)
-  np.testing.assert_allclose(l_edge - l_plain, m['edge'], rtol=1e-6)
-  assert float(m['edge']) > 0
 
 
 def test_vae_loss_l2_option():
@@ -151,35 +140,6 @@ def test_linear_skip_is_a_patch_linear_map_at_init():
   expected = jnp.einsum('hwi,hwio->o', patch, k['kernel'])[:4] + k['bias'][:4]
   np.testing.assert_allclose(m_skip[0, 1, 1, 2] - m_plain[0, 1, 1, 2], expected, atol=1e-5)
 
-
-def test_space_to_depth_folds_pixel_blocks_into_channels():
-  """The stem is an exact pixel (un)shuffle: encoder = plain encoder on the folded frame, and the
-  decoder's conv_out channel (p, q, c) lands on pixel (s*i + p, s*j + q), colour c."""
-  s = 2
-  arch = dict(latent_channels=4, base_channels=8, channel_multipliers=(1, 2), num_res_blocks=1,
-              norm_groups=4, mid_attention=False)
-  x = jax.random.uniform(jax.random.key(0, impl='rbg'), (3, 8, 8, 3), minval=-1, maxval=1)
-  enc = model.Encoder(**arch, space_to_depth=s)
-  params = enc.init(jax.random.key(1, impl='rbg'), x)
-  assert params['params']['conv_in']['kernel'].shape == (3, 3, 3 * s * s, 8)
-  folded = x.reshape(3, 4, s, 4, s, 3).transpose(0, 1, 3, 2, 4, 5).reshape(3, 4, 4, 12)
-  plain = model.Encoder(**arch)
-  np.testing.assert_allclose(enc.apply(params, x), plain.apply(params, folded), atol=1e-5)
-
-  dec = model.Decoder(**{k: v for k, v in arch.items() if k != 'latent_channels'},
-                      space_to_depth=s)
-  z = jnp.ones((1, 2, 2, 4))
-  dparams = dec.init(jax.random.key(2, impl='rbg'), z)
-  out_conv = dparams['params']['conv_out']
-  assert out_conv['kernel'].shape[-1] == 3 * s * s
-  dparams['params']['conv_out'] = {'kernel': jnp.zeros_like(out_conv['kernel']),
-                                   'bias': jnp.arange(3.0 * s * s)}
-  y = dec.apply(dparams, z)
-  assert y.shape == (1, 2 * 2 * s, 2 * 2 * s, 3)
-  for p in range(s):
-    for q in range(s):
-      np.testing.assert_array_equal(y[0, p::s, q::s], np.broadcast_to(
-          np.arange(3.0) + 3 * (p * s + q), (2 * s, 2 * s, 3)))
 
 
 def test_group_norm_matches_flax():
@@ -217,26 +177,3 @@ def test_upsample_is_nearest_resize_then_conv():
   out = model.Upsample().apply(params, x)
   assert out.shape == (2, 10, 14, 8)
   np.testing.assert_allclose(out, Reference().apply(params, x), atol=1e-5)
-
-
-def test_psnr_loss_follows_mean_per_frame_psnr():
-  """'psnr': value = mean MSE, gradient = mean MSE x grad of mean_f log(MSE_f + floor)."""
-  key = jax.random.key(0, impl='rbg')
-  x = jax.random.uniform(key, (2, 3, 4, 4, 3), minval=-1, maxval=1)
-  # Frame errors spanning two orders of magnitude: an easy frame and hard ones.
-  scale = jnp.array([[0.03, 0.3, 1.0], [0.1, 0.5, 0.05]])[..., None, None, None]
-  noise = jax.random.normal(jax.random.key(1, impl='rbg'), x.shape) * scale
-  zeros = jnp.zeros((2, 3, 2, 2, 4))
-
-  def total(recon, kind):
-    return losses.vae_loss(x, recon, zeros, zeros, kl_weight=0.0, reconstruction_loss=kind)[0]
-
-  recon = x + noise
-  np.testing.assert_allclose(total(recon, 'psnr'), total(recon, 'l2'), rtol=0.05)
-  mse_f = jnp.mean(jnp.square(noise), axis=(-3, -2, -1))
-  log_mse = lambda r: jnp.mean(jnp.log(jnp.mean(jnp.square(x - r), axis=(-3, -2, -1)) + 1e-4))
-  np.testing.assert_allclose(jax.grad(total)(recon, 'psnr'),
-                             jnp.mean(mse_f) * jax.grad(log_mse)(recon), rtol=1e-4, atol=1e-9)
-  # Against plain L2, the easiest frame's share of the gradient grows.
-  share = lambda g: float(jnp.sum(jnp.abs(g[0, 0])) / jnp.sum(jnp.abs(g)))
-  assert share(jax.grad(total)(recon, 'psnr')) > 5 * share(jax.grad(total)(recon, 'l2'))

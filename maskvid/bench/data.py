@@ -77,7 +77,7 @@ def bench_dataset_and_loader(data_dir: str, batches: int, worker_count: int) -> 
   storage.ensure_dataset(config, data_dir)
   build_s = time.perf_counter() - t0
   source = storage.ClipSource(data_dir, 'train')
-  it = pipeline.make_loader(source, batch_size=config.data.batch_size,
+  it = pipeline.make_loader(source, batch_size=config.vae.train.batch_size,
                             clip_length=config.data.clip_length,
                             resolution=config.data.resolution, seed=0,
                             worker_count=worker_count, frame_stride=config.data.frame_stride)
@@ -90,7 +90,7 @@ def bench_dataset_and_loader(data_dir: str, batches: int, worker_count: int) -> 
   return dict(build_s=build_s, clips={k: int(v) for k, v in config.data.clips.items()},
               clip_shape=(config.data.num_frames, config.data.resolution, config.data.resolution),
               batch_shape=tuple(batch['frames'].shape),
-              examples_per_s=batches * config.data.batch_size / wall)
+              examples_per_s=batches * config.vae.train.batch_size / wall)
 
 
 def bench_train_step() -> dict:

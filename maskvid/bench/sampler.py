@@ -33,7 +33,7 @@ flags.DEFINE_list('steps', ['25', '50'], 'Step counts to time.')
 flags.DEFINE_list('solvers', ['euler', 'heun', 'ancestral'], 'Solvers to time.')
 flags.DEFINE_float('guidance', 2.0, 'Also time Euler at the first step count with this guidance '
                    '(1: skip).')
-flags.DEFINE_float('renoise_at', 0.5, 'Also time Euler with this renoise_at (<=0: skip).')
+flags.DEFINE_float('renoise_at', 0.5, 'Also time Euler with this renoise_at (0: skip).')
 flags.DEFINE_integer('repeats', 5, 'Timed calls per row (the best is reported).')
 
 
@@ -94,9 +94,9 @@ def main(argv):
 
   rows = []
   step_counts = [int(s) for s in FLAGS.steps]
-  runs = [(solver, n, None, 1.0) for n in step_counts for solver in FLAGS.solvers]
+  runs = [(solver, n, 0.0, 1.0) for n in step_counts for solver in FLAGS.solvers]
   if FLAGS.guidance != 1.0:
-    runs.append(('euler', step_counts[0], None, float(FLAGS.guidance)))
+    runs.append(('euler', step_counts[0], 0.0, float(FLAGS.guidance)))
   if FLAGS.renoise_at > 0:  # (guidance with renoise mixes batch sizes: not timed)
     runs.append(('euler', step_counts[0], float(FLAGS.renoise_at), 1.0))
   rng = jax.random.key(1)
@@ -119,7 +119,7 @@ def main(argv):
       fwd_ref, fwd_cpu = min(fwd_ref, w), min(fwd_cpu, c)
     calls = sampler.num_function_evals(n, solver, 1.0, renoise_at)  # model calls per sample
     nfe = sampler.num_function_evals(n, solver, guidance, renoise_at)  # in single-batch passes
-    ideal = calls * fwd_ref if mult == 1 or renoise_at is None else float('nan')
+    ideal = calls * fwd_ref if mult == 1 or not renoise_at else float('nan')
     cpu_ratio = sample_cpu / (calls * fwd_cpu)
     name = solver + (f' w={guidance:g}' if guidance != 1.0 else '') + (
         f' renoise={renoise_at:g}' if renoise_at else '')

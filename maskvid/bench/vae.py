@@ -26,11 +26,10 @@ flags.DEFINE_integer('size', 32, 'Frame height and width.')
 flags.DEFINE_integer('steps', 5, 'Timed steps (after one warmup step).')
 
 # name -> AutoencoderKL(latent_channels, base_channels, channel_multipliers, num_res_blocks,
-#                       norm_groups, mid_attention, linear_skip, space_to_depth)
+#                       norm_groups, mid_attention, linear_skip)
 VARIANTS = {
     '4x c16 (vae_tiny)': (16, 16, (1, 2, 4), 1, 8, False, True),
-    '4x c16 s2d4 64 nrb2': (16, 64, (1,), 2, 8, False, True, 4),
-    '4x c16 s2d2 32x(1,2)': (16, 32, (1, 2), 1, 8, False, True, 2),
+    '4x c4 (demo)': (4, 16, (1, 2, 4), 1, 8, False, True),
     '4x c8': (8, 32, (1, 2, 2), 1, 8, False, True),
     '4x c8 base16': (8, 16, (1, 2, 2), 1, 8, False, True),
     '8x c16 +attn': (16, 32, (1, 2, 2, 2), 1, 8, True, False),

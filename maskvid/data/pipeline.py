@@ -204,12 +204,3 @@ def make_loader(source, *, batch_size: int, clip_length: int, resolution, seed: 
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(worker_count)))
   return iter(it)
 
-
-def loader_from_config(config, source, *, seed: int | None = None, **overrides):
-  """make_loader with config.data settings (batch_size, clip_length, frame_stride, ...)."""
-  kwargs = dict(batch_size=config.data.batch_size, clip_length=config.data.clip_length,
-                resolution=config.data.resolution,
-                seed=config.data.shuffle_seed if seed is None else seed,
-                worker_count=config.data.worker_count, frame_stride=config.data.frame_stride)
-  kwargs.update(overrides)
-  return make_loader(source, **kwargs)

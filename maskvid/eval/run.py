@@ -12,8 +12,8 @@ completed by every method in config.eval.baselines and scored (`maskvid.eval.met
   replacement   same backbone trained with objective='unconditional', replacement sampler
                 (`baselines.replacement_complete`).
   ours_no_sc    the masked model (workdir's diffusion stage), `sampler.complete` without re-noising.
-  ours          the masked model with stochastic conditioning: renoise_at = config.sample.renoise_at
-                if > 0 else config.eval.renoise_at, on the tasks in config.eval.renoise_tasks
+  ours          the masked model with stochastic conditioning: renoise_at = config.eval.renoise_at
+                on the tasks in config.eval.renoise_tasks
                 (unreliable tokens re-noised, exact ones clean; elsewhere it is ours_no_sc).
 
 Each generative method gives one sample (the headline row, named after it), '<m> mean<K>' (pixel
@@ -142,8 +142,7 @@ def _model(diffusion_dir: str):
 
 
 def _renoise(config):
-  r = float(config.sample.renoise_at)
-  return r if r > 0 else float(config.eval.renoise_at)
+  return float(config.eval.renoise_at)
 
 
 def _trained_baseline(workdir: str, name: str) -> str:

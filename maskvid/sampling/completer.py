@@ -114,10 +114,9 @@ class Completer:
   def sample_options(self, num_steps=None, solver=None, renoise_at=None, guidance=None) -> dict:
     """Sampler keyword arguments: given values, else the run config's `sample` section."""
     s = self.config.sample
-    r = float(s.renoise_at if renoise_at is None else renoise_at)
     return dict(num_steps=int(s.num_steps if num_steps is None else num_steps),
                 solver=str(s.solver if solver is None else solver),
-                renoise_at=r if r > 0 else None,
+                renoise_at=float(s.renoise_at if renoise_at is None else renoise_at),
                 guidance=float(s.guidance if guidance is None else guidance))
 
   def complete_latents(self, known, known_mask, rng, exact_mask=None, **options) -> jax.Array:
@@ -148,7 +147,7 @@ class Completer:
         be multiples of latent_factor * patch size, T of the temporal patch size.
       pixel_mask: bool [T,H,W] / [B,T,H,W], True = known pixel (its value is trusted).
       num_steps, solver, renoise_at, guidance: sampler options (None: the run config's
-        `sample` section; renoise_at <= 0 turns stochastic conditioning off).
+        `sample` section; renoise_at = 0 turns stochastic conditioning off).
       seed: sampling seed (ignored when `rng` is given).
       paste_known: copy the known input pixels over the decoded output (default; False shows
         the raw decode, e.g. to see the VAE's error on the given pixels).

@@ -26,10 +26,9 @@ from maskvid.workdir import stage_dir
 
 def complete_latents(apply_fn, params, known, known_mask, rng, config) -> jax.Array:
   """Masked completion [B,T,h,w,c] with the library sampler and config.sample's settings."""
-  renoise = float(config.sample.renoise_at)
   return sampler.complete(apply_fn, params, known, known_mask, rng,
                           num_steps=int(config.sample.num_steps), solver=config.sample.solver,
-                          renoise_at=renoise if renoise > 0 else None,
+                          renoise_at=float(config.sample.renoise_at),
                           guidance=float(config.sample.guidance))
 
 

@@ -6,8 +6,8 @@ tokens are fed with t = 0 and their exact values; unknown tokens start as pure G
 t = 1 and follow the time grid.
 
 Public API:
-  complete(apply_fn, params, known, known_mask, rng, *, num_steps, solver, renoise_at, guidance,
-           exact_mask=None) -> latents [B, T, h, w, c]
+  complete(apply_fn, params, known, known_mask, rng, *, num_steps, solver, renoise_at=0.0,
+           guidance, exact_mask=None) -> latents [B, T, h, w, c]
   sample_trajectory(...same...) -> (latents, trajectory [num_steps + 1, B, T, h, w, c], t_grid)
   time_grid(num_steps, renoise_at) -> np.ndarray [num_steps + 1]
   num_function_evals(num_steps, solver, guidance, renoise_at) -> int (model passes per clip)
@@ -38,7 +38,8 @@ it contains r exactly (round(num_steps * (1 - r)) steps from 1 to r, the rest fr
 tokens are clean (t = 0, exact values) while the grid is above r; at t = r the unreliable ones are
 re-noised to `(1 - r) known + r z` with fresh z and from then on are ordinary noisy tokens that
 share the grid t, so the model may correct them, while exact tokens stay clean context (the
-masked mode the model was trained in). `renoise_at` of None or <= 0 is off.
+masked mode the model was trained in). `renoise_at = 0` is off: the one convention of the
+package (configs, the Completer and the task commands pass the number through unchanged).
 
 Mask-dropout guidance (`guidance = w != 1`): each velocity is `v_u + w (v_c - v_u)` where v_c is
 the conditional prediction (known tokens clean, t = 0) and v_u is the model's unconditional mode
@@ -75,12 +76,11 @@ def trace_count(name: str = 'sample') -> int:
 
 
 def _renoise_level(renoise_at) -> Optional[float]:
-  if renoise_at is None or float(renoise_at) <= 0.0:
-    return None
-  r = float(renoise_at)
-  if not r < 1.0:
-    raise ValueError(f'renoise_at must be None, <= 0 (off) or in (0, 1), got {renoise_at!r}')
-  return r
+  """The threshold in (0, 1), or None for renoise_at == 0 (off)."""
+  if (isinstance(renoise_at, bool) or not isinstance(renoise_at, numbers.Real)
+      or not 0.0 <= float(renoise_at) < 1.0):
+    raise ValueError(f'renoise_at must be 0 (off) or a threshold t in (0, 1), got {renoise_at!r}')
+  return float(renoise_at) or None
 
 
 def _check_options(num_steps, solver, renoise_at, guidance) -> Optional[float]:
@@ -97,7 +97,7 @@ def _check_options(num_steps, solver, renoise_at, guidance) -> Optional[float]:
   return r
 
 
-def time_grid(num_steps: int, renoise_at: Optional[float] = None) -> np.ndarray:
+def time_grid(num_steps: int, renoise_at: float = 0.0) -> np.ndarray:
   """Noise levels visited by the sampler: float32 [num_steps + 1], 1 -> 0, decreasing.
 
   Uniform; with `renoise_at = r` piecewise uniform so that r is a grid point (see module doc).
@@ -116,7 +116,7 @@ def _renoise_index(num_steps: int, r: float) -> int:
 
 
 def num_function_evals(num_steps: int, solver: str = 'euler', guidance: float = 1.0,
-                       renoise_at: Optional[float] = None, with_exact: bool = False) -> int:
+                       renoise_at: float = 0.0, with_exact: bool = False) -> int:
   """Model passes per clip (a guided pass counts 2: it runs on a doubled batch).
 
   with_exact: an `exact_mask` is passed, so guidance also applies after re-noising.
@@ -158,7 +158,7 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
   _validate(apply_fn, known, known_mask, exact_mask)
   r = _check_options(num_steps, solver, renoise_at, guidance)
   guidance = float(guidance)
-  grid = jnp.asarray(time_grid(num_steps, r))
+  grid = jnp.asarray(time_grid(num_steps, r or 0.0))
   dtype = known.dtype
   # Exact tokens are known by definition, whatever the caller's known_mask says.
   exact = (jnp.zeros_like(known_mask) if exact_mask is None else exact_mask)
@@ -229,7 +229,7 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_mask: jax.Array,
              rng: jax.Array, *, num_steps: int, solver: str = 'euler',
-             renoise_at: Optional[float] = None, guidance: float = 1.0,
+             renoise_at: float = 0.0, guidance: float = 1.0,
              exact_mask: Optional[jax.Array] = None) -> jax.Array:
   """Fills the unknown tokens of `known` by sampling the masked flow-matching model.
 
@@ -242,7 +242,7 @@ def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_
     rng: PRNG key for the initial noise (and ancestral / re-noising noise).
     num_steps: number of grid steps from t = 1 to t = 0 (static).
     solver: 'euler' | 'heun' | 'ancestral' (static).
-    renoise_at: stochastic-conditioning threshold t in (0, 1), or None / <= 0 for off (static).
+    renoise_at: stochastic-conditioning threshold t in (0, 1), or 0 for off (static).
     guidance: mask-dropout guidance weight w (static Python float); 1.0 = off.
     exact_mask: bool [B, T, h, w] or None: known tokens that are exact (kept clean even past
       `renoise_at`); the other known tokens are unreliable. None: no token is exact.
@@ -259,7 +259,7 @@ def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def sample_trajectory(apply_fn, params, known, known_mask, rng, *, num_steps: int,
-                      solver: str = 'euler', renoise_at: Optional[float] = None,
+                      solver: str = 'euler', renoise_at: float = 0.0,
                       guidance: float = 1.0, exact_mask: Optional[jax.Array] = None):
   """Same as `complete`, also returning every state on the grid (for inspection and tests).
 

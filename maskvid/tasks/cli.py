@@ -12,7 +12,7 @@ def define_common_flags() -> None:
   flags.DEFINE_string('out', None, 'Output .mp4 path; a PNG strip is written next to it.')
   flags.DEFINE_integer('num_steps', None, 'Sampler steps (default: the run config).')
   flags.DEFINE_enum('solver', None, ['euler', 'heun', 'ancestral'], 'Sampler (default: config).')
-  flags.DEFINE_float('renoise_at', -1.0, 'Stochastic conditioning threshold t in (0, 1); <0: off.')
+  flags.DEFINE_float('renoise_at', 0.0, 'Stochastic conditioning threshold t in (0, 1); 0: off.')
   flags.DEFINE_float('guidance', None, 'Mask-dropout guidance weight (default: config).')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
   flags.DEFINE_bool('paste_known', True, 'Copy the known input pixels over the decoded output '
@@ -26,12 +26,11 @@ def define_common_flags() -> None:
 def sample_options(values) -> dict:
   """Sampler keyword arguments from parsed flags (None = the completer's default).
 
-  renoise_at is passed through as a number: the Completer reads <= 0 as "off" and None as "the run
-  config's value", so `--renoise_at=-1` really turns stochastic conditioning off.
+  renoise_at is passed through as a number (0 = off, the sampler's convention), so the default
+  `--renoise_at=0` really turns stochastic conditioning off whatever the run config says.
   """
-  r = values.renoise_at
   return dict(num_steps=values.num_steps, solver=values.solver, guidance=values.guidance,
-              renoise_at=(None if r is None else float(r)),
+              renoise_at=float(values.renoise_at),
               paste_known=bool(values.paste_known))
 
 

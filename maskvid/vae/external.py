@@ -99,9 +99,6 @@ def load_safetensors(path: str, module, frame_size: int = 32) -> dict:
   if getattr(module, 'linear_skip', False):
     raise ValueError('external (diffusers) VAE weights have no linear patch path: build the '
                      'module with linear_skip=False (config.vae.linear_skip)')
-  if getattr(module, 'space_to_depth', 1) != 1:
-    raise ValueError('external (diffusers) VAE weights start with a full-resolution conv: build '
-                     'the module with space_to_depth=1 (config.vae.space_to_depth)')
   f = module.downsample_factor
   size = max(frame_size // f, 1) * f
   target = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, size, size, 3)))

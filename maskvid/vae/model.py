@@ -7,8 +7,7 @@ this tree by a mechanical rename (see `maskvid/vae/external.py`).
 
 Frames are encoded independently: time is folded into the batch, so a single (e.g. warped) frame
 can be encoded on its own and the latent of frame t never depends on frame t' != t.
-Downsampling factor = space_to_depth * 2 ** (len(channel_multipliers) - 1): (1, 2, 2) -> 4x,
-(1, 2, 4, 4) -> 8x; space_to_depth=2 with (1, 2) -> 4x too, with no full-resolution conv layers.
+Downsampling factor = 2 ** (len(channel_multipliers) - 1): (1, 2, 2) -> 4x, (1, 2, 4, 4) -> 8x.
 """
 from typing import Sequence
 
@@ -193,12 +192,9 @@ class Encoder(nn.Module):
   num_res_blocks: int
   norm_groups: int
   mid_attention: bool
-  space_to_depth: int = 1
 
   @nn.compact
   def __call__(self, x):
-    s = self.space_to_depth
-    x = einops.rearrange(x, 'n (h p) (w q) c -> n h w (p q c)', p=s, q=s)
     x = nn.Conv(self.base_channels, (3, 3), padding=1, name='conv_in')(x)
     levels = len(self.channel_multipliers)
     for i, mult in enumerate(self.channel_multipliers):
@@ -216,7 +212,6 @@ class Decoder(nn.Module):
   num_res_blocks: int
   norm_groups: int
   mid_attention: bool
-  space_to_depth: int = 1
 
   @nn.compact
   def __call__(self, z):
@@ -228,9 +223,7 @@ class Decoder(nn.Module):
       x = UpBlock(self.base_channels * mult, self.num_res_blocks + 1, self.norm_groups,
                   upsample=i < len(mults) - 1, name=f'up_blocks_{i}')(x)
     x = nn.silu(_group_norm(self.norm_groups, x.shape[-1], 'conv_norm_out')(x))
-    s = self.space_to_depth
-    x = nn.Conv(3 * s * s, (3, 3), padding=1, name='conv_out')(x)
-    return einops.rearrange(x, 'n h w (p q c) -> n (h p) (w q) c', p=s, q=s)
+    return nn.Conv(3, (3, 3), padding=1, name='conv_out')(x)
 
 
 def _check_frames(frames, name: str, channels: int | None = None):
@@ -260,26 +253,20 @@ class AutoencoderKL(nn.Module):
   # from the first steps and the ResNets learn the non-linear remainder. Not part of the
   # diffusers layout, so external weights need linear_skip=False.
   linear_skip: bool = False
-  # Fold s x s pixel blocks into channels before the first conv (and unfold after the last), so
-  # no conv runs at full resolution: the full-resolution layers have the fewest channels, which
-  # is where convolutions run least efficiently (on CPU most of all). 1 = the diffusers layout.
-  space_to_depth: int = 1
 
   @property
   def downsample_factor(self) -> int:
-    return self.space_to_depth * 2 ** (len(self.channel_multipliers) - 1)
+    return 2 ** (len(self.channel_multipliers) - 1)
 
   def setup(self):
     if not 1 <= self.latent_channels:
       raise ValueError(f'latent_channels must be >= 1, got {self.latent_channels}')
     if not self.channel_multipliers:
       raise ValueError('channel_multipliers must be a non-empty sequence')
-    if not 1 <= self.space_to_depth:
-      raise ValueError(f'space_to_depth must be >= 1, got {self.space_to_depth}')
     arch = dict(base_channels=self.base_channels,
                 channel_multipliers=tuple(self.channel_multipliers),
                 num_res_blocks=self.num_res_blocks, norm_groups=self.norm_groups,
-                mid_attention=self.mid_attention, space_to_depth=self.space_to_depth)
+                mid_attention=self.mid_attention)
     self.encoder = Encoder(self.latent_channels, **arch)
     self.decoder = Decoder(**arch)
     self.quant_conv = nn.Conv(2 * self.latent_channels, (1, 1))
@@ -338,5 +325,4 @@ def from_config(vae_config) -> AutoencoderKL:
       num_res_blocks=int(vae_config['num_res_blocks']),
       norm_groups=int(vae_config['norm_groups']),
       mid_attention=bool(get('mid_attention', False)),
-      linear_skip=bool(get('linear_skip', False)),
-      space_to_depth=int(get('space_to_depth', 1)))
+      linear_skip=bool(get('linear_skip', False)))

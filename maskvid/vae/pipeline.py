@@ -21,29 +21,13 @@ def _frames_per_clip(source) -> int:
   return rgb.shape[0]
 
 
-class RandomHorizontalFlip(grain.transforms.RandomMap):
-  """Mirrors each frame of a batch `{'frames': [B,T,H,W,3]}` left-right with probability 1/2.
-
-  Left-right mirroring keeps frames in distribution for scenes with no preferred handedness
-  (the synthetic rooms; most video), so it doubles the distinct frames a frame VAE sees.
-  """
-
-  def random_map(self, batch: dict, rng: np.random.Generator) -> dict:
-    frames = batch['frames']
-    flip = rng.random(frames.shape[0]) < 0.5
-    return dict(batch, frames=np.where(flip[:, None, None, None, None],
-                                       frames[:, :, :, ::-1], frames))
-
-
 def frame_dataset(source, *, batch_size: int, resolution: int, seed: int,
-                  shuffle: bool = True, hflip: bool = False,
-                  cache_rgb: bool = False) -> grain.MapDataset:
+                  shuffle: bool = True, cache_rgb: bool = False) -> grain.MapDataset:
   """Infinite grain MapDataset whose element s is the step-s batch `{'frames': [B,1,H,W,3]}`.
 
   `source` is any random-access source of clip dicts with 'rgb' uint8 [T,H,W,3] (e.g.
   `maskvid.data.storage.ClipSource`). Built on `maskvid.data.pipeline.make_dataset` with
   one-frame windows (a random frame of a shuffled clip; per-process sharding included).
-  `hflip` mirrors each frame left-right with probability 1/2 (`RandomHorizontalFlip`).
   `cache_rgb` keeps every clip's frames in memory after its first read (`pipeline.RgbCache`):
   the same batches, without re-reading and decoding records in later epochs.
   """
@@ -51,7 +35,7 @@ def frame_dataset(source, *, batch_size: int, resolution: int, seed: int,
     source = pipeline.RgbCache(source)
   ds = pipeline.make_dataset(source, batch_size=batch_size, clip_length=1,
                              resolution=resolution, seed=seed, shuffle=shuffle)
-  return ds.random_map(RandomHorizontalFlip()) if hflip else ds
+  return ds
 
 
 def eval_frames(source, num_frames: int, resolution: int | None = None) -> np.ndarray:

@@ -7,7 +7,6 @@ schedule and AdamW every trainer shares), `maskvid.sharding` (the mesh). Layout 
   checkpoints/<step>/  orbax checkpoints (items `params`, `opt_state`), written atomically
   events.out.tfevents* clu / TensorBoard scalars
   eval.json            final PSNR / SSIM per split
-  done.json            final step of a finished run (a time-budget stop ends a run early)
   reconstructions.png  originals (top row of each split) vs reconstructions (bottom row)
 
 Determinism: the batch of step s is `pipeline.frame_dataset(...)[s]` (grain random access) and
@@ -49,9 +48,6 @@ from maskvid.vae import model as vae_model
 from maskvid.vae import pipeline
 from maskvid.vae.checkpoint import TrainState
 
-DONE_FILE = 'done.json'  # final step of a finished run (needed when a time budget stopped it)
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _init_params(module, rng, dummy):
   return module.init(rng, dummy)
@@ -63,14 +59,13 @@ def init_state(module: vae_model.AutoencoderKL, tx, rng, frame_shape) -> TrainSt
   return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def _local_grads(module, kl_weight, perceptual_weight, reconstruction_loss, sample_posterior,
+def _local_grads(module, kl_weight, reconstruction_loss, sample_posterior,
                  params, frames, noise):
   """Gradients and metrics of the loss on frames `[b,T,H,W,3]` (noise `[b,T,h,w,c]`) of a shard."""
   def loss_fn(params):
     recon, mean, logvar = module.apply(params, frames, sample_posterior=sample_posterior,
                                        noise=noise)
     return losses.vae_loss(frames, recon, mean, logvar, kl_weight=kl_weight,
-                           perceptual_weight=perceptual_weight,
                            reconstruction_loss=reconstruction_loss)
   return jax.grad(loss_fn, has_aux=True)(params)
 
@@ -85,7 +80,7 @@ def _mean_over_batch_shards(tree, axes):
   return unravel(jax.lax.pmean(flat, axes))
 
 
-def _train_step(module, tx, kl_weight, perceptual_weight, reconstruction_loss, sample_posterior,
+def _train_step(module, tx, kl_weight, reconstruction_loss, sample_posterior,
                 mesh, state: TrainState, frames, rng, lr):
   b, t, h, w, _ = frames.shape
   f = module.downsample_factor
@@ -94,13 +89,13 @@ def _train_step(module, tx, kl_weight, perceptual_weight, reconstruction_loss, s
   rng = jax.random.fold_in(rng, state.step)
   # Drawn for the global batch, so N devices sample what one device would.
   noise = jax.random.normal(rng, (b, t, h // f, w // f, module.latent_channels), jnp.float32)
-  grads_fn = functools.partial(_local_grads, module, kl_weight, perceptual_weight,
-                               reconstruction_loss, sample_posterior)
+  grads_fn = functools.partial(_local_grads, module, kl_weight, reconstruction_loss,
+                               sample_posterior)
   if mesh is None or sharding_lib.batch_divisor(mesh) == 1:
     grads, metrics = grads_fn(state.params, frames, noise)
   else:
     # Each device: grads of its frames' mean loss; the mean over equal shards is the global
-    # batch's gradient (the 'psnr' loss weights frames by the shard's mean MSE instead).
+    # batch's gradient.
     axes = sharding_lib.BATCH_AXES
     batch_spec = jax.sharding.PartitionSpec(axes)
     grads, metrics = jax.shard_map(
@@ -115,7 +110,7 @@ def _train_step(module, tx, kl_weight, perceptual_weight, reconstruction_loss, s
 
 @functools.lru_cache(maxsize=8)  # one jit object per option set: repeated steps hit its cache
 def _jit_train_step(compiler_options: tuple[tuple[str, Any], ...]) -> Callable:
-  return jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4, 5, 6),
+  return jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4, 5),
                  compiler_options=dict(compiler_options) or None)
 
 
@@ -142,9 +137,8 @@ def make_train_step(module: vae_model.AutoencoderKL, tx, vae_config,
   """
   step = _jit_train_step(_compiler_options(vae_config.train))
   return functools.partial(step, module, tx, float(vae_config.kl_weight),
-                           float(vae_config.get('perceptual_weight', 0.0)),
-                           str(vae_config.get('reconstruction_loss', 'l1')),
-                           bool(vae_config.train.get('sample_posterior', True)), mesh)
+                           str(vae_config.reconstruction_loss),
+                           bool(vae_config.train.sample_posterior), mesh)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -169,7 +163,6 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   t_begin = time.time()
   tc = config.vae.train
   steps = int(tc.steps)
-  max_seconds = float(tc.get('max_train_seconds', 0.0))
   fileio.makedirs(vae_dir)
   if not (fileio.path(vae_dir) / workdir.CONFIG_FILE).exists():
     workdir.save_config(config, vae_dir)
@@ -203,12 +196,6 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   recon_fn = evaluate_lib.make_reconstruct_fn(module)
   eval_path = os.path.join(vae_dir, evaluate_lib.EVAL_FILE)
   start = int(state.step)
-  finished = _read_json(os.path.join(vae_dir, DONE_FILE))
-  # A run the time budget stopped is complete; one that ran all its steps resumes when asked for
-  # more (e.g. --config.vae.train.steps raised).
-  if (finished and latest is not None and finished['step'] == latest
-      and finished.get('time_budget_stop', True)):
-    steps = start  # stopped by the time budget earlier: that run is complete
   if start >= steps:
     if latest is None:  # steps == 0: keep the initial (or external) weights as a checkpoint
       checkpoint.save(mgr, state)
@@ -223,11 +210,9 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
     return evaluate_lib.final_eval(vae_dir, module, state, eval_sets, recon_fn, {})
 
   dataset = pipeline.frame_dataset(sources['train'],
-                          batch_size=distributed.host_local_batch_size(global_batch),
-                          resolution=res,
-                          seed=int(config.data.get('shuffle_seed', 0)) + int(config.seed),
-                          hflip=bool(tc.get('hflip', False)),
-                          cache_rgb=bool(tc.get('cache_frames', False)))
+                                   batch_size=distributed.host_local_batch_size(global_batch),
+                                   resolution=res, seed=int(config.data.shuffle_seed) + int(config.seed),
+                                   cache_rgb=bool(tc.get('cache_frames', False)))
   train_step = make_train_step(module, tx, config.vae, mesh)
   frame_sharding = sharding_lib.batch_sharding(mesh)
   writer = metric_writers.create_default_writer(vae_dir, just_logging=jax.process_index() > 0)
@@ -237,20 +222,17 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
                                            every_steps=int(tc.log_every))
   log_every = max(1, int(tc.log_every))
   ckpt_every = max(1, int(tc.checkpoint_every))
-  eval_every = int(tc.get('eval_every', 0))
-  logging.info('VAE: training steps %d -> %d, %d frames/step over %d devices, %.2fM params%s',
+  eval_every = int(tc.eval_every)
+  logging.info('VAE: training steps %d -> %d, %d frames/step over %d devices, %.2fM params',
                start, steps, global_batch, mesh.size,
-               sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
-               f', time budget {max_seconds:.0f}s' if max_seconds > 0 else '')
-  # The schedule as a host table (np.interp at the float position below): evaluating the optax
-  # schedule each step is a JAX computation the loop would wait on before dispatching the step.
-  lr_grid = np.arange(steps + 1)
-  lr_table = np.asarray(jax.vmap(optim.make_schedule(tc, 'config.vae.train'))(jnp.asarray(lr_grid)), np.float64)
+               sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
+  # The schedule as a host table: evaluating the optax schedule each step is a JAX computation
+  # the loop would wait on before dispatching the step.
+  schedule = optim.make_schedule(tc, 'config.vae.train')
+  lr_table = np.asarray(jax.vmap(schedule)(jnp.arange(steps + 1)), np.float32)
   t0 = time.time()
   acc = []
   metrics = {}
-  stopped_by_budget = False
-  t_first, seconds_left = None, max_seconds
   # Load the next batch while the current step runs.
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     pending = pool.submit(dataset.__getitem__, start)
@@ -258,26 +240,11 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
       batch = pending.result()
       if step + 1 < steps:
         pending = pool.submit(dataset.__getitem__, step + 1)
-      # Schedule position: the step, or (with a time budget) the elapsed share of the budget if
-      # that is further along, so warmup+cosine always completes by the deadline.
-      # The budget left after compilation (timed at the first step) is spread over the steps.
-      position = step
-      if max_seconds > 0 and step > start:
-        if t_first is None:
-          t_first = time.time()
-          seconds_left = max(max_seconds - (t_first - t_begin), 1e-9)
-        position = max(step, start + 1 + (time.time() - t_first) / seconds_left
-                       * (steps - start - 1))
-        stopped_by_budget = position >= steps
-      lr = float(np.interp(min(position, steps), lr_grid, lr_table))
+      lr = lr_table[step]
       state, metrics = train_step(state, sharding_lib.put_batch(batch['frames'], frame_sharding),
-                                  rng, np.float32(lr))
+                                  rng, lr)
       acc.append(metrics)
       done = step + 1
-      if stopped_by_budget:
-        logging.warning('VAE: time budget of %.0fs used up at step %d of %d; stopping here',
-                        max_seconds, done, steps)
-        steps = done
       report(done)
       if done % log_every == 0 or done == steps:
         mean = {k: float(np.mean([m[k] for m in acc])) for k in acc[0]}
@@ -288,29 +255,17 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
       if done % ckpt_every == 0 or done == steps:
         checkpoint.save(mgr, state)
       if eval_every > 0 and done % eval_every == 0 and done < steps:
-        ev = evaluate_lib.evaluate(module, sharding_lib.local_copy(state.params), eval_sets, fn=recon_fn)
+        ev = evaluate_lib.evaluate(module, sharding_lib.local_copy(state.params), eval_sets,
+                                   fn=recon_fn)
         writer.write_scalars(done, {f'eval/{s}/{k}': v for s, m in ev.items()
                                     for k, v in m.items()})
-      if stopped_by_budget:
-        break
   mgr.wait_until_finished()
   mgr.close()
-  if jax.process_index() == 0:
-    fileio.write_json_atomic(os.path.join(vae_dir, DONE_FILE),
-                             {'step': int(state.step), 'time_budget_stop': stopped_by_budget},
-                             indent=None)
   final_loss = {f'final_train_{k}': float(v) for k, v in metrics.items()}
   final_loss['resumed_from'] = start
-  final_loss['stopped_by_time_budget'] = stopped_by_budget
   result = evaluate_lib.final_eval(vae_dir, module, state, eval_sets, recon_fn, final_loss,
-                       train_seconds=time.time() - t_begin, writer=writer)
+                                   train_seconds=time.time() - t_begin, writer=writer)
   writer.flush()
   return result
-
-
-def _read_json(path: str):
-  if not fileio.path(path).exists():
-    return None
-  return fileio.read_json(path)
 
 

@@ -7,7 +7,7 @@ trainer's), reconstructs every frame through the posterior mean and prints mean 
 for the first 32, for all N and for 32-clip chunks, so the train/test gap (memorisation) and the
 test split's own difficulty can be told apart.
 
-  python benchmarks/vae_heldout_population.py --vae_dir=runs/vae8/vae --clips=256
+  python -m maskvid.bench.vae_heldout --vae_dir=runs/vae8/vae --clips=256
 """
 import argparse
 import time

@@ -1,6 +1,6 @@
 #!/bin/bash
 # One prepared device call: the pretraining-size train step (MFU) and the sampler on one GPU.
-# Usage (device machine, repo root): bash benchmarks/gpu_check.sh [CONFIG_FOR_SMOKE]
+# Usage (device machine, repo root): bash maskvid/bench/gpu_check.sh [CONFIG_FOR_SMOKE]
 # Writes logs to $OUT (or /tmp/gpu_check). ml_collections travels as a wheel in .whl/.
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 CFG=${1:-configs/pretrain.py}
