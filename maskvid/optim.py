@@ -1,4 +1,4 @@
-"""One learning-rate schedule and one AdamW for every trainer (VAE, transformer, depth).
+"""One learning-rate schedule and one AdamW for the VAE and transformer trainers.
 
 Both read a train config block with the same keys: steps, warmup_steps, learning_rate, decay
 ('cosine' | 'linear'), end_lr_fraction, grad_clip, weight_decay, adam_b1, adam_b2.
@@ -38,7 +38,7 @@ def _decay_mask(params):
 def adam_direction(train_config) -> optax.GradientTransformation:
   """AdamW's update *direction* (clip, Adam, decoupled weight decay); the caller scales by -lr.
 
-  For trainers that pick the learning rate outside the optimiser (the VAE's time budget).
+  For trainers that apply the learning rate in their own step (the VAE's, an argument of it).
   """
   return _adam_direction(float(train_config.grad_clip), float(train_config.weight_decay),
                          float(train_config.adam_b1), float(train_config.adam_b2))

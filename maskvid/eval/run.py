@@ -169,7 +169,7 @@ def make_samplers(config, workdir: str, methods) -> dict:
     sc_tasks = tuple(config.eval.renoise_tasks)
 
     def ours(known, mask, exact, rng, task, steps, sc):
-      r = renoise if (sc and task in sc_tasks and steps > 1) else None
+      r = renoise if (sc and task in sc_tasks and steps > 1) else 0.0
       return sampler.complete(apply_fn, params, known, mask, rng, num_steps=steps,
                               solver=solver if steps > 1 else 'euler', renoise_at=r,
                               guidance=guidance, exact_mask=exact)

@@ -50,7 +50,7 @@ def load_completer(workdir: str, min_valid=None):
 def run_main(argv, fn):
   """The body of every task command's absl `main`: runs fn() and prints the paths it wrote.
 
-  An InputError becomes a one-line message and exit status 2 (nothing written).
+  An InputError becomes a one-line message and exit status 1 (nothing written).
   """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')

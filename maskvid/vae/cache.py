@@ -1,7 +1,7 @@
 """Latent cache: every split encoded once by the trained VAE (posterior mean), as ArrayRecord shards.
 
 Layout of latents_dir:
-  {split}/shard-00000-of-00004.array_record  one record per clip (np.savez bytes): latents float32
+  {split}/shard-00000-of-00004.array_record  one record per clip (storage.encode_clip): latents float32
                                              [T,h,w,c] (raw, un-normalised), rgb uint8 [T,H,W,3],
                                              depth, intrinsics, world_to_camera, seed
   {split}/meta.json                          record counts per shard, latent shape
@@ -127,7 +127,7 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
   acc = {'sum': np.zeros(c), 'sumsq': np.zeros(c), 'count': 0}
   metas = {}
   for split in splits:
-    source = storage.ClipSource(data_dir, split)
+    source = storage.open_source(config, data_dir, split)
     logging.info('latent cache: encoding %s (%d clips)', split, len(source))
     metas[split] = _encode_split(source, encode, params, int(config.data.resolution),
                                  os.path.join(tmp, split), int(config.data.num_shards),

@@ -1,8 +1,9 @@
 """The VAE's input: random frames of shuffled clips as grain batches, and fixed eval frame sets.
 
-`frame_dataset(...)[s]` is the step-s batch `{'frames': [B, 1, H, W, 3]}` uint8 (random access, so
-a resumed run reads exactly what the uninterrupted run read); `eval_frames` a fixed, evenly spread
-selection of a split's frames, float32 [N, 1, H, W, 3] in [-1, 1].
+`frame_dataset(...)[s]` is the step-s batch `{'frames': [B, 1, H, W, 3]}` float32 in [-1, 1]
+(random access, so a resumed run reads exactly what the uninterrupted run read); `eval_frames` a
+fixed, evenly spread selection of a split's frames, float32 [N, 1, H, W, 3] in [-1, 1].
+`open_sources` opens the clips config.data.source names (rendered shards or a video folder).
 """
 import grain
 import numpy as np
@@ -56,5 +57,5 @@ def eval_frames(source, num_frames: int, resolution: int | None = None) -> np.nd
 
 
 def open_sources(config, data_dir: str) -> dict:
-  """{split: ClipSource} for every split in config.data.clips."""
-  return {split: storage.ClipSource(data_dir, split) for split in config.data.clips.keys()}
+  """{split: clip source} for every split in config.data.clips (`storage.open_source`)."""
+  return {split: storage.open_source(config, data_dir, split) for split in config.data.clips}
