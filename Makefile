@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-fast install bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.x'"; exit 1; }
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -x tests
+
+# The unit tier only (no multi-process runs or stage pipelines): the edit-test loop.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -x -m "not slow" tests
 
 bench: $(STAMP)
 	$(PY) -m maskvid.bench.data
