@@ -33,6 +33,7 @@ def get_config():
   c.data = ml_collections.ConfigDict()
   c.data.source = 'synthetic'    # synthetic | video_folder
   c.data.video_dir = ''          # folder of .mp4 files when source == video_folder
+  c.data.strict_videos = False   # True: an unreadable video stops the run (False: skipped, counted)
   c.data.num_frames = 8          # frames per rendered clip
   c.data.resolution = 32         # rendered H == W
   c.data.clips = ml_collections.ConfigDict({'train': 256, 'test': 32, 'ood': 32})

@@ -4,6 +4,7 @@ The config's `job` picks the stage; `demo` runs every stage in order, each skipp
 that is already done (rendered shards, finished checkpoints, a complete latent cache).
 """
 import logging as std_logging
+import sys
 
 from absl import app
 from absl import flags
@@ -47,6 +48,22 @@ class _QuietLibraries(std_logging.Filter):
         part in record.pathname for part in self.NOISY)
 
 
+def run(config, workdir: str) -> int:
+  """Runs the job and returns the process exit status: 0, or `recovery.EXIT_CODE` after a
+  preemption (its checkpoint is saved: a restart resumes from it), or 1 after a non-finite loss.
+  Both stops print one line to stderr; every other error propagates with its traceback."""
+  from maskvid import recovery  # pylint: disable=g-import-not-at-top
+  try:
+    run_job(config, workdir)
+  except recovery.Preempted as e:
+    print(f'maskvid: {e}', file=sys.stderr, flush=True)
+    return recovery.EXIT_CODE
+  except recovery.NonFiniteLoss as e:
+    print(f'maskvid: {e}', file=sys.stderr, flush=True)
+    return 1
+  return 0
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -54,9 +71,10 @@ def main(argv):
   std_logging.getLogger('absl').addFilter(_QuietLibraries())
   logging.get_absl_handler().addFilter(_QuietLibraries())
   configure_cpu_devices(FLAGS.config)
+  # Imported here, after the flags: `--help` and flag errors answer without loading JAX and TF.
   from maskvid import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(FLAGS.config)
-  run_job(FLAGS.config, FLAGS.workdir)
+  sys.exit(run(FLAGS.config, FLAGS.workdir))
 
 
 if __name__ == '__main__':

@@ -289,6 +289,10 @@ def test_video_folder_source(tmp_path):
   assert len(storage.open_source(config, str(tmp_path / 'data'), 'train')) == 2
   (vdir / 'broken.mp4').write_bytes(b'not a video')
   with pytest.raises(IOError, match='broken.mp4'):
-    VideoFolderSource(str(vdir), num_frames=4, resolution=16)
+    VideoFolderSource(str(vdir), num_frames=4, resolution=16, strict=True)
+  lenient = VideoFolderSource(str(vdir), num_frames=4, resolution=16)   # the default
+  assert len(lenient) == 2 and [os.path.basename(p) for p in lenient.skipped_videos] == [
+      'broken.mp4']
+  np.testing.assert_array_equal(lenient[1]['rgb'], item['rgb'])
   with pytest.raises(FileNotFoundError, match='no video files'):
     VideoFolderSource(str(tmp_path), num_frames=4, resolution=16)

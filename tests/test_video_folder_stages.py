@@ -1,9 +1,11 @@
 """A folder of mp4 files runs through every stage that reads clips: render -> vae -> cache ->
-diffusion (`config.data.source = 'video_folder'`)."""
+diffusion (`config.data.source = 'video_folder'`), past an unreadable and a truncated video."""
+import json
 import os
 
 import imageio.v2 as imageio
 import numpy as np
+import pytest
 
 from maskvid import stages
 from maskvid.vae import cache
@@ -32,6 +34,14 @@ def test_video_folder_runs_render_vae_cache_diffusion(tmp_path):
   videos = str(tmp_path / 'videos')
   _write_videos(os.path.join(videos, 'train'), 3, seed=0)
   _write_videos(os.path.join(videos, 'test'), 1, seed=1)
+  # Two bad files among the training videos: garbage, and a valid file cut in half.
+  train_dir = os.path.join(videos, 'train')
+  with open(os.path.join(train_dir, 'garbage.mp4'), 'wb') as f:
+    f.write(b'not a video at all')
+  with open(os.path.join(train_dir, 'clip0.mp4'), 'rb') as f:
+    data = f.read()
+  with open(os.path.join(train_dir, 'truncated.mp4'), 'wb') as f:
+    f.write(data[:len(data) // 2])
   c = testing.tiny_config(steps=4)
   c.data.source, c.data.video_dir = 'video_folder', videos
   c.data.num_frames = c.data.clip_length = FRAMES
@@ -44,10 +54,17 @@ def test_video_folder_runs_render_vae_cache_diffusion(tmp_path):
   c.sample.num_steps, c.sample.num_clips = 2, 1
   workdir = str(tmp_path / 'run')
 
+  with pytest.raises(IOError, match='garbage.mp4'):
+    strict = c.copy_and_resolve_references()
+    strict.data.strict_videos = True
+    stages.run_vae(strict, str(tmp_path / 'strict'))
   vae_metrics = stages.run_vae(c, workdir)
   assert np.isfinite(vae_metrics['test/psnr'])
+  assert vae_metrics['data/skipped_videos'] == 2       # counted in the stage's metrics
   stages.run_cache(c, workdir)
   latents_dir = os.path.join(workdir, 'latents')
+  with open(os.path.join(latents_dir, cache.COMPLETE_FILE)) as f:
+    assert json.load(f)['skipped']['train'] == {'videos': 2, 'chunks': 0}
   train_src = cache.LatentSource(latents_dir, 'train')
   assert len(train_src) == 9                            # 3 videos x 12 frames / 4
   assert len(cache.LatentSource(latents_dir, 'test')) == 3

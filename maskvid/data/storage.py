@@ -228,7 +228,8 @@ def open_source(config, data_dir: str, split: str):
       raise ValueError("config.data.source == 'video_folder' needs config.data.video_dir")
     if os.path.isdir(os.path.join(video_dir, split)):
       video_dir = os.path.join(video_dir, split)
-    return VideoFolderSource(video_dir, config.data.num_frames, config.data.resolution)
+    return VideoFolderSource(video_dir, config.data.num_frames, config.data.resolution,
+                             strict=bool(config.data.strict_videos))
   raise ValueError(f"config.data.source must be 'synthetic' or 'video_folder', got {source!r}")
 
 

@@ -3,19 +3,27 @@
 Each video is cut into consecutive, non-overlapping chunks of `num_frames` frames; item i is one
 chunk: {'rgb': uint8 [num_frames, R, R, 3]} (centre-cropped to square, resized to R). Frame counts
 are read once at construction (ffmpeg), frames are decoded on access.
+
+Bad files do not end a run (a 100k-video folder always has some): a video ffmpeg cannot open is
+left out at construction, and a chunk that fails to decode (a truncated file) is replaced by the
+next chunk that decodes; each is logged once and counted (`skipped_videos`, `bad_chunks`).
+`strict=True` (config.data.strict_videos) raises instead, naming the file.
 """
 from __future__ import annotations
 
 import os
 
+from absl import logging
+import imageio.v2 as imageio
+import imageio_ffmpeg
 import numpy as np
+
 from maskvid.data.pipeline import resize_clip
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.m4v', '.mkv', '.webm', '.avi')
 
 
 def _count_frames(path: str) -> int:
-  import imageio_ffmpeg
   try:
     frames, _ = imageio_ffmpeg.count_frames_and_secs(path)
   except Exception as e:
@@ -26,23 +34,34 @@ def _count_frames(path: str) -> int:
 class VideoFolderSource:
   """grain RandomAccessDataSource of fixed-length chunks of the videos in `video_dir`."""
 
-  def __init__(self, video_dir: str, num_frames: int, resolution: int):
+  def __init__(self, video_dir: str, num_frames: int, resolution: int, strict: bool = False):
     if not os.path.isdir(video_dir):
       raise FileNotFoundError(f'video_dir {video_dir!r} is not a directory')
     if int(num_frames) < 1 or int(resolution) < 1:
       raise ValueError(f'num_frames and resolution must be positive, got {num_frames}, '
                        f'{resolution}')
     self.video_dir, self.num_frames, self.resolution = video_dir, int(num_frames), int(resolution)
+    self.strict = bool(strict)
     self.paths = sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir)
                         if f.lower().endswith(VIDEO_EXTENSIONS))
     if not self.paths:
       raise FileNotFoundError(f'no video files ({", ".join(VIDEO_EXTENSIONS)}) in {video_dir!r}')
+    self.skipped_videos: list[str] = []   # unreadable at construction
+    self.bad_chunks: set[int] = set()      # chunks that failed to decode (replaced on access)
     self._chunks: list[tuple[int, int]] = []   # (video index, first frame)
     for i, path in enumerate(self.paths):
-      n = _count_frames(path)
+      try:
+        n = _count_frames(path)
+      except IOError as e:
+        if self.strict:
+          raise
+        logging.warning('skipping unreadable video (config.data.strict_videos=False): %s', e)
+        self.skipped_videos.append(path)
+        continue
       self._chunks += [(i, s) for s in range(0, n - self.num_frames + 1, self.num_frames)]
     if not self._chunks:
-      raise ValueError(f'no video in {video_dir!r} has at least num_frames={num_frames} frames')
+      raise ValueError(f'no readable video in {video_dir!r} has at least num_frames={num_frames} '
+                       f'frames ({len(self.skipped_videos)} unreadable)')
 
   def __len__(self) -> int:
     return len(self._chunks)
@@ -51,9 +70,8 @@ class VideoFolderSource:
     return (f'VideoFolderSource({self.video_dir!r}, num_frames={self.num_frames}, '
             f'resolution={self.resolution}, chunks={len(self)})')
 
-  def __getitem__(self, index) -> dict[str, np.ndarray]:
-    import imageio.v2 as imageio
-    video, start = self._chunks[int(index)]
+  def _decode(self, index: int) -> np.ndarray:
+    video, start = self._chunks[index]
     path = self.paths[video]
     try:
       reader = imageio.get_reader(path, 'ffmpeg')
@@ -64,5 +82,21 @@ class VideoFolderSource:
     except Exception as e:
       raise IOError(f'cannot decode frames {start}..{start + self.num_frames - 1} of video '
                     f'{path!r}: {e}') from e
-    rgb = np.stack(frames).astype(np.uint8)
-    return resize_clip({'rgb': rgb}, (self.resolution, self.resolution))
+    return np.stack(frames).astype(np.uint8)
+
+  def __getitem__(self, index) -> dict[str, np.ndarray]:
+    index = int(index)
+    for offset in range(len(self)):
+      i = (index + offset) % len(self)
+      if i in self.bad_chunks:
+        continue
+      try:
+        rgb = self._decode(i)
+      except IOError as e:
+        if self.strict:
+          raise
+        logging.warning('skipping chunk %d (config.data.strict_videos=False): %s', i, e)
+        self.bad_chunks.add(i)
+        continue
+      return resize_clip({'rgb': rgb}, (self.resolution, self.resolution))
+    raise IOError(f'no chunk of the videos in {self.video_dir!r} decodes')

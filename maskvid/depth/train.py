@@ -17,6 +17,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from maskvid import fileio
+from maskvid import recovery
 from maskvid.workdir import save_config
 from maskvid.data import synthetic
 from maskvid.depth import checkpoint as depth_checkpoint
@@ -83,10 +84,10 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
   opt_state = tx.init(params)
   mngr = depth_checkpoint.make_manager(depth_dir)
   start = 0
-  if mngr.latest_step() is not None:
-    start = int(mngr.latest_step())
-    restored = mngr.restore(start, args=ocp.args.StandardRestore(
-        {'params': params, 'opt_state': opt_state}))
+  restored = recovery.restore_newest_readable(mngr, lambda step: (step, mngr.restore(
+      step, args=ocp.args.StandardRestore({'params': params, 'opt_state': opt_state}))))
+  if restored is not None:
+    start, restored = restored
     params, opt_state = restored['params'], restored['opt_state']
     logging.info('depth: resumed from step %d', start)
   steps = int(dc.steps)
@@ -99,20 +100,30 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
     if n == 0:
       raise ValueError('depth training data is empty')
     step_fn = make_train_step(module, tx, float(dc.si_lambda))
-    rng = np.random.default_rng(int(config.seed) + start)
     t0 = time.time()
-    for step in range(start, steps):
-      idx = rng.integers(0, n, int(dc.batch_size))
-      rgb, depth = train_data['rgb'][idx], train_data['depth'][idx]
-      if rng.uniform() < 0.5:  # horizontal flips keep depth valid and double the views
-        rgb, depth = rgb[:, :, ::-1], depth[:, :, ::-1]
-      params, opt_state, loss = step_fn(params, opt_state, rgb, depth)
-      losses.append(float(loss))
-      if (step + 1) % int(dc.log_every) == 0 or step + 1 == steps:
-        logging.info('depth step %d/%d loss %.4f (%.1f steps/s)', step + 1, steps, losses[-1],
-                     (step + 1 - start) / max(time.time() - t0, 1e-9))
-      if (step + 1) % int(dc.checkpoint_every) == 0 or step + 1 == steps:
-        mngr.save(step + 1, args=ocp.args.StandardSave({'params': params, 'opt_state': opt_state}))
+    with recovery.Guard() as guard:
+      for step in range(start, steps):
+        rng = np.random.default_rng([int(config.seed), step])   # per step: resumes bit-exactly
+        idx = rng.integers(0, n, int(dc.batch_size))
+        rgb, depth = train_data['rgb'][idx], train_data['depth'][idx]
+        if rng.uniform() < 0.5:  # horizontal flips keep depth valid and double the views
+          rgb, depth = rgb[:, :, ::-1], depth[:, :, ::-1]
+        params, opt_state, loss = step_fn(params, opt_state, rgb, depth)
+        losses.append(float(loss))
+        done = step + 1
+        if done % int(dc.log_every) == 0 or done == steps:
+          logging.info('depth step %d/%d loss %.4f (%.1f steps/s)', done, steps, losses[-1],
+                       (done - start) / max(time.time() - t0, 1e-9))
+        preempted = guard.should_stop(done) and done < steps
+        if preempted or done % int(dc.checkpoint_every) == 0 or done == steps:
+          last = mngr.latest_step()
+          recovery.check_finite(losses[-1:], params, done,
+                                f'step {last} in {mngr.directory}' if last is not None else 'none')
+          mngr.save(done, args=ocp.args.StandardSave({'params': params, 'opt_state': opt_state}))
+        if preempted:
+          mngr.wait_until_finished()
+          mngr.close()
+          raise recovery.Preempted(done, str(mngr.directory))
     mngr.wait_until_finished()
   mngr.close()
 

@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from maskvid import fileio
+from maskvid import recovery
 from maskvid import sharding as sharding_lib
 from maskvid.train import step as step_lib
 
@@ -49,14 +50,15 @@ def save(manager: ocp.CheckpointManager, state, force: bool = False) -> bool:
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state) -> Any | None:
-  """The newest checkpoint restored onto `abstract_state`'s shardings, or None if there is none."""
-  step = manager.latest_step()
-  if step is None:
-    return None
-  logging.info('restoring checkpoint step %d from %s', step, manager.directory)
-  restored = manager.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-  return restored['state']
+  """The newest readable checkpoint restored onto `abstract_state`'s shardings, or None.
+
+  An unreadable newer one is logged and moved aside (`recovery.restore_newest_readable`).
+  """
+  def restore(step):
+    logging.info('restoring checkpoint step %d from %s', step, manager.directory)
+    return manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))['state']
+  return recovery.restore_newest_readable(manager, restore)
 
 
 def _tuples(value):

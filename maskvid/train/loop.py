@@ -25,6 +25,7 @@ import numpy as np
 
 from maskvid import distributed
 from maskvid import fileio
+from maskvid import recovery
 from maskvid import workdir as workdir_lib
 from maskvid.train import checkpoint as ckpt_lib
 from maskvid.train import step as step_lib
@@ -141,30 +142,49 @@ def train_and_evaluate(config, workdir: str,
   ckpt_every = int(config.train.checkpoint_every)
   eval_every = int(config.train.eval_every)
   history, summary = [], {}
+  unchecked = []   # losses not yet checked for NaN/inf (checked at log lines and before saves)
   t0, s0 = time.time(), start_step
+
+  def check(step):
+    last = manager.latest_step()
+    recovery.check_finite(unchecked, state.params, step,
+                          f'step {last} in {manager.directory}' if last is not None else 'none')
+    unchecked.clear()
+
   logging.info('training steps %d -> %d', start_step, total_steps)
-  for step in range(start_step + 1, total_steps + 1):   # `step` = updates done after this one
-    with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      batch = next(batches)
-      state, metrics = trainer.step(state, batch)
-    history.append(metrics)
-    report(step)
-    if step % log_every == 0 or step == total_steps:
-      summary = {f'train/{k}': v for k, v in _mean_metrics(history).items()}
-      history = []
-      writer.write_scalars(step, summary)
-      now = time.time()   # rate over this interval (the first one includes compilation)
-      rate = (step - s0) / max(now - t0, 1e-9)
-      t0, s0 = now, step
-      logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step, total_steps,
-                   summary['train/loss'], rate,
-                   time.strftime('%H:%M:%S', time.gmtime((total_steps - step) / max(rate, 1e-9))))
-    if ckpt_every > 0 and step % ckpt_every == 0 and step != total_steps:
-      ckpt_lib.save(manager, state)
-    if evaluate_fn and eval_every > 0 and step % eval_every == 0 and step != total_steps:
-      with report.timed('eval'):
-        writer.write_scalars(step, evaluate_fn(trainer.replicate(state.ema_params),
-                                               trainer.apply_fn, step, is_chief))
+  with recovery.Guard() as guard:
+    for step in range(start_step + 1, total_steps + 1):   # `step` = updates done after this one
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        batch = next(batches)
+        state, metrics = trainer.step(state, batch)
+      history.append(metrics)
+      unchecked.append(metrics['loss'])
+      report(step)
+      if step % log_every == 0 or step == total_steps:
+        check(step)
+        summary = {f'train/{k}': v for k, v in _mean_metrics(history).items()}
+        history = []
+        writer.write_scalars(step, summary)
+        now = time.time()   # rate over this interval (the first one includes compilation)
+        rate = (step - s0) / max(now - t0, 1e-9)
+        t0, s0 = now, step
+        logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step, total_steps,
+                     summary['train/loss'], rate, time.strftime(
+                         '%H:%M:%S', time.gmtime((total_steps - step) / max(rate, 1e-9))))
+      preempted = guard.should_stop(step) and step != total_steps
+      if preempted or (ckpt_every > 0 and step % ckpt_every == 0 and step != total_steps):
+        check(step)
+        ckpt_lib.save(manager, state, force=preempted)
+      if preempted:
+        manager.wait_until_finished()
+        manager.close()
+        writer.flush()
+        raise recovery.Preempted(step, str(manager.directory))
+      if evaluate_fn and eval_every > 0 and step % eval_every == 0 and step != total_steps:
+        with report.timed('eval'):
+          writer.write_scalars(step, evaluate_fn(trainer.replicate(state.ema_params),
+                                                 trainer.apply_fn, step, is_chief))
+  check(total_steps)
   ckpt_lib.save(manager, state, force=True)
   final_step = int(jax.device_get(state.step))
   eval_metrics = {}

@@ -126,12 +126,15 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
   c = module.latent_channels
   acc = {'sum': np.zeros(c), 'sumsq': np.zeros(c), 'count': 0}
   metas = {}
+  skipped = {}
   for split in splits:
     source = storage.open_source(config, data_dir, split)
     logging.info('latent cache: encoding %s (%d clips)', split, len(source))
     metas[split] = _encode_split(source, encode, params, int(config.data.resolution),
                                  os.path.join(tmp, split), int(config.data.num_shards),
                                  acc if split == stats_split else None)
+    if hasattr(source, 'skipped_videos'):   # a lenient video folder: what it had to skip
+      skipped[split] = {'videos': len(source.skipped_videos), 'chunks': len(source.bad_chunks)}
   mean = acc['sum'] / acc['count']
   std = np.sqrt(np.maximum(acc['sumsq'] / acc['count'] - np.square(mean), 0.0))
   stats = {'shift': mean.tolist(), 'scale': np.maximum(std, 1e-6).tolist(),
@@ -141,7 +144,8 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
   with open(os.path.join(tmp, COMPLETE_FILE), 'w') as f:
     json.dump({'vae_dir': fileio.absolute(vae_dir), 'data_dir': os.path.abspath(data_dir),
                'splits': {s: m['num_clips'] for s, m in metas.items()},
-               'latent_shape': metas[stats_split]['latent_shape']}, f, indent=1)
+               'latent_shape': metas[stats_split]['latent_shape'],
+               'skipped': skipped}, f, indent=1)
   if os.path.exists(latents_dir):  # an incomplete earlier attempt: replace it
     shutil.rmtree(latents_dir)
   os.rename(tmp, latents_dir)

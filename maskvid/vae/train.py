@@ -38,6 +38,7 @@ from jax.sharding import Mesh
 from maskvid import distributed
 from maskvid import fileio
 from maskvid import optim
+from maskvid import recovery
 from maskvid import sharding as sharding_lib
 from maskvid import workdir
 from maskvid.vae import checkpoint
@@ -180,11 +181,14 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   # rbg keys for init: threefry-based init of every conv compiles ~5x slower on CPU.
   state = init_state(module, tx, jax.random.key(int(config.seed), impl='rbg'), frame_shape)
   mgr = checkpoint.make_manager(vae_dir, int(tc.get('keep_checkpoints', 2)))
-  latest = mgr.latest_step()
+  fresh = state
+  state = recovery.restore_newest_readable(
+      mgr, lambda step: checkpoint.restore(mgr, step, fresh, mesh))
+  latest = None if state is None else int(state.step)
   if latest is not None:
-    logging.info('VAE: resuming from checkpoint step %d in %s', latest, vae_dir)
-    state = checkpoint.restore(mgr, latest, state, mesh)
+    logging.info('VAE: resumed from checkpoint step %d in %s', latest, vae_dir)
   else:
+    state = fresh
     if config.vae.get('external_weights', ''):
       params = external.load_safetensors(config.vae.external_weights, module, frame_shape[0])
       logging.info('VAE: starting from external weights %s', config.vae.external_weights)
@@ -233,8 +237,16 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   t0 = time.time()
   acc = []
   metrics = {}
+  unchecked = []   # losses not yet checked for NaN/inf (at log lines and before saves)
+
+  def check(done):
+    last = mgr.latest_step()
+    recovery.check_finite(unchecked, state.params, done,
+                          f'step {last} in {mgr.directory}' if last is not None else 'none')
+    unchecked.clear()
+
   # Load the next batch while the current step runs.
-  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+  with concurrent.futures.ThreadPoolExecutor(1) as pool, recovery.Guard() as guard:
     pending = pool.submit(dataset.__getitem__, start)
     for step in range(start, steps):
       batch = pending.result()
@@ -244,16 +256,26 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
       state, metrics = train_step(state, sharding_lib.put_batch(batch['frames'], frame_sharding),
                                   rng, lr)
       acc.append(metrics)
+      unchecked.append(metrics['loss'])
       done = step + 1
       report(done)
       if done % log_every == 0 or done == steps:
+        check(done)
         mean = {k: float(np.mean([m[k] for m in acc])) for k in acc[0]}
         acc = []
         writer.write_scalars(done, {f'train/{k}': v for k, v in mean.items()})
         logging.info('VAE step %d/%d  loss %.4f  l1 %.4f  kl %.1f  lr %.2e  (%.1fs)', done,
                      int(tc.steps), mean['loss'], mean['l1'], mean['kl'], lr, time.time() - t0)
-      if done % ckpt_every == 0 or done == steps:
+      preempted = guard.should_stop(done) and done < steps
+      if preempted or done % ckpt_every == 0 or done == steps:
+        check(done)
         checkpoint.save(mgr, state)
+      if preempted:
+        pending.cancel()
+        mgr.wait_until_finished()
+        mgr.close()
+        writer.flush()
+        raise recovery.Preempted(done, str(mgr.directory))
       if eval_every > 0 and done % eval_every == 0 and done < steps:
         ev = evaluate_lib.evaluate(module, sharding_lib.local_copy(state.params), eval_sets,
                                    fn=recon_fn)
@@ -263,9 +285,19 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   mgr.close()
   final_loss = {f'final_train_{k}': float(v) for k, v in metrics.items()}
   final_loss['resumed_from'] = start
+  final_loss.update(_bad_data_counts(sources['train']))
   result = evaluate_lib.final_eval(vae_dir, module, state, eval_sets, recon_fn, final_loss,
                                    train_seconds=time.time() - t_begin, writer=writer)
   writer.flush()
   return result
 
 
+def _bad_data_counts(source) -> dict:
+  """Unreadable videos / undecodable chunks a lenient video source skipped (else nothing)."""
+  if not hasattr(source, 'skipped_videos'):
+    return {}
+  counts = {'data/skipped_videos': len(source.skipped_videos),
+            'data/bad_chunks': len(source.bad_chunks)}
+  if any(counts.values()):
+    logging.warning('VAE: trained past bad data in %s: %s', source.video_dir, counts)
+  return counts

@@ -1,0 +1,195 @@
+"""Long runs survive: SIGTERM saves and exits, a corrupt newest checkpoint is stepped over, a NaN
+stops the run before it reaches a checkpoint, and every trainer resumes bit-exactly."""
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from maskvid import recovery
+from maskvid import stages
+from maskvid.train import checkpoint as ckpt_lib
+from maskvid.train import step as step_lib
+
+import test_train_loop
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _ema(diffusion_dir):
+  return _leaves(ckpt_lib.load_for_inference(diffusion_dir)[2])
+
+
+def _workdir(tmp_path, name):
+  d = str(tmp_path / name)
+  test_train_loop.make_latent_cache(os.path.join(d, 'latents'))
+  return d
+
+
+def _steps_on_disk(diffusion_dir):
+  return sorted(int(s) for s in os.listdir(os.path.join(diffusion_dir, 'checkpoints'))
+                if s.isdigit())
+
+
+def test_sigterm_saves_the_step_and_resume_matches_an_uninterrupted_run(tmp_path):
+  steps = 300
+  worker = [sys.executable, os.path.join(HERE, 'recovery_worker.py')]
+  full = _workdir(tmp_path, 'full')
+  assert subprocess.run(worker + [full, str(steps)], capture_output=True).returncode == 0
+
+  cut = _workdir(tmp_path, 'cut')
+  proc = subprocess.Popen(worker + [cut, str(steps)], stderr=subprocess.PIPE, text=True)
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    m = re.search(rf'step (\d+)/{steps} ', line)
+    if m and int(m.group(1)) >= 3:
+      proc.send_signal(signal.SIGTERM)
+      break
+  lines += proc.stderr.readlines()
+  assert proc.wait(timeout=300) == recovery.EXIT_CODE, ''.join(lines[-20:])
+  message = [l for l in lines if l.startswith('maskvid: preempted')]
+  assert len(message) == 1, ''.join(lines[-20:])
+  stopped = int(re.search(r'saved step (\d+)', message[0]).group(1))
+  assert 3 <= stopped < steps
+  assert _steps_on_disk(os.path.join(cut, 'diffusion')) == [stopped]   # 0 steps lost
+
+  resumed = subprocess.run(worker + [cut, str(steps)], capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f'restoring checkpoint step {stopped}' in resumed.stderr
+  for a, b in zip(_ema(os.path.join(full, 'diffusion')), _ema(os.path.join(cut, 'diffusion'))):
+    np.testing.assert_array_equal(a, b)
+
+
+def _tiny(steps, every=2):
+  c = test_train_loop.tiny_config()
+  c.train.steps, c.train.checkpoint_every, c.train.log_every = steps, every, 1
+  c.train.async_checkpoints = False
+  c.sample.num_clips = 1
+  return c
+
+
+def test_corrupt_newest_checkpoint_falls_back_and_is_kept_aside(tmp_path, caplog):
+  full = _workdir(tmp_path, 'full')
+  stages.run_diffusion(_tiny(6), full)
+  run = _workdir(tmp_path, 'run')
+  stages.run_diffusion(_tiny(6), run)
+  diffusion = os.path.join(run, 'diffusion')
+  ckpts = os.path.join(diffusion, 'checkpoints')
+  assert _steps_on_disk(diffusion) == [2, 4, 6]
+  # Truncate the biggest file of the newest checkpoint, as a crash mid-copy would, and ask for
+  # the run again (its final metrics gone, so it must restore to know where it is).
+  files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(ckpts, '6')) for f in fs]
+  victim = max(files, key=os.path.getsize)
+  with open(victim, 'r+b') as f:
+    f.truncate(os.path.getsize(victim) // 2)
+  os.remove(os.path.join(diffusion, 'final_metrics.json'))
+  with caplog.at_level('WARNING'):
+    stages.run_diffusion(_tiny(6), run)
+  assert any('checkpoint step 6' in r.getMessage() and 'cannot be restored' in r.getMessage()
+             for r in caplog.records)
+  aside = ckpts + recovery.UNREADABLE_SUFFIX
+  assert os.listdir(aside) == ['6']                   # moved aside, not deleted
+  assert _steps_on_disk(diffusion) == [2, 4, 6]      # resumed from 4, step 6 written again
+  for a, b in zip(_ema(os.path.join(full, 'diffusion')), _ema(diffusion)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_loss_stops_before_any_checkpoint_holds_it(tmp_path, monkeypatch):
+  real_step = step_lib.Trainer.step
+
+  def poisoned(self, state, batch):
+    state, metrics = real_step(self, state, batch)
+    if int(jax.device_get(state.step)) == 3:   # the 3rd update goes bad
+      metrics = dict(metrics, loss=metrics['loss'] * np.nan)
+    return state, metrics
+
+  monkeypatch.setattr(step_lib.Trainer, 'step', poisoned)
+  run = _workdir(tmp_path, 'nan')
+  with pytest.raises(recovery.NonFiniteLoss, match=r'loss nan at step 3.*last good checkpoint: '
+                     r'step 2'):
+    stages.run_diffusion(_tiny(6), run)
+  assert _steps_on_disk(os.path.join(run, 'diffusion')) == [2]
+
+
+def test_check_finite_names_the_step():
+  params = {'w': np.ones(3, np.float32)}
+  recovery.check_finite([1.0, 2.0], params, 7, 'step 5')
+  with pytest.raises(recovery.NonFiniteLoss, match='loss inf at step 7'):
+    recovery.check_finite([1.0, np.inf], params, 7, 'step 5')
+  with pytest.raises(recovery.NonFiniteLoss, match='non-finite parameters after step 7'):
+    recovery.check_finite([1.0], {'w': np.array([1.0, np.nan], np.float32)}, 7, 'step 5')
+
+
+def _sigterm_at(step_to_signal):
+  """A wrapper for a step function that sends this process SIGTERM before step `step_to_signal`."""
+  def wrap(fn, get_step):
+    def step(*args, **kwargs):
+      if get_step(*args) == step_to_signal:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return fn(*args, **kwargs)
+    return step
+  return wrap
+
+
+def test_vae_trainer_saves_on_sigterm_and_resumes_bit_exactly(tmp_path, monkeypatch):
+  from maskvid.vae import checkpoint as vae_checkpoint
+  from maskvid.vae import testing
+  from maskvid.vae import train as vae_train
+  sources = {'train': testing.ProceduralClips(6, 4, 16, seed=0),
+             'test': testing.ProceduralClips(2, 4, 16, seed=1)}
+  c = testing.tiny_config(steps=6)
+  c.vae.train.checkpoint_every = 100
+  vae_train.train_vae_on_sources(c, str(tmp_path / 'full'), sources)
+  real = vae_train.make_train_step
+  monkeypatch.setattr(vae_train, 'make_train_step', lambda *a, **k: _sigterm_at(2)(
+      real(*a, **k), lambda state, *rest: int(state.step)))
+  with pytest.raises(recovery.Preempted, match='saved step 3'):
+    vae_train.train_vae_on_sources(c, str(tmp_path / 'cut'), sources)
+  monkeypatch.setattr(vae_train, 'make_train_step', real)
+  vae_train.train_vae_on_sources(c, str(tmp_path / 'cut'), sources)
+  for a, b in zip(_leaves(vae_checkpoint.load_vae(str(tmp_path / 'full'))[1]),
+                  _leaves(vae_checkpoint.load_vae(str(tmp_path / 'cut'))[1])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_depth_trainer_saves_on_sigterm_and_resumes_bit_exactly(tmp_path, monkeypatch):
+  from configs import default
+  from maskvid.depth import checkpoint as depth_checkpoint
+  from maskvid.depth import train as depth_train
+  c = default.get_config()
+  c.depth.resolution, c.depth.steps, c.depth.batch_size = 16, 6, 4
+  c.depth.base_channels, c.depth.channel_multipliers = 8, (1, 2)
+  c.depth.checkpoint_every, c.depth.log_every = 100, 1
+  rng = np.random.default_rng(0)
+  data = {'rgb': rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8),
+          'depth': rng.uniform(1, 5, (8, 16, 16)).astype(np.float32)}
+  depth_train.train_depth(c, str(tmp_path / 'full'), train_data=data, eval_data=data)
+  real = depth_train.make_train_step
+  calls = {'n': 0}
+
+  def counting(*a, **k):
+    fn = real(*a, **k)
+    def step(*args):
+      calls['n'] += 1
+      if calls['n'] == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return fn(*args)
+    return step
+  monkeypatch.setattr(depth_train, 'make_train_step', counting)
+  with pytest.raises(recovery.Preempted, match='saved step 3'):
+    depth_train.train_depth(c, str(tmp_path / 'cut'), train_data=data, eval_data=data)
+  monkeypatch.setattr(depth_train, 'make_train_step', real)
+  depth_train.train_depth(c, str(tmp_path / 'cut'), train_data=data, eval_data=data)
+  a = depth_checkpoint.restore_params(c, str(tmp_path / 'full' / 'depth'))[1]
+  b = depth_checkpoint.restore_params(c, str(tmp_path / 'cut' / 'depth'))[1]
+  for x, y in zip(_leaves(a), _leaves(b)):
+    np.testing.assert_array_equal(x, y)
