@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+from maskvid.vae import testing
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, KILL_AT = 6, 2
 
@@ -29,35 +31,7 @@ def tiny_config():
 
 
 def make_latent_cache(latents_dir: str, seed: int = 0) -> None:
-  """A tiny complete cache in maskvid.vae.cache's layout: train (10 clips), test (3 clips).
-
-  Raw latents [6, 8, 8, 4] with per-channel offsets/scales, so the normalisation matters.
-  """
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
-  from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(seed)
-  shift, scale = np.array([0.5, -1.0, 2.0, 0.0]), np.array([2.0, 0.5, 1.0, 3.0])
-  for split, n in (('train', 10), ('test', 3)):
-    split_dir = os.path.join(latents_dir, split)
-    os.makedirs(split_dir)
-    sizes = [n // 2, n - n // 2]
-    names = [f'shard-{i:05d}-of-00002.array_record' for i in range(2)]
-    k = 0
-    for name, size in zip(names, sizes):
-      writer = array_record_module.ArrayRecordWriter(os.path.join(split_dir, name), 'group_size:1')
-      for _ in range(size):
-        z = rng.normal(size=(6, 8, 8, 4)) * scale + shift
-        writer.write(storage.encode_clip({'latents': z.astype(np.float32), 'seed': k}))
-        k += 1
-      writer.close()
-    with open(os.path.join(split_dir, cache.META_FILE), 'w') as f:
-      json.dump({'num_clips': n, 'shards': names, 'shard_sizes': sizes,
-                 'latent_shape': [6, 8, 8, 4]}, f)
-  with open(os.path.join(latents_dir, cache.STATS_FILE), 'w') as f:
-    json.dump({'shift': shift.tolist(), 'scale': scale.tolist()}, f)
-  with open(os.path.join(latents_dir, cache.COMPLETE_FILE), 'w') as f:
-    json.dump({'splits': {'train': 10, 'test': 3}, 'latent_shape': [6, 8, 8, 4]}, f)
+  testing.write_latent_cache(latents_dir, seed)
 
 
 def _leaves(tree):

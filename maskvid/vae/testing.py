@@ -1,5 +1,15 @@
-"""In-memory procedural clips for tests and benchmarks (no disk, no renderer needed)."""
+"""Stand-in data for tests and benchmarks: procedural clips in memory, a random latent cache.
+
+No renderer and no trained VAE needed.
+"""
+import json
+import os
+
+from array_record.python import array_record_module
 import numpy as np
+
+from maskvid.data import storage
+from maskvid.vae import cache
 
 
 class ProceduralClips:
@@ -56,3 +66,32 @@ def tiny_config(steps: int = 4):
   c.vae.train.keep_checkpoints = 5
   c.vae.train.eval_frames = 8
   return c
+
+
+def write_latent_cache(latents_dir: str, seed: int = 0) -> None:
+  """A tiny complete cache in maskvid.vae.cache's layout: train (10 clips), test (3 clips).
+
+  Raw latents [6, 8, 8, 4] with per-channel offsets/scales, so the normalisation matters.
+  """
+  rng = np.random.default_rng(seed)
+  shift, scale = np.array([0.5, -1.0, 2.0, 0.0]), np.array([2.0, 0.5, 1.0, 3.0])
+  for split, n in (('train', 10), ('test', 3)):
+    split_dir = os.path.join(latents_dir, split)
+    os.makedirs(split_dir)
+    sizes = [n // 2, n - n // 2]
+    names = [f'shard-{i:05d}-of-00002.array_record' for i in range(2)]
+    k = 0
+    for name, size in zip(names, sizes):
+      writer = array_record_module.ArrayRecordWriter(os.path.join(split_dir, name), 'group_size:1')
+      for _ in range(size):
+        z = rng.normal(size=(6, 8, 8, 4)) * scale + shift
+        writer.write(storage.encode_clip({'latents': z.astype(np.float32), 'seed': k}))
+        k += 1
+      writer.close()
+    with open(os.path.join(split_dir, cache.META_FILE), 'w') as f:
+      json.dump({'num_clips': n, 'shards': names, 'shard_sizes': sizes,
+                 'latent_shape': [6, 8, 8, 4]}, f)
+  with open(os.path.join(latents_dir, cache.STATS_FILE), 'w') as f:
+    json.dump({'shift': shift.tolist(), 'scale': scale.tolist()}, f)
+  with open(os.path.join(latents_dir, cache.COMPLETE_FILE), 'w') as f:
+    json.dump({'splits': {'train': 10, 'test': 3}, 'latent_shape': [6, 8, 8, 4]}, f)
