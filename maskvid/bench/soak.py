@@ -1,6 +1,6 @@
 """Soak test of preemption safety: train while being killed, end bit-equal to an unkilled run.
 
-  python -m maskvid.bench.soak [--steps=200] [--kills=6] [--seed=0] [--workdir=DIR]
+  python -m maskvid.bench.soak [--steps=200] [--kills=6] [--seed=0] [--soak_dir=DIR]
 
 Trains the diffusion stage of a tiny config (random latent cache, `vae.testing`) for --steps
 steps, checkpoints every 20 (asynchronously, so some kills land during a write), once without
@@ -29,7 +29,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer('steps', 200, 'Training steps of each run.')
 flags.DEFINE_integer('kills', 6, 'How many times the soaked run is killed.')
 flags.DEFINE_integer('seed', 0, 'Seed of the kill schedule (signals and moments).')
-flags.DEFINE_string('workdir', '', 'Where the two runs go (default: a temp dir).')
+flags.DEFINE_string('soak_dir', '', 'Where the two runs go (default: a temp dir).')
 flags.DEFINE_bool('worker', False, 'Internal: run the training itself (one attempt).')
 
 CHECKPOINT_EVERY = 20
@@ -61,7 +61,7 @@ def _prepare(workdir: str) -> None:
 
 
 def _command(workdir: str, steps: int) -> list:
-  return [sys.executable, '-m', 'maskvid.bench.soak', '--worker', f'--workdir={workdir}',
+  return [sys.executable, '-m', 'maskvid.bench.soak', '--worker', f'--soak_dir={workdir}',
           f'--steps={steps}']
 
 
@@ -117,8 +117,12 @@ def soak(root: str, steps: int, kills: int, seed: int) -> dict:
     sig, step, during_write = killed_at
     saved = _saved_steps(diffusion)
     resume_from = max(saved) if saved else 0
+    # SIGTERM: the run saved the step it stopped at, so it resumes there (0 lost). SIGKILL: it
+    # lost at least the steps between its last checkpoint and the last step the log showed.
     rows.append(dict(signal=signal.Signals(sig).name, at_step=step, during_write=during_write,
-                     status=rc, resume_from=resume_from, lost=max(step - resume_from, 0)))
+                     status=rc, resume_from=resume_from,
+                     lost=('0' if sig == signal.SIGTERM and rc == 143 else
+                           f'>= {max(step - resume_from, 0)}')))
   equal = all(np.array_equal(a, b) for a, b in zip(_ema(os.path.join(ref, 'diffusion')),
                                                     _ema(diffusion)))
   return dict(rows=rows, attempts=attempts, equal=equal, steps=steps,
@@ -129,8 +133,8 @@ def _print(result: dict) -> None:
   rows = result['rows']
   print(f"\nsoak: {result['steps']} steps, {len(rows)} kills, {result['attempts']} starts, "
         f"{result['seconds']:.0f} s (uninterrupted run {result['ref_seconds']:.0f} s)")
-  print('| # | signal | at step | during a checkpoint write | exit status | resumed from | '
-        'steps lost |')
+  print('| # | signal | sent after step | a checkpoint write in flight | exit status | '
+        'resumed from | steps lost |')
   print('|---|---|---|---|---|---|---|')
   for i, r in enumerate(rows, 1):
     print(f"| {i} | {r['signal']} | {r['at_step']} | {'yes' if r['during_write'] else 'no'} | "
@@ -142,8 +146,8 @@ def _print(result: dict) -> None:
 def main(argv):
   del argv
   if FLAGS.worker:
-    sys.exit(_worker(FLAGS.workdir, FLAGS.steps))
-  root = FLAGS.workdir or tempfile.mkdtemp(prefix='maskvid-soak-')
+    sys.exit(_worker(FLAGS.soak_dir, FLAGS.steps))
+  root = FLAGS.soak_dir or tempfile.mkdtemp(prefix='maskvid-soak-')
   result = soak(root, FLAGS.steps, FLAGS.kills, FLAGS.seed)
   _print(result)
   if not result['equal']:

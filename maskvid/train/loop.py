@@ -184,8 +184,15 @@ def train_and_evaluate(config, workdir: str,
         with report.timed('eval'):
           writer.write_scalars(step, evaluate_fn(trainer.replicate(state.ema_params),
                                                  trainer.apply_fn, step, is_chief))
-  check(total_steps)
-  ckpt_lib.save(manager, state, force=True)
+    # The final save is inside the guard too: a SIGTERM now waits for it instead of losing the
+    # steps since the last periodic checkpoint.
+    check(total_steps)
+    ckpt_lib.save(manager, state, force=True)
+    if guard.should_stop(total_steps):
+      manager.wait_until_finished()
+      manager.close()
+      writer.flush()
+      raise recovery.Preempted(total_steps, str(manager.directory))
   final_step = int(jax.device_get(state.step))
   eval_metrics = {}
   if evaluate_fn is not None:

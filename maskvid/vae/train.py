@@ -281,8 +281,11 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
                                    fn=recon_fn)
         writer.write_scalars(done, {f'eval/{s}/{k}': v for s, m in ev.items()
                                     for k, v in m.items()})
-  mgr.wait_until_finished()
-  mgr.close()
+    mgr.wait_until_finished()   # still guarded: a SIGTERM now lets the final save finish
+    mgr.close()
+    if guard.should_stop(steps):
+      writer.flush()
+      raise recovery.Preempted(steps, str(mgr.directory))
   final_loss = {f'final_train_{k}': float(v) for k, v in metrics.items()}
   final_loss['resumed_from'] = start
   final_loss.update(_bad_data_counts(sources['train']))
