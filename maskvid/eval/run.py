@@ -74,7 +74,7 @@ REFERENCE_ROWS = ('ground_truth', 'vae_oracle', 'warp_oracle')
 MEAN_SUFFIX, ONE_STEP_SUFFIX = ' mean{k}', ' one-step'
 # What `score` returns: per-clip metrics, their standard errors, and the Fréchet distance.
 SCORES = ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips', 'reproj', 'chamfer')
-SE_SCORES = ('psnr_hole', 'ssim_hole', 'reproj')
+SE_SCORES = ('psnr_hole', 'ssim_hole', 'lpips', 'reproj')
 
 
 # ------------------------------------------------------------------------------------ data
@@ -217,7 +217,9 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None
                       if len(per_clip) > 1 else float('nan'))
   if with_images:
     sp, sg = np.concatenate(scored_pred), np.concatenate(scored_gt)
-    out['fd'] = metrics_lib.frechet_distance_frames(sg, sp) if len(sp) >= 2 else float('nan')
+    out['fd'] = (metrics_lib.frechet_distance(lpips.pooled_features(sg),
+                                              lpips.pooled_features(sp))
+                 if lpips is not None and len(sp) >= 2 else float('nan'))
   else:
     for k in ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips'):
       out[k] = float('nan')
@@ -279,7 +281,7 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   notes = []
   lpips = metrics_lib.maybe_load_lpips(config.eval.lpips_weights)
   if lpips is None:
-    notes.append('LPIPS skipped: config.eval.lpips_weights is empty (weights never downloaded).')
+    notes.append('LPIPS and FD skipped: config.eval.lpips_weights is empty.')
   latents = codec_lib.LatentCodec.load(stage_dir(config, workdir, 'vae'),
                                        stage_dir(config, workdir, 'latents'))
   generative = tuple(m for m in methods if m in GENERATIVE)
