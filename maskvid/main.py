@@ -77,5 +77,26 @@ def main(argv):
   sys.exit(run(FLAGS.config, FLAGS.workdir))
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with a bad `--config.<key>` override as one line instead of a traceback.
+
+  ml_collections raises while applying an override that names no key (`--config.train.stepz=5`:
+  AttributeError, with its "Did you mean" hint) or gives a value of the wrong type.
+  """
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+    text = str(e)
+    if isinstance(e, AttributeError) and text[:1] == text[-1:] == "'":
+      # ml_collections re-raises a KeyError as AttributeError(repr(KeyError text)).
+      text = 'no such key ' + text[1:-1].encode().decode('unicode_escape')
+    message = '; '.join(line.strip() for line in text.splitlines() if line.strip())
+    bad = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')
+           and a.split('=')[0].rsplit('.', 1)[-1] in message]
+    where = f' {bad[0]}' if bad and not isinstance(e, flags.Error) else ''
+    print(f'maskvid: bad command-line flag{where}: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -231,3 +231,22 @@ def test_warp_into_a_smaller_target_camera():
   assert r.image.shape == (16, 16, 3) and r.mask.all()
   blocks = img.reshape(16, 2, 16, 2, 3).transpose(0, 2, 1, 3, 4).reshape(16, 16, 4, 3)
   assert all((blocks[i, j] == r.image[i, j]).all(-1).any() for i in range(16) for j in range(16))
+
+
+def test_unknown_depth_warps_without_numpy_warnings():
+  """Pixels of unknown depth (nan / inf) are holes in the warp, not RuntimeWarnings."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  from maskvid.geometry import warp as warp_lib  # pylint: disable=g-import-not-at-top
+  rgb = np.full((8, 8, 3), 100, np.uint8)
+  depth = np.full((8, 8), 2.0, np.float32)
+  depth[2:4, 2:4] = np.nan
+  depth[5, 5] = np.inf
+  k = g.intrinsics_from_fov(60.0, 8, 8)
+  poses = np.stack([np.eye(4), g.look_at((0.2, 0.0, 0.0), (0.2, 0.0, 1.0))])
+  with warnings.catch_warnings():
+    warnings.simplefilter('error', RuntimeWarning)
+    pts = g.transform_points(poses[1], g.unproject(depth, k))
+    g.project(pts, k)
+    out = warp_lib.warp_to_cameras(rgb, depth, k, np.eye(4), poses)
+  assert not np.isfinite(pts[2:4, 2:4]).all()
+  assert out.image.shape[0] == 2

@@ -18,6 +18,15 @@ def test_unknown_config_key_is_named(tmp_path):
   assert proc.returncode != 0
   assert 'stepz' in proc.stderr and 'steps' in proc.stderr
   assert not any(tmp_path.iterdir()), 'a rejected run must write nothing'
+  # One line naming the flag, no traceback.
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  line = [l for l in proc.stderr.splitlines() if l.startswith('maskvid:')]
+  assert line == ["maskvid: bad command-line flag --config.train.stepz: no such key 'stepz'; "
+                  'Did you mean "steps" instead of "stepz"?'], proc.stderr
+  bad_type = run_main('--config=configs/tiny.py', f'--workdir={tmp_path}',
+                      '--config.train.steps=abc')
+  assert bad_type.returncode == 2 and 'Traceback' not in bad_type.stderr
+  assert 'config.train.steps' in bad_type.stderr
 
 
 def test_unknown_job_is_named(tmp_path):

@@ -59,7 +59,8 @@ def unproject(depth: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
   u, v = pixel_grid(*depth.shape)
   x = (u - k[0, 2] - k[0, 1] * (v - k[1, 2]) / k[1, 1]) / k[0, 0]
   y = (v - k[1, 2]) / k[1, 1]
-  return np.stack([x * depth, y * depth, depth], axis=-1)
+  with np.errstate(invalid='ignore'):   # unknown depth (nan / inf) gives non-finite points
+    return np.stack([x * depth, y * depth, depth], axis=-1)
 
 
 def project(points: np.ndarray, intrinsics: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -73,15 +74,19 @@ def project(points: np.ndarray, intrinsics: np.ndarray) -> Tuple[np.ndarray, np.
   with np.errstate(divide='ignore', invalid='ignore'):
     safe = np.where(z > 0, z, np.nan)
     x, y = p[..., 0] / safe, p[..., 1] / safe
-  u = k[0, 0] * x + k[0, 1] * y + k[0, 2]
-  v = k[1, 1] * y + k[1, 2]
+    u = k[0, 0] * x + k[0, 1] * y + k[0, 2]
+    v = k[1, 1] * y + k[1, 2]
   return np.stack([u, v], axis=-1), z
 
 
 def transform_points(pose: np.ndarray, points: np.ndarray) -> np.ndarray:
-  """Applies a 4x4 rigid transform to points [..., 3]."""
+  """Applies a 4x4 rigid transform to points [..., 3].
+
+  Points of unknown depth (nan / inf coordinates) stay non-finite, silently: callers mask them.
+  """
   pose = np.asarray(pose, np.float64)
-  return np.asarray(points, np.float64) @ pose[:3, :3].T + pose[:3, 3]
+  with np.errstate(invalid='ignore', over='ignore'):
+    return np.asarray(points, np.float64) @ pose[:3, :3].T + pose[:3, 3]
 
 
 def invert_pose(pose: np.ndarray) -> np.ndarray:
