@@ -130,3 +130,39 @@ def test_edit_command_end_to_end(run):
                           checkpoint=run['workdir'], out=str(run['out'] / 'edit.mp4'),
                           num_steps=2, completer=c)
   assert iio.imread(mp4, index=None).shape == (4, 32, 32, 3) and os.path.exists(png)
+
+
+def _readme_task_commands():
+  """The `python -m maskvid.tasks.*` lines of the README's task section, verbatim."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, 'README.md')) as f:
+    lines = [l.strip() for l in f]
+  return root, [l for l in lines if l.startswith('python -m maskvid.tasks.')]
+
+
+def test_readme_task_commands_run_verbatim_after_a_demo(run, tmp_path):
+  """Every task command the README shows runs as written, in a directory laid out like one where
+  `make demo` ran (runs/demo = a trained workdir: here the tiny one) with the input files the
+  commands name. A README edit that breaks a command fails here."""
+  import shlex  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root, commands = _readme_task_commands()
+  assert {c.split()[2] for c in commands} == {'maskvid.tasks.nvs', 'maskvid.tasks.interpolate',
+                                              'maskvid.tasks.edit'}
+  os.makedirs(tmp_path / 'runs')
+  os.symlink(run['workdir'], tmp_path / 'runs' / 'demo')
+  a, b, clip, edited = run['images']
+  for name, image in (('in.png', a), ('a.png', a), ('b.png', b), ('edit0.png', edited)):
+    iio.imwrite(str(tmp_path / name), image)
+  iio.imwrite(str(tmp_path / 'clip.mp4'), np.concatenate([clip, clip]), fps=8,
+              macro_block_size=1)
+  env = dict(os.environ, PYTHONPATH=root)
+  for command in commands:
+    args = shlex.split(command)
+    args[0] = sys.executable
+    proc = subprocess.run(args + ['--num_steps=1'], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, f'{command}\n{proc.stderr[-3000:]}'
+    out = [a.split('=', 1)[1] for a in args if a.startswith('--out=')][0]
+    assert iio.imread(str(tmp_path / out), index=None).ndim == 4, command

@@ -6,7 +6,7 @@ uncertain depth are marked unknown) -> Completer fills the unknown tokens (optio
 stochastic conditioning, --renoise_at) -> decoded video. Frame 0 is the input view.
 
   python -m maskvid.tasks.nvs --image=in.png --trajectory=orbit --checkpoint=DIR --out=out.mp4
-      [--depth=gt|gt:DEPTH.npy|net:DIR|external:WEIGHTS.safetensors] [--num_frames=8]
+      [--depth=auto|plane|gt|gt:DEPTH.npy|net:DIR|external:WEIGHTS.safetensors] [--num_frames=8]
       [--renoise_at=0.3] [--fov_deg=60] [--strength=1]
 `--image=synthetic:SPLIT:SEED` renders frame 0 of a synthetic clip (then --depth=gt uses its
 ground-truth depth and intrinsics). --trajectory is a name (see maskvid.geometry.trajectory) or a
@@ -73,6 +73,26 @@ def _square(image: np.ndarray, size: tuple) -> np.ndarray:
   return io.resize_frames(image[y:y + s, x:x + s], *size)
 
 
+PLANE_DEPTH = 1.0   # the plane fallback's distance (named trajectories scale with the depth)
+
+
+def resolve_depth_arg(depth_arg: str, image_arg: str, checkpoint: str) -> str:
+  """`auto` (the default) -> gt for synthetic images, else net:CHECKPOINT/depth when the workdir
+  has a trained depth network, else `plane` (a fronto-parallel plane: no parallax inside the
+  image, disocclusions only at its borders), with a warning saying how to get real depth."""
+  if depth_arg != 'auto':
+    return depth_arg
+  if image_arg.startswith('synthetic:'):
+    return 'gt'
+  net_dir = os.path.join(checkpoint, 'depth')
+  if os.path.isfile(os.path.join(net_dir, 'config.json')):
+    return f'net:{checkpoint}'
+  logging.warning('nvs: no depth network in %s, so depth is a fronto-parallel plane; train one '
+                  'with `python -m maskvid.main --config=configs/depth_tiny.py --workdir=%s` or '
+                  'pass --depth=gt:DEPTH.npy / external:WEIGHTS', net_dir, checkpoint)
+  return 'plane'
+
+
 def prepare_inputs(image_arg: str, depth_arg: str, size: tuple, fov_deg: float):
   """Validates and loads (image uint8 [H,W,3], depth estimator or depth array, intrinsics)."""
   if image_arg.startswith('synthetic:'):
@@ -88,7 +108,9 @@ def prepare_inputs(image_arg: str, depth_arg: str, size: tuple, fov_deg: float):
   else:
     image = _square(io.read_image(image_arg, '--image'), size)
     gt, k = None, geometry.intrinsics_from_fov(fov_deg, *size)
-  if depth_arg == 'gt':
+  if depth_arg == 'plane':
+    depth = np.full(image.shape[:2], PLANE_DEPTH, np.float32)
+  elif depth_arg == 'gt':
     if gt is None:
       raise io.InputError("--depth: 'gt' needs --image=synthetic:SPLIT:SEED (or use "
                           "--depth=gt:DEPTH.npy, net:DIR or external:PATH)")
@@ -116,6 +138,8 @@ def prepare_inputs(image_arg: str, depth_arg: str, size: tuple, fov_deg: float):
 def check_depth_arg(depth_arg: str, image_arg: str) -> None:
   """Cheap validation of --depth before the model is loaded."""
   kind, _, path = depth_arg.partition(':')
+  if depth_arg == 'plane':
+    return
   if kind == 'gt' and not path:
     if not image_arg.startswith('synthetic:'):
       raise io.InputError("--depth: 'gt' needs --image=synthetic:SPLIT:SEED (or use "
@@ -127,11 +151,11 @@ def check_depth_arg(depth_arg: str, image_arg: str) -> None:
     if not os.path.isdir(path):
       raise io.InputError(f'--depth: directory not found: {path!r}')
   else:
-    raise io.InputError(f"--depth: expected gt, gt:PATH, net:DIR or external:PATH, got "
-                        f"{depth_arg!r}")
+    raise io.InputError(f"--depth: expected auto, plane, gt, gt:PATH, net:DIR or external:PATH, "
+                        f"got {depth_arg!r}")
 
 
-def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: str = 'gt',
+def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: str = 'auto',
             num_frames: int = 8, fov_deg: float = 60.0, strength: float = 1.0, seed: int = 0,
             fps: int = 8, completer=None, min_valid=None, **sample_kwargs) -> tuple:
   """The whole command; validates every input before loading the model. Returns (mp4, png)."""
@@ -145,6 +169,7 @@ def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: st
     raise io.InputError(f'--trajectory: file not found: {trajectory!r}')
   if not image.startswith('synthetic:'):
     io.read_image(image, '--image')  # fail on a bad image before the slow model load
+  depth = resolve_depth_arg(depth, image, checkpoint)
   check_depth_arg(depth, image)
   if completer is None:
     completer = cli.load_completer(checkpoint, min_valid)
@@ -173,7 +198,9 @@ def main(argv):
 if __name__ == '__main__':
   flags.DEFINE_string('image', None, "Input image, or 'synthetic:SPLIT:SEED'.")
   flags.DEFINE_string('trajectory', 'orbit', 'Camera path name or .json pose file.')
-  flags.DEFINE_string('depth', 'gt', 'gt | gt:DEPTH.npy | net:DIR | external:WEIGHTS')
+  flags.DEFINE_string('depth', 'auto', 'auto (gt for synthetic:..., else the net in '
+                      'CHECKPOINT/depth if trained, else plane) | plane | gt | gt:DEPTH.npy | '
+                      'net:DIR | external:WEIGHTS')
   flags.DEFINE_integer('num_frames', 8, 'Frames in the output video (input view included).')
   flags.DEFINE_float('fov_deg', 60.0, 'Horizontal field of view of the (square) input image.')
   flags.DEFINE_float('strength', 1.0, 'Scales the camera motion of named trajectories.')
