@@ -166,3 +166,33 @@ def test_readme_task_commands_run_verbatim_after_a_demo(run, tmp_path):
     assert proc.returncode == 0, f'{command}\n{proc.stderr[-3000:]}'
     out = [a.split('=', 1)[1] for a in args if a.startswith('--out=')][0]
     assert iio.imread(str(tmp_path / out), index=None).ndim == 4, command
+
+
+@pytest.mark.parametrize('shape', [(45, 70), (70, 45), (33, 33)])   # landscape, portrait, odd
+def test_any_input_size_keeps_every_known_pixel_at_full_resolution(run, shape):
+  c = run['completer']
+  h, w = shape
+  rng = np.random.default_rng(h * w)
+  frames = rng.integers(0, 256, (4, h, w, 3), dtype=np.uint8)
+  mask = np.ones((4, h, w), bool)
+  mask[1:3, h // 4:h // 2, w // 3:] = False            # a hole in the middle frames
+  mask[3] = rng.uniform(size=(h, w)) < 0.6             # scattered known pixels
+  out = c.complete_video(frames, mask, num_steps=1, return_latents=True)
+  video = out['video']
+  assert video.shape == frames.shape and video.dtype == np.uint8
+  np.testing.assert_array_equal(video[mask], frames[mask])          # bit-equal, full resolution
+  assert not np.array_equal(video[~mask], frames[~mask])              # the holes were filled
+  assert out['latents'].shape[2:4] == (8, 8)                          # at the model's 32x32
+
+
+def test_interpolate_command_writes_the_input_size(run, tmp_path):
+  rng = np.random.default_rng(3)
+  a = rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)
+  b = rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)
+  iio.imwrite(str(tmp_path / 'a.png'), a)
+  iio.imwrite(str(tmp_path / 'b.png'), b)
+  mp4, png = interpolate.command(start=str(tmp_path / 'a.png'), end=str(tmp_path / 'b.png'),
+                                 checkpoint=run['workdir'], out=str(tmp_path / 'i.mp4'),
+                                 num_frames=4, num_steps=1, completer=run['completer'])
+  assert iio.imread(mp4, index=None).shape == (4, 40, 64, 3)
+  assert iio.imread(png).shape[1] >= 4 * 64                # the strip shows full-size frames

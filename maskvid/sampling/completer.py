@@ -21,6 +21,7 @@ import numpy as np
 from maskvid import pictures
 from maskvid.model import model as model_lib
 from maskvid.sampling import fill
+from maskvid.sampling import fullres
 from maskvid.sampling import masks
 from maskvid.sampling import sampler
 from maskvid.train import checkpoint as ckpt_lib
@@ -63,6 +64,7 @@ class Completer:
     self.codec = codec_lib.LatentCodec.load(vae_dir, stats=latent_stats)
     self.latent_factor = self.codec.factor
     self.patch_size = tuple(int(p) for p in self.config.model.patch_size)
+    self.resolution = int(self.config.data.get('resolution', 0))   # H == W the model was trained at
     if min_valid is None:
       min_valid = self.config.sample.get('min_valid', 0.01)
     self.min_valid = float(min_valid)
@@ -135,6 +137,17 @@ class Completer:
     return self.token_masks(pixel_mask)[0]
 
   # ------------------------------------------------------------------------------- video
+  def _complete_other_size(self, x, m, size, *, paste_known, return_latents, **options):
+    """complete_video for frames [B,T,H,W,3] (float) of a size other than the model's."""
+    frames8 = pictures.to_uint8(x)
+    lo, lo_mask = fullres.to_model_resolution(frames8, m, size)
+    out = self.complete_video(lo, lo_mask, paste_known=paste_known, return_latents=True,
+                              **options)
+    feather = float(np.ceil(max(x.shape[2] / size[0], x.shape[3] / size[1])))
+    known = m if paste_known else np.zeros_like(m)
+    video = fullres.to_input_resolution(out['video'], frames8, known, feather)
+    return dict(out, video=video) if return_latents else video
+
   def complete_video(self, frames, pixel_mask, *, num_steps: Optional[int] = None,
                      solver: Optional[str] = None, renoise_at: Optional[float] = None,
                      guidance: Optional[float] = None, seed: int = 0,
@@ -143,8 +156,11 @@ class Completer:
     """Completes the unknown pixels of a clip (or a batch of clips).
 
     Args:
-      frames: uint8 [T,H,W,3] / [B,T,H,W,3], or float in [-1, 1] of those shapes. H and W must
-        be multiples of latent_factor * patch size, T of the temporal patch size.
+      frames: uint8 [T,H,W,3] / [B,T,H,W,3], or float in [-1, 1] of those shapes, any H x W:
+        at the model's resolution (`resolution`) they are completed as they are; any other size
+        or aspect goes through `sampling.fullres` (completed at the model's resolution, the
+        result upsampled into the holes, every known pixel kept at full resolution, seams
+        blended over `ceil(H / resolution)` pixels). T must be a multiple of the temporal patch.
       pixel_mask: bool [T,H,W] / [B,T,H,W], True = known pixel (its value is trusted).
       num_steps, solver, renoise_at, guidance: sampler options (None: the run config's
         `sample` section; renoise_at = 0 turns stochastic conditioning off).
@@ -169,6 +185,15 @@ class Completer:
                        f'{m.shape}')
     if unbatched:
       x, m = x[None], m[None]
+    size = (self.resolution, self.resolution)
+    if self.resolution and x.shape[2:4] != size:
+      out = self._complete_other_size(x, m, size, num_steps=num_steps, solver=solver,
+                                      renoise_at=renoise_at, guidance=guidance, seed=seed,
+                                      rng=rng, paste_known=paste_known,
+                                      return_latents=return_latents)
+      if unbatched:
+        out = ({**out, 'video': out['video'][0]} if return_latents else out[0])
+      return out
     pt, ph, pw = self.patch_size
     f = self.latent_factor
     _, T, H, W, _ = x.shape

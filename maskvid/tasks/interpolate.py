@@ -5,6 +5,8 @@ frame between them is unknown; the Completer generates the middle.
 
   python -m maskvid.tasks.interpolate --start=a.png --end=b.png --checkpoint=DIR --out=out.mp4
       [--num_frames=8] [--renoise_at=0.3]
+The output has the endpoints' size (any size or aspect; odd sizes gain one edge-replicated
+row/column in the MP4 only, which H.264 needs, not in the PNG strip).
 """
 from absl import app
 from absl import flags
@@ -57,11 +59,8 @@ def command(*, start: str, end: str, checkpoint: str, out: str, num_frames: int 
                         f'{a.shape[1]}x{a.shape[0]}')
   if completer is None:
     completer = cli.load_completer(checkpoint, min_valid)
-  size = common.model_resolution(completer)
-  if size is not None and a.shape[:2] != size:
-    logging.info('interpolate: resizing %dx%d endpoints to the model size %dx%d', a.shape[1],
-                 a.shape[0], size[1], size[0])
-    a, b = io.resize_frames(a, *size), io.resize_frames(b, *size)
+  # Any size: the Completer works at the model's resolution and returns the input's, with the
+  # endpoints' pixels exact (`sampling.fullres`).
   result = interpolate(completer, a, b, num_frames, seed=seed, **sample_kwargs)
   return io.write_outputs(out, result['video'], [result['blend'], result['video']], fps=fps)
 

@@ -1,0 +1,66 @@
+"""Any input size: down to the model's resolution, completed there, back up with every known
+pixel kept exactly.
+
+The model works at one resolution (config.data.resolution, square). Inputs of any other size or
+aspect are resized (anisotropically: every input pixel stays addressable) with a masked area
+average, so unknown pixels never leak into known low-resolution pixels; a low-resolution pixel is
+known when at least half of the input pixels it covers are. After completion the low-resolution
+video is upsampled (bicubic), the input's known pixels are pasted back bit-exactly, and a seam of
+`feather` input pixels inside each hole blends from the nearest known pixel into the generated
+content (no hard edge where the sharp input meets the softer generated fill).
+"""
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from maskvid.sampling import fill
+
+KNOWN_FRACTION = 0.5
+
+
+def _resize_stack(x: np.ndarray, height: int, width: int, interpolation) -> np.ndarray:
+  """float32 [N, H, W(, C)] -> [N, height, width(, C)] frame by frame."""
+  return np.stack([cv2.resize(f, (width, height), interpolation=interpolation) for f in x])
+
+
+def to_model_resolution(frames: np.ndarray, pixel_mask: np.ndarray, size: tuple):
+  """uint8 [..., H, W, 3] + bool [..., H, W] -> (uint8 [..., h, w, 3], bool [..., h, w]).
+
+  Each low-resolution pixel is the mean of the known input pixels it covers (0 when none are);
+  it is known when at least KNOWN_FRACTION of them are.
+  """
+  h, w = size
+  lead = frames.shape[:-3]
+  x = np.asarray(frames, np.float32).reshape(-1, *frames.shape[-3:])
+  m = np.asarray(pixel_mask, np.float32).reshape(-1, *pixel_mask.shape[-2:])
+  weight = _resize_stack(m, h, w, cv2.INTER_AREA)
+  total = _resize_stack(x * m[..., None], h, w, cv2.INTER_AREA)
+  mean = np.where(weight[..., None] > 1e-6, total / np.maximum(weight[..., None], 1e-6), 0.0)
+  lo = np.clip(np.round(mean), 0, 255).astype(np.uint8)
+  return lo.reshape(*lead, h, w, 3), (weight >= KNOWN_FRACTION).reshape(*lead, h, w)
+
+
+def to_input_resolution(video: np.ndarray, frames: np.ndarray, pixel_mask: np.ndarray,
+                        feather: float) -> np.ndarray:
+  """Completed uint8 [..., h, w, 3] -> uint8 [..., H, W, 3] at the input's size.
+
+  Known input pixels are copied exactly; an unknown pixel at distance d (pixels) from the
+  nearest known one is `a * generated + (1 - a) * nearest known`, a = min(d / feather, 1).
+  """
+  height, width = frames.shape[-3:-1]
+  lead = frames.shape[:-3]
+  lo = np.asarray(video, np.float32).reshape(-1, *video.shape[-3:])
+  up = np.clip(_resize_stack(lo, height, width, cv2.INTER_CUBIC), 0, 255)
+  x = np.asarray(frames).reshape(-1, height, width, 3)
+  m = np.asarray(pixel_mask, bool).reshape(-1, height, width)
+  nearest = fill.nearest_fill(x.astype(np.float32), m)
+  out = np.empty_like(x)
+  for i in range(len(x)):
+    if m[i].any() and feather > 0:
+      d = ndimage.distance_transform_edt(~m[i])
+      a = np.clip(d / float(feather), 0.0, 1.0)[..., None]
+    else:
+      a = np.ones((height, width, 1), np.float32)
+    blend = a * up[i] + (1.0 - a) * nearest[i]
+    out[i] = np.where(m[i][..., None], x[i], np.clip(np.round(blend), 0, 255)).astype(np.uint8)
+  return out.reshape(*lead, height, width, 3)
