@@ -155,9 +155,13 @@ def test_nvs_inputs_with_external_depth_weights(tmp_path):
   iio.imwrite(tmp_path / 'in.png', img)
   image, depth, k = nvs.prepare_inputs(str(tmp_path / 'in.png'), 'external:' + weights,
                                        (32, 32), 60.0)
-  assert image.shape == (32, 32, 3) and depth.shape == (32, 32)
-  np.testing.assert_allclose(depth, md.load_external_depth(weights).estimate(image), rtol=1e-6)
-  np.testing.assert_allclose(k, geometry.intrinsics_from_fov(60.0, 32, 32))
+  # The image keeps its own size; depth is estimated at the model's size and brought back.
+  assert image.shape == (40, 48, 3) and depth.shape == (40, 48)
+  np.testing.assert_array_equal(image, img)
+  small = md.load_external_depth(weights).estimate(io.resize_frames(img, 32, 32))
+  want = cv2.resize(small, (48, 40), interpolation=cv2.INTER_NEAREST)
+  np.testing.assert_allclose(depth, want, rtol=1e-6)
+  np.testing.assert_allclose(k, geometry.intrinsics_from_fov(60.0, 40, 48))
 
 
 # ----------------------------------------------------------------------------- commands

@@ -196,3 +196,24 @@ def test_interpolate_command_writes_the_input_size(run, tmp_path):
                                  num_frames=4, num_steps=1, completer=run['completer'])
   assert iio.imread(mp4, index=None).shape == (4, 40, 64, 3)
   assert iio.imread(png).shape[1] >= 4 * 64                # the strip shows full-size frames
+
+
+def test_nvs_and_edit_commands_write_the_input_size(run, tmp_path):
+  rng = np.random.default_rng(5)
+  image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+  iio.imwrite(str(tmp_path / 'in.png'), image)
+  mp4, png = nvs.command(image=str(tmp_path / 'in.png'), trajectory='orbit',
+                         checkpoint=run['workdir'], out=str(tmp_path / 'nvs.mp4'),
+                         depth='plane', num_frames=4, num_steps=1, completer=run['completer'])
+  video = iio.imread(mp4, index=None)
+  assert video.shape == (4, 40, 56, 3)
+  assert iio.imread(png).shape[1] >= 56          # the strip keeps the full-size frames
+  clip = np.stack([np.roll(image, 2 * k, axis=1) for k in range(4)])
+  edited = clip[0].copy()
+  edited[10:20, 10:30] = (255, 0, 255)
+  np.save(str(tmp_path / 'clip.npy'), clip)
+  iio.imwrite(str(tmp_path / 'edit0.png'), edited)
+  mp4, _ = edit.command(video=str(tmp_path / 'clip.npy'), edited_frame=str(tmp_path / 'edit0.png'),
+                        checkpoint=run['workdir'], out=str(tmp_path / 'edit.mp4'), num_steps=1,
+                        completer=run['completer'])
+  assert iio.imread(mp4, index=None).shape == (4, 40, 56, 3)

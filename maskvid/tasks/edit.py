@@ -82,13 +82,9 @@ def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: s
                           f'than --threshold={threshold}; pass --mask or lower --threshold')
   if completer is None:
     completer = cli.load_completer(checkpoint, min_valid)
-  size = common.model_resolution(completer)
+  # Any frame size: tracked at full resolution; the Completer works at the model's and returns
+  # this size with every pixel outside the edited region exact (`sampling.fullres`).
   frames_limit = common.num_frames_of(completer)
-  if size is not None and clip.shape[1:3] != size:
-    logging.info('edit: resizing %dx%d frames to the model size %dx%d', clip.shape[2],
-                 clip.shape[1], size[1], size[0])
-    clip, edited = io.resize_frames(clip, *size), io.resize_frames(edited, *size)
-    region0 = io.resize_frames(region0, *size, nearest=True)
   if frames_limit and clip.shape[0] > frames_limit:
     logging.info('edit: using the first %d of %d frames (the model clip length)', frames_limit,
                  clip.shape[0])

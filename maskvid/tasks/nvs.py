@@ -63,14 +63,12 @@ def novel_view_synthesis(completer, image, depth, intrinsics, world_to_camera, *
   return out
 
 
-def _square(image: np.ndarray, size: tuple) -> np.ndarray:
-  h, w = image.shape[:2]
-  if (h, w) == tuple(size):
-    return image
-  s = min(h, w)
-  y, x = (h - s) // 2, (w - s) // 2
-  logging.info('nvs: centre-cropping %dx%d to %dx%d and resizing to %dx%d', h, w, s, s, *size)
-  return io.resize_frames(image[y:y + s, x:x + s], *size)
+def _resize_depth(depth: np.ndarray, size: tuple) -> np.ndarray:
+  """Nearest keeps depth edges sharp (averaging would invent in-between surfaces)."""
+  depth = np.asarray(depth, np.float32)
+  if depth.shape == tuple(size):
+    return depth
+  return cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
 PLANE_DEPTH = 1.0   # the plane fallback's distance (named trajectories scale with the depth)
@@ -105,9 +103,10 @@ def prepare_inputs(image_arg: str, depth_arg: str, size: tuple, fov_deg: float):
       raise io.InputError(f'--image: split must be one of {synthetic.SPLITS}, got {split!r}')
     clip = synthetic.render_clip(seed, split, 1, size[0], size[1])
     image, gt, k = clip['rgb'][0], clip['depth'][0], clip['intrinsics']
-  else:
-    image = _square(io.read_image(image_arg, '--image'), size)
-    gt, k = None, geometry.intrinsics_from_fov(fov_deg, *size)
+  else:   # the user's image at its own size and aspect (the Completer handles any size)
+    image = io.read_image(image_arg, '--image')
+    gt, k = None, geometry.intrinsics_from_fov(fov_deg, *image.shape[:2])
+  full = image.shape[:2]
   if depth_arg == 'plane':
     depth = np.full(image.shape[:2], PLANE_DEPTH, np.float32)
   elif depth_arg == 'gt':
@@ -117,18 +116,19 @@ def prepare_inputs(image_arg: str, depth_arg: str, size: tuple, fov_deg: float):
     depth = gt
   elif depth_arg.startswith('gt:'):
     depth = io.read_depth(depth_arg[3:], '--depth')
-    if depth.shape != image.shape[:2]:
-      if depth.shape[0] != depth.shape[1]:
-        raise io.InputError(f'--depth: depth map of shape {depth.shape} does not match the '
-                            f'image ({image.shape[0]}x{image.shape[1]}) and is not square')
-      # Nearest keeps depth edges sharp (averaging would invent in-between surfaces).
-      depth = cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    if depth.shape != full:
+      aspect = (depth.shape[0] * full[1]) / (depth.shape[1] * full[0])
+      if not 0.98 < aspect < 1.02:
+        raise io.InputError(f'--depth: depth map of shape {depth.shape} does not have the '
+                            f'aspect of the image ({full[0]}x{full[1]})')
+      depth = _resize_depth(depth, full)
   elif depth_arg.startswith(('net:', 'external:')):
     try:
       estimator = depth_lib.make_depth_estimator(depth_arg)
     except (FileNotFoundError, ValueError) as e:
       raise io.InputError(f'--depth: {e}') from e
-    depth = estimator.estimate(image)
+    # The depth net runs at the model's size; its map is brought back to the image's.
+    depth = _resize_depth(estimator.estimate(io.resize_frames(image, *size)), full)
   else:
     raise io.InputError(f"--depth: expected gt, gt:PATH, net:DIR or external:PATH, got "
                         f"{depth_arg!r}")
