@@ -301,3 +301,15 @@ def test_bad_options_name_the_argument():
     run(num_steps=0)
   with pytest.raises(ValueError, match='renoise_at must be'):
     run(num_steps=4, renoise_at=1.5)
+
+
+def test_progress_logs_one_line_per_step_and_changes_nothing(caplog):
+  known, mask = random_problem(3)
+  run = functools.partial(sampler.complete, strict_velocity, num_steps=4, solver='euler')
+  quiet = np.asarray(run((MU, SIG, mask), known, mask, key(1)))
+  with caplog.at_level('INFO'):
+    loud = np.asarray(run((MU, SIG, mask), known, mask, key(1), progress=True))
+    jax.effects_barrier()
+  np.testing.assert_array_equal(quiet, loud)
+  steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith('sampler: step')]
+  assert steps == [f'sampler: step {i}/4' for i in range(1, 5)]

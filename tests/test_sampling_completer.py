@@ -85,7 +85,7 @@ def test_loads_run(completer):
   np.testing.assert_allclose(np.asarray(completer.codec.scale), [0.5, 2.0, 1.0, 1.5])
   assert completer.config.data.resolution == RES
   opts = completer.sample_options()
-  assert opts == dict(num_steps=2, solver='euler', renoise_at=0.0, guidance=1.0)
+  assert opts == dict(num_steps=2, solver='euler', renoise_at=0.0, guidance=1.0, progress=False)
 
 
 def test_encode_normalises_with_stats(completer):

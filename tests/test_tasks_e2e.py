@@ -168,7 +168,7 @@ def test_readme_task_commands_run_verbatim_after_a_demo(run, tmp_path):
     assert iio.imread(str(tmp_path / out), index=None).ndim == 4, command
 
 
-@pytest.mark.parametrize('shape', [(45, 70), (70, 45), (33, 33)])   # landscape, portrait, odd
+@pytest.mark.parametrize('shape', [(45, 70), (70, 45), (33, 33), (500, 741)])
 def test_any_input_size_keeps_every_known_pixel_at_full_resolution(run, shape):
   c = run['completer']
   h, w = shape

@@ -113,12 +113,14 @@ class Completer:
       raise ValueError(f'latents must be [B, T, h, w, {self.codec.latent_channels}], got {z.shape}')
     return self.codec.decode(z)
 
-  def sample_options(self, num_steps=None, solver=None, renoise_at=None, guidance=None) -> dict:
+  def sample_options(self, num_steps=None, solver=None, renoise_at=None, guidance=None,
+                     progress=False) -> dict:
     """Sampler keyword arguments: given values, else the run config's `sample` section."""
     s = self.config.sample
     return dict(num_steps=int(s.num_steps if num_steps is None else num_steps),
                 solver=str(s.solver if solver is None else solver),
                 renoise_at=float(s.renoise_at if renoise_at is None else renoise_at),
+                progress=bool(progress),
                 guidance=float(s.guidance if guidance is None else guidance))
 
   def complete_latents(self, known, known_mask, rng, exact_mask=None, **options) -> jax.Array:
@@ -152,7 +154,7 @@ class Completer:
                      solver: Optional[str] = None, renoise_at: Optional[float] = None,
                      guidance: Optional[float] = None, seed: int = 0,
                      rng: Optional[jax.Array] = None, paste_known: bool = True,
-                     return_latents: bool = False):
+                     return_latents: bool = False, progress: bool = False):
     """Completes the unknown pixels of a clip (or a batch of clips).
 
     Args:
@@ -168,6 +170,7 @@ class Completer:
       paste_known: copy the known input pixels over the decoded output (default; False shows
         the raw decode, e.g. to see the VAE's error on the given pixels).
       return_latents: also return the latents and the latent known mask.
+      progress: log a line per sampler step (the task commands turn it on).
 
     Returns:
       uint8 frames with the rank of `frames` ([T,H,W,3] or [B,T,H,W,3]); with return_latents a
@@ -190,7 +193,7 @@ class Completer:
       out = self._complete_other_size(x, m, size, num_steps=num_steps, solver=solver,
                                       renoise_at=renoise_at, guidance=guidance, seed=seed,
                                       rng=rng, paste_known=paste_known,
-                                      return_latents=return_latents)
+                                      return_latents=return_latents, progress=progress)
       if unbatched:
         out = ({**out, 'video': out['video'][0]} if return_latents else out[0])
       return out
@@ -209,7 +212,7 @@ class Completer:
     known = jnp.where(known_mask[..., None], latents, 0.0)  # unknown values are never read
     out = self.complete_latents(known, known_mask, rng, exact_mask=exact_mask,
                                 num_steps=num_steps, solver=solver, renoise_at=renoise_at,
-                                guidance=guidance)
+                                guidance=guidance, progress=progress)
     video = pictures.to_uint8(self.decode(out))
     if paste_known:
       video = np.where(m[..., None], pictures.to_uint8(x), video)

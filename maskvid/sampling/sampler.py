@@ -57,13 +57,14 @@ import math
 import numbers
 from typing import Any, Callable, Optional
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 SOLVERS = ('euler', 'heun', 'ancestral')
-_STATIC = ('apply_fn', 'num_steps', 'solver', 'renoise_at', 'guidance')
+_STATIC = ('apply_fn', 'num_steps', 'solver', 'renoise_at', 'guidance', 'progress')
 _NO_EXACT = object()
 
 # Incremented each time the sampler body is traced (i.e. compiled); read via trace_count().
@@ -151,8 +152,13 @@ def _validate(apply_fn, known, known_mask, exact_mask=None):
                      f'{tuple(known_mask.shape)}, got {got} {getattr(exact_mask, "dtype", "")}')
 
 
+def _report_step(step, num_steps):
+  """Host side of `progress=True`: one line per sampler step (jax.debug.callback)."""
+  logging.info('sampler: step %d/%d', int(step) + 1, num_steps)
+
+
 def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, solver,
-            renoise_at, guidance, keep_trajectory):
+            renoise_at, guidance, keep_trajectory, progress=False):
   """Shared body of complete / sample_trajectory (traced once per shapes + static options)."""
   _TRACES['sample'] += 1
   _validate(apply_fn, known, known_mask, exact_mask)
@@ -184,7 +190,9 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
       return jnp.where(held[..., None], known, y)
 
     def step(x, inputs):
-      t, s, key = inputs
+      t, s, key, index = inputs
+      if progress:
+        jax.debug.callback(functools.partial(_report_step, num_steps=num_steps), index)
       t, s = t.astype(dtype), s.astype(dtype)
       v = velocity(x, t, held, guide)
       if solver == 'euler':
@@ -205,7 +213,8 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
       x_next = hold(x_next)
       return x_next, (x_next if keep_trajectory else None)
 
-    return lax.scan(step, x, (grid[lo:hi], grid[lo + 1:hi + 1], step_keys[lo:hi]))
+    return lax.scan(step, x, (grid[lo:hi], grid[lo + 1:hi + 1], step_keys[lo:hi],
+                              jnp.arange(lo, hi)))
 
   guided = guidance != 1.0
   x = jnp.where(known_mask[..., None], known, eps0)
@@ -230,7 +239,7 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
 def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_mask: jax.Array,
              rng: jax.Array, *, num_steps: int, solver: str = 'euler',
              renoise_at: float = 0.0, guidance: float = 1.0,
-             exact_mask: Optional[jax.Array] = None) -> jax.Array:
+             exact_mask: Optional[jax.Array] = None, progress: bool = False) -> jax.Array:
   """Fills the unknown tokens of `known` by sampling the masked flow-matching model.
 
   Args:
@@ -246,6 +255,7 @@ def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_
     guidance: mask-dropout guidance weight w (static Python float); 1.0 = off.
     exact_mask: bool [B, T, h, w] or None: known tokens that are exact (kept clean even past
       `renoise_at`); the other known tokens are unreliable. None: no token is exact.
+    progress: log one line per step from inside the compiled loop (a host callback; static).
 
   Returns:
     latents [B, T, h, w, c], dtype of `known`; known tokens bit-equal to `known` unless
@@ -254,13 +264,14 @@ def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_
   """
   return _sample(apply_fn, params, known, known_mask, exact_mask, rng, num_steps=num_steps,
                  solver=solver, renoise_at=renoise_at, guidance=guidance,
-                 keep_trajectory=False)[0]
+                 keep_trajectory=False, progress=progress)[0]
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def sample_trajectory(apply_fn, params, known, known_mask, rng, *, num_steps: int,
                       solver: str = 'euler', renoise_at: float = 0.0,
-                      guidance: float = 1.0, exact_mask: Optional[jax.Array] = None):
+                      guidance: float = 1.0, exact_mask: Optional[jax.Array] = None,
+                      progress: bool = False):
   """Same as `complete`, also returning every state on the grid (for inspection and tests).
 
   Returns:
@@ -270,4 +281,5 @@ def sample_trajectory(apply_fn, params, known, known_mask, rng, *, num_steps: in
     t_grid[k] == renoise_at is the state just before the known tokens are re-noised.
   """
   return _sample(apply_fn, params, known, known_mask, exact_mask, rng, num_steps=num_steps,
-                 solver=solver, renoise_at=renoise_at, guidance=guidance, keep_trajectory=True)
+                 solver=solver, renoise_at=renoise_at, guidance=guidance, keep_trajectory=True,
+                 progress=progress)

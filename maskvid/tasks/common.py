@@ -67,6 +67,8 @@ def run_completion(completer, frames: np.ndarray, pixel_mask: np.ndarray, *, see
     kwargs['rng'] = jax.random.key(seed)
   if 'return_latents' in params:
     kwargs['return_latents'] = True
+  if 'progress' in params:
+    kwargs['progress'] = True   # a log line per sampler step: commands can take minutes
   out = completer.complete_video(frames[None], pixel_mask[None], **kwargs)
   return _normalise(out)
 
