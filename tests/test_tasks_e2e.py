@@ -217,3 +217,13 @@ def test_nvs_and_edit_commands_write_the_input_size(run, tmp_path):
                         checkpoint=run['workdir'], out=str(tmp_path / 'edit.mp4'), num_steps=1,
                         completer=run['completer'])
   assert iio.imread(mp4, index=None).shape == (4, 40, 56, 3)
+
+
+def test_gallery_writes_one_strip_per_task(run, tmp_path):
+  from maskvid.tasks import gallery  # pylint: disable=g-import-not-at-top
+  pngs = gallery.make_gallery(run['workdir'], str(tmp_path), completer=run['completer'],
+                              num_steps=1)
+  assert set(pngs) == {'nvs', 'interpolate', 'edit'}
+  for task, png in pngs.items():
+    assert os.path.basename(png) == f'gallery_{task}.png'
+    assert iio.imread(png).shape[1] >= 8 * 32, task
