@@ -14,9 +14,10 @@ needs a C++ SIGTERM handler that a Python handler would replace, so it is not us
 effect is the handler, installed on entry and restored on exit (main thread only).
 
 Unreadable checkpoints -- `restore_newest_readable` tries the steps newest first; one that fails
-to restore is logged (step, error) and moved aside to `<checkpoints>_unreadable/<step>` (never
-deleted: it stays there for a post-mortem, and its step can be written again), and the next older
-one is tried.
+to restore is logged (step, error) and the next older one is tried. Once one restores, the failed
+newer ones are moved aside to `<checkpoints>_unreadable/<step>` (never deleted: kept for a
+post-mortem, and their steps can be written again). When none restores nothing is moved: that is
+a changed config, not corruption, and the run stops naming it.
 
 Non-finite loss -- `check_finite` is called before every save and at every log line: a NaN/inf
 loss or parameter stops the run with `NonFiniteLoss` naming the step and the last good
@@ -89,36 +90,52 @@ class Guard:
 UNREADABLE_SUFFIX = '_unreadable'
 
 
-def restore_newest_readable(manager, restore: Callable[[int], Any]) -> Optional[Any]:
-  """`restore(step)` for the newest step that restores, or None when no checkpoint does.
+def restore_newest_readable(manager, restore: Callable[[int], Any],
+                            move_aside: bool = True) -> Optional[Any]:
+  """`restore(step)` for the newest step that restores; None when there is no checkpoint.
 
-  `manager` is the run's orbax CheckpointManager; steps that fail are moved aside (process 0 moves,
-  every process waits) and the manager is reloaded so it no longer lists them.
+  Newer steps that failed are logged and, once an older one has restored (so the failure is the
+  checkpoint's, not a config that no longer matches the run), moved aside when `move_aside`
+  (process 0 moves, every process waits) and the manager reloaded so it no longer lists them.
+  When no step restores, nothing is moved and the newest step's error is raised, naming it: that
+  is a run whose config changed (or a directory that is all bad), for a person to look at.
   """
-  moved = False
-  result = None
+  failed = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       result = restore(step)
-      break
     except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many types)
-      where = _step_dir(manager, step)
-      aside = os.path.join(str(manager.directory) + UNREADABLE_SUFFIX, str(step))
-      logging.warning('checkpoint step %d (%s) cannot be restored: %s: %s. Moving it to %s and '
-                      'trying the previous one.', step, where, type(e).__name__,
-                      str(e).splitlines()[0][:300] if str(e) else '', aside)
-      if jax.process_index() == 0:
-        fileio.makedirs(os.path.dirname(aside))
-        target = fileio.path(aside)
-        if target.exists():   # the same step failed before: keep both
-          target = fileio.path(f'{aside}-{len(list(target.parent.iterdir()))}')
-        fileio.path(where).rename(target)
-      if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(f'maskvid-quarantine-{step}')
-      moved = True
-  if moved:
-    manager.reload()
-  return result
+      text = str(e).splitlines()[0][:300] if str(e) else ''
+      logging.warning('checkpoint step %d (%s) cannot be restored: %s: %s; trying the previous '
+                      'one.', step, _step_dir(manager, step), type(e).__name__, text)
+      failed.append((step, e))
+      continue
+    if failed and move_aside:
+      for bad, _ in failed:
+        _move_aside(manager, bad)
+      manager.reload()
+    return result
+  if failed:
+    step, e = failed[0]
+    raise RuntimeError(f'no checkpoint in {manager.directory} restores (newest: step {step}, '
+                       f'{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}). '
+                       'If the config changed since they were written, use the old config or a '
+                       'new workdir; nothing was moved or deleted.') from e
+  return None
+
+
+def _move_aside(manager, step: int) -> None:
+  where = _step_dir(manager, step)
+  aside = os.path.join(str(manager.directory) + UNREADABLE_SUFFIX, str(step))
+  logging.warning('moving unreadable checkpoint step %d to %s (kept, not deleted)', step, aside)
+  if jax.process_index() == 0:
+    fileio.makedirs(os.path.dirname(aside))
+    target = fileio.path(aside)
+    if target.exists():   # the same step failed before: keep both
+      target = fileio.path(f'{aside}-{len(list(target.parent.iterdir()))}')
+    fileio.path(where).rename(target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'maskvid-quarantine-{step}')
 
 
 def _step_dir(manager, step: int) -> str:

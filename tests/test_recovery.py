@@ -103,6 +103,22 @@ def test_corrupt_newest_checkpoint_falls_back_and_is_kept_aside(tmp_path, caplog
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_changed_config_moves_nothing_and_says_so(tmp_path):
+  run = _workdir(tmp_path, 'run')
+  stages.run_diffusion(_tiny(2), run)
+  diffusion = os.path.join(run, 'diffusion')
+  before = sorted(os.listdir(diffusion)), _steps_on_disk(diffusion)
+  with open(os.path.join(diffusion, 'config.json')) as f:
+    config_before = f.read()
+  wider = _tiny(4)
+  wider.model.width = 48                                  # no checkpoint fits this model
+  with pytest.raises(RuntimeError, match=r'no checkpoint in .* restores.*nothing was moved'):
+    stages.run_diffusion(wider, run)
+  assert (sorted(os.listdir(diffusion)), _steps_on_disk(diffusion)) == before
+  with open(os.path.join(diffusion, 'config.json')) as f:
+    assert f.read() == config_before
+
+
 def test_non_finite_loss_stops_before_any_checkpoint_holds_it(tmp_path, monkeypatch):
   real_step = step_lib.Trainer.step
 

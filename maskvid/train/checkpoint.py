@@ -49,16 +49,18 @@ def save(manager: ocp.CheckpointManager, state, force: bool = False) -> bool:
                       force=force)
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state) -> Any | None:
+def restore_latest(manager: ocp.CheckpointManager, abstract_state,
+                   move_aside: bool = True) -> Any | None:
   """The newest readable checkpoint restored onto `abstract_state`'s shardings, or None.
 
-  An unreadable newer one is logged and moved aside (`recovery.restore_newest_readable`).
+  An unreadable newer one is logged and (when `move_aside`) moved aside
+  (`recovery.restore_newest_readable`); inference loads pass move_aside=False: read only.
   """
   def restore(step):
     logging.info('restoring checkpoint step %d from %s', step, manager.directory)
     return manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))['state']
-  return recovery.restore_newest_readable(manager, restore)
+  return recovery.restore_newest_readable(manager, restore, move_aside=move_aside)
 
 
 def _tuples(value):
@@ -102,6 +104,6 @@ def load_for_inference(diffusion_dir: str):
   local.mesh.data, local.mesh.fsdp, local.mesh.tensor = 1, 1, 1
   mesh = sharding_lib.make_mesh(local.mesh, devices=jax.devices()[:1])
   trainer = step_lib.Trainer(local, mesh=mesh)
-  state = restore_latest(manager, trainer.abstract_state)
+  state = restore_latest(manager, trainer.abstract_state, move_aside=False)
   manager.close()
   return config, trainer.module, state.ema_params

@@ -105,19 +105,20 @@ def train_and_evaluate(config, workdir: str,
     raise ValueError(f'config.train.steps must be >= 1, got {total_steps}')
 
   is_chief = jax.process_index() == 0
+  trainer = step_lib.Trainer(config)
+  logging.info('mesh %s, %d params, global batch %d', dict(trainer.mesh.shape),
+               trainer.num_params, trainer.global_batch_size)
+  manager = ckpt_lib.make_manager(diffusion_dir, config)
+  # Restore before writing the config: a config that no longer fits the checkpoints stops here
+  # and leaves the directory (its config.json included) as it was.
+  state = ckpt_lib.restore_latest(manager, trainer.abstract_state)
+  if state is None:
+    state = trainer.init(int(config.seed))
   if is_chief:
     workdir_lib.save_config(config, diffusion_dir)
     # Inference needs only this dir + the VAE dir: keep the normalisation stats with the weights.
     (fileio.path(latents_dir) / 'stats.json').copy(fileio.path(diffusion_dir) / 'stats.json',
                                                    overwrite=True)
-
-  trainer = step_lib.Trainer(config)
-  logging.info('mesh %s, %d params, global batch %d', dict(trainer.mesh.shape),
-               trainer.num_params, trainer.global_batch_size)
-  manager = ckpt_lib.make_manager(diffusion_dir, config)
-  state = ckpt_lib.restore_latest(manager, trainer.abstract_state)
-  if state is None:
-    state = trainer.init(int(config.seed))
   start_step = int(jax.device_get(state.step))
   final_path = os.path.join(diffusion_dir, FINAL_METRICS)
   if start_step >= total_steps and fileio.path(final_path).exists():
