@@ -26,7 +26,6 @@ is 1 (what dm_pix assumes). Masks are bool `[..., H, W]` with True = pixel count
 """
 from __future__ import annotations
 
-import functools
 import pickle
 import os
 import re
@@ -167,59 +166,60 @@ def _unit_normalize(f, eps=1e-10):
   return f / (jnp.sqrt(jnp.sum(f ** 2, axis=-1, keepdims=True)) + eps)
 
 
-def lpips_distance(features: LPIPSFeatures, params, lin_weights, a, b):
-  """LPIPS distance per frame. a, b: [..., H, W, 3] in [-1, 1] -> [...].
-
-  lin_weights: list (one per stage) of non-negative channel weights [C_s].
-  """
-  _check_pair(a, b)
-  lead = a.shape[:-3]
-  fa = features.apply(params, _flat_frames(jnp.asarray(a, jnp.float32)))
-  fb = features.apply(params, _flat_frames(jnp.asarray(b, jnp.float32)))
-  total = 0.0
-  for xa, xb, w in zip(fa, fb, lin_weights):
-    d = (_unit_normalize(xa) - _unit_normalize(xb)) ** 2
-    total = total + jnp.mean(jnp.sum(d * w, axis=-1), axis=(1, 2))
-  return total.reshape(lead)
-
-
 class LPIPS:
   """Callable LPIPS metric built from weights (see `maybe_load_lpips`).
 
   Frames go through the network in fixed chunks of `CHUNK` (the last one padded), so each frame
-  size compiles once however many frames a caller passes.
+  size compiles once. `features` / `distance` split the metric so a caller scoring many methods
+  against the same frames runs the network on those frames once (the eval does).
   """
-  CHUNK = 8
+  CHUNK = 32
 
   def __init__(self, stages, params, lin_weights):
     self.stages = tuple(tuple(s) for s in stages)
-    self.features = LPIPSFeatures(self.stages)
+    self.features_net = LPIPSFeatures(self.stages)
     self.params = params
     self.lin_weights = [jnp.asarray(w, jnp.float32) for w in lin_weights]
-    self._fn = jax.jit(functools.partial(lpips_distance, self.features))
-    self._pool = jax.jit(lambda p, x: jnp.mean(self.features.apply(p, x)[-1], axis=(1, 2)))
+    def taps(p, x):
+      fs = self.features_net.apply(p, x)
+      return [_unit_normalize(f) for f in fs] + [jnp.mean(fs[-1], axis=(1, 2))]
+    self._taps = jax.jit(taps)
+    self._dist = jax.jit(lambda w, fa, fb: sum(
+        jnp.mean(jnp.sum((xa - xb) ** 2 * wi, axis=-1), axis=(1, 2))
+        for xa, xb, wi in zip(fa, fb, w)))
 
-  def _chunked(self, fn, *frames):
-    flat = [np.asarray(f, np.float32).reshape(-1, *np.shape(f)[-3:]) for f in frames]
-    n = len(flat[0])
+  def features(self, frames) -> list:
+    """[..., H, W, 3] in [-1, 1] -> [unit-normalised tap per stage [N, h, w, C]..., pooled last
+    stage [N, C]] (numpy), N = the number of frames."""
+    flat = np.asarray(frames, np.float32).reshape(-1, *np.shape(frames)[-3:])
+    parts = []
+    for i in range(0, len(flat), self.CHUNK):
+      x = flat[i:i + self.CHUNK]
+      pad = self.CHUNK - len(x)
+      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+      parts.append([np.asarray(t)[:self.CHUNK - pad] for t in self._taps(self.params, x)])
+    if not parts:
+      raise ValueError('features needs at least one frame')
+    return [np.concatenate(t) for t in zip(*parts)]
+
+  def distance(self, features_a: list, features_b: list) -> np.ndarray:
+    """Per-frame LPIPS [N] between two `features` results of the same frame count."""
     out = []
+    n = len(features_a[0])
     for i in range(0, n, self.CHUNK):
-      parts = [f[i:i + self.CHUNK] for f in flat]
-      pad = self.CHUNK - len(parts[0])
-      parts = [np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) for x in parts]
-      out.append(np.asarray(fn(*parts))[:self.CHUNK - pad])
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+      fa = [f[i:i + self.CHUNK] for f in features_a[:-1]]
+      fb = [f[i:i + self.CHUNK] for f in features_b[:-1]]
+      out.append(np.asarray(self._dist(self.lin_weights, fa, fb)))
+    return np.concatenate(out)
 
   def __call__(self, a, b):
     """a, b: [..., H, W, 3] in [-1, 1] -> per-frame LPIPS [...] (0 for identical frames)."""
     _check_pair(a, b)
-    lead = np.shape(a)[:-3]
-    d = self._chunked(lambda x, y: self._fn(self.params, self.lin_weights, x, y), a, b)
-    return d.reshape(lead)
+    return self.distance(self.features(a), self.features(b)).reshape(np.shape(a)[:-3])
 
   def pooled_features(self, frames) -> np.ndarray:
     """[..., H, W, 3] in [-1, 1] -> the last stage's features, spatially averaged: [N, C]."""
-    return self._chunked(lambda x: self._pool(self.params, x), frames)
+    return self.features(frames)[-1]
 
 
 def _read_tensors(path: str) -> dict[str, np.ndarray]:

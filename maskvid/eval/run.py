@@ -188,8 +188,12 @@ def make_samplers(config, workdir: str, methods) -> dict:
 
 # ------------------------------------------------------------------------------------ scoring
 def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None,
-          with_images: bool = True) -> dict:
-  """Metrics of one method on one split/task. pred, gt: [N, T, H, W, 3] in [-1, 1]."""
+          with_images: bool = True, cache: dict | None = None) -> dict:
+  """Metrics of one method on one split/task. pred, gt: [N, T, H, W, 3] in [-1, 1].
+
+  `cache`: a dict shared by the rows of one split/task; the LPIPS network runs on the
+  ground-truth frames once per task and on each row's frames once (LPIPS and FD from one pass).
+  """
   vals = {k: [] for k in SCORES}
   scored_pred, scored_gt = [], []
   for i, (clip, task) in enumerate(zip(clips, tasks)):
@@ -200,15 +204,21 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None
       vals['ssim'].append(np.asarray(metrics_lib.ssim(p, g)))
       vals['psnr_hole'].append(np.asarray(metrics_lib.masked_psnr(p, g, hole)))
       vals['ssim_hole'].append(np.asarray(metrics_lib.masked_ssim(p, g, hole)))
-      if lpips is not None:
-        vals['lpips'].append(np.asarray(lpips(p, g)))
     geo = (clip['depth'], clip['intrinsics'], clip['world_to_camera'])
     vals['reproj'].append(consistency.reprojection_error(pred[i], *geo))
     vals['chamfer'].append(consistency.chamfer_distance(pred[i], gt[i], *geo, frame_ids=f))
     scored_pred.append(p)
     scored_gt.append(g)
-  out = {k: metrics_lib.finite_mean(np.concatenate([np.ravel(x) for x in v])) if v else float('nan')
-         for k, v in vals.items()}
+  feats = None
+  if with_images and lpips is not None:
+    cache = {} if cache is None else cache
+    if 'gt' not in cache:
+      cache['gt'] = lpips.features(np.concatenate(scored_gt))
+    feats = lpips.features(np.concatenate(scored_pred))
+    per_frame = lpips.distance(feats, cache['gt'])
+    vals['lpips'] = np.split(per_frame, np.cumsum([len(x) for x in scored_pred])[:-1])
+  out = {k: metrics_lib.finite_mean(np.concatenate([np.ravel(x) for x in v])) if len(v) else
+         float('nan') for k, v in vals.items()}
   # Spread across clips (standard error of the per-clip means) for the headline metrics.
   for k in SE_SCORES:
     per_clip = np.array([metrics_lib.finite_mean(x) for x in vals[k]], np.float64)
@@ -216,10 +226,8 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None
     out[f'{k}_se'] = (float(per_clip.std(ddof=1) / np.sqrt(len(per_clip)))
                       if len(per_clip) > 1 else float('nan'))
   if with_images:
-    sp, sg = np.concatenate(scored_pred), np.concatenate(scored_gt)
-    out['fd'] = (metrics_lib.frechet_distance(lpips.pooled_features(sg),
-                                              lpips.pooled_features(sp))
-                 if lpips is not None and len(sp) >= 2 else float('nan'))
+    out['fd'] = (metrics_lib.frechet_distance(cache['gt'][-1], feats[-1])
+                 if feats is not None and len(feats[-1]) >= 2 else float('nan'))
   else:
     for k in ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips'):
       out[k] = float('nan')
@@ -357,11 +365,11 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
         if one_step:
           preds[m + ONE_STEP_SUFFIX] = (preds['ours_no_sc' + ONE_STEP_SUFFIX] if reuse
                                         else run(1, 0))
-      block = {}
+      block, lpips_cache = {}, {}
       for r in rows:
         if r in preds:
           block[r] = score(preds[r], gt, clips, task_list, lpips,
-                           with_images=(r != 'ground_truth'))
+                           with_images=(r != 'ground_truth'), cache=lpips_cache)
         else:
           block[r] = _nan_scores()
       results['metrics'][split][task_name] = block
