@@ -56,7 +56,7 @@ def labelled_grid(rows: Mapping[str, np.ndarray], scale: int = 2, pad: int = 2) 
     if v.shape != (t_len, height, width, 3):
       raise ValueError(f'row {k!r} has shape {v.shape}, expected {(t_len, height, width, 3)}')
   h, w = height * scale, width * scale
-  margin = 8 + 7 * max(len(k) for k in seqs) if any(seqs) else 0
+  margin = 8 + 7 * max(len(k) for k in seqs)
   canvas = np.full((pad + len(seqs) * (h + pad), margin + t_len * (w + pad) + pad, 3), 255,
                    np.uint8)
   for r, seq in enumerate(seqs.values()):

@@ -35,10 +35,24 @@ def save_config(config, directory: str) -> None:
                            config.to_json_best_effort(indent=2))
 
 
+def _tuples(value):
+  # JSON turns tuples into lists; configs use tuples (patch_size, mesh rules, ...).
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def read_config(path: str) -> ml_collections.ConfigDict:
+  """Rebuilds a run config from the config.json `save_config` wrote (tuples restored)."""
+  return ml_collections.ConfigDict(_tuples(fileio.read_json(path)))
+
+
 def load_config(directory: str, what: str = 'stage') -> ml_collections.ConfigDict:
   """The config.json a stage wrote into `directory`; FileNotFoundError naming it if absent."""
   path = os.path.join(directory, CONFIG_FILE)
   if not fileio.path(path).exists():
     raise FileNotFoundError(f'no {CONFIG_FILE} in {directory!r}: not a trained {what} directory '
                             f'(run the {what} stage first)')
-  return ml_collections.ConfigDict(fileio.read_json(path))
+  return read_config(path)

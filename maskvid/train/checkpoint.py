@@ -10,12 +10,12 @@ import os
 from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
 from maskvid import fileio
 from maskvid import recovery
+from maskvid import workdir as workdir_lib
 from maskvid import sharding as sharding_lib
 from maskvid.train import step as step_lib
 
@@ -63,18 +63,8 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state,
   return recovery.restore_newest_readable(manager, restore, move_aside=move_aside)
 
 
-def _tuples(value):
-  # JSON turns tuples into lists; configs use tuples (patch_size, mesh rules, ...).
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  return value
-
-
-def config_from_json(path: str) -> ml_collections.ConfigDict:
-  """Rebuilds the run config written by a stage (`config.to_json_best_effort()`)."""
-  return ml_collections.ConfigDict(_tuples(fileio.read_json(path)))
+# The one reader of saved run configs (tuples restored), under the name inference code uses.
+config_from_json = workdir_lib.read_config
 
 
 def load_for_inference(diffusion_dir: str):
