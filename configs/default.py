@@ -31,8 +31,13 @@ def get_config():
 
   # Synthetic multi-view dataset (maskvid/data).
   c.data = ml_collections.ConfigDict()
-  c.data.source = 'synthetic'    # synthetic | video_folder
+  c.data.source = 'synthetic'    # synthetic | video_folder | tfds (docs/data.md)
   c.data.video_dir = ''          # folder of .mp4 files when source == video_folder
+  c.data.tfds_name = ''          # TFDS video dataset when source == tfds (prepared, ArrayRecord)
+  c.data.tfds_data_dir = ''      # where it is prepared ('' = TFDS's default)
+  c.data.tfds_frames_key = 'video'   # the feature holding frames [N, H, W, 3]
+  c.data.tfds_splits = ml_collections.ConfigDict()   # our split -> TFDS split ('' = same name)
+  c.data.video_stride = 1        # video sources: a clip takes every video_stride-th frame
   c.data.strict_videos = False   # True: an unreadable video stops the run (False: skipped, counted)
   c.data.num_frames = 8          # frames per rendered clip
   c.data.resolution = 32         # rendered H == W
@@ -162,12 +167,13 @@ def get_config():
   c.eval = ml_collections.ConfigDict()
   c.eval.splits = ('test', 'ood')
   c.eval.num_clips = 8
-  c.eval.tasks = ('nvs', 'interpolate', 'holes')
-  # Rows: the trivial answers (nearest_fill: holes, nvs; cross_fade: interpolate), the trained
-  # baselines (conditioning, replacement) and the masked model without / with stochastic
-  # conditioning (ours_no_sc, ours). References (ground_truth, vae_oracle, warp_oracle) always.
-  c.eval.baselines = ('nearest_fill', 'cross_fade', 'conditioning', 'replacement', 'ours_no_sc',
-                      'ours')
+  c.eval.tasks = ('nvs', 'interpolate', 'holes', 'edit')
+  # Rows: the trivial answers (nearest_fill: holes, nvs; cross_fade: interpolate;
+  # no_propagation and colour_transfer: edit), the trained baselines (conditioning,
+  # replacement) and the masked model without / with stochastic conditioning (ours_no_sc,
+  # ours). References (ground_truth, vae_oracle, warp_oracle) always.
+  c.eval.baselines = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer',
+                      'conditioning', 'replacement', 'ours_no_sc', 'ours')
   c.eval.num_samples = 4                    # >1 adds a '<method> mean<K>' row (mean of K samples)
   c.eval.one_step = True                    # adds '<method> one-step' (x1 - v(x1, 1)): what the
                                             # model knows, without sampling noise
@@ -177,12 +183,16 @@ def get_config():
   c.eval.baseline_steps = -1                # -1: same as train.steps (equal budget)
   c.eval.batch_size = 8                     # clips per sampler call
   c.eval.renoise_at = 0.3                   # 'ours' row: stochastic-conditioning threshold
-  c.eval.renoise_tasks = ('nvs', 'holes')   # tasks where 'ours' re-noises its unreliable tokens
+  c.eval.renoise_tasks = ('nvs', 'holes', 'edit')   # where 'ours' re-noises unreliable tokens
   c.eval.hole_coverage = (0.4, 0.7)         # 'holes' task: fraction of each frame removed
   # Pixel -> token rule (`sampling.masks.pixel_to_token_masks`): a model patch is known when at
   # least this fraction of its pixels is (their values nearest-filled), exact when all are. Known
   # but inexact patches are unreliable context that 'ours' re-noises past renoise_at.
   c.eval.min_valid = 0.01
+  # 'edit' task (as `maskvid.tasks.edit`): frame-0 difference above this (0-255) is the edited
+  # region; the tracked region is grown by edit_dilate pixels before it is repainted.
+  c.eval.edit_threshold = 24
+  c.eval.edit_dilate = 2
 
   # Monocular depth network (maskvid/depth): a small conv U-Net trained on the synthetic frames.
   # `python -m maskvid.main --config=configs/depth_tiny.py --workdir=DIR` -> DIR/depth.

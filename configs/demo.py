@@ -50,5 +50,6 @@ def get_config():
   c.train.log_every = 100
   c.train.checkpoint_every = 500
   c.eval.num_clips = 16
-  c.eval.baselines = ('nearest_fill', 'cross_fade', 'ours')
+  c.eval.baselines = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer',
+                      'ours')
   return c

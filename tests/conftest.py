@@ -24,6 +24,7 @@ SLOW_MODULES = frozenset({
     'test_distributed', 'test_distributed_launch', 'test_train_sharded', 'test_sampling_mesh',
     'test_vae_data_parallel', 'test_train_loop', 'test_vae_cache', 'test_tasks_e2e',
     'test_video_folder_stages', 'test_ladder', 'test_recovery', 'test_eval_lpips',
+    'test_cache_sharded',
 })
 
 

@@ -34,7 +34,7 @@ def test_nvs_task_known_pixels_are_the_valid_warp(clip):
   assert np.isfinite(task.trivial).all() and task.trivial.shape == gt.shape
   # The trivial answer keeps the warped pixels and nearest-fills the disocclusions.
   np.testing.assert_array_equal(task.trivial[1:][k], task.known_frames[1:][k])
-  assert task.oracle is None
+  assert set(task.answers) == {'nearest_fill'}
 
 
 def test_interpolate_and_holes_tasks(clip):
@@ -44,7 +44,7 @@ def test_interpolate_and_holes_tasks(clip):
   assert task.hole[1:3].all() and not task.hole[[0, 3]].any()
   gt = pictures.to_float(clip['rgb'])
   # The geometry oracle (GT depth from both endpoints) beats a blank guess on the middle frames.
-  assert np.abs(task.oracle[1:3] - gt[1:3]).mean() < np.abs(gt[1:3]).mean()
+  assert np.abs(task.answers['warp_oracle'][1:3] - gt[1:3]).mean() < np.abs(gt[1:3]).mean()
   # The trivial answer is the cross-fade of the endpoints.
   np.testing.assert_allclose(task.trivial[1], gt[0] * 2 / 3 + gt[3] / 3, atol=1e-6)
   np.testing.assert_allclose(task.trivial[[0, 3]], gt[[0, 3]], atol=1e-6)
@@ -123,13 +123,13 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   out = run.evaluate(c, str(tmp_path))
   ev = tmp_path / 'eval'
   for name in ('results.md', 'results.json', 'test_nvs.png', 'test_interpolate.png',
-               'test_holes.png'):
+               'test_holes.png', 'test_edit.png'):
     assert (ev / name).exists(), name
   m = out['metrics']['test']
-  assert set(m) == {'nvs', 'interpolate', 'holes'}
+  assert set(m) == {'nvs', 'interpolate', 'holes', 'edit'}
   gen = [g for g in run.GENERATIVE if g in c.eval.baselines]
-  rows = set(run.REFERENCE_ROWS + run.TRIVIAL) | set(run.generative_rows(gen, 3, True))
-  assert {'ours mean3', 'ours one-step', 'conditioning one-step'} <= rows
+  rows = set(run.REFERENCE_ROWS + run.TRIVIAL) | set(run.generative_rows(gen, 3, True, c.eval.tasks))
+  assert {'ours mean3', 'ours one-step', 'conditioning one-step', 'ours gt-region'} <= rows
   for task in m.values():
     assert set(task) == rows
     assert task['ground_truth']['reproj'] < 0.1        # 16x16 frames: sampling error only
@@ -145,6 +145,17 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   assert np.isnan(m['interpolate']['nearest_fill']['psnr_hole'])
   assert np.isfinite(m['interpolate']['warp_oracle']['psnr_hole'])
   assert np.isnan(m['holes']['warp_oracle']['psnr_hole'])
+  # 'edit': scored against the edited render. The unedited frames change nothing outside the
+  # object (exact: 100 dB) and miss it inside; every row that answers it has an outside score;
+  # the GT-region variant is a row of 'edit' only; the tracked region's IoU is reported.
+  e = m['edit']
+  assert e['no_propagation']['psnr_outside'] == 100.0
+  for row in ('colour_transfer', 'ours', 'ours gt-region', 'conditioning'):
+    assert np.isfinite(e[row]['psnr_hole']) and np.isfinite(e[row]['psnr_outside']), row
+  assert np.isnan(m['holes']['ours gt-region']['psnr_hole'])
+  assert np.isnan(m['holes']['ours']['psnr_outside'])
+  assert np.isnan(m['holes']['no_propagation']['psnr_hole'])
+  assert 0.0 <= out['info']['test/edit region_iou'] <= 1.0
   # Every output is composited: known pixels come back exactly, so whole-frame PSNR on 'holes'
   # is above hole PSNR for the generative rows too.
   assert m['holes']['ours']['psnr'] > m['holes']['ours']['psnr_hole']
@@ -157,6 +168,9 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   # conditioning are the same sampler call as 'ours_no_sc', reused.
   assert steps_of('ours', 'holes') == [c.sample.num_steps] * 3
   assert steps_of('ours', 'interpolate') == []
+  # 'edit' re-noises by default, and adds one sample on the GT region per method.
+  assert steps_of('ours', 'edit') == [c.sample.num_steps] * 4
+  assert steps_of('conditioning', 'edit') == [1] + [c.sample.num_steps] * 4
   for row in ('ours', 'ours mean3', 'ours one-step'):   # assert_equal: NaN (LPIPS) == NaN
     twin = row.replace('ours', 'ours_no_sc')
     np.testing.assert_equal(m['interpolate'][row], m['interpolate'][twin])

@@ -20,13 +20,14 @@ from ml_collections import config_flags
 
 from maskvid import fileio
 from maskvid.eval import report
+from maskvid.eval import protocol
 from maskvid.eval import run as eval_run
 from maskvid.workdir import stage_dir
 from maskvid.train import loop
 from maskvid.vae import cache as cache_lib
 
 FLAGS = flags.FLAGS
-ROWS = ('nearest_fill', 'cross_fade', 'ours')
+ROWS = ('nearest_fill', 'cross_fade', 'no_propagation', 'ours')
 
 
 def rung_config(config, workdir: str, steps: int):
@@ -48,8 +49,8 @@ def rung_config(config, workdir: str, steps: int):
 
 
 def trivial_row(task: str) -> str:
-  """The row holding `task`'s trivial answer (`eval.run.TRIVIAL_TASKS`)."""
-  return next(r for r, tasks in eval_run.TRIVIAL_TASKS.items() if task in tasks)
+  """The row holding `task`'s trivial answer (`eval.protocol.TRIVIAL`)."""
+  return protocol.TRIVIAL[task]
 
 
 def ladder_table(points: dict) -> tuple[str, list]:

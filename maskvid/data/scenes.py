@@ -38,7 +38,7 @@ _NUM_OBJECTS = (3, 6)          # inclusive range of objects per scene
 _NUM_ROOM_FACES = 6            # floor, ceiling, -x, +x, -z, +z walls
 _FOV_DEG = 50.0
 _SEED_BASE = {'train': 0, 'test': 1_000_000_000, 'ood': 2_000_000_000}
-_SPLIT_CODE = {'train': 0, 'test': 0, 'ood': 1}   # test = same distribution as train
+SPLIT_CODE = {'train': 0, 'test': 0, 'ood': 1}   # test = same distribution as train
 
 
 def _family_set(split: str) -> dict:
@@ -86,7 +86,7 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
   return v / np.linalg.norm(v)
 
 
-def _sample_material(rng: np.random.Generator, family: str, is_plane: bool) -> dict:
+def sample_material(rng: np.random.Generator, family: str, is_plane: bool) -> dict:
   hue = rng.uniform()
   a = _hsv(hue, rng.uniform(0.55, 1.0), rng.uniform(0.75, 1.0))
   b = _hsv(hue + rng.uniform(0.25, 0.75), rng.uniform(0.55, 1.0), rng.uniform(0.5, 0.95))
@@ -205,9 +205,9 @@ def sample_scene(seed: int, split: str, num_frames: int) -> dict:
   """The scene description of clip `seed` (numpy; deterministic). Family names are included."""
   _check_split(split)
   fam = _family_set(split)
-  rng = np.random.default_rng([int(seed), _SPLIT_CODE[split], 7])
+  rng = np.random.default_rng([int(seed), SPLIT_CODE[split], 7])
   room = np.array([rng.uniform(5.0, 7.0), rng.uniform(3.8, 5.0), rng.uniform(5.0, 7.0)])
-  room_mats = [_sample_material(rng, rng.choice(fam['textures']), is_plane=True)
+  room_mats = [sample_material(rng, rng.choice(fam['textures']), is_plane=True)
                for _ in range(_NUM_ROOM_FACES)]
   count = rng.integers(_NUM_OBJECTS[0], _NUM_OBJECTS[1] + 1)
   free = {name: _SLOTS[name] for name in fam['shapes']}
@@ -227,7 +227,7 @@ def sample_scene(seed: int, split: str, num_frames: int) -> dict:
     lift = rng.uniform(0.3, 0.8) if (shape in ('sphere', 'ellipsoid') and
                                       rng.uniform() < 0.25) else 0.0
     obj['center'] = np.array([pos[0], obj['lowest'] + lift, pos[1]])
-    obj['material'] = _sample_material(rng, rng.choice(fam['textures']), is_plane=False)
+    obj['material'] = sample_material(rng, rng.choice(fam['textures']), is_plane=False)
     free[shape] -= 1
     objects.append(obj)
   trajectory = str(rng.choice(fam['trajectories']))

@@ -162,22 +162,19 @@ def ensure_dataset(config, data_dir: str) -> None:
   Idempotent: a split whose meta.json matches the config is kept. A split directory without
   meta.json (interrupted elsewhere) or with different settings is re-rendered and replaced.
   Safe when several processes (hosts sharing a filesystem) call it at once: each renders into its
-  own temp dir and the first complete rename wins. With `config.data.source == 'video_folder'`
-  nothing is rendered: the folder is checked and previewed. `config.data.worker_count` > 1 renders
+  own temp dir and the first complete rename wins. With a video source ('video_folder', 'tfds')
+  nothing is rendered: the source is checked and previewed. `config.data.worker_count` > 1 renders
   shards in that many CPU processes (the same knob sizes grain's worker pool).
   """
-  source = config.data.get('source', 'synthetic')
-  if source not in ('synthetic', 'video_folder'):
-    raise ValueError(f"config.data.source must be 'synthetic' or 'video_folder', got {source!r}")
+  source = check_source(config)
   fileio.require_local(data_dir, 'paths.data')
   os.makedirs(data_dir, exist_ok=True)
   preview = os.path.join(data_dir, 'preview.png')
-  if source == 'video_folder':
+  if source in VIDEO_SOURCES:
     src = open_source(config, data_dir, 'train')
     if not os.path.exists(preview):
       _write_preview_png([src[i] for i in range(min(4, len(src)))], preview)
-    logging.info('video folder %s: %d chunks of %d frames', config.data.video_dir, len(src),
-                 config.data.num_frames)
+    logging.info('%r: %d clips of %d frames', src, len(src), config.data.num_frames)
     return
   rendered = False
   token = f'{socket.gethostname()}-{os.getpid()}'
@@ -213,24 +210,56 @@ def ensure_dataset(config, data_dir: str) -> None:
     write_preview(data_dir, [s for s in config.data.clips if config.data.clips[s] > 0], preview)
 
 
+SOURCES = ('synthetic', 'video_folder', 'tfds')
+VIDEO_SOURCES = ('video_folder', 'tfds')   # real video: no depth or cameras
+
+
+class SourceConfigError(ValueError):
+  """config.data does not name a usable source; the message names the key to set."""
+
+
+def check_source(config) -> str:
+  """config.data.source, after checking the keys it needs are set (SourceConfigError if not)."""
+  data = config.data
+  source = data.get('source', 'synthetic')
+  if source not in SOURCES:
+    raise SourceConfigError(f'config.data.source must be one of {SOURCES}, got {source!r}')
+  if source == 'video_folder' and not data.get('video_dir', ''):
+    raise SourceConfigError(
+        "config.data.source='video_folder' needs config.data.video_dir (a folder of .mp4 files; "
+        "or --config.data.source=tfds --config.data.tfds_name=NAME)")
+  if source == 'tfds' and not data.get('tfds_name', ''):
+    raise SourceConfigError(
+        "config.data.source='tfds' needs config.data.tfds_name (a TFDS video dataset prepared in "
+        "config.data.tfds_data_dir; or --config.data.source=video_folder "
+        "--config.data.video_dir=DIR)")
+  return source
+
+
 def open_source(config, data_dir: str, split: str):
-  """The random-access clip source config.data.source names: ClipSource or VideoFolderSource.
+  """The random-access clip source config.data.source names: ClipSource (rendered synthetic
+  shards), VideoFolderSource or TfdsVideoSource.
 
   A video folder has no splits of its own: `video_dir/{split}` is used when that subfolder exists,
-  else `video_dir` itself for every split.
+  else `video_dir` itself for every split. A TFDS dataset's split is
+  `config.data.tfds_splits[split]` when given there, else `split`.
   """
-  source = config.data.get('source', 'synthetic')
+  source = check_source(config)
   if source == 'synthetic':
     return ClipSource(data_dir, split)
+  d = config.data
+  stride, seed, strict = int(d.video_stride), int(d.shuffle_seed), bool(d.strict_videos)
   if source == 'video_folder':
-    video_dir = config.data.video_dir
-    if not video_dir:
-      raise ValueError("config.data.source == 'video_folder' needs config.data.video_dir")
+    video_dir = d.video_dir
     if os.path.isdir(os.path.join(video_dir, split)):
       video_dir = os.path.join(video_dir, split)
-    return VideoFolderSource(video_dir, config.data.num_frames, config.data.resolution,
-                             strict=bool(config.data.strict_videos))
-  raise ValueError(f"config.data.source must be 'synthetic' or 'video_folder', got {source!r}")
+    return VideoFolderSource(video_dir, d.num_frames, d.resolution, strict=strict, stride=stride,
+                             seed=seed)
+  from maskvid.data import tfds_source  # pylint: disable=g-import-not-at-top  (imports TF)
+  return tfds_source.TfdsVideoSource(
+      d.tfds_name, dict(d.tfds_splits).get(split, split), d.num_frames, d.resolution,
+      data_dir=d.tfds_data_dir, frames_key=d.tfds_frames_key, stride=stride, seed=seed,
+      strict=strict)
 
 
 class ClipSource:

@@ -40,13 +40,21 @@ _WORLD_UP = (0.0, 1.0, 0.0)
 
 
 def _pack(scene: dict) -> dict:
-  """Scene -> fixed-shape float32 arrays for the jitted renderer (slots padded, inactive)."""
+  """Scene -> fixed-shape float32 arrays for the jitted renderer (slots padded, inactive).
+
+  `object_rows[i]` is the material row of scene['objects'][i]: the id `_render` reports for the
+  pixels that object covers.
+  """
   fam = _family_set(scene['split'])
   mats = list(scene['room_materials'])
   groups = {}
+  object_rows = [None] * len(scene['objects'])
   for shape in fam['shapes']:
     k = _SLOTS[shape]
-    objs = [o for o in scene['objects'] if o['shape'] == shape]
+    indices = [i for i, o in enumerate(scene['objects']) if o['shape'] == shape]
+    objs = [scene['objects'][i] for i in indices]
+    for slot, i in enumerate(indices):
+      object_rows[i] = len(mats) + slot
     center, rot, size = np.zeros((k, 3)), np.tile(np.eye(3), (k, 1, 1)), np.ones((k, 3))
     active, mat = np.zeros(k, bool), np.zeros(k, np.int32)
     for i in range(k):   # one material row per slot (inactive ones too): fixed shapes, no retrace
@@ -64,7 +72,7 @@ def _pack(scene: dict) -> dict:
   material = {n: np.stack([np.asarray(m[n]) for m in mats]).astype(
       np.int32 if n == 'family' else np.float32) for n in mats[0]}
   return dict(groups=groups, material=material, room=scene['room'].astype(np.float32),
-              light_dirs=scene['light_dirs'].astype(np.float32))
+              light_dirs=scene['light_dirs'].astype(np.float32)), object_rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,7 +228,8 @@ def _texture(p, m):
 
 @jax.jit
 def _render(packed, w2c, intrinsics, pix):
-  """Renders all rays at once. pix [H*W, 2] pixel (u, v); returns rgb [T,P,3] f32, depth [T,P]."""
+  """Renders all rays at once. pix [H*W, 2] pixel (u, v) -> rgb [T,P,3] f32, depth [T,P] and
+  the material row [T,P] int32 of the surface each ray hit (`_pack`'s object_rows)."""
   rot, trans = w2c[:, :3, :3], w2c[:, :3, 3]
   eye = -jnp.einsum('tji,tj->ti', rot, trans)                         # [T,3]
   fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
@@ -256,7 +265,7 @@ def _render(packed, w2c, intrinsics, pix):
   light = packed['light_dirs']
   shade = (0.35 + 0.55 * jnp.maximum((n * light[0]).sum(-1, keepdims=True), 0)
            + 0.25 * jnp.maximum((n * light[1]).sum(-1, keepdims=True), 0))
-  return jnp.clip(albedo * shade, 0.0, 1.0), t_best
+  return jnp.clip(albedo * shade, 0.0, 1.0), t_best, mat
 
 
 @functools.lru_cache(maxsize=8)
@@ -276,12 +285,27 @@ def render_clip(seed: int, split: str, num_frames: int, height: int, width: int)
   for name, value in (('num_frames', num_frames), ('height', height), ('width', width)):
     if int(value) < 1:
       raise ValueError(f'{name} must be a positive integer, got {value!r}')
-  scene = sample_scene(seed, split, num_frames)
+  clip = render_scene(sample_scene(seed, split, num_frames), height, width)
+  del clip['object_id']
+  return clip
+
+
+def render_scene(scene: dict, height: int, width: int) -> dict[str, Any]:
+  """Renders a scene description (`sample_scene`, possibly modified, e.g. `data.edits`).
+
+  Returns `render_clip`'s dict plus object_id int32 [T,H,W]: the index into scene['objects']
+  of the object each pixel sees, -1 for the room.
+  """
+  num_frames = len(scene['eyes'])
   w2c = np.stack([camera.look_at(e, t, up=_WORLD_UP)
                   for e, t in zip(scene['eyes'], scene['targets'])]).astype(np.float32)
   intrinsics = camera.intrinsics_from_fov(_FOV_DEG, height, width)
-  rgb, depth = _render(_pack(scene), w2c, intrinsics, _pixel_grid(height, width))
+  packed, object_rows = _pack(scene)
+  rgb, depth, row = _render(packed, w2c, intrinsics, _pixel_grid(height, width))
   rgb = np.asarray(rgb).reshape(num_frames, height, width, 3)
+  row_to_object = np.full(len(packed['material']['family']), -1, np.int32)
+  row_to_object[np.asarray(object_rows, np.int64)] = np.arange(len(object_rows), dtype=np.int32)
   return dict(rgb=np.round(rgb * 255.0).astype(np.uint8),
               depth=np.asarray(depth, np.float32).reshape(num_frames, height, width),
-              intrinsics=intrinsics, world_to_camera=w2c)
+              intrinsics=intrinsics, world_to_camera=w2c,
+              object_id=row_to_object[np.asarray(row)].reshape(num_frames, height, width))

@@ -1,8 +1,13 @@
 """A folder of user videos (.mp4 and friends) as a grain random-access source.
 
-Each video is cut into consecutive, non-overlapping chunks of `num_frames` frames; item i is one
-chunk: {'rgb': uint8 [num_frames, R, R, 3]} (centre-cropped to square, resized to R). Frame counts
-are read once at construction (ffmpeg), frames are decoded on access.
+Each video is cut into non-overlapping chunks of `num_frames` frames taken every `stride` frames
+of the video (a clip spans (num_frames - 1) * stride + 1 frames: a larger stride moves the camera
+more between a clip's frames, which is what multi-view learning needs). Item i is one chunk:
+{'rgb': uint8 [num_frames, R, R, 3]} (centre-cropped to square, resized to R). The chunk grid of
+each video starts at a random offset (seeded by `seed` and the video) within the frames a whole
+number of chunks leaves over, so different seeds see different frames. Frame counts are read
+once at construction (ffmpeg), frames are decoded on access. Videos shorter than one clip are
+left out and counted (`short_videos`).
 
 Bad files do not end a run (a 100k-video folder always has some): a video ffmpeg cannot open is
 left out at construction, and a chunk that fails to decode (a truncated file) is replaced by the
@@ -31,22 +36,33 @@ def _count_frames(path: str) -> int:
   return int(frames)
 
 
+def clip_span(num_frames: int, stride: int) -> int:
+  """Video frames one clip of `num_frames` frames every `stride` frames covers."""
+  if int(num_frames) < 1 or int(stride) < 1:
+    raise ValueError(f'num_frames and the video stride must be positive, got {num_frames}, '
+                     f'{stride}')
+  return (int(num_frames) - 1) * int(stride) + 1
+
+
 class VideoFolderSource:
   """grain RandomAccessDataSource of fixed-length chunks of the videos in `video_dir`."""
 
-  def __init__(self, video_dir: str, num_frames: int, resolution: int, strict: bool = False):
+  def __init__(self, video_dir: str, num_frames: int, resolution: int, strict: bool = False,
+               stride: int = 1, seed: int = 0):
     if not os.path.isdir(video_dir):
       raise FileNotFoundError(f'video_dir {video_dir!r} is not a directory')
     if int(num_frames) < 1 or int(resolution) < 1:
       raise ValueError(f'num_frames and resolution must be positive, got {num_frames}, '
                        f'{resolution}')
     self.video_dir, self.num_frames, self.resolution = video_dir, int(num_frames), int(resolution)
+    self.stride, self.span = int(stride), clip_span(num_frames, stride)
     self.strict = bool(strict)
     self.paths = sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir)
                         if f.lower().endswith(VIDEO_EXTENSIONS))
     if not self.paths:
       raise FileNotFoundError(f'no video files ({", ".join(VIDEO_EXTENSIONS)}) in {video_dir!r}')
     self.skipped_videos: list[str] = []   # unreadable at construction
+    self.short_videos: list[str] = []     # fewer frames than one clip spans
     self.bad_chunks: set[int] = set()      # chunks that failed to decode (replaced on access)
     self._chunks: list[tuple[int, int]] = []   # (video index, first frame)
     for i, path in enumerate(self.paths):
@@ -58,17 +74,32 @@ class VideoFolderSource:
         logging.warning('skipping unreadable video (config.data.strict_videos=False): %s', e)
         self.skipped_videos.append(path)
         continue
-      self._chunks += [(i, s) for s in range(0, n - self.num_frames + 1, self.num_frames)]
+      if n < self.span:
+        self.short_videos.append(path)
+        continue
+      spare = (n - self.span) % self.span     # frames a whole number of chunks leaves over
+      offset = int(np.random.default_rng([int(seed), i]).integers(0, spare + 1))
+      self._chunks += [(i, s) for s in range(offset, n - self.span + 1, self.span)]
+    if self.short_videos:
+      logging.warning('%d of %d videos in %s are shorter than one clip (%d frames) and left out',
+                      len(self.short_videos), len(self.paths), video_dir, self.span)
     if not self._chunks:
-      raise ValueError(f'no readable video in {video_dir!r} has at least num_frames={num_frames} '
-                       f'frames ({len(self.skipped_videos)} unreadable)')
+      raise ValueError(f'no readable video in {video_dir!r} has the {self.span} frames one clip '
+                       f'spans (num_frames={num_frames}, stride={stride}; '
+                       f'{len(self.skipped_videos)} unreadable, {len(self.short_videos)} short)')
 
   def __len__(self) -> int:
     return len(self._chunks)
 
   def __repr__(self) -> str:
     return (f'VideoFolderSource({self.video_dir!r}, num_frames={self.num_frames}, '
-            f'resolution={self.resolution}, chunks={len(self)})')
+            f'stride={self.stride}, resolution={self.resolution}, chunks={len(self)})')
+
+  def bad_data(self) -> dict:
+    """What this source had to leave out so far: {'videos': unreadable paths, 'chunks': chunk
+    indices that failed to decode, 'short': paths shorter than a clip} (sorted lists)."""
+    return {'videos': sorted(self.skipped_videos), 'chunks': sorted(self.bad_chunks),
+            'short': sorted(self.short_videos)}
 
   def _decode(self, index: int) -> np.ndarray:
     video, start = self._chunks[index]
@@ -76,11 +107,12 @@ class VideoFolderSource:
     try:
       reader = imageio.get_reader(path, 'ffmpeg')
       try:
-        frames = [np.asarray(reader.get_data(start + k))[..., :3] for k in range(self.num_frames)]
+        frames = [np.asarray(reader.get_data(start + k * self.stride))[..., :3]
+                  for k in range(self.num_frames)]
       finally:
         reader.close()
     except Exception as e:
-      raise IOError(f'cannot decode frames {start}..{start + self.num_frames - 1} of video '
+      raise IOError(f'cannot decode frames {start}..{start + self.span - 1} of video '
                     f'{path!r}: {e}') from e
     return np.stack(frames).astype(np.uint8)
 

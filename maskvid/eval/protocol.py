@@ -6,14 +6,20 @@ Every task turns one ground-truth clip (rgb [T, H, W, 3] in [-1, 1], depth [T, H
   known_pixels  bool [T, H, W]  pixels every generative method may use (True = known).
   known_frames  float [T, H, W, 3]  their values; unknown pixels are nearest-filled (so the VAE
                 encoder sees no hard edges).
-  trivial       float [T, H, W, 3]  the task's trivial answer, the bar a learned method must
-                clear: nearest-pixel fill of the known pixels ('holes', and the disocclusions of
-                'nvs'), a cross-fade of the two endpoints ('interpolate').
-  oracle        float [T, H, W, 3] or None  'interpolate' only: the endpoints forward-warped with
-                GT depth and cameras (a geometry oracle, not a baseline: no method gets GT).
-  hole          bool [T, H, W]  pixels scored by the hole metrics (= unknown pixels of the
-                scored frames).
+  answers       {row: float [T, H, W, 3]}  the non-learned answers of this task: its trivial
+                answer, the bar a learned method must clear (TRIVIAL[name]: nearest-pixel fill
+                of the known pixels for 'holes' and the disocclusions of 'nvs', a cross-fade of
+                the endpoints for 'interpolate', the unedited frames for 'edit'), other simple
+                answers ('edit': colour_transfer) and oracles ('interpolate': warp_oracle, the
+                endpoints forward-warped with GT depth and cameras; no method gets GT).
+  hole          bool [T, H, W]  pixels scored by the hole metrics (the unknown pixels of the
+                scored frames; 'edit': the edited object's pixels).
   frames        tuple of frame indices scored by the whole-frame and consistency metrics.
+  target        float [T, H, W, 3] or None  what outputs are scored against when it is not the
+                clip itself ('edit': the edited render).
+  variants      {name: (known_pixels, known_frames)}  other inputs every generative method is
+                also run on, one sample each (row '<method> <name>'; 'edit': 'gt-region').
+  info          {name: float}  per-clip facts reported beside the table ('edit': region_iou).
 
 Tasks (all deterministic given the clip and a seed):
 * 'nvs' (single-view novel-view synthesis): frame 0 is given. Frames 1..T-1 get frame 0
@@ -27,6 +33,18 @@ Tasks (all deterministic given the clip and a seed):
   every pixel is a hole.
 * 'holes' (large irregular holes): every frame loses a random union of blobs (ellipses) and thick
   strokes covering 40-70% of it (`random_hole_mask`). Scored: all frames, holes = removed pixels.
+
+* 'edit' (edit propagation; `maskvid.data.edits` renders the clip twice, once with one object's
+  material changed): frame 0 is the edited render, frames 1..T-1 the original. As in
+  `maskvid.tasks.edit`, the edited region is found from the images (frame-0 difference,
+  `track.find_edit_region`) and tracked through the original frames with optical flow; frames
+  1..T-1 are known outside the dilated tracked region. Scored against the edited render: frames
+  1..T-1, holes = the edited object's pixels (from the renderer); PSNR outside them measures what
+  else changed. Answers: no_propagation (the original frames; the trivial one) and
+  colour_transfer (per channel, the frame-0 edit's change of mean and spread inside the region,
+  applied inside the tracked region). Variant 'gt-region': the renderer's object mask instead of
+  the tracked region (separates tracking errors from repainting errors). Info: region_iou, the
+  IoU of the tracked region and the object mask over frames 1..T-1.
 
 For 'nvs' every method gets the same GT-depth warp of frame 0; its trivial answer is that warp
 with the disocclusions nearest-filled.
@@ -42,9 +60,15 @@ import numpy as np
 from maskvid import pictures
 from maskvid.geometry import warp as warp_lib
 from maskvid.sampling import fill
+from maskvid.tasks import track
 
-TASKS = ('nvs', 'interpolate', 'holes')
-GEOMETRY_TASKS = ('nvs', 'interpolate')
+TASKS = ('nvs', 'interpolate', 'holes', 'edit')
+# Tasks that need the renderer's ground truth (GT depth and cameras, or a second render): real
+# video is evaluated on the others.
+RENDERER_TASKS = ('nvs', 'edit')
+# The trivial answer of each task: the row a learned method must beat.
+TRIVIAL = {'nvs': 'nearest_fill', 'holes': 'nearest_fill', 'interpolate': 'cross_fade',
+           'edit': 'no_propagation'}
 
 
 @dataclasses.dataclass
@@ -52,10 +76,16 @@ class Task:
   name: str
   known_pixels: np.ndarray   # bool [T, H, W]
   known_frames: np.ndarray   # float32 [T, H, W, 3] in [-1, 1]
-  trivial: np.ndarray        # float32 [T, H, W, 3] in [-1, 1]
+  answers: dict              # row -> float32 [T, H, W, 3] in [-1, 1]
   hole: np.ndarray           # bool [T, H, W]
   frames: tuple              # scored frame indices
-  oracle: Optional[np.ndarray] = None   # float32 [T, H, W, 3] ('interpolate': GT-geometry warp)
+  target: Optional[np.ndarray] = None   # float32 [T, H, W, 3] (None: the clip's rgb)
+  variants: dict = dataclasses.field(default_factory=dict)
+  info: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def trivial(self) -> np.ndarray:
+    return self.answers[TRIVIAL[self.name]]
 
 
 def _check_clip(clip):
@@ -85,20 +115,25 @@ def nvs_task(clip) -> Task:
   filled = fill.nearest_fill(frames, known)
   hole = ~known
   hole[0] = False
-  return Task('nvs', known, filled, filled, hole, tuple(range(1, T)))
+  return Task('nvs', known, filled, {'nearest_fill': filled}, hole, tuple(range(1, T)))
 
 
 def interpolate_task(clip) -> Task:
   """Two-view interpolation between frames 0 and T-1 (see module docstring)."""
   rgb = pictures.to_float(_check_clip(clip))
   T = rgb.shape[0]
-  depth, k, w2c = clip['depth'], clip['intrinsics'], clip['world_to_camera']
   known = np.zeros(rgb.shape[:3], bool)
   known[0] = known[-1] = True
   known_frames = np.where(known[..., None], rgb, 0.0).astype(np.float32)
   known_frames = fill.nearest_fill(known_frames, known)   # middle frames: no valid pixel -> 0
   alpha = (np.arange(T, dtype=np.float32) / (T - 1))[:, None, None, None]
   cross_fade = ((1 - alpha) * rgb[0] + alpha * rgb[-1]).astype(np.float32)
+  hole = np.zeros_like(known)
+  hole[1:-1] = True
+  if 'depth' not in clip:   # real video: no geometry oracle
+    return Task('interpolate', known, known_frames, {'cross_fade': cross_fade}, hole,
+                tuple(range(1, T - 1)))
+  depth, k, w2c = clip['depth'], clip['intrinsics'], clip['world_to_camera']
   warp_only = known_frames.copy()
   for t in range(1, T - 1):
     best = np.full(rgb.shape[1:3], np.inf)
@@ -110,10 +145,8 @@ def interpolate_task(clip) -> Task:
       img[take], best[take] = w_img[take], w_depth[take]
       valid |= w_valid
     warp_only[t] = fill.nearest_fill(img, valid)
-  hole = np.zeros_like(known)
-  hole[1:-1] = True
-  return Task('interpolate', known, known_frames, cross_fade, hole, tuple(range(1, T - 1)),
-              oracle=warp_only)
+  return Task('interpolate', known, known_frames,
+              {'cross_fade': cross_fade, 'warp_oracle': warp_only}, hole, tuple(range(1, T - 1)))
 
 
 def random_hole_mask(rng: np.random.Generator, height: int, width: int,
@@ -152,11 +185,68 @@ def holes_task(clip, seed: int = 0, coverage=(0.4, 0.7)) -> Task:
                    for _ in range(rgb.shape[0])])
   known = ~hole
   filled = fill.nearest_fill(np.where(known[..., None], rgb, 0.0).astype(np.float32), known)
-  return Task('holes', known, filled, filled, hole, tuple(range(rgb.shape[0])))
+  return Task('holes', known, filled, {'nearest_fill': filled}, hole,
+              tuple(range(rgb.shape[0])))
 
 
-def make_task(name: str, clip, seed: int = 0, coverage=(0.4, 0.7)) -> Task:
-  """Builds task `name` (one of TASKS) for one clip; seed/coverage only matter for 'holes'."""
+def colour_transfer(original: np.ndarray, edited0: np.ndarray, region: np.ndarray) -> np.ndarray:
+  """The frame-0 edit's per-channel colour change carried to the tracked region of every frame.
+
+  original float [T, H, W, 3], edited0 float [H, W, 3] (in [-1, 1]), region bool [T, H, W]
+  (region[0] is where the edit is). Inside region[t], t >= 1, each channel x becomes
+  (x - mean_o) * std_e / std_o + mean_e with the original's and the edit's statistics over
+  region[0] (a Reinhard-style transfer); frame 0 is the edited frame; the rest is unchanged.
+  """
+  src, dst = original[0][region[0]], edited0[region[0]]
+  gain = dst.std(0) / np.maximum(src.std(0), 1e-3)
+  out = np.where(region[..., None],
+                 np.clip((original - src.mean(0)) * gain + dst.mean(0), -1.0, 1.0), original)
+  out[0] = edited0
+  return out.astype(np.float32)
+
+
+def _edit_input(original_u8, edited0_u8, region, dilate_radius):
+  frames, known = track.edit_conditioning(original_u8, edited0_u8, region,
+                                          dilate_radius=dilate_radius)
+  frames = pictures.to_float(frames)
+  return known, fill.nearest_fill(np.where(known[..., None], frames, 0.0).astype(np.float32),
+                                  known)
+
+
+def edit_task(clip, threshold: int = 24, dilate_radius: int = 2) -> Task:
+  """Edit propagation (module docstring). clip: `maskvid.data.edits.render_edit_pair`'s dict
+  (rgb, rgb_edited uint8 [T, H, W, 3], object_mask bool [T, H, W])."""
+  original = np.asarray(_check_clip(clip))
+  for key in ('rgb_edited', 'object_mask'):
+    if key not in clip:
+      raise ValueError(f"the 'edit' task needs clip['{key}'] (maskvid.data.edits.render_edit_pair)")
+  edited, obj = np.asarray(clip['rgb_edited']), np.asarray(clip['object_mask'], bool)
+  if edited.shape != original.shape or obj.shape != original.shape[:3]:
+    raise ValueError(f"clip['rgb_edited'] {edited.shape} and clip['object_mask'] {obj.shape} must "
+                     f"match clip['rgb'] {original.shape} ([T, H, W, 3] and [T, H, W])")
+  T = original.shape[0]
+  region = track.track_region(original, track.find_edit_region(original[0], edited[0],
+                                                               threshold=threshold))
+  known, known_frames = _edit_input(original, edited[0], region, dilate_radius)
+  no_propagation = pictures.to_float(original)
+  no_propagation[0] = pictures.to_float(edited[0])
+  colour = colour_transfer(pictures.to_float(original), pictures.to_float(edited[0]), region)
+  hole = obj.copy()
+  hole[0] = False
+  iou = float(np.mean([track.iou(region[t], obj[t]) for t in range(1, T)]))
+  return Task('edit', known, known_frames,
+              {'no_propagation': no_propagation, 'colour_transfer': colour}, hole,
+              tuple(range(1, T)), target=pictures.to_float(edited),
+              variants={'gt-region': _edit_input(original, edited[0], obj, dilate_radius)},
+              info={'region_iou': iou})
+
+
+def make_task(name: str, clip, seed: int = 0, coverage=(0.4, 0.7), edit_threshold: int = 24,
+              edit_dilate: int = 2) -> Task:
+  """Builds task `name` (one of TASKS) for one clip; seed/coverage only matter for 'holes', the
+  edit options for 'edit' (whose clip is an edit pair, `maskvid.data.edits`)."""
+  if name == 'edit':
+    return edit_task(clip, edit_threshold, edit_dilate)
   if name == 'nvs':
     return nvs_task(clip)
   if name == 'interpolate':

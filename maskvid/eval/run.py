@@ -5,8 +5,10 @@ task in config.eval.tasks (`maskvid.eval.protocol`), the first config.eval.num_c
 completed by every method in config.eval.baselines and scored (`maskvid.eval.metrics`,
 `maskvid.eval.consistency`). Methods:
 
-  nearest_fill  trivial answer of 'holes' and 'nvs' (`protocol.Task.trivial`; NaN elsewhere).
+  nearest_fill  trivial answer of 'holes' and 'nvs' (`protocol.Task.answers`; NaN elsewhere).
   cross_fade    trivial answer of 'interpolate' (NaN elsewhere).
+  no_propagation, colour_transfer   'edit' only: the unedited frames (its trivial answer), and
+                the frame-0 edit's per-channel colour change applied inside the tracked region.
   conditioning  same backbone trained with config.diffusion.objective='conditioning' (known latents
                 and mask as input channels), Euler sampler, known tokens pasted back.
   replacement   same backbone trained with objective='unconditional', replacement sampler
@@ -18,7 +20,8 @@ completed by every method in config.eval.baselines and scored (`maskvid.eval.met
 
 Each generative method gives one sample (the headline row, named after it), '<m> mean<K>' (pixel
 mean of config.eval.num_samples samples) and '<m> one-step' (config.eval.one_step: the sampler at
-one step, x1 - v(x1, 1)). Reference rows: ground_truth (the consistency metrics' floor),
+one step, x1 - v(x1, 1)); on 'edit' also '<m> gt-region' (one sample with the renderer's object
+mask instead of the tracked region: tracking vs repainting errors). Reference rows: ground_truth (the consistency metrics' floor),
 vae_oracle (GT through the VAE), warp_oracle ('interpolate': GT-geometry warp of the endpoints).
 
 The two trained baselines are read from their own diffusion dirs, {workdir}/baselines/<name>
@@ -31,6 +34,9 @@ their unknown pixels nearest-filled; `sampling.masks.pixel_to_token_masks` makes
 known when at least config.eval.min_valid of its pixels are given and exact when all are. All
 samplers use config.sample.num_steps steps and the same random keys per batch. Decoded outputs
 are composited: given pixels come back exactly.
+
+'edit' runs on its own clips, edit pairs rendered now (`clips.load_edit_pairs`), and scores
+against the edited render; its notes and results['info'] give the tracked region's IoU.
 
 Writes {eval_dir}/results.md, results.json and one PNG grid per split/task (first clip; rows:
 ground truth, known input, methods; columns: frames). Returns {'summary', 'metrics', 'paths', ...}.
@@ -48,91 +54,31 @@ import numpy as np
 
 from maskvid import fileio
 from maskvid import pictures
-from maskvid.data import storage
-from maskvid.data import synthetic
 from maskvid.eval import baselines
-from maskvid.eval import consistency
+from maskvid.eval import clips as clips_lib
 from maskvid.eval import metrics as metrics_lib
 from maskvid.eval import protocol
 from maskvid.eval import report
+from maskvid.eval import scoring
 from maskvid.model import model as model_lib
 from maskvid.sampling import masks as sampling_masks
 from maskvid.sampling import sampler
 from maskvid.train import checkpoint
-from maskvid.vae import cache
 from maskvid.vae import codec as codec_lib
 from maskvid.workdir import baseline_dir
 from maskvid.workdir import save_config
 from maskvid.workdir import stage_dir
 
-TRIVIAL = ('nearest_fill', 'cross_fade')     # rows, each scored on the tasks it answers
+# Rows answered by the tasks themselves (`protocol.Task.answers`), each on the tasks it answers.
+TRIVIAL = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer')
 GENERATIVE = ('conditioning', 'replacement', 'ours_no_sc', 'ours')
 METHODS = TRIVIAL + GENERATIVE
-# The task whose trivial answer each trivial row is (protocol.Task.trivial).
-TRIVIAL_TASKS = {'nearest_fill': ('nvs', 'holes'), 'cross_fade': ('interpolate',)}
+# The tasks whose trivial answer (the bar to beat, `protocol.TRIVIAL`) each row is.
+TRIVIAL_TASKS = {row: tuple(t for t, r in protocol.TRIVIAL.items() if r == row)
+                 for row in set(protocol.TRIVIAL.values())}
 REFERENCE_ROWS = ('ground_truth', 'vae_oracle', 'warp_oracle')
 MEAN_SUFFIX, ONE_STEP_SUFFIX = ' mean{k}', ' one-step'
-# What `score` returns: per-clip metrics, their standard errors, and the Fréchet distance.
-SCORES = ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips', 'reproj', 'chamfer')
-SE_SCORES = ('psnr_hole', 'ssim_hole', 'lpips', 'reproj')
-
-
-# ------------------------------------------------------------------------------------ data
-_GEOMETRY = ('rgb', 'depth', 'intrinsics', 'world_to_camera')
-
-
-def _crop(clip: dict, length: int, stride: int) -> dict:
-  span = (length - 1) * stride + 1
-  out = dict(clip)
-  for key in ('rgb', 'depth', 'world_to_camera'):
-    if key in out:
-      x = np.asarray(out[key])
-      if x.shape[0] < span:
-        raise ValueError(f'clip has {x.shape[0]} frames, need {span} (config.data.clip_length='
-                         f'{length}, frame_stride={stride})')
-      out[key] = x[:span:stride]
-  return out
-
-
-def load_clips(config, workdir: str, split: str, num_clips: int) -> tuple[list, str]:
-  """First `num_clips` clips of `split` with GT geometry; returns (clips, where they came from).
-
-  Tries the latent cache (carries rgb + geometry), then the rendered dataset, then renders the
-  same clips directly (`synthetic.render_clip` with `split_seeds`: identical to the data stage).
-  """
-  clips, origin = None, None
-  attempts = []
-  try:
-    src = cache.LatentSource(stage_dir(config, workdir, 'latents'), split)
-    attempts.append(('latent cache', src))
-  except Exception as e:  # pylint: disable=broad-except
-    logging.info('eval clips: no latent cache for %s (%s)', split, e)
-  try:
-    src = storage.ClipSource(stage_dir(config, workdir, 'data'), split)
-    attempts.append(('dataset', src))
-  except Exception as e:  # pylint: disable=broad-except
-    logging.info('eval clips: no rendered dataset for %s (%s)', split, e)
-  for name, src in attempts:
-    n = min(num_clips, len(src))
-    try:
-      elems = [src[i] for i in range(n)]
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning('eval clips: cannot read %s for %s (%s); trying the next source', name,
-                      split, e)
-      continue
-    if n and all(all(k in e for k in _GEOMETRY) for e in elems):
-      clips, origin = elems, name
-      break
-  if clips is None:
-    if config.data.source != 'synthetic':
-      raise ValueError(f'eval needs GT geometry; config.data.source={config.data.source!r} has none')
-    res = int(config.data.resolution)
-    clips = [synthetic.render_clip(int(s), split, int(config.data.num_frames), res, res)
-             for s in synthetic.split_seeds(split, num_clips)]
-    origin = 'rendered now'
-  clips = [_crop({k: np.asarray(c[k]) for k in _GEOMETRY}, int(config.data.clip_length),
-                 int(config.data.frame_stride)) for c in clips]
-  return clips, origin
+VARIANTS = {'edit': ('gt-region',)}   # protocol.Task.variants: one sample per generative method
 
 
 # ------------------------------------------------------------------------------------ models
@@ -186,55 +132,6 @@ def make_samplers(config, workdir: str, methods) -> dict:
   return {m: out[m] for m in methods if m in out}
 
 
-# ------------------------------------------------------------------------------------ scoring
-def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None,
-          with_images: bool = True, cache: dict | None = None) -> dict:
-  """Metrics of one method on one split/task. pred, gt: [N, T, H, W, 3] in [-1, 1].
-
-  `cache`: a dict shared by the rows of one split/task; the LPIPS network runs on the
-  ground-truth frames once per task and on each row's frames once (LPIPS and FD from one pass).
-  """
-  vals = {k: [] for k in SCORES}
-  scored_pred, scored_gt = [], []
-  for i, (clip, task) in enumerate(zip(clips, tasks)):
-    f = list(task.frames)
-    p, g, hole = pred[i][f], gt[i][f], task.hole[f]
-    if with_images:
-      vals['psnr'].append(np.asarray(metrics_lib.psnr(p, g)))
-      vals['ssim'].append(np.asarray(metrics_lib.ssim(p, g)))
-      vals['psnr_hole'].append(np.asarray(metrics_lib.masked_psnr(p, g, hole)))
-      vals['ssim_hole'].append(np.asarray(metrics_lib.masked_ssim(p, g, hole)))
-    geo = (clip['depth'], clip['intrinsics'], clip['world_to_camera'])
-    vals['reproj'].append(consistency.reprojection_error(pred[i], *geo))
-    vals['chamfer'].append(consistency.chamfer_distance(pred[i], gt[i], *geo, frame_ids=f))
-    scored_pred.append(p)
-    scored_gt.append(g)
-  feats = None
-  if with_images and lpips is not None:
-    cache = {} if cache is None else cache
-    if 'gt' not in cache:
-      cache['gt'] = lpips.features(np.concatenate(scored_gt))
-    feats = lpips.features(np.concatenate(scored_pred))
-    per_frame = lpips.distance(feats, cache['gt'])
-    vals['lpips'] = np.split(per_frame, np.cumsum([len(x) for x in scored_pred])[:-1])
-  out = {k: metrics_lib.finite_mean(np.concatenate([np.ravel(x) for x in v])) if len(v) else
-         float('nan') for k, v in vals.items()}
-  # Spread across clips (standard error of the per-clip means) for the headline metrics.
-  for k in SE_SCORES:
-    per_clip = np.array([metrics_lib.finite_mean(x) for x in vals[k]], np.float64)
-    per_clip = per_clip[np.isfinite(per_clip)]
-    out[f'{k}_se'] = (float(per_clip.std(ddof=1) / np.sqrt(len(per_clip)))
-                      if len(per_clip) > 1 else float('nan'))
-  if with_images:
-    out['fd'] = (metrics_lib.frechet_distance(cache['gt'][-1], feats[-1])
-                 if feats is not None and len(feats[-1]) >= 2 else float('nan'))
-  else:
-    for k in ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'lpips'):
-      out[k] = float('nan')
-    out['fd'] = float('nan')
-  return out
-
-
 def _batched(fn, arrays, batch_size):
   outs = []
   n = len(arrays[0])
@@ -248,14 +145,10 @@ def _known_input_row(task) -> np.ndarray:
   return np.where(task.known_pixels[..., None], task.known_frames, 0.0)
 
 
-def _nan_scores() -> dict:
-  """`score`'s keys, all NaN: a row that does not answer this task."""
-  return {k: float('nan') for k in SCORES + ('fd',) + tuple(f'{k}_se' for k in SE_SCORES)}
-
-
-def generative_rows(methods, num_samples: int, one_step: bool) -> list:
+def generative_rows(methods, num_samples: int, one_step: bool, tasks=()) -> list:
   """Table rows of the generative methods: one sample (the headline, named after the method),
-  then the mean of `num_samples` samples and the one-step estimate x1 - v(x1, 1) when asked."""
+  then the mean of `num_samples` samples and the one-step estimate x1 - v(x1, 1) when asked,
+  then one sample on each input variant of `tasks` (VARIANTS)."""
   rows = []
   for m in methods:
     rows.append(m)
@@ -263,6 +156,7 @@ def generative_rows(methods, num_samples: int, one_step: bool) -> list:
       rows.append(m + MEAN_SUFFIX.format(k=num_samples))
     if one_step:
       rows.append(m + ONE_STEP_SUFFIX)
+    rows += [f'{m} {v}' for t in tasks for v in VARIANTS.get(t, ())]
   return rows
 
 
@@ -299,7 +193,7 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   steps = int(config.sample.num_steps)
   renoise_tasks = tuple(config.eval.renoise_tasks)
   rows = (tuple(REFERENCE_ROWS) + tuple(m for m in methods if m in TRIVIAL)
-          + tuple(generative_rows(generative, num_samples, one_step)))
+          + tuple(generative_rows(generative, num_samples, one_step, tasks)))
   results = {'methods': list(rows), 'reference_rows': list(REFERENCE_ROWS), 'metrics': {},
              'notes': notes, 'pictures': {},
              'info': {'clips per split': num_clips, 'sample steps': steps,
@@ -312,34 +206,48 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
                                          else int(config.train.steps))}}
   start = time.time()
   for split in config.eval.splits:
-    clips, origin = load_clips(config, workdir, split, num_clips)
+    clips, origin = clips_lib.load_clips(config, workdir, split, num_clips)
     logging.info('eval %s: %d clips (%s)', split, len(clips), origin)
-    gt = np.stack([pictures.to_float(c['rgb']) for c in clips])
-    oracle = _batched(lambda x: latents.decode(latents.encode(x)), [gt], bs)
+    clip_gt = np.stack([pictures.to_float(c['rgb']) for c in clips])
+    clip_oracle = _batched(lambda x: latents.decode(latents.encode(x)), [clip_gt], bs)
     results['metrics'][split] = {}
     for task_name in tasks:
+      if task_name in protocol.RENDERER_TASKS and not clips_lib.has_geometry(clips[0]):
+        notes.append(f'{split}/{task_name}: skipped: needs the renderer\'s ground truth and '
+                     f'config.data.source={config.data.source!r} is real video.')
+        continue
       t0 = time.time()
       seed = int(config.seed) + 1000 * (list(config.eval.splits).index(split) + 1)
+      task_clips, task_origin = (clips_lib.load_edit_pairs(config, split, num_clips)
+                                 if task_name == 'edit' else (clips, origin))
       task_list = [protocol.make_task(task_name, c, seed=seed + i,
-                                      coverage=tuple(config.eval.hole_coverage))
-                   for i, c in enumerate(clips)]
-      known_frames = np.stack([t.known_frames for t in task_list])
-      known_px = np.stack([t.known_pixels for t in task_list])
-      known_lat = _batched(latents.encode, [known_frames], bs)
-      mask, exact = (np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
-          jnp.asarray(known_px), latents.factor, patch, min_valid=float(config.eval.min_valid)))
+                                      coverage=tuple(config.eval.hole_coverage),
+                                      edit_threshold=int(config.eval.edit_threshold),
+                                      edit_dilate=int(config.eval.edit_dilate))
+                   for i, c in enumerate(task_clips)]
+      if task_list[0].target is None:
+        gt, oracle = clip_gt, clip_oracle
+      else:
+        gt = np.stack([t.target for t in task_list])
+        oracle = _batched(lambda x: latents.decode(latents.encode(x)), [gt], bs)
 
-      def composite(frames):
-        # Pixels that were given come back exactly; only the unknown ones are generated.
-        return np.where(known_px[..., None], known_frames, frames)
+      def prepare(known_frames, known_px):
+        known_lat = _batched(latents.encode, [known_frames], bs)
+        mask, exact = (np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
+            jnp.asarray(known_px), latents.factor, patch, min_valid=float(config.eval.min_valid)))
+        return known_frames, known_px, known_lat, mask, exact
+
+      inputs = {'': prepare(np.stack([t.known_frames for t in task_list]),
+                            np.stack([t.known_pixels for t in task_list]))}
+      for v in VARIANTS.get(task_name, ()):
+        inputs[v] = prepare(np.stack([t.variants[v][1] for t in task_list]),
+                            np.stack([t.variants[v][0] for t in task_list]))
 
       preds = {'ground_truth': gt, 'vae_oracle': oracle}
-      if task_list[0].oracle is not None:
-        preds['warp_oracle'] = np.stack([t.oracle for t in task_list])
+      preds.update({r: np.stack([t.answers[r] for t in task_list])
+                    for r in task_list[0].answers if r in REFERENCE_ROWS or r in methods})
       for m in methods:
         if m in TRIVIAL:
-          if task_name in TRIVIAL_TASKS[m]:
-            preds[m] = np.stack([t.trivial for t in task_list])
           continue
         # 'ours' is the same sampler call as 'ours_no_sc' wherever it does not re-noise (tasks
         # outside eval.renoise_tasks, and the one-step estimate): reuse those rows.
@@ -351,12 +259,15 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
         fn = samplers[m]
         key = jax.random.PRNGKey(int(config.seed))
 
-        def run(n, sample):
+        def run(n, sample, variant=''):
+          known_frames, known_px, known_lat, mask, exact = inputs[variant]
           lat = _batched(lambda k, mk, ex, i: fn(
               jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex),
               jax.random.fold_in(jax.random.fold_in(key, sample), int(i[0])), task_name, n),
-                         [known_lat, mask, exact, np.arange(len(clips))], bs)
-          return composite(_batched(latents.decode, [lat], bs))
+                         [known_lat, mask, exact, np.arange(len(task_list))], bs)
+          # Pixels that were given come back exactly; only the unknown ones are generated.
+          return np.where(known_px[..., None], known_frames,
+                          _batched(latents.decode, [lat], bs))
 
         samples = [run(steps, k) for k in range(num_samples)]
         preds[m] = samples[0]
@@ -365,19 +276,27 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
         if one_step:
           preds[m + ONE_STEP_SUFFIX] = (preds['ours_no_sc' + ONE_STEP_SUFFIX] if reuse
                                         else run(1, 0))
+        for v in VARIANTS.get(task_name, ()):
+          preds[f'{m} {v}'] = run(steps, 0, v)
       block, lpips_cache = {}, {}
       for r in rows:
         if r in preds:
-          block[r] = score(preds[r], gt, clips, task_list, lpips,
-                           with_images=(r != 'ground_truth'), cache=lpips_cache)
+          block[r] = scoring.score(preds[r], gt, task_clips, task_list, lpips,
+                                   with_images=(r != 'ground_truth'), cache=lpips_cache)
         else:
-          block[r] = _nan_scores()
+          block[r] = scoring.nan_scores()
       results['metrics'][split][task_name] = block
+      _, known_px, _, mask, exact = inputs['']
       frac = float(np.mean([t.hole[list(t.frames)].mean() for t in task_list]))
+      info = ''.join(f', {k} {np.mean([t.info[k] for t in task_list]):.3f}'
+                     for k in task_list[0].info)
       notes.append(f'{split}/{task_name}: hole fraction of scored pixels {frac:.2f}, '
                    f'known pixels {float(known_px.mean()):.2f}, known tokens '
-                   f'{float(mask.mean()):.2f} of which exact {float(exact.mean()):.2f} '
-                   f'(clips from {origin}).')
+                   f'{float(mask.mean()):.2f} of which exact {float(exact.mean()):.2f}{info} '
+                   f'(clips from {task_origin}).')
+      for k in task_list[0].info:
+        results['info'][f'{split}/{task_name} {k}'] = round(
+            float(np.mean([t.info[k] for t in task_list])), 4)
       grid_rows = {'ground truth': gt[0], 'known input': _known_input_row(task_list[0]),
                    'vae oracle': oracle[0]}
       grid_rows.update({r: preds[r][0] for r in rows if r in preds and r not in

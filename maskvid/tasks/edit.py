@@ -10,7 +10,6 @@ rest is known -> the Completer repaints the region consistently with the edit.
 """
 from typing import Optional
 
-import cv2
 from absl import app
 from absl import flags
 from absl import logging
@@ -20,25 +19,6 @@ from maskvid.tasks import cli
 from maskvid.tasks import common
 from maskvid.tasks import io
 from maskvid.tasks import track
-
-
-def edit_conditioning(video: np.ndarray, edited_frame: np.ndarray, region: np.ndarray, *,
-                      dilate_radius: int = 2):
-  """video uint8 [T,H,W,3], edited frame 0 [H,W,3], tracked region bool [T,H,W] ->
-  (frames uint8 [T,H,W,3], pixel_mask bool [T,H,W]); the region (dilated) is unknown for t > 0."""
-  video, edited_frame, region = np.asarray(video), np.asarray(edited_frame), np.asarray(region)
-  if edited_frame.shape != video.shape[1:] or region.shape != video.shape[:3]:
-    raise ValueError(f'video [T,H,W,3], edited_frame [H,W,3] and region [T,H,W] must agree; got '
-                     f'{video.shape}, {edited_frame.shape}, {region.shape}')
-  k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_radius + 1,) * 2)
-  grown = np.stack([cv2.dilate(r.astype(np.uint8), k).astype(bool) if dilate_radius else r
-                    for r in region])
-  frames = video.copy()
-  frames[0] = edited_frame
-  mask = ~grown
-  mask[0] = True
-  frames[~mask] = 0
-  return frames, mask
 
 
 def propagate_edit(completer, video, edited_frame, region0: Optional[np.ndarray] = None, *,
@@ -54,7 +34,8 @@ def propagate_edit(completer, video, edited_frame, region0: Optional[np.ndarray]
   region = track.track_region(video, region0)
   logging.info('edit: region covers %.1f%% of frame 0, %.1f%% of the last frame',
                100 * region[0].mean(), 100 * region[-1].mean())
-  frames, mask = edit_conditioning(video, edited_frame, region, dilate_radius=dilate_radius)
+  frames, mask = track.edit_conditioning(video, edited_frame, region,
+                                         dilate_radius=dilate_radius)
   out = common.run_completion(completer, frames, mask, seed=seed, **sample_kwargs)
   out.update(region=region, pixel_mask=mask, conditioning=frames)
   return out

@@ -3,6 +3,8 @@
 `find_edit_region`: pixels where the edited frame differs from the original (max over channels
 above a threshold), cleaned by a morphological opening (drops speckle from compression noise),
 closed (fills pinholes inside the edit) and dilated (covers the edit's soft border).
+`edit_conditioning`: what the Completer is given: the edited frame 0, and in later frames every
+pixel outside the (dilated) tracked region.
 `track_region`: dense Farneback optical flow between consecutive original frames; the region mask
 of frame t is pulled into frame t+1 along the backward flow (t+1 -> t) with cv2.remap, so every
 pixel of frame t+1 looks up where it came from (no holes, unlike pushing pixels forward).
@@ -70,3 +72,21 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
   a, b = np.asarray(a, bool), np.asarray(b, bool)
   union = (a | b).sum()
   return float((a & b).sum() / union) if union else 1.0
+
+
+def edit_conditioning(video: np.ndarray, edited_frame: np.ndarray, region: np.ndarray, *,
+                      dilate_radius: int = 2):
+  """video uint8 [T,H,W,3], edited frame 0 [H,W,3], tracked region bool [T,H,W] ->
+  (frames uint8 [T,H,W,3], pixel_mask bool [T,H,W]); the region (dilated) is unknown for t > 0."""
+  video, edited_frame, region = np.asarray(video), np.asarray(edited_frame), np.asarray(region)
+  if edited_frame.shape != video.shape[1:] or region.shape != video.shape[:3]:
+    raise ValueError(f'video [T,H,W,3], edited_frame [H,W,3] and region [T,H,W] must agree; got '
+                     f'{video.shape}, {edited_frame.shape}, {region.shape}')
+  grown = np.stack([cv2.dilate(r.astype(np.uint8), _kernel(dilate_radius)).astype(bool)
+                    if dilate_radius else r for r in region])
+  frames = video.copy()
+  frames[0] = edited_frame
+  mask = ~grown
+  mask[0] = True
+  frames[~mask] = 0
+  return frames, mask

@@ -296,11 +296,13 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
 
 
 def _bad_data_counts(source) -> dict:
-  """Unreadable videos / undecodable chunks a lenient video source skipped (else nothing)."""
-  if not hasattr(source, 'skipped_videos'):
+  """Unreadable / short videos and undecodable chunks a lenient video source left out (else
+  nothing)."""
+  if not hasattr(source, 'bad_data'):
     return {}
-  counts = {'data/skipped_videos': len(source.skipped_videos),
-            'data/bad_chunks': len(source.bad_chunks)}
+  bad = source.bad_data()
+  counts = {'data/skipped_videos': len(bad['videos']), 'data/bad_chunks': len(bad['chunks']),
+            'data/short_videos': len(bad['short'])}
   if any(counts.values()):
-    logging.warning('VAE: trained past bad data in %s: %s', source.video_dir, counts)
+    logging.warning('VAE: trained past bad data in %r: %s', source, counts)
   return counts
