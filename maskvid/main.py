@@ -16,7 +16,9 @@ config_flags.DEFINE_config_file('config', None, 'Run config (a configs/*.py file
 flags.DEFINE_string('workdir', None, 'Directory for data, checkpoints, metrics and pictures.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-JOBS = ('render', 'vae', 'cache', 'diffusion', 'baselines', 'eval', 'depth', 'demo')
+JOBS = ('render', 'vae', 'cache', 'diffusion', 'baselines', 'eval', 'depth', 'all', 'demo')
+# Jobs that read config.data's source: its keys are checked before anything starts.
+SOURCE_JOBS = ('render', 'vae', 'cache', 'all', 'demo')
 
 
 def run_job(config, workdir: str) -> None:
@@ -24,6 +26,9 @@ def run_job(config, workdir: str) -> None:
   job = config.job
   if job not in JOBS:
     raise ValueError(f'config.job must be one of {JOBS}, got {job!r}')
+  if job in SOURCE_JOBS:
+    from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+    storage.check_source(config)
   from maskvid import stages  # pylint: disable=g-import-not-at-top
   getattr(stages, f'run_{job}')(config, workdir)
 
@@ -51,10 +56,15 @@ class _QuietLibraries(std_logging.Filter):
 def run(config, workdir: str) -> int:
   """Runs the job and returns the process exit status: 0, or `recovery.EXIT_CODE` after a
   preemption (its checkpoint is saved: a restart resumes from it), or 1 after a non-finite loss.
-  Both stops print one line to stderr; every other error propagates with its traceback."""
+  Both stops, and a config.data that names no usable source (exit 2), print one line to stderr;
+  every other error propagates with its traceback."""
   from maskvid import recovery  # pylint: disable=g-import-not-at-top
+  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
   try:
     run_job(config, workdir)
+  except storage.SourceConfigError as e:
+    print(f'maskvid: {e}', file=sys.stderr, flush=True)
+    return 2
   except recovery.Preempted as e:
     print(f'maskvid: {e}', file=sys.stderr, flush=True)
     return recovery.EXIT_CODE

