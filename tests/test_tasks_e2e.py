@@ -142,8 +142,9 @@ def _readme_task_commands():
 
 def test_readme_task_commands_run_verbatim_after_a_demo(run, tmp_path):
   """Every task command the README shows runs as written, in a directory laid out like one where
-  `make demo` ran (runs/demo = a trained workdir: here the tiny one) with the input files the
-  commands name. A README edit that breaks a command fails here."""
+  `make demo` ran (runs/demo = a trained workdir: here the tiny one; runs/mine, the workdir of
+  "Train on your own videos", likewise) with the input files the commands name. A README edit
+  that breaks a command fails here."""
   import shlex  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
@@ -152,6 +153,7 @@ def test_readme_task_commands_run_verbatim_after_a_demo(run, tmp_path):
                                               'maskvid.tasks.edit'}
   os.makedirs(tmp_path / 'runs')
   os.symlink(run['workdir'], tmp_path / 'runs' / 'demo')
+  os.symlink(run['workdir'], tmp_path / 'runs' / 'mine')
   a, b, clip, edited = run['images']
   for name, image in (('in.png', a), ('a.png', a), ('b.png', b), ('edit0.png', edited)):
     iio.imwrite(str(tmp_path / name), image)
