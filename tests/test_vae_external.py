@@ -162,3 +162,26 @@ def test_mismatch_is_reported(tmp_path):
     external.load_safetensors(path, _module(), frame_size=16)
   with pytest.raises(FileNotFoundError, match='nope.safetensors'):
     external.load_safetensors(str(tmp_path / 'nope.safetensors'), _module())
+
+
+def test_external_vae_instead_of_training_one(tmp_path):
+  """configs/pretrain.py's path: `vae.external_weights` + `vae.train.steps=0` saves the external
+  weights as the VAE stage's checkpoint, and the latent cache encodes with them."""
+  from maskvid import stages  # pylint: disable=g-import-not-at-top
+  from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
+  from maskvid.vae import checkpoint  # pylint: disable=g-import-not-at-top
+  from maskvid.vae import testing  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / 'vae.safetensors')
+  sd = diffusers_state_dict(seed=3)
+  save_file(sd, path)
+  c = testing.tiny_config(steps=0)
+  c.vae.mid_attention, c.vae.linear_skip = True, False     # the diffusers architecture
+  c.vae.external_weights = path
+  c.data.clips = {'train': 4, 'test': 2}
+  workdir = str(tmp_path / 'run')
+  stages.run_vae(c, workdir)
+  _, params = checkpoint.load_vae(str(tmp_path / 'run' / 'vae'))
+  np.testing.assert_array_equal(params['params']['encoder']['conv_in']['kernel'],
+                                sd['encoder.conv_in.weight'].transpose(2, 3, 1, 0))
+  stages.run_cache(c, workdir)
+  assert len(cache.LatentSource(str(tmp_path / 'run' / 'latents'), 'train')) == 4
