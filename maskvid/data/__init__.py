@@ -1,8 +1,11 @@
-"""Video data for maskvid: a procedural multi-view renderer, ArrayRecord storage, grain loaders.
+"""Video data for maskvid: a procedural multi-view renderer, real-video sources, ArrayRecord
+storage, grain loaders.
 
 Modules:
   synthetic     `render_clip(seed, split, ...)`: deterministic textured 3D scenes with depth + cameras.
   storage       `ensure_dataset(config, data_dir)`, `ClipSource(data_dir, split)`.
   pipeline      `make_loader(source, ...)`: shuffle, clip sampling, resize, batch, per-process shard.
   video_folder  `VideoFolderSource(video_dir, num_frames, resolution)`: a folder of user .mp4 files.
+  tfds_source   `TfdsVideoSource(name, split, ...)`: any prepared TFDS video dataset.
+  edits         `render_edit_pair(seed, split, ...)`: a clip rendered twice, one object edited.
 """
