@@ -183,11 +183,12 @@ def get_config():
   c.eval.baseline_steps = -1                # -1: same as train.steps (equal budget)
   c.eval.batch_size = 8                     # clips per sampler call
   c.eval.renoise_at = 0.3                   # 'ours' row: stochastic-conditioning threshold
-  c.eval.renoise_tasks = ('nvs', 'holes', 'edit')   # where 'ours' re-noises unreliable tokens
+  c.eval.renoise_tasks = ('nvs', 'holes')   # tasks where 'ours' re-noises its unreliable tokens
   c.eval.hole_coverage = (0.4, 0.7)         # 'holes' task: fraction of each frame removed
   # Pixel -> token rule (`sampling.masks.pixel_to_token_masks`): a model patch is known when at
   # least this fraction of its pixels is (their values nearest-filled), exact when all are. Known
-  # but inexact patches are unreliable context that 'ours' re-noises past renoise_at.
+  # but inexact patches are unreliable context that 'ours' re-noises past renoise_at. ('edit'
+  # uses its own rule, tasks.track.EDIT_MIN_VALID = 1.0, as the edit command does.)
   c.eval.min_valid = 0.01
   # 'edit' task (as `maskvid.tasks.edit`): frame-0 difference above this (0-255) is the edited
   # region; the tracked region is grown by edit_dilate pixels before it is repainted.

@@ -168,8 +168,8 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   # conditioning are the same sampler call as 'ours_no_sc', reused.
   assert steps_of('ours', 'holes') == [c.sample.num_steps] * 3
   assert steps_of('ours', 'interpolate') == []
-  # 'edit' re-noises by default, and adds one sample on the GT region per method.
-  assert steps_of('ours', 'edit') == [c.sample.num_steps] * 4
+  # 'edit' adds one sample on the GT region per method (its tokens are all exact: no SC).
+  assert steps_of('ours', 'edit') == []
   assert steps_of('conditioning', 'edit') == [1] + [c.sample.num_steps] * 4
   for row in ('ours', 'ours mean3', 'ours one-step'):   # assert_equal: NaN (LPIPS) == NaN
     twin = row.replace('ours', 'ours_no_sc')

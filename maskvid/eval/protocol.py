@@ -20,6 +20,8 @@ Every task turns one ground-truth clip (rgb [T, H, W, 3] in [-1, 1], depth [T, H
   variants      {name: (known_pixels, known_frames)}  other inputs every generative method is
                 also run on, one sample each (row '<method> <name>'; 'edit': 'gt-region').
   info          {name: float}  per-clip facts reported beside the table ('edit': region_iou).
+  min_valid     float or None  the pixel -> token rule of this task (None: config.eval.min_valid;
+                'edit': `track.EDIT_MIN_VALID`, as the edit command).
 
 Tasks (all deterministic given the clip and a seed):
 * 'nvs' (single-view novel-view synthesis): frame 0 is given. Frames 1..T-1 get frame 0
@@ -82,6 +84,7 @@ class Task:
   target: Optional[np.ndarray] = None   # float32 [T, H, W, 3] (None: the clip's rgb)
   variants: dict = dataclasses.field(default_factory=dict)
   info: dict = dataclasses.field(default_factory=dict)
+  min_valid: Optional[float] = None
 
   @property
   def trivial(self) -> np.ndarray:
@@ -238,7 +241,7 @@ def edit_task(clip, threshold: int = 24, dilate_radius: int = 2) -> Task:
               {'no_propagation': no_propagation, 'colour_transfer': colour}, hole,
               tuple(range(1, T)), target=pictures.to_float(edited),
               variants={'gt-region': _edit_input(original, edited[0], obj, dilate_radius)},
-              info={'region_iou': iou})
+              info={'region_iou': iou}, min_valid=track.EDIT_MIN_VALID)
 
 
 def make_task(name: str, clip, seed: int = 0, coverage=(0.4, 0.7), edit_threshold: int = 24,

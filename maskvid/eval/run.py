@@ -233,8 +233,9 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
 
       def prepare(known_frames, known_px):
         known_lat = _batched(latents.encode, [known_frames], bs)
+        min_valid = task_list[0].min_valid or float(config.eval.min_valid)
         mask, exact = (np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
-            jnp.asarray(known_px), latents.factor, patch, min_valid=float(config.eval.min_valid)))
+            jnp.asarray(known_px), latents.factor, patch, min_valid=min_valid))
         return known_frames, known_px, known_lat, mask, exact
 
       inputs = {'': prepare(np.stack([t.known_frames for t in task_list]),

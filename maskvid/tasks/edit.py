@@ -7,6 +7,9 @@ rest is known -> the Completer repaints the region consistently with the edit.
 
   python -m maskvid.tasks.edit --video=clip.mp4 --edited_frame=edit.png --checkpoint=DIR
       --out=out.mp4 [--mask=region.png] [--threshold=24] [--dilate=2] [--renoise_at=0.3]
+
+A model patch is known only when all its pixels are (`track.EDIT_MIN_VALID`; --min_valid
+overrides): the patches the region touches are generated, not nearest-filled.
 """
 from typing import Optional
 
@@ -62,7 +65,8 @@ def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: s
       raise io.InputError(f'--edited_frame: no pixel differs from frame 0 of --video by more '
                           f'than --threshold={threshold}; pass --mask or lower --threshold')
   if completer is None:
-    completer = cli.load_completer(checkpoint, min_valid)
+    completer = cli.load_completer(checkpoint,
+                                   track.EDIT_MIN_VALID if min_valid is None else min_valid)
   # Any frame size: tracked at full resolution; the Completer works at the model's and returns
   # this size with every pixel outside the edited region exact (`sampling.fullres`).
   frames_limit = common.num_frames_of(completer)

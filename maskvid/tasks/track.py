@@ -12,6 +12,11 @@ pixel of frame t+1 looks up where it came from (no holes, unlike pushing pixels 
 import cv2
 import numpy as np
 
+# Token rule for repainting an edit (`masks.pixel_to_token_masks` min_valid): a model patch is
+# known only when every pixel of it is. A partly known patch would be nearest-filled from the
+# surroundings, i.e. painted with the old background over the object being edited.
+EDIT_MIN_VALID = 1.0
+
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=9, iterations=5, poly_n=5, poly_sigma=1.1,
                  flags=0)
 
