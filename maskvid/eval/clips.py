@@ -97,4 +97,6 @@ def load_edit_pairs(config, split: str, num_clips: int) -> tuple[list, str]:
   keys = _GEOMETRY + ('rgb_edited', 'object_mask')
   out = [_crop({k: np.asarray(p[k]) for k in keys}, int(config.data.clip_length),
                int(config.data.frame_stride)) for p in pairs]
-  return out, f'edit pairs rendered now (seeds {[p["seed"] for p in pairs]})'
+  seeds = [p['seed'] for p in pairs]
+  return out, (f'edit pairs rendered now: {len(seeds)} clips with an object on >= 2% of frame 0 '
+               f'among seeds {seeds[0]}..{seeds[-1]}')
