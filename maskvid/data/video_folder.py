@@ -4,7 +4,7 @@ Each video is cut into non-overlapping chunks of `num_frames` frames taken every
 of the video (a clip spans (num_frames - 1) * stride + 1 frames: a larger stride moves the camera
 more between a clip's frames, which is what multi-view learning needs). Item i is one chunk:
 {'rgb': uint8 [num_frames, R, R, 3]} (centre-cropped to square, resized to R). The chunk grid of
-each video starts at a random offset (seeded by `seed` and the video) within the frames a whole
+each video starts at a random offset (seeded by `seed` and the file name) within the frames a whole
 number of chunks leaves over, so different seeds see different frames. Frame counts are read
 once at construction (ffmpeg), frames are decoded on access (OpenCV). Videos shorter than one
 clip are left out and counted (`short_videos`).
@@ -17,6 +17,7 @@ next chunk that decodes; each is logged once and counted (`skipped_videos`, `bad
 from __future__ import annotations
 
 import os
+import zlib
 
 from absl import logging
 import cv2
@@ -78,7 +79,9 @@ class VideoFolderSource:
         self.short_videos.append(path)
         continue
       spare = (n - self.span) % self.span     # frames a whole number of chunks leaves over
-      offset = int(np.random.default_rng([int(seed), i]).integers(0, spare + 1))
+      # Keyed by the file name, not its position: adding a video moves no other video's clips.
+      key = zlib.crc32(os.path.basename(path).encode())
+      offset = int(np.random.default_rng([int(seed), key]).integers(0, spare + 1))
       self._chunks += [(i, s) for s in range(offset, n - self.span + 1, self.span)]
     if self.short_videos:
       logging.warning('%d of %d videos in %s are shorter than one clip (%d frames) and left out',
