@@ -25,12 +25,19 @@ import time
 
 from absl import app
 from absl import flags
-from maskvid.data import synthetic
-from maskvid.data import storage
+import imageio.v2 as imageio
+import jax
+import numpy as np
+
 from configs import default
-from maskvid.data import pipeline
 from configs import tiny
 from maskvid.bench import train_step
+from maskvid.data import pipeline
+from maskvid.data import storage
+from maskvid.data import synthetic
+from maskvid.data import video_folder
+from maskvid.vae import cache
+from maskvid.vae import model as vae_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('num_clips', 1000, 'Clips to render for the renderer benchmark.')
@@ -101,8 +108,6 @@ def bench_dataset_and_loader(data_dir: str, batches: int, worker_count: int) -> 
 
 def _write_videos(folder: str, count: int, frames: int = 48, size: int = 128) -> None:
   """Moving stripes under a drifting gradient: `count` mp4 files of `frames` frames."""
-  import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   os.makedirs(folder, exist_ok=True)
   yy, xx = np.mgrid[0:size, 0:size]
   for v in range(count):
@@ -113,11 +118,6 @@ def _write_videos(folder: str, count: int, frames: int = 48, size: int = 128) ->
 
 def bench_video_source(folder: str, count: int, batches: int, worker_count: int) -> dict:
   """Loader examples/s and latent-cache clips/s (one process) on an mp4 folder."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from maskvid.data import video_folder  # pylint: disable=g-import-not-at-top
-  from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
-  from maskvid.vae import model as vae_model  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   _write_videos(os.path.join(folder, 'videos'), count)
   config = default.get_config()
   res = int(config.data.resolution)

@@ -25,6 +25,7 @@ from array_record.python import array_record_module
 
 from maskvid import fileio
 from maskvid.data import synthetic
+from maskvid.data import tfds_source   # imports TensorFlow only when a TFDS source opens
 from maskvid.data.video_folder import VideoFolderSource
 
 FORMAT_VERSION = 2
@@ -255,7 +256,6 @@ def open_source(config, data_dir: str, split: str):
       video_dir = os.path.join(video_dir, split)
     return VideoFolderSource(video_dir, d.num_frames, d.resolution, strict=strict, stride=stride,
                              seed=seed)
-  from maskvid.data import tfds_source  # pylint: disable=g-import-not-at-top  (imports TF)
   return tfds_source.TfdsVideoSource(
       d.tfds_name, dict(d.tfds_splits).get(split, split), d.num_frames, d.resolution,
       data_dir=d.tfds_data_dir, frames_key=d.tfds_frames_key, stride=stride, seed=seed,
