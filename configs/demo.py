@@ -1,6 +1,6 @@
 """`make demo`: render, train the VAE, cache latents, train ours, evaluate, print the table.
 
-About 14 minutes on the 2-core CPU (plus ~1 min of install). Only the masked model trains; the
+About 18 minutes on the 2-core CPU (plus ~1 min of install). Only the masked model trains; the
 two trained baselines belong to configs/reference.py. The time goes where it buys completion
 quality:
   - data: 2,048 synthetic scenes of 8 frames at 32x32 (rendered in 2 processes, ~20 s);
@@ -11,8 +11,8 @@ quality:
   - transformer: the tiny one (4 blocks of width 128, 128 tokens per clip), both cores as two
     devices at batch 16, lr 1.5e-3, uniform t, RoPE theta 100 (a 8x4x4 grid), a quarter of the
     training masks 'endpoints' (interpolation), 2,000 steps (~8 min);
-  - eval: 16 test and 16 ood clips, trivial answers beside ours (one sample, the mean of 4
-    samples, the one-step estimate).
+  - eval: 16 test and 16 ood clips of the four tasks, trivial answers beside ours (one sample,
+    the mean of 4 samples, the one-step estimate); ~6 min.
 Measured tables: docs/reference_run.md (section "make demo").
 """
 from configs import default
