@@ -10,7 +10,7 @@ quality:
     1,500 steps (~1.5 min);
   - transformer: the tiny one (4 blocks of width 128, 128 tokens per clip), both cores as two
     devices at batch 16, lr 1.5e-3, uniform t, RoPE theta 100 (a 8x4x4 grid), a quarter of the
-    training masks 'endpoints' (interpolation), 2,000 steps (~8 min);
+    training masks 'endpoints' (interpolation), 2,000 steps (~9 min);
   - eval: 16 test and 16 ood clips of the four tasks, trivial answers beside ours (one sample,
     the mean of 4 samples, the one-step estimate); ~6 min.
 Measured tables: docs/reference_run.md (section "make demo").
