@@ -3,10 +3,10 @@ exactly what a 1-process build holds."""
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
+import local_processes
 import numpy as np
 
 from maskvid import stages
@@ -16,12 +16,6 @@ from maskvid.vae import testing
 
 WORKER = pathlib.Path(__file__).with_name('cache_worker.py')
 ROOT = WORKER.parents[1]
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def test_two_process_cache_equals_one_process_cache(tmp_path):
@@ -35,7 +29,7 @@ def test_two_process_cache_equals_one_process_cache(tmp_path):
   os.replace(tmp_path / workdir_lib.CONFIG_FILE, config_path)
 
   multi = str(tmp_path / 'latents_multi')
-  port = _free_port()
+  port = local_processes.free_port()
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT))
   env.pop('MASKVID_DISTRIBUTED', None)
   procs = []
@@ -47,14 +41,7 @@ def test_two_process_cache_equals_one_process_cache(tmp_path):
          f'--process_id={pid}'], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log))
   single = str(tmp_path / 'latents_single')
   cache.build_latent_cache(c, os.path.join(run, 'vae'), os.path.join(run, 'data'), single)
-  try:
-    for p, _ in procs:
-      p.wait(timeout=300)
-  finally:
-    for p, log in procs:
-      if p.poll() is None:
-        p.kill()
-      log.close()
+  local_processes.wait_all([p for p, _ in procs], 300, [log for _, log in procs])
   logs = {f.name: f.read_text()[-2000:] for f in tmp_path.glob('worker*.log')}
   assert all(p.returncode == 0 for p, _ in procs), logs
 

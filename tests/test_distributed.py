@@ -2,11 +2,11 @@
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import jax
+import local_processes
 import numpy as np
 import pytest
 
@@ -106,12 +106,6 @@ ROOT = WORKER.parents[1]
 _XLA = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def _spawn(out, workdir, devices, *extra):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {_XLA}',
@@ -127,21 +121,14 @@ def test_two_processes_match_one_process(tmp_path):
   """2 processes x 4 CPU devices (jax.distributed over 127.0.0.1, gloo collectives) train,
   checkpoint, restore and sample (the train loop's eval path) exactly like 1 process x 8
   devices on the same (2, 2, 2) mesh."""
-  port = _free_port()
+  port = local_processes.free_port()
   multi, single = tmp_path / 'multi', tmp_path / 'single'
   coord = [f'--coordinator=127.0.0.1:{port}', '--num_processes=2']
   # All three at once: the reference compiles while the pair compiles.
   procs = [_spawn(single, tmp_path / 'ckpt_single', 8),
            _spawn(multi, tmp_path / 'ckpt_multi', 4, *coord, '--process_id=0'),
            _spawn(multi, tmp_path / 'ckpt_multi', 4, *coord, '--process_id=1')]
-  try:
-    for p, _ in procs:
-      p.wait(timeout=600)
-  finally:
-    for p, log in procs:
-      if p.poll() is None:
-        p.kill()
-      log.close()
+  local_processes.wait_all([p for p, _ in procs], 600, [log for _, log in procs])
   logs = {f.name: f.read_text()[-3000:] for f in tmp_path.glob('*.log')}
   assert all(p.returncode == 0 for p, _ in procs), logs
 

@@ -9,10 +9,10 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
+import local_processes
 import numpy as np
 import pytest
 
@@ -96,16 +96,10 @@ def test_batch_must_split_over_devices(tmp_path):
   assert 'config.vae.train.batch_size=4' in proc.stderr and '3 devices' in proc.stderr
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_train_one_replicated_model(tmp_path):
   """2 processes x 1 CPU device over jax.distributed: each loads its half of every batch, and
   both end with the same parameters (independent per-process training would diverge)."""
-  port = _free_port()
+  port = local_processes.free_port()
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         ' --xla_force_host_platform_device_count=1').strip())
@@ -117,14 +111,7 @@ def test_two_processes_train_one_replicated_model(tmp_path):
   procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), workdir, '4',
                              f'127.0.0.1:{port}', str(pid)], cwd=ROOT, env=env,
                             stdout=logs[pid][0], stderr=logs[pid][1]) for pid in (0, 1)]
-  try:
-    for p in procs:
-      p.wait(timeout=600)
-  finally:
-    for p in procs:
-      p.kill()
-    for f in (f for pair in logs for f in pair):
-      f.close()
+  local_processes.wait_all(procs, 600, [f for pair in logs for f in pair])
   outs = []
   for pid, p in enumerate(procs):
     assert p.returncode == 0, (tmp_path / f'err{pid}').read_text()[-3000:]
