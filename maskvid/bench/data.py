@@ -131,7 +131,7 @@ def bench_video_source(folder: str, count: int, batches: int, worker_count: int)
   loader = batches * 8 / (time.perf_counter() - t0)
   module = vae_model.from_config(config.vae)
   params = module.init(jax.random.key(0), np.zeros((1, 1, res, res, 3), np.float32))
-  encode = jax.jit(lambda p, x: module.apply(p, x, method=module.encode)[0])
+  encode = cache.posterior_mean_encoder(module)
   bounds = np.array([0, len(source)])
   for sub in ('warm', 'cache'):
     os.makedirs(os.path.join(folder, sub))

@@ -17,6 +17,7 @@ import numpy as np
 
 from configs import default
 from maskvid import optim
+from maskvid.vae import cache
 from maskvid.vae import model as vae_model
 from maskvid.vae import train
 
@@ -54,7 +55,7 @@ def bench(spec, batch: int, size: int, steps: int) -> dict:
     state, m = step(state, frames, jax.random.key(i), lr)
   jax.block_until_ready(m)
   step_s = (time.perf_counter() - t) / steps
-  encode = jax.jit(lambda p, x: module.apply(p, x, method=module.encode)[0])
+  encode = cache.posterior_mean_encoder(module)
   jax.block_until_ready(encode(state.params, frames))
   t = time.perf_counter()
   for _ in range(steps):

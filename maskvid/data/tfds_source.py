@@ -18,6 +18,11 @@ import numpy as np
 
 from maskvid.data.pipeline import resize_clip
 from maskvid.data.video_folder import clip_span
+from maskvid.data.video_folder import read_first_good
+
+
+class _ShortClip(IOError):
+  """An example with fewer frames than one clip spans."""
 
 
 class TfdsVideoSource:
@@ -61,47 +66,46 @@ class TfdsVideoSource:
     return {'videos': sorted(self.broken), 'chunks': [], 'short': sorted(self.short)}
 
   def _clip(self, index: int) -> np.ndarray:
-    example = self._examples[index]
+    try:
+      example = self._examples[index]
+    except Exception as e:  # pylint: disable=broad-except  (a record that does not decode)
+      raise IOError(e) from e
     if self.frames_key not in example:
       raise KeyError(f'TFDS dataset {self.name!r} has no feature {self.frames_key!r} '
                      f'(config.data.tfds_frames_key); it has {sorted(example)}')
     frames = np.asarray(example[self.frames_key])
     if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
-      raise ValueError(f'TFDS feature {self.frames_key!r} must be frames [N, H, W, C], got shape '
-                       f'{frames.shape}')
+      raise IOError(f'TFDS feature {self.frames_key!r} must be frames [N, H, W, C], got shape '
+                    f'{frames.shape}')
     if len(frames) < self.span:
-      return None
+      raise _ShortClip(f'{len(frames)} frames')
     start = int(np.random.default_rng([self.seed, index]).integers(0, len(frames) - self.span + 1))
     clip = frames[start:start + self.span:self.stride]
     if clip.shape[-1] == 1:
       clip = np.repeat(clip, 3, axis=-1)
     return clip[..., :3].astype(np.uint8)
 
+  def _drop(self, index: int, error: IOError) -> None:
+    short = isinstance(error, _ShortClip)
+    if self.strict and short:
+      raise ValueError(f'example {index} of TFDS {self.name!r}/{self.split} is shorter than one '
+                       f'clip ({self.span} frames)') from error
+    if self.strict:
+      raise IOError(f'cannot decode example {index} of TFDS {self.name!r}/{self.split}: '
+                    f'{error}') from error
+    if short:
+      logging.warning('example %d of %s is shorter than one clip (%d frames); skipped', index,
+                      self.name, self.span)
+      self.short.add(index)
+    else:
+      logging.warning('skipping example %d of %s (config.data.strict_videos=False): %s', index,
+                      self.name, error)
+      self.broken.add(index)
+
   def __getitem__(self, index) -> dict[str, np.ndarray]:
-    index = int(index)
-    for offset in range(len(self)):
-      i = (index + offset) % len(self)
-      if i in self.short or i in self.broken:
-        continue
-      try:
-        rgb = self._clip(i)
-      except KeyError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except
-        if self.strict:
-          raise IOError(f'cannot decode example {i} of TFDS {self.name!r}/{self.split}: {e}') from e
-        logging.warning('skipping example %d of %s (config.data.strict_videos=False): %s', i,
-                        self.name, e)
-        self.broken.add(i)
-        continue
-      if rgb is None:
-        if self.strict:
-          raise ValueError(f'example {i} of TFDS {self.name!r}/{self.split} is shorter than one '
-                           f'clip ({self.span} frames)')
-        logging.warning('example %d of %s is shorter than one clip (%d frames); skipped', i,
-                        self.name, self.span)
-        self.short.add(i)
-        continue
-      return resize_clip({'rgb': rgb}, (self.resolution, self.resolution))
-    raise IOError(f'no example of TFDS {self.name!r}/{self.split} gives a clip of {self.span} '
-                  'frames')
+    rgb = read_first_good(int(index), len(self), self._clip,
+                          lambda i: i in self.short or i in self.broken, self._drop)
+    if rgb is None:
+      raise IOError(f'no example of TFDS {self.name!r}/{self.split} gives a clip of {self.span} '
+                    'frames')
+    return resize_clip({'rgb': rgb}, (self.resolution, self.resolution))

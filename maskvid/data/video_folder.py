@@ -45,6 +45,24 @@ def clip_span(num_frames: int, stride: int) -> int:
   return (int(num_frames) - 1) * int(stride) + 1
 
 
+def read_first_good(index: int, count: int, read, is_bad, drop):
+  """read(i) for the first i of index, index + 1, ... (wrapping at count) that `is_bad(i)` does
+  not name and whose read does not raise IOError; such an error goes to `drop(i, error)`, which
+  records the item as bad (or re-raises: strict sources). None when no item reads.
+
+  How a lenient video source answers item `index` when it (or what follows) is broken.
+  """
+  for offset in range(count):
+    i = (index + offset) % count
+    if is_bad(i):
+      continue
+    try:
+      return read(i)
+    except IOError as e:
+      drop(i, e)
+  return None
+
+
 class VideoFolderSource:
   """grain RandomAccessDataSource of fixed-length chunks of the videos in `video_dir`."""
 
@@ -126,19 +144,15 @@ class VideoFolderSource:
       capture.release()
     return np.stack(frames).astype(np.uint8)
 
+  def _drop(self, index: int, error: IOError) -> None:
+    if self.strict:
+      raise error
+    logging.warning('skipping chunk %d (config.data.strict_videos=False): %s', index, error)
+    self.bad_chunks.add(index)
+
   def __getitem__(self, index) -> dict[str, np.ndarray]:
-    index = int(index)
-    for offset in range(len(self)):
-      i = (index + offset) % len(self)
-      if i in self.bad_chunks:
-        continue
-      try:
-        rgb = self._decode(i)
-      except IOError as e:
-        if self.strict:
-          raise
-        logging.warning('skipping chunk %d (config.data.strict_videos=False): %s', i, e)
-        self.bad_chunks.add(i)
-        continue
-      return resize_clip({'rgb': rgb}, (self.resolution, self.resolution))
-    raise IOError(f'no chunk of the videos in {self.video_dir!r} decodes')
+    rgb = read_first_good(int(index), len(self), self._decode, self.bad_chunks.__contains__,
+                          self._drop)
+    if rgb is None:
+      raise IOError(f'no chunk of the videos in {self.video_dir!r} decodes')
+    return resize_clip({'rgb': rgb}, (self.resolution, self.resolution))

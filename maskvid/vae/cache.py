@@ -64,6 +64,12 @@ def load_latent_stats(latents_dir: str) -> dict:
           'scale': np.asarray(stats['scale'], np.float32)}
 
 
+def posterior_mean_encoder(module):
+  """jit(params, frames [B, T, H, W, 3] in [-1, 1]) -> raw posterior-mean latents [B, T, h, w, c]
+  (what the cache stores, before the shift/scale normalisation)."""
+  return jax.jit(lambda p, x: module.apply(p, x, method=module.encode)[0])
+
+
 def _shard_bounds(num_clips: int, num_shards: int, num_processes: int) -> np.ndarray:
   """Clip index bounds of each shard: at least one shard per process (while there are clips)."""
   shards = max(1, min(max(int(num_shards), num_processes), num_clips))
@@ -173,7 +179,7 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
   splits = [stats_split] + [s for s in splits if s != stats_split]
   num_processes, process = jax.process_count(), jax.process_index()
 
-  encode = jax.jit(lambda p, x: module.apply(p, x, method=module.encode)[0])
+  encode = posterior_mean_encoder(module)
   latents_dir = os.path.normpath(latents_dir)
   tmp = f'{latents_dir}.tmp'
   if process == 0:
