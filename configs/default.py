@@ -173,7 +173,7 @@ def get_config():
   # replacement) and the masked model without / with stochastic conditioning (ours_no_sc,
   # ours). References (ground_truth, vae_oracle, warp_oracle) always.
   c.eval.baselines = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer',
-                      'conditioning', 'replacement', 'ours_no_sc', 'ours')
+                      'flow_warp', 'conditioning', 'replacement', 'ours_no_sc', 'ours')
   c.eval.num_samples = 4                    # >1 adds a '<method> mean<K>' row (mean of K samples)
   c.eval.one_step = True                    # adds '<method> one-step' (x1 - v(x1, 1)): what the
                                             # model knows, without sampling noise
@@ -187,8 +187,8 @@ def get_config():
   c.eval.hole_coverage = (0.4, 0.7)         # 'holes' task: fraction of each frame removed
   # Pixel -> token rule (`sampling.masks.pixel_to_token_masks`): a model patch is known when at
   # least this fraction of its pixels is (their values nearest-filled), exact when all are. Known
-  # but inexact patches are unreliable context that 'ours' re-noises past renoise_at. ('edit'
-  # uses its own rule, tasks.track.EDIT_MIN_VALID = 1.0, as the edit command does.)
+  # but inexact patches are unreliable context that 'ours' re-noises past renoise_at. Hinted
+  # pixels ('edit': the warped edit) count as given for 'known', never for 'exact'.
   c.eval.min_valid = 0.01
   # 'edit' task (as `maskvid.tasks.edit`): frame-0 difference above this (0-255) is the edited
   # region; the tracked region is grown by edit_dilate pixels before it is repainted.

@@ -51,5 +51,5 @@ def get_config():
   c.train.checkpoint_every = 500
   c.eval.num_clips = 16
   c.eval.baselines = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer',
-                      'ours')
+                      'flow_warp', 'ours')
   return c

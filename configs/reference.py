@@ -30,7 +30,6 @@ def get_config():
   c.eval.num_clips = 16
   c.eval.num_samples = 4
   c.eval.baselines = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer',
-                      'conditioning', 'replacement', 'ours_no_sc',
-                      'ours')
+                      'flow_warp', 'conditioning', 'replacement', 'ours_no_sc', 'ours')
   c.eval.baseline_steps = -1      # baselines get exactly train.steps
   return c

@@ -65,9 +65,22 @@ def test_edit_task_inputs_answers_and_scored_pixels(pair):
   # The tracked region mostly covers the object (the unknown pixels are where it is).
   assert task.info['region_iou'] > 0.5
   assert (~task.known_pixels[1:])[obj[1:]].mean() > 0.7
-  # The GT-region variant hides exactly the (dilated) object.
-  gt_known, gt_frames = task.variants['gt-region']
+  # Inside the region the edited frame 0, pulled along the tracked flow, is a hint: a guess of
+  # the edited object, never counted as given. It is mostly right (closer to the edited render
+  # than the original is) and is the 'flow_warp' answer on its own.
+  hint = task.hints
+  assert not (hint & task.known_pixels).any() and not hint[0].any()
+  assert hint[1:][obj[1:]].mean() > 0.5
+  on = hint & obj
+  err_hint = np.abs(task.known_frames[on] - edited[on]).mean()
+  assert err_hint < 0.5 * np.abs(original[on] - edited[on]).mean()
+  warp = task.answers['flow_warp']
+  np.testing.assert_array_equal(warp[hint], task.known_frames[hint])
+  np.testing.assert_array_equal(warp[1:][~hint[1:]], original[1:][~hint[1:]])
+  # The GT-region variant hides exactly the (dilated) object, with its own hint.
+  gt_known, gt_frames, gt_hint = task.variants['gt-region']
   assert not gt_known[1:][obj[1:]].any() and gt_known[0].all()
+  assert not (gt_hint & gt_known).any() and gt_hint[1:][obj[1:]].mean() > 0.5
   np.testing.assert_array_equal(gt_frames[0], edited[0])
   # Answers: the unedited frames (with the edited frame 0), and the colour transfer.
   nop = task.answers['no_propagation']
@@ -103,7 +116,15 @@ def test_edit_conditioning_lives_with_the_tracker():
   frames = np.zeros((3, 8, 8, 3), np.uint8)
   region = np.zeros((3, 8, 8), bool)
   region[:, 3, 3] = True
-  cond, known = track.edit_conditioning(frames, np.full((8, 8, 3), 9, np.uint8), region,
-                                        dilate_radius=1)
+  cond, known, hint = track.edit_conditioning(frames, np.full((8, 8, 3), 9, np.uint8), region,
+                                              dilate_radius=1)
   assert known[0].all() and (cond[0] == 9).all()
   assert not known[1:, 2:5, 3].any() and not known[1:, 3, 2:5].any() and known[1:, 0, 0].all()
+  assert not hint.any() and (cond[~known] == 0).all()
+  # With flows (a still video: zero flow) the edit is pulled into the unknown region as a hint.
+  cond, known2, hint = track.edit_conditioning(
+      frames, np.full((8, 8, 3), 9, np.uint8), region, dilate_radius=1,
+      flows=track.consecutive_flows(frames))
+  np.testing.assert_array_equal(known2, known)
+  np.testing.assert_array_equal(hint, ~known)
+  assert (cond[1:][hint[1:]] == 9).all()

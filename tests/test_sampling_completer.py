@@ -149,6 +149,42 @@ def test_partial_mask_keeps_known_latents_and_pixels(completer):
   assert not np.array_equal(other['video'][~mask], pasted[~mask])
 
 
+def test_hinted_pixels_are_known_but_never_exact_or_pasted(completer):
+  frames = clip(5, batch=1)
+  mask = np.ones(frames.shape[:-1], bool)
+  mask[:, 1, 4:12, 4:12] = False       # a hole in frame 1 (patches 1..2 x 1..2 of the 2x2 grid)
+  hint = ~mask
+  hint[:, 1, 4:8, 4:12] = False        # the hole's top half comes with a guess, the rest does not
+  guess = frames.copy()
+  guess[0, 1, 8:12, 4:12] = 255 - frames[0, 1, 8:12, 4:12]
+  res = completer.complete_video(guess, mask, hint_mask=hint, rng=key(3), return_latents=True,
+                                 renoise_at=0.0)
+  known = res['known_mask']
+  # Hinted patches (rows 4..5 of the latent grid, i.e. model patch row 2) are known context ...
+  assert known[0, 1, 4:6, 2:6].all() and not known[0, 1, 2:4, 2:6].any()
+  z = np.asarray(completer.encode(fill.nearest_fill(guess.astype(np.float32) / 127.5 - 1.0,
+                                                    mask | hint)))
+  np.testing.assert_array_equal(res['latents'][known], z[known])   # held as given without SC
+  # ... given pixels are pasted; hinted ones are the hint moved by the model's change to the
+  # decode (the unhinted patches next to them were generated, so the decode there changed).
+  np.testing.assert_array_equal(res['video'][mask], guess[mask])
+  x = guess.astype(np.float32) / 127.5 - 1.0
+  moved = pictures.to_uint8(np.clip(x + completer.decode(res['latents']) - completer.decode(z),
+                                    -1, 1))
+  np.testing.assert_array_equal(res['video'][hint], moved[hint])
+  assert not np.array_equal(res['video'][hint], guess[hint])
+  # Where every patch is given or hinted and nothing is re-noised, the hint comes back as it was.
+  full = completer.complete_video(guess, mask, hint_mask=~mask, rng=key(3), renoise_at=0.0)
+  np.testing.assert_array_equal(full, guess)
+  # Never exact: stochastic conditioning re-noises the hinted patches and keeps the rest.
+  sc = completer.complete_video(guess, mask, hint_mask=hint, rng=key(3), return_latents=True,
+                                renoise_at=0.5)
+  assert not np.allclose(sc['latents'][0, 1, 4:6, 2:6], z[0, 1, 4:6, 2:6])
+  np.testing.assert_array_equal(sc['latents'][0, 0], z[0, 0])
+  with pytest.raises(ValueError, match='hint_mask must be bool'):
+    completer.complete_video(guess, mask, hint_mask=hint[..., :-1])
+
+
 def test_bad_inputs_are_named(completer):
   frames = clip(4)
   with pytest.raises(ValueError, match='pixel_mask must have shape'):

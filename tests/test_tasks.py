@@ -34,9 +34,10 @@ class FakeCompleter:
   def decode(self, latents):
     return np.repeat(np.repeat(latents, 4, 2), 4, 3)
 
-  def complete_video(self, frames, pixel_mask, *, num_steps=None, renoise_at=None, seed=0):
+  def complete_video(self, frames, pixel_mask, *, num_steps=None, renoise_at=None, seed=0,
+                     hint_mask=None):
     self.calls.append(dict(frames=frames, pixel_mask=pixel_mask, num_steps=num_steps,
-                           renoise_at=renoise_at, seed=seed))
+                           renoise_at=renoise_at, seed=seed, hint_mask=hint_mask))
     z = self.encode(frames)
     b, t, h, w, _ = z.shape
     known = pixel_mask.reshape(b, t, h, 4, w, 4).all((3, 5))
@@ -75,6 +76,29 @@ def test_tracker_follows_moving_square():
   assert track.iou(masks[0], masks[-1]) < 0.5
 
 
+def test_warp_edit_carries_the_edit_along_the_motion():
+  frames, masks = _smooth_scene()
+  edited = frames[0].copy()
+  edited[masks[0]] = (255, 0, 255)
+  flows = track.consecutive_flows(frames)
+  assert flows.shape == (7, 48, 48, 2)
+  coords, valid = track.frame0_coordinates(flows)
+  np.testing.assert_array_equal(coords[0], np.stack(np.mgrid[0:48, 0:48][::-1], -1))
+  # Inside the moved square, frame-t pixels map back (1.5, 1.0) px per frame into frame 0.
+  t = 4
+  inner = cv2.erode(masks[t].astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+  shift = (coords[t] - np.stack(np.mgrid[0:48, 0:48][::-1], -1))[inner].mean(0)
+  np.testing.assert_allclose(shift, (-1.5 * t, -1.0 * t), atol=1.0)
+  hint, hint_mask = track.warp_edit(edited, masks, flows)
+  assert not hint_mask[0].any() and hint.dtype == np.uint8
+  for t in range(1, 8):
+    assert hint_mask[t][masks[t]].mean() > 0.9
+    np.testing.assert_allclose(hint[t][inner if t == 4 else masks[t] & hint_mask[t]].mean(0),
+                               (255, 0, 255), atol=40)
+  with pytest.raises(ValueError, match='flows must be'):
+    track.warp_edit(edited, masks, flows[1:])
+
+
 def test_find_edit_region_by_difference():
   frames, masks = _smooth_scene(num_frames=1)
   edited = frames[0].copy()
@@ -99,10 +123,14 @@ def test_edit_conditioning_and_propagation_with_fake_completer():
   cond, mask = fake.calls[0]['frames'][0], fake.calls[0]['pixel_mask'][0]
   np.testing.assert_array_equal(cond[0], edited)
   assert mask[0].all()
+  hint = fake.calls[0]['hint_mask'][0]
   for t in range(1, 4):
     assert not mask[t][masks[t]].any()                    # tracked square: unknown
     np.testing.assert_array_equal(cond[t][mask[t]], frames[t][mask[t]])  # rest: the original
     assert mask[t].mean() > 0.75
+    # ... and the edit pulled along the flow into it: a magenta hint over the moved square.
+    assert not (hint[t] & mask[t]).any() and hint[t][masks[t]].mean() > 0.8
+    np.testing.assert_allclose(cond[t][hint[t] & masks[t]].mean(0), (255, 0, 255), atol=40)
   assert out['video'].shape == frames.shape and out['video'].dtype == np.uint8
   assert fake.calls[0]['num_steps'] == 3
   with pytest.raises(ValueError, match='empty'):

@@ -10,18 +10,20 @@ Every task turns one ground-truth clip (rgb [T, H, W, 3] in [-1, 1], depth [T, H
                 answer, the bar a learned method must clear (TRIVIAL[name]: nearest-pixel fill
                 of the known pixels for 'holes' and the disocclusions of 'nvs', a cross-fade of
                 the endpoints for 'interpolate', the unedited frames for 'edit'), other simple
-                answers ('edit': colour_transfer) and oracles ('interpolate': warp_oracle, the
+                answers ('edit': colour_transfer, flow_warp) and oracles ('interpolate': warp_oracle, the
                 endpoints forward-warped with GT depth and cameras; no method gets GT).
   hole          bool [T, H, W]  pixels scored by the hole metrics (the unknown pixels of the
                 scored frames; 'edit': the edited object's pixels).
   frames        tuple of frame indices scored by the whole-frame and consistency metrics.
   target        float [T, H, W, 3] or None  what outputs are scored against when it is not the
                 clip itself ('edit': the edited render).
-  variants      {name: (known_pixels, known_frames)}  other inputs every generative method is
-                also run on, one sample each (row '<method> <name>'; 'edit': 'gt-region').
+  variants      {name: (known_pixels, known_frames, hint_pixels)}  other inputs every generative
+                method is also run on, one sample each (row '<method> <name>'; 'edit':
+                'gt-region').
   info          {name: float}  per-clip facts reported beside the table ('edit': region_iou).
-  min_valid     float or None  the pixel -> token rule of this task (None: config.eval.min_valid;
-                'edit': `track.EDIT_MIN_VALID`, as the edit command).
+  hint_pixels   bool [T, H, W] or None  pixels whose known_frames value is a guess ('edit': the
+                edited frame 0 pulled along the tracked flow into the region): known for the
+                token rule, never exact, never pasted back (`sampling.composite`).
 
 Tasks (all deterministic given the clip and a seed):
 * 'nvs' (single-view novel-view synthesis): frame 0 is given. Frames 1..T-1 get frame 0
@@ -40,11 +42,13 @@ Tasks (all deterministic given the clip and a seed):
   material changed): frame 0 is the edited render, frames 1..T-1 the original. As in
   `maskvid.tasks.edit`, the edited region is found from the images (frame-0 difference,
   `track.find_edit_region`) and tracked through the original frames with optical flow; frames
-  1..T-1 are known outside the dilated tracked region. Scored against the edited render: frames
-  1..T-1, holes = the edited object's pixels (from the renderer); PSNR outside them measures what
-  else changed. Answers: no_propagation (the original frames; the trivial one) and
-  colour_transfer (per channel, the frame-0 edit's change of mean and spread inside the region,
-  applied inside the tracked region). Variant 'gt-region': the renderer's object mask instead of
+  1..T-1 are known outside the dilated tracked region, and inside it the edited frame 0 pulled
+  along the chained flow is a hint (`track.warp_edit`; where the chain leaves the frame the
+  pixels stay unknown). Scored against the edited render: frames 1..T-1, holes = the edited
+  object's pixels (from the renderer); PSNR outside them measures what else changed. Answers:
+  no_propagation (the original frames; the trivial one), colour_transfer (per channel, the
+  frame-0 edit's change of mean and spread inside the region, applied inside the tracked region)
+  and flow_warp (the hint alone over the original frames). Variant 'gt-region': the renderer's object mask instead of
   the tracked region (separates tracking errors from repainting errors). Info: region_iou, the
   IoU of the tracked region and the object mask over frames 1..T-1.
 
@@ -82,9 +86,15 @@ class Task:
   hole: np.ndarray           # bool [T, H, W]
   frames: tuple              # scored frame indices
   target: Optional[np.ndarray] = None   # float32 [T, H, W, 3] (None: the clip's rgb)
-  variants: dict = dataclasses.field(default_factory=dict)
+  variants: dict = dataclasses.field(default_factory=dict)   # name -> (known, frames, hint)
   info: dict = dataclasses.field(default_factory=dict)
-  min_valid: Optional[float] = None
+  hint_pixels: Optional[np.ndarray] = None   # bool [T, H, W]: known_frames there is a guess
+
+  @property
+  def hints(self) -> np.ndarray:
+    """bool [T, H, W]: pixels whose known_frames value is a guess (known, never exact or pasted)."""
+    return (np.zeros_like(self.known_pixels) if self.hint_pixels is None
+            else self.hint_pixels)
 
   @property
   def trivial(self) -> np.ndarray:
@@ -208,12 +218,13 @@ def colour_transfer(original: np.ndarray, edited0: np.ndarray, region: np.ndarra
   return out.astype(np.float32)
 
 
-def _edit_input(original_u8, edited0_u8, region, dilate_radius):
-  frames, known = track.edit_conditioning(original_u8, edited0_u8, region,
-                                          dilate_radius=dilate_radius)
-  frames = pictures.to_float(frames)
-  return known, fill.nearest_fill(np.where(known[..., None], frames, 0.0).astype(np.float32),
-                                  known)
+def _edit_input(original_u8, edited0_u8, region, dilate_radius, flows):
+  """-> (known bool [T,H,W], frames float [T,H,W,3] nearest-filled, hint bool [T,H,W])."""
+  frames, known, hint = track.edit_conditioning(original_u8, edited0_u8, region,
+                                                dilate_radius=dilate_radius, flows=flows)
+  frames, guessed = pictures.to_float(frames), known | hint
+  return known, fill.nearest_fill(np.where(guessed[..., None], frames, 0.0).astype(np.float32),
+                                  guessed), hint
 
 
 def edit_task(clip, threshold: int = 24, dilate_radius: int = 2) -> Task:
@@ -228,20 +239,23 @@ def edit_task(clip, threshold: int = 24, dilate_radius: int = 2) -> Task:
     raise ValueError(f"clip['rgb_edited'] {edited.shape} and clip['object_mask'] {obj.shape} must "
                      f"match clip['rgb'] {original.shape} ([T, H, W, 3] and [T, H, W])")
   T = original.shape[0]
+  flows = track.consecutive_flows(original)
   region = track.track_region(original, track.find_edit_region(original[0], edited[0],
-                                                               threshold=threshold))
-  known, known_frames = _edit_input(original, edited[0], region, dilate_radius)
+                                                               threshold=threshold), flows)
+  known, known_frames, hint = _edit_input(original, edited[0], region, dilate_radius, flows)
   no_propagation = pictures.to_float(original)
   no_propagation[0] = pictures.to_float(edited[0])
   colour = colour_transfer(pictures.to_float(original), pictures.to_float(edited[0]), region)
+  flow_warp = np.where(hint[..., None], known_frames, no_propagation)
   hole = obj.copy()
   hole[0] = False
   iou = float(np.mean([track.iou(region[t], obj[t]) for t in range(1, T)]))
   return Task('edit', known, known_frames,
-              {'no_propagation': no_propagation, 'colour_transfer': colour}, hole,
+              {'no_propagation': no_propagation, 'colour_transfer': colour,
+               'flow_warp': flow_warp}, hole,
               tuple(range(1, T)), target=pictures.to_float(edited),
-              variants={'gt-region': _edit_input(original, edited[0], obj, dilate_radius)},
-              info={'region_iou': iou}, min_valid=track.EDIT_MIN_VALID)
+              variants={'gt-region': _edit_input(original, edited[0], obj, dilate_radius, flows)},
+              info={'region_iou': iou}, hint_pixels=hint)
 
 
 def make_task(name: str, clip, seed: int = 0, coverage=(0.4, 0.7), edit_threshold: int = 24,

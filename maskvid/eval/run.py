@@ -7,8 +7,10 @@ completed by every method in config.eval.baselines and scored (`maskvid.eval.met
 
   nearest_fill  trivial answer of 'holes' and 'nvs' (`protocol.Task.answers`; NaN elsewhere).
   cross_fade    trivial answer of 'interpolate' (NaN elsewhere).
-  no_propagation, colour_transfer   'edit' only: the unedited frames (its trivial answer), and
-                the frame-0 edit's per-channel colour change applied inside the tracked region.
+  no_propagation, colour_transfer, flow_warp   'edit' only: the unedited frames (its trivial
+                answer); the frame-0 edit's per-channel colour change applied inside the tracked
+                region; the edited frame 0 pulled along the tracked optical flow into the region
+                (the hint every generative method is given there, on its own).
   conditioning  same backbone trained with config.diffusion.objective='conditioning' (known latents
                 and mask as input channels), Euler sampler, known tokens pasted back.
   replacement   same backbone trained with objective='unconditional', replacement sampler
@@ -61,6 +63,7 @@ from maskvid.eval import protocol
 from maskvid.eval import report
 from maskvid.eval import scoring
 from maskvid.model import model as model_lib
+from maskvid.sampling import composite
 from maskvid.sampling import masks as sampling_masks
 from maskvid.sampling import sampler
 from maskvid.train import checkpoint
@@ -70,7 +73,7 @@ from maskvid.workdir import save_config
 from maskvid.workdir import stage_dir
 
 # Rows answered by the tasks themselves (`protocol.Task.answers`), each on the tasks it answers.
-TRIVIAL = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer')
+TRIVIAL = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer', 'flow_warp')
 GENERATIVE = ('conditioning', 'replacement', 'ours_no_sc', 'ours')
 METHODS = TRIVIAL + GENERATIVE
 # The tasks whose trivial answer (the bar to beat, `protocol.TRIVIAL`) each row is.
@@ -141,8 +144,8 @@ def _batched(fn, arrays, batch_size):
 
 
 def _known_input_row(task) -> np.ndarray:
-  """Known pixels, unknown ones grey (0 in [-1, 1]), for the picture grid."""
-  return np.where(task.known_pixels[..., None], task.known_frames, 0.0)
+  """Known (and hinted) pixels, unknown ones grey (0 in [-1, 1]), for the picture grid."""
+  return np.where((task.known_pixels | task.hints)[..., None], task.known_frames, 0.0)
 
 
 def generative_rows(methods, num_samples: int, one_step: bool, tasks=()) -> list:
@@ -231,18 +234,26 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
         gt = np.stack([t.target for t in task_list])
         oracle = _batched(lambda x: latents.decode(latents.encode(x)), [gt], bs)
 
-      def prepare(known_frames, known_px):
+      def prepare(known_frames, known_px, hint_px):
+        # Hinted pixels count as given for `known`, never for `exact`, and are not pasted back.
         known_lat = _batched(latents.encode, [known_frames], bs)
-        min_valid = task_list[0].min_valid or float(config.eval.min_valid)
-        mask, exact = (np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
-            jnp.asarray(known_px), latents.factor, patch, min_valid=min_valid))
-        return known_frames, known_px, known_lat, mask, exact
+        min_valid = float(config.eval.min_valid)
+
+        def token_masks(px):
+          return tuple(np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
+              jnp.asarray(px), latents.factor, patch, min_valid=min_valid))
+        mask = token_masks(known_px | hint_px)[0]
+        exact = token_masks(known_px)[1] & mask
+        decoded_in = _batched(latents.decode, [known_lat], bs) if hint_px.any() else None
+        return known_frames, known_px, known_lat, mask, exact, hint_px, decoded_in
 
       inputs = {'': prepare(np.stack([t.known_frames for t in task_list]),
-                            np.stack([t.known_pixels for t in task_list]))}
+                            np.stack([t.known_pixels for t in task_list]),
+                            np.stack([t.hints for t in task_list]))}
       for v in VARIANTS.get(task_name, ()):
-        inputs[v] = prepare(np.stack([t.variants[v][1] for t in task_list]),
-                            np.stack([t.variants[v][0] for t in task_list]))
+        known_px, frames, hint_px = (np.stack([t.variants[v][i] for t in task_list])
+                                     for i in range(3))
+        inputs[v] = prepare(frames, known_px, hint_px)
 
       preds = {'ground_truth': gt, 'vae_oracle': oracle}
       preds.update({r: np.stack([t.answers[r] for t in task_list])
@@ -261,14 +272,14 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
         key = jax.random.PRNGKey(int(config.seed))
 
         def run(n, sample, variant=''):
-          known_frames, known_px, known_lat, mask, exact = inputs[variant]
+          known_frames, known_px, known_lat, mask, exact, hint_px, decoded_in = inputs[variant]
           lat = _batched(lambda k, mk, ex, i: fn(
               jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex),
               jax.random.fold_in(jax.random.fold_in(key, sample), int(i[0])), task_name, n),
                          [known_lat, mask, exact, np.arange(len(task_list))], bs)
-          # Pixels that were given come back exactly; only the unknown ones are generated.
-          return np.where(known_px[..., None], known_frames,
-                          _batched(latents.decode, [lat], bs))
+          # Given pixels come back exactly, hinted ones moved by the model's change to them.
+          return composite.composite(_batched(latents.decode, [lat], bs), known_frames,
+                                     known_px, hint_px, decoded_in)
 
         samples = [run(steps, k) for k in range(num_samples)]
         preds[m] = samples[0]
@@ -287,7 +298,7 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
         else:
           block[r] = scoring.nan_scores()
       results['metrics'][split][task_name] = block
-      _, known_px, _, mask, exact = inputs['']
+      _, known_px, _, mask, exact, _, _ = inputs['']
       frac = float(np.mean([t.hole[list(t.frames)].mean() for t in task_list]))
       info = ''.join(f', {k} {np.mean([t.info[k] for t in task_list]):.3f}'
                      for k in task_list[0].info)

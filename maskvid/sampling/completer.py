@@ -20,6 +20,7 @@ import numpy as np
 
 from maskvid import pictures
 from maskvid.model import model as model_lib
+from maskvid.sampling import composite
 from maskvid.sampling import fill
 from maskvid.sampling import fullres
 from maskvid.sampling import masks
@@ -139,12 +140,13 @@ class Completer:
     return self.token_masks(pixel_mask)[0]
 
   # ------------------------------------------------------------------------------- video
-  def _complete_other_size(self, x, m, size, *, paste_known, return_latents, **options):
+  def _complete_other_size(self, x, m, hint, size, *, paste_known, return_latents, **options):
     """complete_video for frames [B,T,H,W,3] (float) of a size other than the model's."""
     frames8 = pictures.to_uint8(x)
-    lo, lo_mask = fullres.to_model_resolution(frames8, m, size)
-    out = self.complete_video(lo, lo_mask, paste_known=paste_known, return_latents=True,
-                              **options)
+    lo, lo_guessed = fullres.to_model_resolution(frames8, m | hint, size)
+    lo_given = fullres.to_model_resolution(frames8, m, size)[1] if hint.any() else lo_guessed
+    out = self.complete_video(lo, lo_given, paste_known=paste_known, return_latents=True,
+                              hint_mask=lo_guessed & ~lo_given, **options)
     feather = float(np.ceil(max(x.shape[2] / size[0], x.shape[3] / size[1])))
     known = m if paste_known else np.zeros_like(m)
     video = fullres.to_input_resolution(out['video'], frames8, known, feather)
@@ -154,7 +156,8 @@ class Completer:
                      solver: Optional[str] = None, renoise_at: Optional[float] = None,
                      guidance: Optional[float] = None, seed: int = 0,
                      rng: Optional[jax.Array] = None, paste_known: bool = True,
-                     return_latents: bool = False, progress: bool = False):
+                     return_latents: bool = False, progress: bool = False,
+                     hint_mask=None):
     """Completes the unknown pixels of a clip (or a batch of clips).
 
     Args:
@@ -171,6 +174,11 @@ class Completer:
         the raw decode, e.g. to see the VAE's error on the given pixels).
       return_latents: also return the latents and the latent known mask.
       progress: log a line per sampler step (the task commands turn it on).
+      hint_mask: optional bool of pixel_mask's shape: pixels whose value in `frames` is a guess
+        (e.g. an edit warped along optical flow), not given. They count as given for the
+        `known` token rule, never for `exact`, so their tokens are clean context that
+        stochastic conditioning (`renoise_at`) re-noises and repairs. They are not pasted back:
+        the output there is the hint moved by what the model changed (`sampling.composite`).
 
     Returns:
       uint8 frames with the rank of `frames` ([T,H,W,3] or [B,T,H,W,3]); with return_latents a
@@ -186,11 +194,15 @@ class Completer:
     if m.shape != x.shape[:-1]:
       raise ValueError(f'pixel_mask must have shape frames.shape[:-1] = {x.shape[:-1]}, got '
                        f'{m.shape}')
+    hint = np.zeros_like(m) if hint_mask is None else np.asarray(hint_mask)
+    if hint.dtype != np.bool_ or hint.shape != m.shape:
+      raise ValueError(f'hint_mask must be bool of pixel_mask\'s shape {m.shape}, got '
+                       f'{hint.dtype} {hint.shape}')
     if unbatched:
-      x, m = x[None], m[None]
+      x, m, hint = x[None], m[None], hint[None]
     size = (self.resolution, self.resolution)
     if self.resolution and x.shape[2:4] != size:
-      out = self._complete_other_size(x, m, size, num_steps=num_steps, solver=solver,
+      out = self._complete_other_size(x, m, hint, size, num_steps=num_steps, solver=solver,
                                       renoise_at=renoise_at, guidance=guidance, seed=seed,
                                       rng=rng, paste_known=paste_known,
                                       return_latents=return_latents, progress=progress)
@@ -207,13 +219,19 @@ class Completer:
       rng = jax.random.key(seed)
 
     # Partly known patches are encoded from nearest-filled pixels: no hard edges for the encoder.
-    latents = self.encode(fill.nearest_fill(x, m))
-    known_mask, exact_mask = self.token_masks(m)
+    guessed = m | hint
+    latents = self.encode(fill.nearest_fill(x, guessed))
+    known_mask = self.token_masks(guessed)[0]
+    exact_mask = self.token_masks(m)[1] & known_mask
     known = jnp.where(known_mask[..., None], latents, 0.0)  # unknown values are never read
     out = self.complete_latents(known, known_mask, rng, exact_mask=exact_mask,
                                 num_steps=num_steps, solver=solver, renoise_at=renoise_at,
                                 guidance=guidance, progress=progress)
-    video = pictures.to_uint8(self.decode(out))
+    decoded = self.decode(out)
+    if hint.any():   # hinted pixels: the hint moved by the model's change (`composite`)
+      decoded = composite.composite(decoded, x, np.zeros_like(m), hint & ~m,
+                                    self.decode(latents))
+    video = pictures.to_uint8(decoded)
     if paste_known:
       video = np.where(m[..., None], pictures.to_uint8(x), video)
     if unbatched:

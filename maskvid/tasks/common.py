@@ -39,7 +39,7 @@ def num_frames_of(completer) -> Optional[int]:
 
 
 def run_completion(completer, frames: np.ndarray, pixel_mask: np.ndarray, *, seed: int = 0,
-                   **sample_kwargs) -> dict:
+                   hint_mask: Optional[np.ndarray] = None, **sample_kwargs) -> dict:
   """One clip through `completer.complete_video`.
 
   Args:
@@ -49,6 +49,8 @@ def run_completion(completer, frames: np.ndarray, pixel_mask: np.ndarray, *, see
       return_latents=True are passed when its signature accepts them (None values are left to
       its defaults).
     frames: uint8 [T, H, W, 3]; pixel_mask: bool [T, H, W] (True = known).
+    hint_mask: optional bool [T, H, W]: pixels of `frames` that are a guess, not given (see
+      `Completer.complete_video`); a completer without a hint_mask argument gets them as unknown.
   Returns:
     dict(video uint8 [T, H, W, 3], and latents / known_mask when the completer returns them).
   """
@@ -69,6 +71,11 @@ def run_completion(completer, frames: np.ndarray, pixel_mask: np.ndarray, *, see
     kwargs['return_latents'] = True
   if 'progress' in params:
     kwargs['progress'] = True   # a log line per sampler step: commands can take minutes
+  if hint_mask is not None and ('hint_mask' in params or accepts_any):
+    hint_mask = np.asarray(hint_mask, bool)
+    if hint_mask.shape != pixel_mask.shape:
+      raise ValueError(f'hint_mask must be bool [T, H, W] {pixel_mask.shape}, got {hint_mask.shape}')
+    kwargs['hint_mask'] = hint_mask[None]
   out = completer.complete_video(frames[None], pixel_mask[None], **kwargs)
   return _normalise(out)
 

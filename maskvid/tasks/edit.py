@@ -2,14 +2,14 @@
 
 original clip + edited frame 0 -> edited region (difference + morphology, or --mask) -> region
 tracked through the original clip with Farneback optical flow (maskvid.tasks.track) -> frame 0
-is the edited frame (known); in later frames the tracked region (dilated) is unknown and the
-rest is known -> the Completer repaints the region consistently with the edit.
+is the edited frame (known); in later frames the tracked region (dilated) is not given and the
+rest is -> inside the region the edited frame 0 pulled along the chained flow is a *hint*
+(known but unreliable: `--renoise_at` lets the model repair it; --nowarp_hint leaves the region
+blank) -> the Completer repaints the region consistently with the edit.
 
   python -m maskvid.tasks.edit --video=clip.mp4 --edited_frame=edit.png --checkpoint=DIR
       --out=out.mp4 [--mask=region.png] [--threshold=24] [--dilate=2] [--renoise_at=0.3]
-
-A model patch is known only when all its pixels are (`track.EDIT_MIN_VALID`; --min_valid
-overrides): the patches the region touches are generated, not nearest-filled.
+      [--nowarp_hint]
 """
 from typing import Optional
 
@@ -26,7 +26,7 @@ from maskvid.tasks import track
 
 def propagate_edit(completer, video, edited_frame, region0: Optional[np.ndarray] = None, *,
                    threshold: int = 24, dilate_radius: int = 2, seed: int = 0,
-                   **sample_kwargs) -> dict:
+                   warp_hint: bool = True, **sample_kwargs) -> dict:
   """-> dict(video uint8 [T,H,W,3], region bool [T,H,W], pixel_mask, conditioning, ...)."""
   video, edited_frame = np.asarray(video), np.asarray(edited_frame)
   if region0 is None:
@@ -34,19 +34,22 @@ def propagate_edit(completer, video, edited_frame, region0: Optional[np.ndarray]
   if not np.asarray(region0).any():
     raise ValueError('the edited region is empty: the edited frame equals frame 0 of the video '
                      '(lower the threshold or pass a mask)')
-  region = track.track_region(video, region0)
+  flows = track.consecutive_flows(video)
+  region = track.track_region(video, region0, flows)
   logging.info('edit: region covers %.1f%% of frame 0, %.1f%% of the last frame',
                100 * region[0].mean(), 100 * region[-1].mean())
-  frames, mask = track.edit_conditioning(video, edited_frame, region,
-                                         dilate_radius=dilate_radius)
-  out = common.run_completion(completer, frames, mask, seed=seed, **sample_kwargs)
-  out.update(region=region, pixel_mask=mask, conditioning=frames)
+  frames, mask, hint = track.edit_conditioning(video, edited_frame, region,
+                                               dilate_radius=dilate_radius,
+                                               flows=flows if warp_hint else None)
+  out = common.run_completion(completer, frames, mask, seed=seed, hint_mask=hint,
+                              **sample_kwargs)
+  out.update(region=region, pixel_mask=mask, hint_mask=hint, conditioning=frames)
   return out
 
 
 def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: str = '',
             threshold: int = 24, dilate: int = 2, seed: int = 0, fps: int = 8, completer=None,
-            min_valid=None, **sample_kwargs) -> tuple:
+            min_valid=None, warp_hint: bool = True, **sample_kwargs) -> tuple:
   """Validates, loads, runs and writes (mp4, png)."""
   io.require_output(out)
   clip = io.read_video(video, '--video')
@@ -65,8 +68,7 @@ def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: s
       raise io.InputError(f'--edited_frame: no pixel differs from frame 0 of --video by more '
                           f'than --threshold={threshold}; pass --mask or lower --threshold')
   if completer is None:
-    completer = cli.load_completer(checkpoint,
-                                   track.EDIT_MIN_VALID if min_valid is None else min_valid)
+    completer = cli.load_completer(checkpoint, min_valid)
   # Any frame size: tracked at full resolution; the Completer works at the model's and returns
   # this size with every pixel outside the edited region exact (`sampling.fullres`).
   frames_limit = common.num_frames_of(completer)
@@ -75,7 +77,7 @@ def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: s
                  clip.shape[0])
     clip = clip[:frames_limit]
   result = propagate_edit(completer, clip, edited, region0, dilate_radius=dilate, seed=seed,
-                          **sample_kwargs)
+                          warp_hint=warp_hint, **sample_kwargs)
   return io.write_outputs(out, result['video'],
                           [clip, io.mask_to_rgb(result['pixel_mask']), result['video']], fps=fps)
 
@@ -85,7 +87,7 @@ def main(argv):
   cli.run_main(argv, lambda: command(
       video=f.video, edited_frame=f.edited_frame, checkpoint=f.checkpoint, out=f.out,
       mask=f.mask or '', threshold=f.threshold, dilate=f.dilate, seed=f.seed, fps=f.fps,
-      min_valid=f.min_valid,
+      min_valid=f.min_valid, warp_hint=f.warp_hint,
       **cli.sample_options(f)))
 
 
@@ -95,6 +97,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('mask', '', 'Optional mask image of the edited region (non-zero = edited).')
   flags.DEFINE_integer('threshold', 24, 'Per-pixel difference (0-255) that counts as edited.')
   flags.DEFINE_integer('dilate', 2, 'Pixels added around the tracked region before inpainting.')
+  flags.DEFINE_bool('warp_hint', True, 'Warp the edited frame 0 along the optical flow into the '
+                    'region as a known-but-unreliable hint (False: the region is left blank).')
   cli.define_common_flags()
   flags.mark_flags_as_required(['video', 'edited_frame'])
   app.run(main)
