@@ -19,12 +19,13 @@ if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The integration tier (`make test` runs it, `make test-fast` skips it): multi-process and
-# multi-device runs and stage-to-stage pipelines. Everything else is the unit tier.
+# multi-device runs, stage-to-stage pipelines and trainers run for many steps (these modules, and
+# single tests marked `@pytest.mark.slow`). Everything else is the unit tier.
 SLOW_MODULES = frozenset({
     'test_distributed', 'test_distributed_launch', 'test_train_sharded', 'test_sampling_mesh',
     'test_vae_data_parallel', 'test_train_loop', 'test_vae_cache', 'test_tasks_e2e',
     'test_video_folder_stages', 'test_ladder', 'test_recovery', 'test_eval_lpips',
-    'test_cache_sharded',
+    'test_cache_sharded', 'test_vae_train', 'test_vae_external',
 })
 
 

@@ -98,6 +98,7 @@ class _FakeLatents:
     return jnp.repeat(jnp.repeat(z, 4, axis=2), 4, axis=3)
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   c = default.get_config()
   c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4

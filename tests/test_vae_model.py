@@ -12,9 +12,9 @@ from maskvid.vae import model
 
 @pytest.mark.parametrize('mults,size,latent_channels,linear_skip', [
     ((1, 2, 2), 16, 4, False),      # 4x
-    ((1, 2, 2), 32, 16, True),      # 4x, the old tiny config
-    ((1, 2, 4), 32, 4, True),       # 4x, the demo's VAE
-    ((1, 1, 2, 2), 32, 16, False),  # 8x
+    pytest.param((1, 2, 2), 32, 16, True, marks=pytest.mark.slow),     # 4x, the old tiny config
+    pytest.param((1, 2, 4), 32, 4, True, marks=pytest.mark.slow),      # 4x, the demo's VAE
+    pytest.param((1, 1, 2, 2), 32, 16, False, marks=pytest.mark.slow),  # 8x
     ((1, 2, 2, 2), 16, 6, True),    # 8x, odd width
 ])
 def test_encode_decode_shapes(mults, size, latent_channels, linear_skip):
@@ -41,6 +41,7 @@ def test_encode_decode_shapes(mults, size, latent_channels, linear_skip):
   assert not np.allclose(sampled, recon)
 
 
+@pytest.mark.slow
 def test_frames_are_encoded_independently():
   """A frame encoded alone gives the same latent as inside a clip (time folded into batch)."""
   vae = model.AutoencoderKL(4, 8, (1, 2), 1, 4, mid_attention=True)
