@@ -1,5 +1,6 @@
 #!/bin/bash
-# One prepared device call: the pretraining-size train step (MFU) and the sampler on one GPU.
+# One prepared device call: the pretraining-size train step (MFU), its profile (where the step
+# time goes) and the sampler on one GPU.
 # Usage (device machine, repo root): bash maskvid/bench/gpu_check.sh [CONFIG_FOR_SMOKE]
 # Writes logs to $OUT (or /tmp/gpu_check). ml_collections travels as a wheel in .whl/.
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
@@ -17,7 +18,10 @@ B=${BATCH:-8}
 # 1) the ~400M pretraining model, data parallel on this one device, bf16 + cuDNN attention
 timeout ${T1:-240} $PY -m maskvid.bench.layouts --config=$CFG --config.train.batch_size=$B \
     --layouts=dp --remat=dots,none --steps=${STEPS:-10} --warmup=2 2>&1 | grep -Ev "^[IW][0-9]{4} " | tee "$OUT/layouts.log"
-# 2) the sampler against the forward pass, same model
+# 2) where the step time goes: a jax.profiler trace of the same step, read into a table
+timeout ${T3:-180} $PY -m maskvid.bench.profile --config=$CFG --config.train.batch_size=$B \
+    --steps=${PSTEPS:-5} --warmup=2 --trace_dir="$OUT/trace" 2>&1 | grep -Ev "^[IW][0-9]{4} " | tee "$OUT/profile.log"
+# 3) the sampler against the forward pass, same model
 timeout ${T2:-150} $PY -m maskvid.bench.sampler --config=$CFG --batch=${SB:-4} --steps=25 \
     --solvers=euler,heun --repeats=3 2>&1 | grep -Ev "^[IW][0-9]{4} " | tee "$OUT/sampler.log"
 echo done

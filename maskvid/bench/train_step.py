@@ -44,9 +44,8 @@ def peak_memory(devices) -> tuple[float, str]:
   return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, 'process max RSS'
 
 
-def run(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
-  """Compiles and times the train step; returns the table's numbers."""
-  import jax  # pylint: disable=g-import-not-at-top
+def compiled_step(config):
+  """-> (trainer, state, batch of random latents, the compiled step, compile seconds)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   trainer = step_lib.Trainer(config)
@@ -56,7 +55,14 @@ def run(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
   batch = trainer.put_batch(batch)
   t0 = time.perf_counter()
   compiled = trainer.lower_step(state, batch).compile()
-  compile_s = time.perf_counter() - t0
+  return trainer, state, batch, compiled, time.perf_counter() - t0
+
+
+def run(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
+  """Compiles and times the train step; returns the table's numbers."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  trainer, state, batch, compiled, compile_s = compiled_step(config)
   for _ in range(warmup):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(state)
