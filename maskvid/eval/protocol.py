@@ -48,9 +48,9 @@ Tasks (all deterministic given the clip and a seed):
   object's pixels (from the renderer); PSNR outside them measures what else changed. Answers:
   no_propagation (the original frames; the trivial one), colour_transfer (per channel, the
   frame-0 edit's change of mean and spread inside the region, applied inside the tracked region)
-  and flow_warp (the hint alone over the original frames). Variant 'gt-region': the renderer's object mask instead of
-  the tracked region (separates tracking errors from repainting errors). Info: region_iou, the
-  IoU of the tracked region and the object mask over frames 1..T-1.
+  and flow_warp (the hint alone over the original frames). Variant 'gt-region': the renderer's
+  object mask instead of the tracked region (separates tracking errors from repainting errors).
+  Info: region_iou, the IoU of the tracked region and the object mask over frames 1..T-1.
 
 For 'nvs' every method gets the same GT-depth warp of frame 0; its trivial answer is that warp
 with the disocclusions nearest-filled.

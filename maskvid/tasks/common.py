@@ -74,7 +74,8 @@ def run_completion(completer, frames: np.ndarray, pixel_mask: np.ndarray, *, see
   if hint_mask is not None and ('hint_mask' in params or accepts_any):
     hint_mask = np.asarray(hint_mask, bool)
     if hint_mask.shape != pixel_mask.shape:
-      raise ValueError(f'hint_mask must be bool [T, H, W] {pixel_mask.shape}, got {hint_mask.shape}')
+      raise ValueError(f'hint_mask must be bool [T, H, W] {pixel_mask.shape}, got '
+                       f'{hint_mask.shape}')
     kwargs['hint_mask'] = hint_mask[None]
   out = completer.complete_video(frames[None], pixel_mask[None], **kwargs)
   return _normalise(out)

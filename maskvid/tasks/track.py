@@ -4,14 +4,14 @@
 above a threshold), cleaned by a morphological opening (drops speckle from compression noise),
 closed (fills pinholes inside the edit) and dilated (covers the edit's soft border).
 `edit_conditioning`: what the Completer is given: the edited frame 0, and in later frames every
-pixel outside the (dilated) tracked region.
+pixel outside the (dilated) tracked region, plus (with flows) the hint inside it.
 `track_region`: dense Farneback optical flow between consecutive original frames; the region mask
 of frame t is pulled into frame t+1 along the backward flow (t+1 -> t) with cv2.remap, so every
 pixel of frame t+1 looks up where it came from (no holes, unlike pushing pixels forward).
 `frame0_coordinates`: the same backward flows chained, i.e. for every pixel of frame t where it
 sits in frame 0; `warp_edit` pulls the edited frame 0 along them into the tracked region of every
 frame: a guess of the edited content (a *hint*: given to the model as known but unreliable, so
-stochastic conditioning repairs it, and never pasted into the output as if it were given).
+stochastic conditioning may repair it, and never pasted into the output as if it were given).
 """
 from typing import Optional
 
@@ -123,9 +123,9 @@ def warp_edit(edited_frame: np.ndarray, region: np.ndarray, flows: np.ndarray):
   if region.ndim != 3 or edited_frame.shape != (*region.shape[1:], 3):
     raise ValueError(f'edited_frame [H, W, 3] and region [T, H, W] must agree, got '
                      f'{edited_frame.shape} and {region.shape}')
-  if np.shape(flows) != (region.shape[0] - 1, *region.shape[1:], 2):
-    raise ValueError(f'flows must be [T - 1, H, W, 2] = {(region.shape[0] - 1, *region.shape[1:], 2)},'
-                     f' got {np.shape(flows)}')
+  want = (region.shape[0] - 1, *region.shape[1:], 2)
+  if np.shape(flows) != want:
+    raise ValueError(f'flows must be [T - 1, H, W, 2] = {want}, got {np.shape(flows)}')
   coords, valid = frame0_coordinates(flows)
   hint = np.stack([cv2.remap(edited_frame, c[..., 0], c[..., 1], cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REPLICATE) for c in coords])
