@@ -1,4 +1,8 @@
-"""What every benchmark table needs: peak FLOP/s per device (for MFU) and XLA's FLOP count."""
+"""What every benchmark table needs: peak FLOP/s per device (for MFU), XLA's FLOP count, and the
+compiled train step on random latents."""
+import time
+
+from maskvid.train import step as step_lib
 
 CPU_PEAK = 200e9                                  # f32 matmul, measured on the dev machine (2 cores)
 ACCEL_PEAKS = {'H100': 989e12, 'H200': 989e12,    # bf16 dense
@@ -29,3 +33,17 @@ def xla_flops(compiled) -> float | None:
   if not cost or 'flops' not in cost:
     return None
   return float(cost['flops'])
+
+
+def compiled_step(config):
+  """-> (trainer, state, batch of random latents, the compiled train step, compile seconds)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  trainer = step_lib.Trainer(config)
+  state = trainer.init(int(config.seed))
+  batch = np.random.default_rng(0).standard_normal(
+      (trainer.local_batch_size, *trainer.latent_shape), dtype=np.float32)
+  batch = trainer.put_batch(batch)
+  t0 = time.perf_counter()
+  compiled = trainer.lower_step(state, batch).compile()
+  return trainer, state, batch, compiled, time.perf_counter() - t0

@@ -36,11 +36,7 @@ import time
 from absl import app
 from absl import flags
 
-from maskvid.bench import train_step
-
-# --config, --steps (traced steps) and --warmup are train_step's flags.
-FLAGS = flags.FLAGS
-flags.DEFINE_string('trace_dir', '/tmp/maskvid_profile', 'Where the trace is written.')
+from maskvid.bench import common
 
 CATEGORIES = ('attention core', 'matmul', 'norm / modulation / elementwise', 'optimizer + EMA',
               'noise / masks / loss', 'collectives', 'other')
@@ -171,7 +167,7 @@ def format_table(b: dict) -> str:
 def profile(config, steps: int, warmup: int, trace_dir: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
 
-  _, state, batch, compiled, _ = train_step.compiled_step(config)
+  _, state, batch, compiled, _ = common.compiled_step(config)
   for _ in range(warmup):
     state, _ = compiled(state, batch)
   jax.block_until_ready(state)
@@ -188,12 +184,19 @@ def profile(config, steps: int, warmup: int, trace_dir: str) -> dict:
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  b = profile(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.trace_dir)
+  f = flags.FLAGS
+  b = profile(f.config, f.steps, f.warmup, f.trace_dir)
   print(f'\nTrain-step profile: {jax.devices()[0].platform}:'
-        f'{getattr(jax.devices()[0], "device_kind", "")}, {FLAGS.steps} traced steps, '
-        f'trace in {FLAGS.trace_dir}\n')
+        f'{getattr(jax.devices()[0], "device_kind", "")}, {f.steps} traced steps, '
+        f'trace in {f.trace_dir}\n')
   print(format_table(b), flush=True)
 
 
 if __name__ == '__main__':
+  # Flags only when run as a command: importing this module (tests) defines none.
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', 'configs/tiny.py', 'Run config.', lock_config=True)
+  flags.DEFINE_integer('steps', 3, 'Traced steps (after warmup).')
+  flags.DEFINE_integer('warmup', 2, 'Untraced steps after compilation.')
+  flags.DEFINE_string('trace_dir', '/tmp/maskvid_profile', 'Where the trace is written.')
   app.run(main)

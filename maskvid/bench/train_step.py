@@ -32,8 +32,8 @@ flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 flags.DEFINE_float('peak_tflops', 0.0, 'Per-device peak TFLOP/s for MFU (0: from the table).')
 
 from maskvid.bench.common import ACCEL_PEAKS, CPU_PEAK, device_peak, xla_flops  # noqa: F401
+from maskvid.bench.common import compiled_step
 from maskvid.model import model as model_lib
-from maskvid.train import step as step_lib
 
 
 def peak_memory(devices) -> tuple[float, str]:
@@ -42,20 +42,6 @@ def peak_memory(devices) -> tuple[float, str]:
   if all(s and 'peak_bytes_in_use' in s for s in stats):
     return float(max(s['peak_bytes_in_use'] for s in stats)), 'device peak_bytes_in_use (max)'
   return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, 'process max RSS'
-
-
-def compiled_step(config):
-  """-> (trainer, state, batch of random latents, the compiled step, compile seconds)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  trainer = step_lib.Trainer(config)
-  state = trainer.init(int(config.seed))
-  batch = np.random.default_rng(0).standard_normal(
-      (trainer.local_batch_size, *trainer.latent_shape), dtype=np.float32)
-  batch = trainer.put_batch(batch)
-  t0 = time.perf_counter()
-  compiled = trainer.lower_step(state, batch).compile()
-  return trainer, state, batch, compiled, time.perf_counter() - t0
 
 
 def run(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
