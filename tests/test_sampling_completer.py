@@ -181,11 +181,16 @@ def test_hinted_pixels_are_known_but_never_exact_or_pasted(completer):
                                 renoise_at=0.5)
   assert not np.allclose(sc['latents'][0, 1, 4:6, 2:6], z[0, 1, 4:6, 2:6])
   np.testing.assert_array_equal(sc['latents'][0, 0], z[0, 0])
-  # Another size goes through fullres with its hints; given pixels stay exact there too.
-  small = completer.complete_video(guess[:, :, :14, :14], mask[:, :, :14, :14],
-                                   hint_mask=hint[:, :, :14, :14], rng=key(3), num_steps=1)
-  m14 = mask[:, :, :14, :14]
-  np.testing.assert_array_equal(small[m14], guess[:, :, :14, :14][m14])
+  # Another size goes through fullres with its hints; given pixels stay exact there too, and
+  # where every low-resolution patch is given or hinted and nothing is re-noised, the hints come
+  # back at full resolution as they were (the model changed nothing to move them by).
+  g14, m14 = guess[:, :, :14, :14], mask[:, :, :14, :14]
+  small = completer.complete_video(g14, m14, hint_mask=hint[:, :, :14, :14], rng=key(3),
+                                   num_steps=1)
+  np.testing.assert_array_equal(small[m14], g14[m14])
+  whole = completer.complete_video(g14, m14, hint_mask=~m14, rng=key(3), num_steps=1,
+                                   renoise_at=0.0)
+  np.testing.assert_array_equal(whole, g14)
   with pytest.raises(ValueError, match='hint_mask must be bool'):
     completer.complete_video(guess, mask, hint_mask=hint[..., :-1])
 

@@ -150,6 +150,8 @@ class Completer:
     feather = float(np.ceil(max(x.shape[2] / size[0], x.shape[3] / size[1])))
     known = m if paste_known else np.zeros_like(m)
     video = fullres.to_input_resolution(out['video'], frames8, known, feather)
+    if hint.any():   # hinted pixels keep their full-resolution detail, moved by the model's change
+      video = fullres.move_hints(video, frames8, hint & ~m, out['video'], lo, lo_guessed)
     return dict(out, video=video) if return_latents else video
 
   def complete_video(self, frames, pixel_mask, *, num_steps: Optional[int] = None,

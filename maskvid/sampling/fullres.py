@@ -7,7 +7,9 @@ average, so unknown pixels never leak into known low-resolution pixels; a low-re
 known when at least half of the input pixels it covers are. After completion the low-resolution
 video is upsampled (bicubic), the input's known pixels are pasted back bit-exactly, and a seam of
 `feather` input pixels inside each hole blends from the nearest known pixel into the generated
-content (no hard edge where the sharp input meets the softer generated fill).
+content (no hard edge where the sharp input meets the softer generated fill). Hinted input
+pixels (a guess, not given: `Completer.complete_video(hint_mask=)`) keep their full-resolution
+detail: `move_hints` adds the model's low-resolution change to them, upsampled.
 """
 import cv2
 import numpy as np
@@ -63,4 +65,27 @@ def to_input_resolution(video: np.ndarray, frames: np.ndarray, pixel_mask: np.nd
       a = np.ones((height, width, 1), np.float32)
     blend = a * up[i] + (1.0 - a) * nearest[i]
     out[i] = np.where(m[i][..., None], x[i], np.clip(np.round(blend), 0, 255)).astype(np.uint8)
+  return out.reshape(*lead, height, width, 3)
+
+
+def move_hints(video: np.ndarray, frames: np.ndarray, hint_mask: np.ndarray,
+               completed_lo: np.ndarray, input_lo: np.ndarray, guessed_lo: np.ndarray):
+  """Full-resolution hinted pixels: the input hint plus the model's change to it, upsampled.
+
+  video uint8 [..., H, W, 3] (from `to_input_resolution`), frames uint8 [..., H, W, 3] holding
+  the hints, hint_mask bool [..., H, W]; completed_lo / input_lo uint8 [..., h, w, 3] (the
+  completion and its input at the model's resolution), guessed_lo bool [..., h, w] (where
+  input_lo holds a given or hinted value). Hinted pixels whose low-resolution pixel was
+  guessed become `frames + upsample(completed_lo - input_lo)`; the rest of `video` is kept.
+  """
+  height, width = frames.shape[-3:-1]
+  lead = frames.shape[:-3]
+  delta = (np.asarray(completed_lo, np.float32) - np.asarray(input_lo, np.float32))
+  delta = _resize_stack(delta.reshape(-1, *delta.shape[-3:]), height, width, cv2.INTER_LINEAR)
+  guessed = _resize_stack(np.asarray(guessed_lo, np.uint8).reshape(-1, *guessed_lo.shape[-2:]),
+                          height, width, cv2.INTER_NEAREST).astype(bool)
+  x = np.asarray(frames, np.float32).reshape(-1, height, width, 3)
+  moved = np.clip(np.round(x + delta), 0, 255).astype(np.uint8)
+  take = np.asarray(hint_mask, bool).reshape(-1, height, width) & guessed
+  out = np.where(take[..., None], moved, np.asarray(video).reshape(-1, height, width, 3))
   return out.reshape(*lead, height, width, 3)
