@@ -90,6 +90,15 @@ def test_pixel_to_token_masks_known_and_exact_per_patch():
   np.testing.assert_array_equal(known[0, 0], np.repeat(np.repeat(patch_known, 2, 0), 2, 1))
   half, _ = masks.pixel_to_token_masks(jnp.asarray(px), 2, (1, 2, 2), min_valid=0.5)
   np.testing.assert_array_equal(np.asarray(half)[0, 0, ::2, ::2], [[True, False], [False, True]])
+  # Hinted pixels count for known, never for exact: patch (1, 0) hinted whole, (1, 1) completed.
+  hint = np.zeros_like(px)
+  hint[0, 0, 4:8, :4] = True
+  hint[0, 0, 6:8, 4:8] = True
+  hk, he = masks.pixel_to_token_masks(jnp.asarray(px), 2, (1, 2, 2), hint_mask=jnp.asarray(hint))
+  np.testing.assert_array_equal(np.asarray(hk)[0, 0, ::2, ::2], [[True, True], [True, True]])
+  np.testing.assert_array_equal(np.asarray(he), exact)
+  with pytest.raises(ValueError, match='hint_mask'):
+    masks.pixel_to_token_masks(jnp.asarray(px), 2, (1, 2, 2), hint_mask=jnp.asarray(hint[..., 1:]))
   with pytest.raises(ValueError, match='pixel_mask'):
     masks.pixel_to_token_masks(jnp.asarray(px[:, :, :6]), 2, (1, 2, 2))
   with pytest.raises(ValueError, match='min_valid'):

@@ -237,13 +237,9 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
       def prepare(known_frames, known_px, hint_px):
         # Hinted pixels count as given for `known`, never for `exact`, and are not pasted back.
         known_lat = _batched(latents.encode, [known_frames], bs)
-        min_valid = float(config.eval.min_valid)
-
-        def token_masks(px):
-          return tuple(np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
-              jnp.asarray(px), latents.factor, patch, min_valid=min_valid))
-        mask = token_masks(known_px | hint_px)[0]
-        exact = token_masks(known_px)[1] & mask
+        mask, exact = (np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
+            jnp.asarray(known_px), latents.factor, patch, min_valid=float(config.eval.min_valid),
+            hint_mask=jnp.asarray(hint_px)))
         decoded_in = _batched(latents.decode, [known_lat], bs) if hint_px.any() else None
         return known_frames, known_px, known_lat, mask, exact, hint_px, decoded_in
 

@@ -130,10 +130,11 @@ class Completer:
                             jnp.asarray(known_mask), rng, exact_mask=exact_mask,
                             **self.sample_options(**options))
 
-  def token_masks(self, pixel_mask) -> tuple[jax.Array, jax.Array]:
-    """bool [B,T,H,W] pixels -> (known, exact) bool [B,T,h,w] (`masks.pixel_to_token_masks`)."""
+  def token_masks(self, pixel_mask, hint_mask=None) -> tuple[jax.Array, jax.Array]:
+    """bool [B,T,H,W] pixels (and hinted ones) -> (known, exact) bool [B,T,h,w]
+    (`masks.pixel_to_token_masks`)."""
     return masks.pixel_to_token_masks(jnp.asarray(pixel_mask), self.latent_factor,
-                                      self.patch_size, self.min_valid)
+                                      self.patch_size, self.min_valid, hint_mask=hint_mask)
 
   def latent_mask(self, pixel_mask) -> jax.Array:
     """bool [B,T,H,W] pixels -> bool [B,T,h,w] known tokens (see `token_masks`)."""
@@ -223,8 +224,7 @@ class Completer:
     # Partly known patches are encoded from nearest-filled pixels: no hard edges for the encoder.
     guessed = m | hint
     latents = self.encode(fill.nearest_fill(x, guessed))
-    known_mask = self.token_masks(guessed)[0]
-    exact_mask = self.token_masks(m)[1] & known_mask
+    known_mask, exact_mask = self.token_masks(m, hint)
     known = jnp.where(known_mask[..., None], latents, 0.0)  # unknown values are never read
     out = self.complete_latents(known, known_mask, rng, exact_mask=exact_mask,
                                 num_steps=num_steps, solver=solver, renoise_at=renoise_at,

@@ -81,7 +81,8 @@ def align_to_patches(mask, patch_size: Union[Sequence[int], int]) -> jax.Array:
 
 
 def pixel_to_token_masks(pixel_mask, factor: int, patch_size: Union[Sequence[int], int],
-                         min_valid: float = 1e-6) -> tuple[jax.Array, jax.Array]:
+                         min_valid: float = 1e-6,
+                         hint_mask=None) -> tuple[jax.Array, jax.Array]:
   """Pixel validity -> (known, exact) latent masks, constant per model patch.
 
   The one rule from pixels to the sampler's tokens: a model patch covers pt frames of
@@ -89,12 +90,15 @@ def pixel_to_token_masks(pixel_mask, factor: int, patch_size: Union[Sequence[int
   *known* when at least `min_valid` of them are (default: any valid pixel). Known but not exact
   patches are the sampler's unreliable context (values from nearest-filled pixels; stochastic
   conditioning re-noises them), exact ones stay clean (`sampler.complete(exact_mask=...)`).
+  Hinted pixels (a guess, e.g. an edit warped along optical flow) count as valid for *known*
+  and never for *exact*.
 
   Args:
     pixel_mask: bool [B, T, H, W], True = valid pixel.
     factor: VAE spatial downsampling factor.
     patch_size: (pt, ph, pw) in latent units; T, H / factor, W / factor must be multiples.
     min_valid: fraction in (0, 1] of a patch's pixels that must be valid for it to be known.
+    hint_mask: optional bool [B, T, H, W], True = hinted pixel.
 
   Returns:
     (known, exact): bool [B, T, H // factor, W // factor] each, exact implies known.
@@ -115,12 +119,21 @@ def pixel_to_token_masks(pixel_mask, factor: int, patch_size: Union[Sequence[int
   if t % pt or height % bh or width % bw:
     raise ValueError(f'pixel_mask [B, T, H, W] = {pixel_mask.shape} needs T divisible by {pt} and '
                      f'H, W by {bh} x {bw} (VAE factor {factor} x patch {ph} x {pw})')
-  blocks = pixel_mask.reshape(b, t // pt, pt, height // bh, bh, width // bw, bw)
-  valid = jnp.sum(blocks, axis=(2, 4, 6), dtype=jnp.int32, keepdims=True)
+  if hint_mask is not None:
+    hint_mask = jnp.asarray(hint_mask)
+    if hint_mask.dtype != jnp.bool_ or hint_mask.shape != pixel_mask.shape:
+      raise ValueError(f'hint_mask must be bool of pixel_mask\'s shape {pixel_mask.shape}, got '
+                       f'{hint_mask.dtype} {hint_mask.shape}')
+
+  def count(mask):   # valid pixels per patch, [B, T/pt, 1, H/bh, 1, W/bw, 1]
+    blocks = mask.reshape(b, t // pt, pt, height // bh, bh, width // bw, bw)
+    return jnp.sum(blocks, axis=(2, 4, 6), dtype=jnp.int32, keepdims=True)
+  valid = count(pixel_mask)
+  guessed = valid if hint_mask is None else count(pixel_mask | hint_mask)
   total = pt * bh * bw
   needed = max(1, int(np.ceil(float(min_valid) * total - 1e-6)))
   lat_shape = (b, t // pt, pt, height // bh, ph, width // bw, pw)
   out_shape = (b, t, height // factor, width // factor)
-  known = jnp.broadcast_to(valid >= needed, lat_shape).reshape(out_shape)
+  known = jnp.broadcast_to(guessed >= needed, lat_shape).reshape(out_shape)
   exact = jnp.broadcast_to(valid == total, lat_shape).reshape(out_shape)
   return known, exact
