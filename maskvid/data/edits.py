@@ -32,7 +32,7 @@ def _turn_hue(rgb: np.ndarray, turn: float) -> np.ndarray:
 
 def edit_material(material: dict, split: str, rng: np.random.Generator) -> dict:
   """A new object material: another texture family of `split`, colours turned in hue."""
-  families = [f for f in scenes._family_set(split)['textures']  # pylint: disable=protected-access
+  families = [f for f in scenes.family_set(split)['textures']
               if scenes.TEXTURES.index(f) != int(material['family'])]
   new = scenes.sample_material(rng, str(rng.choice(families)), is_plane=False)
   turn = rng.uniform(1 / 3, 2 / 3)

@@ -41,7 +41,8 @@ _SEED_BASE = {'train': 0, 'test': 1_000_000_000, 'ood': 2_000_000_000}
 SPLIT_CODE = {'train': 0, 'test': 0, 'ood': 1}   # test = same distribution as train
 
 
-def _family_set(split: str) -> dict:
+def family_set(split: str) -> dict:
+  """The shape / texture families a split draws from (FAMILIES['ood'] or ['in_distribution'])."""
   _check_split(split)
   return FAMILIES['ood' if split == 'ood' else 'in_distribution']
 
@@ -204,7 +205,7 @@ def _sample_trajectory(rng: np.random.Generator, kind: str, num_frames: int, roo
 def sample_scene(seed: int, split: str, num_frames: int) -> dict:
   """The scene description of clip `seed` (numpy; deterministic). Family names are included."""
   _check_split(split)
-  fam = _family_set(split)
+  fam = family_set(split)
   rng = np.random.default_rng([int(seed), SPLIT_CODE[split], 7])
   room = np.array([rng.uniform(5.0, 7.0), rng.uniform(3.8, 5.0), rng.uniform(5.0, 7.0)])
   room_mats = [sample_material(rng, rng.choice(fam['textures']), is_plane=True)

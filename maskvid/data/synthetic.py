@@ -33,7 +33,7 @@ import numpy as np
 from maskvid.geometry import camera
 # The scene side of the dataset, re-exported: callers render with this module alone.
 from maskvid.data.scenes import FAMILIES, SPLITS, TEXTURES, sample_scene, split_seeds  # noqa: F401
-from maskvid.data.scenes import _FOV_DEG, _KIND, _SLOTS, _check_split, _family_set
+from maskvid.data.scenes import _FOV_DEG, _KIND, _SLOTS, _check_split, family_set
 
 _EPS = 1e-4
 _WORLD_UP = (0.0, 1.0, 0.0)
@@ -45,7 +45,7 @@ def _pack(scene: dict) -> dict:
   `object_rows[i]` is the material row of scene['objects'][i]: the id `_render` reports for the
   pixels that object covers.
   """
-  fam = _family_set(scene['split'])
+  fam = family_set(scene['split'])
   mats = list(scene['room_materials'])
   groups = {}
   object_rows = [None] * len(scene['objects'])
