@@ -38,9 +38,15 @@ def get_config():
   c.data.tfds_frames_key = 'video'   # the feature holding frames [N, H, W, 3]
   c.data.tfds_splits = ml_collections.ConfigDict()   # our split -> TFDS split ('' = same name)
   c.data.video_stride = 1        # video sources: a clip takes every video_stride-th frame
+  c.data.video_strides = ()      # video sources, train split: a stride drawn per clip from this
+                                 # mix (e.g. (1, 2, 4): slow and fast motion); () = video_stride
   c.data.strict_videos = False   # True: an unreadable video stops the run (False: skipped, counted)
   c.data.num_frames = 8          # frames per rendered clip
   c.data.resolution = 32         # rendered H == W
+  # Synthetic train split: each clip's camera path is scaled by a factor drawn from this mix
+  # (`scenes.scale_path`: 0 = static, 1 = the sampled path). Real video is mostly slow; the
+  # sampled paths are all fast. test / ood always keep the sampled paths (factor 1).
+  c.data.camera_speeds = (1.0,)
   c.data.clips = ml_collections.ConfigDict({'train': 256, 'test': 32, 'ood': 32})
   c.data.num_shards = 4
   c.data.clip_length = 8         # frames per training example (<= num_frames)
@@ -160,8 +166,20 @@ def get_config():
   c.sample.renoise_at = 0.0                 # stochastic-conditioning threshold t in (0, 1); 0: off
   c.sample.guidance = 1.0
   c.sample.num_clips = 4
-  c.sample.min_valid = 0.01                 # Completer / task commands: fraction of a patch's pixels
-                                            # that must be known for it to be known (see eval)
+  # Pixel -> token rule (`sampling.masks.pixel_to_token_masks`): a model patch is known when at
+  # least this fraction of its pixels is given (or hinted, or copied from another frame), exact
+  # when all are given. Known but inexact patches are unreliable context that stochastic
+  # conditioning (renoise_at) re-noises.
+  c.sample.min_valid = 0.01
+  # What unknown pixels of partly known patches are encoded from (`sampling.fill.context_fill`):
+  # the same pixel of another frame where the two frames agree around it (mean |difference| of
+  # co-known pixels in a fill_window box, in [-1, 1] units, <= fill_max_diff), as a hint; then the
+  # nearest known pixel of the same frame.
+  c.sample.temporal_fill = True
+  c.sample.fill_window = 7
+  c.sample.fill_max_diff = 0.2
+  # The Completer, the task commands and the eval's 'ours' row all use this section
+  # (`sampling.options`); 'ours_no_sc' is 'ours' with renoise_at = 0.
 
   # Evaluation (maskvid/eval).
   c.eval = ml_collections.ConfigDict()
@@ -169,11 +187,12 @@ def get_config():
   c.eval.num_clips = 8
   c.eval.tasks = ('nvs', 'interpolate', 'holes', 'edit')
   # Rows: the trivial answers (nearest_fill: holes, nvs; cross_fade: interpolate;
-  # no_propagation and colour_transfer: edit), the trained baselines (conditioning,
+  # temporal_nearest: holes, nvs, interpolate; no_propagation and colour_transfer: edit), the trained baselines (conditioning,
   # replacement) and the masked model without / with stochastic conditioning (ours_no_sc,
   # ours). References (ground_truth, vae_oracle, warp_oracle) always.
-  c.eval.baselines = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer',
-                      'flow_warp', 'conditioning', 'replacement', 'ours_no_sc', 'ours')
+  c.eval.baselines = ('nearest_fill', 'cross_fade', 'temporal_nearest', 'no_propagation',
+                      'colour_transfer', 'flow_warp', 'conditioning', 'replacement', 'ours_no_sc',
+                      'ours')
   c.eval.num_samples = 4                    # >1 adds a '<method> mean<K>' row (mean of K samples)
   c.eval.one_step = True                    # adds '<method> one-step' (x1 - v(x1, 1)): what the
                                             # model knows, without sampling noise
@@ -182,14 +201,12 @@ def get_config():
                                             # skips LPIPS and FD
   c.eval.baseline_steps = -1                # -1: same as train.steps (equal budget)
   c.eval.batch_size = 8                     # clips per sampler call
-  c.eval.renoise_at = 0.3                   # 'ours' row: stochastic-conditioning threshold
-  c.eval.renoise_tasks = ('nvs', 'holes')   # tasks where 'ours' re-noises its unreliable tokens
   c.eval.hole_coverage = (0.4, 0.7)         # 'holes' task: fraction of each frame removed
-  # Pixel -> token rule (`sampling.masks.pixel_to_token_masks`): a model patch is known when at
-  # least this fraction of its pixels is (their values nearest-filled), exact when all are. Known
-  # but inexact patches are unreliable context that 'ours' re-noises past renoise_at. Hinted
-  # pixels ('edit': the warped edit) count as given for 'known', never for 'exact'.
-  c.eval.min_valid = 0.01
+  # Quality against camera speed (`eval.speed_sweep`, synthetic splits): the first speed_clips
+  # clips (0: num_clips) re-rendered with the camera path scaled by each speed; () = no sweep.
+  c.eval.speeds = ()
+  c.eval.speed_tasks = ('interpolate', 'holes', 'nvs')
+  c.eval.speed_clips = 0
   # 'edit' task (as `maskvid.tasks.edit`): frame-0 difference above this (0-255) is the edited
   # region; the tracked region is grown by edit_dilate pixels before it is repainted.
   c.eval.edit_threshold = 24

@@ -24,6 +24,7 @@ def get_config():
   c.cpu_devices = 2
   c.data.clips = {'train': 2048, 'test': 32, 'ood': 32}
   c.data.worker_count = 2
+  c.data.camera_speeds = (0.0, 0.0, 0.1, 0.25, 0.5, 1.0)
   c.vae.latent_channels = 4
   c.vae.base_channels = 16
   c.vae.channel_multipliers = (1, 2, 4)

@@ -34,7 +34,7 @@ def test_nvs_task_known_pixels_are_the_valid_warp(clip):
   assert np.isfinite(task.trivial).all() and task.trivial.shape == gt.shape
   # The trivial answer keeps the warped pixels and nearest-fills the disocclusions.
   np.testing.assert_array_equal(task.trivial[1:][k], task.known_frames[1:][k])
-  assert set(task.answers) == {'nearest_fill'}
+  assert set(task.answers) == {'nearest_fill', 'temporal_nearest'}
 
 
 def test_interpolate_and_holes_tasks(clip):
@@ -104,6 +104,7 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4
   c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
   c.eval.num_samples = 3
+  c.sample.renoise_at = 0.3   # 'ours' and 'ours_no_sc' are then different sampler calls
   c.model.patch_size = (1, 1, 1)
   # A tiny LPIPS net (torch layout) keeps this fast; the real VGG16 one: test_eval_lpips.py.
   import test_eval_metrics  # pylint: disable=g-import-not-at-top
@@ -112,15 +113,23 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
   calls = []
 
+  task_of = {}   # which task a call belongs to: the known-token fraction differs per task
+
   def stand_in(m):
-    def fn(k, mk, ex, rng, task, steps):
-      calls.append((m, task, steps))
+    def fn(k, mk, ex, rng, steps):
+      calls.append((m, task_of.get('now'), steps))
       # Known latents where known; elsewhere a value that depends on the sample's key.
       noise = jax.random.normal(rng, k.shape) * 0.1
       return jnp.where(mk[..., None], k, noise)
     return fn
   monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
       m: stand_in(m) for m in methods})
+  make_task = run.protocol.make_task
+
+  def tracking_make_task(name, *a, **k):
+    task_of['now'] = name
+    return make_task(name, *a, **k)
+  monkeypatch.setattr(run.protocol, 'make_task', tracking_make_task)
   out = run.evaluate(c, str(tmp_path))
   ev = tmp_path / 'eval'
   for name in ('results.md', 'results.json', 'test_nvs.png', 'test_interpolate.png',
@@ -165,17 +174,15 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
     return sorted(n for g, t, n in calls if g == method and t == task)
   assert steps_of('ours_no_sc', 'holes') == [1] + [c.sample.num_steps] * 3
   assert steps_of('conditioning', 'interpolate') == [1] + [c.sample.num_steps] * 3
-  # 'ours' only samples where it re-noises; its one-step row and the tasks without stochastic
-  # conditioning are the same sampler call as 'ours_no_sc', reused.
-  assert steps_of('ours', 'holes') == [c.sample.num_steps] * 3
-  assert steps_of('ours', 'interpolate') == []
-  # 'edit' adds one sample on the GT region per method (its tokens are all exact: no SC).
-  assert steps_of('ours', 'edit') == []
+  # With stochastic conditioning on, 'ours' is its own sampler call on every task, and 'edit'
+  # adds one sample on the GT region per method.
+  assert steps_of('ours', 'holes') == [1] + [c.sample.num_steps] * 3
+  assert steps_of('ours', 'interpolate') == [1] + [c.sample.num_steps] * 3
   assert steps_of('conditioning', 'edit') == [1] + [c.sample.num_steps] * 4
-  for row in ('ours', 'ours mean3', 'ours one-step'):   # assert_equal: NaN (LPIPS) == NaN
-    twin = row.replace('ours', 'ours_no_sc')
-    np.testing.assert_equal(m['interpolate'][row], m['interpolate'][twin])
-  np.testing.assert_equal(m['holes']['ours one-step'], m['holes']['ours_no_sc one-step'])
+  # The trivial temporal copy answers the tasks with frames to copy from.
+  for task in ('nvs', 'interpolate', 'holes'):
+    assert np.isfinite(m[task]['temporal_nearest']['psnr_hole']), task
+  assert np.isnan(m['edit']['temporal_nearest']['psnr_hole'])
   # The mean of 3 differently seeded samples is closer to their common centre than one sample.
   assert m['holes']['ours mean3']['psnr_hole'] != m['holes']['ours']['psnr_hole']
   assert 'ours' in out['summary'] and 'test/nvs/psnr_hole' in out['summary']['ours']
@@ -186,14 +193,15 @@ def _known_token_fraction(tmp_path, monkeypatch, min_valid):
   c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4
   c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
   c.eval.tasks, c.eval.baselines = ('holes',), ('ours',)
-  c.eval.min_valid = min_valid
+  c.sample.min_valid = min_valid
+  c.sample.temporal_fill = False   # given pixels only: copies would count as known too
   c.eval.num_samples, c.eval.one_step = 1, False
   c.eval.lpips_weights = ''   # token masks only
   c.model.patch_size = (1, 1, 1)
   seen = []
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
   monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
-      m: (lambda k, mk, ex, r, t, n: (seen.append((np.asarray(mk), np.asarray(ex))), k)[1])
+      m: (lambda k, mk, ex, r, n: (seen.append((np.asarray(mk), np.asarray(ex))), k)[1])
       for m in methods})
   run.evaluate(c, str(tmp_path / str(min_valid)))
   known = np.concatenate([k for k, _ in seen])

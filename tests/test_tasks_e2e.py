@@ -121,7 +121,10 @@ def test_interpolation_endpoints_bit_equal_in_latent_space(run):
 def test_edit_command_end_to_end(run):
   c = run['completer']
   clip, edited = run['images'][2:]
+  fills = c.fill_options
   for warp_hint in (False, True):
+    # Blank region without copies from other frames: nothing but the model fills it.
+    c.fill_options = dict(fills, temporal=warp_hint)
     res = edit.propagate_edit(c, clip, edited, num_steps=2, paste_known=True,
                               warp_hint=warp_hint)
     np.testing.assert_array_equal(res['video'][0], edited)   # frame 0 known, pasted exactly
@@ -131,6 +134,7 @@ def test_edit_command_end_to_end(run):
     assert not (hint & res['pixel_mask']).any() and hint[1:].any() == warp_hint
     # Blank region: its patches are generated; hinted: they are known (unreliable) context.
     assert res['known_mask'][0].all() and res['known_mask'][1:].all() == warp_hint
+  c.fill_options = fills
   mp4, png = edit.command(video=run['paths']['clip'], edited_frame=run['paths']['edited'],
                           checkpoint=run['workdir'], out=str(run['out'] / 'edit.mp4'),
                           num_steps=2, completer=c)

@@ -202,8 +202,39 @@ def _sample_trajectory(rng: np.random.Generator, kind: str, num_frames: int, roo
   return eyes, targets
 
 
-def sample_scene(seed: int, split: str, num_frames: int) -> dict:
-  """The scene description of clip `seed` (numpy; deterministic). Family names are included."""
+def clip_speed(seed: int, speeds) -> float:
+  """The camera speed of clip `seed` drawn from `speeds` (a tuple of factors; deterministic).
+
+  A draw per clip, independent of the scene's own random stream, so the same seed keeps its
+  scene whatever the speed mix.
+  """
+  speeds = tuple(float(s) for s in speeds)
+  if not speeds or min(speeds) < 0:
+    raise ValueError(f'camera speeds must be a non-empty tuple of factors >= 0, got {speeds!r}')
+  return speeds[int(np.random.default_rng([int(seed), 11]).integers(len(speeds)))]
+
+
+def scale_path(scene: dict, speed: float) -> dict:
+  """The scene with its camera path shrunk toward the first pose: `p0 + speed (p - p0)` for eyes
+  and look-at targets. speed 0 = a static camera, 1 = the path as sampled; the scene is
+  unchanged otherwise."""
+  speed = float(speed)
+  if speed < 0:
+    raise ValueError(f'speed must be >= 0, got {speed}')
+  out = dict(scene, speed=speed)
+  if speed == 1.0:   # bit-identical to the sampled path
+    return out
+  for key in ('eyes', 'targets'):
+    p = np.asarray(scene[key])
+    out[key] = p[:1] + speed * (p - p[:1])
+  return out
+
+
+def sample_scene(seed: int, split: str, num_frames: int, speed: float = 1.0) -> dict:
+  """The scene description of clip `seed` (numpy; deterministic). Family names are included.
+
+  `speed` scales the camera path (`scale_path`): 1 is the sampled path, 0 a static camera.
+  """
   _check_split(split)
   fam = family_set(split)
   rng = np.random.default_rng([int(seed), SPLIT_CODE[split], 7])
@@ -235,8 +266,10 @@ def sample_scene(seed: int, split: str, num_frames: int) -> dict:
   eyes, targets = _sample_trajectory(rng, trajectory, num_frames, room)
   key = _unit(rng) * [0.6, 0, 0.6] + [0, 1.0, 0]
   light_dirs = np.stack([key / np.linalg.norm(key), _unit(rng)])
-  return dict(seed=int(seed), split=split, room=room, room_materials=room_mats, objects=objects,
+  return scale_path(dict(
+              seed=int(seed), split=split, room=room, room_materials=room_mats, objects=objects,
               trajectory=trajectory, eyes=eyes, targets=targets, light_dirs=light_dirs,
               shape_families=sorted({o['shape'] for o in objects}),
               texture_families=sorted({TEXTURES[m['family']] for m in
-                                       room_mats + [o['material'] for o in objects]}))
+                                       room_mats + [o['material'] for o in objects]})),
+      speed)

@@ -81,10 +81,20 @@ def shard_paths(split_dir: str, num_shards: int) -> list[str]:
 
 
 def _split_spec(config, split: str) -> dict:
-  return dict(format_version=FORMAT_VERSION, split=split, num_clips=int(config.data.clips[split]),
+  """What a rendered split is made of; a split on disk with another spec is re-rendered.
+
+  Only `train` takes the camera-speed mix (config.data.camera_speeds): the held-out splits keep
+  the sampled paths so their tables stay comparable across recipes.
+  """
+  speeds = tuple(float(s) for s in config.data.get('camera_speeds', (1.0,)))
+  spec = dict(format_version=FORMAT_VERSION, split=split, num_clips=int(config.data.clips[split]),
               num_frames=int(config.data.num_frames), height=int(config.data.resolution),
               width=int(config.data.resolution),
               num_shards=max(1, min(int(config.data.num_shards), int(config.data.clips[split]))))
+  if split == 'train' and speeds != (1.0,):
+    synthetic.clip_speed(0, speeds)   # validates the mix before anything renders
+    spec['camera_speeds'] = list(speeds)
+  return spec
 
 
 def _read_meta(split_dir: str) -> dict | None:
@@ -97,11 +107,13 @@ def _read_meta(split_dir: str) -> dict | None:
 
 def _render_shard(job: tuple) -> int:
   """Renders clips `seeds` of `split` into one ArrayRecord file; returns the clip count."""
-  path, split, seeds, num_frames, height, width, progress = job
+  path, split, seeds, num_frames, height, width, speeds, progress = job
   writer = array_record_module.ArrayRecordWriter(path, 'group_size:1')
   for seed in seeds:
-    clip = synthetic.render_clip(int(seed), split, num_frames, height, width)
+    speed = synthetic.clip_speed(int(seed), speeds) if speeds else 1.0
+    clip = synthetic.render_clip(int(seed), split, num_frames, height, width, speed)
     clip['seed'] = np.int64(seed)
+    clip['speed'] = np.float32(speed)
     writer.write(encode_clip(clip))
     if progress is not None:
       progress()
@@ -135,7 +147,8 @@ def render_split(spec: dict, out_dir: str, processes: int = 0) -> None:
       logging.info('render %s: %d/%d clips (%.1f clips/s)', split, done[0], len(seeds),
                    done[0] / max(time.time() - start, 1e-9))
 
-  jobs = [(path, split, seeds[lo:hi], spec['num_frames'], spec['height'], spec['width'])
+  speeds = tuple(spec.get('camera_speeds', ()))
+  jobs = [(path, split, seeds[lo:hi], spec['num_frames'], spec['height'], spec['width'], speeds)
           for path, lo, hi in zip(paths, bounds[:-1], bounds[1:])]
   if processes > 1 and len(jobs) > 1:
     import multiprocessing
@@ -243,13 +256,17 @@ def open_source(config, data_dir: str, split: str):
 
   A video folder has no splits of its own: `video_dir/{split}` is used when that subfolder exists,
   else `video_dir` itself for every split. A TFDS dataset's split is
-  `config.data.tfds_splits[split]` when given there, else `split`.
+  `config.data.tfds_splits[split]` when given there, else `split`. The `train` split draws each
+  clip's stride from config.data.video_strides when that mix is set; the others keep
+  config.data.video_stride (comparable tables).
   """
   source = check_source(config)
   if source == 'synthetic':
     return ClipSource(data_dir, split)
   d = config.data
   stride, seed, strict = int(d.video_stride), int(d.shuffle_seed), bool(d.strict_videos)
+  if split == 'train' and tuple(d.get('video_strides', ())):
+    stride = tuple(int(s) for s in d.video_strides)
   if source == 'video_folder':
     video_dir = d.video_dir
     if os.path.isdir(os.path.join(video_dir, split)):
@@ -382,8 +399,9 @@ def write_preview(data_dir: str, splits, path: str, clips_per_split: int = 2) ->
     for i in range(min(clips_per_split, len(source))):
       clip = source[i]
       scene = synthetic.sample_scene(int(clip['seed']), split, clip['rgb'].shape[0])
+      speed = f" x{float(clip['speed']):g}" if 'speed' in clip else ''
       clips.append(clip)
-      labels.append(f"{split} seed {int(clip['seed'])}: {scene['trajectory']}, "
+      labels.append(f"{split} seed {int(clip['seed'])}: {scene['trajectory']}{speed}, "
                     f"{'/'.join(scene['shape_families'])}")
   _write_preview_png(clips, path, labels)
 

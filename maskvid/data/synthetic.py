@@ -32,7 +32,7 @@ import numpy as np
 
 from maskvid.geometry import camera
 # The scene side of the dataset, re-exported: callers render with this module alone.
-from maskvid.data.scenes import FAMILIES, SPLITS, TEXTURES, sample_scene, split_seeds  # noqa: F401
+from maskvid.data.scenes import FAMILIES, SPLITS, TEXTURES, clip_speed, sample_scene, split_seeds  # noqa: F401
 from maskvid.data.scenes import _FOV_DEG, _KIND, _SLOTS, _check_split, family_set
 
 _EPS = 1e-4
@@ -275,8 +275,10 @@ def _pixel_grid(height: int, width: int) -> np.ndarray:
   return np.stack([u.ravel(), v.ravel()], -1).astype(np.float32)
 
 
-def render_clip(seed: int, split: str, num_frames: int, height: int, width: int) -> dict[str, Any]:
-  """Renders clip `seed` of `split`.
+def render_clip(seed: int, split: str, num_frames: int, height: int, width: int,
+                speed: float = 1.0) -> dict[str, Any]:
+  """Renders clip `seed` of `split`, its camera path scaled by `speed` (`scenes.scale_path`:
+  0 = static camera, 1 = the sampled path).
 
   Returns dict(rgb uint8 [T,H,W,3], depth float32 [T,H,W] (z-depth, world units),
   intrinsics float32 [3,3], world_to_camera float32 [T,4,4] (OpenCV axes)).
@@ -285,7 +287,7 @@ def render_clip(seed: int, split: str, num_frames: int, height: int, width: int)
   for name, value in (('num_frames', num_frames), ('height', height), ('width', width)):
     if int(value) < 1:
       raise ValueError(f'{name} must be a positive integer, got {value!r}')
-  clip = render_scene(sample_scene(seed, split, num_frames), height, width)
+  clip = render_scene(sample_scene(seed, split, num_frames, speed), height, width)
   del clip['object_id']
   return clip
 

@@ -17,7 +17,9 @@ from absl import logging
 import numpy as np
 
 from maskvid.data.pipeline import resize_clip
+from maskvid.data.video_folder import check_strides
 from maskvid.data.video_folder import clip_span
+from maskvid.data.video_folder import draw_stride
 from maskvid.data.video_folder import read_first_good
 
 
@@ -29,7 +31,7 @@ class TfdsVideoSource:
   """grain RandomAccessDataSource: one clip per example of a TFDS video dataset split."""
 
   def __init__(self, name: str, split: str, num_frames: int, resolution: int, *,
-               data_dir: str | None = None, frames_key: str = 'video', stride: int = 1,
+               data_dir: str | None = None, frames_key: str = 'video', stride=1,
                seed: int = 0, strict: bool = False):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (TF: seconds)
     if not name:
@@ -45,7 +47,9 @@ class TfdsVideoSource:
       raise ValueError(f'resolution must be positive, got {resolution}')
     self.name, self.split, self.frames_key = name, split, frames_key
     self.num_frames, self.resolution = int(num_frames), int(resolution)
-    self.stride, self.span = int(stride), clip_span(num_frames, stride)
+    self.strides = check_strides(stride)   # a mix: each example draws its stride
+    self.stride = self.strides[0] if len(self.strides) == 1 else self.strides
+    self.span = clip_span(num_frames, min(self.strides))   # the shortest clip of the mix
     self.seed, self.strict = int(seed), bool(strict)
     self.short: set[int] = set()    # examples with fewer frames than one clip spans
     self.broken: set[int] = set()   # examples that failed to decode
@@ -79,8 +83,12 @@ class TfdsVideoSource:
                     f'{frames.shape}')
     if len(frames) < self.span:
       raise _ShortClip(f'{len(frames)} frames')
-    start = int(np.random.default_rng([self.seed, index]).integers(0, len(frames) - self.span + 1))
-    clip = frames[start:start + self.span:self.stride]
+    stride = draw_stride(self.strides, [self.seed, index])
+    if len(frames) < clip_span(self.num_frames, stride):   # too long for it: the shortest fits
+      stride = min(self.strides)
+    span = clip_span(self.num_frames, stride)
+    start = int(np.random.default_rng([self.seed, index]).integers(0, len(frames) - span + 1))
+    clip = frames[start:start + span:stride]
     if clip.shape[-1] == 1:
       clip = np.repeat(clip, 3, axis=-1)
     return clip[..., :3].astype(np.uint8)

@@ -73,13 +73,20 @@ def load_clips(config, workdir: str, split: str, num_clips: int) -> tuple[list, 
     if video:
       raise ValueError(f'eval: no clips of split {split!r} in the latent cache or in the '
                        f'{config.data.source!r} source')
-    res = int(config.data.resolution)
-    clips = [synthetic.render_clip(int(s), split, int(config.data.num_frames), res, res)
-             for s in synthetic.split_seeds(split, num_clips)]
-    origin = 'rendered now'
+    return render_clips(config, split, num_clips), 'rendered now'
   clips = [_crop({k: np.asarray(c[k]) for k in needed}, int(config.data.clip_length),
                  int(config.data.frame_stride)) for c in clips]
   return clips, origin
+
+
+def render_clips(config, split: str, num_clips: int, speed: float = 1.0) -> list:
+  """The first `num_clips` clips of a synthetic split rendered now, the camera path scaled by
+  `speed` (`scenes.scale_path`; 1 = the data stage's clips), cut to the model's clip."""
+  res = int(config.data.resolution)
+  return [_crop({k: np.asarray(v) for k, v in synthetic.render_clip(
+      int(s), split, int(config.data.num_frames), res, res, speed).items() if k in _GEOMETRY},
+                int(config.data.clip_length), int(config.data.frame_stride))
+          for s in synthetic.split_seeds(split, num_clips)]
 
 
 def has_geometry(clip: dict) -> bool:

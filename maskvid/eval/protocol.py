@@ -10,7 +10,10 @@ Every task turns one ground-truth clip (rgb [T, H, W, 3] in [-1, 1], depth [T, H
                 answer, the bar a learned method must clear (TRIVIAL[name]: nearest-pixel fill
                 of the known pixels for 'holes' and the disocclusions of 'nvs', a cross-fade of
                 the endpoints for 'interpolate', the unedited frames for 'edit'), other simple
-                answers ('edit': colour_transfer, flow_warp) and oracles ('interpolate': warp_oracle, the
+                answers ('edit': colour_transfer, flow_warp; 'nvs', 'interpolate', 'holes':
+                temporal_nearest, each unknown pixel from the same pixel of the nearest frame
+                where it is known, else nearest-filled: the answer that needs no geometry and
+                is exact on a static clip) and oracles ('interpolate': warp_oracle, the
                 endpoints forward-warped with GT depth and cameras; no method gets GT).
   hole          bool [T, H, W]  pixels scored by the hole metrics (the unknown pixels of the
                 scored frames; 'edit': the edited object's pixels).
@@ -110,6 +113,14 @@ def _check_clip(clip):
   return rgb
 
 
+def temporal_nearest(frames: np.ndarray, known: np.ndarray) -> np.ndarray:
+  """float [T, H, W, 3]: unknown pixels from the same pixel of the nearest frame where it is
+  known (blind: no agreement test), the rest nearest-filled in their own frame."""
+  x = np.where(known[..., None], frames, 0.0).astype(np.float32)
+  x, copied = fill.temporal_fill(x, known, max_diff=None)
+  return fill.nearest_fill(x, known | copied)
+
+
 def _warp(frame, depth, k, src, dst):
   res = warp_lib.forward_warp(frame, depth, k, src, dst, fill=0.0)
   return res.image, res.mask, res.depth
@@ -128,7 +139,9 @@ def nvs_task(clip) -> Task:
   filled = fill.nearest_fill(frames, known)
   hole = ~known
   hole[0] = False
-  return Task('nvs', known, filled, {'nearest_fill': filled}, hole, tuple(range(1, T)))
+  return Task('nvs', known, filled,
+              {'nearest_fill': filled, 'temporal_nearest': temporal_nearest(frames, known)}, hole,
+              tuple(range(1, T)))
 
 
 def interpolate_task(clip) -> Task:
@@ -143,9 +156,9 @@ def interpolate_task(clip) -> Task:
   cross_fade = ((1 - alpha) * rgb[0] + alpha * rgb[-1]).astype(np.float32)
   hole = np.zeros_like(known)
   hole[1:-1] = True
+  answers = {'cross_fade': cross_fade, 'temporal_nearest': temporal_nearest(rgb, known)}
   if 'depth' not in clip:   # real video: no geometry oracle
-    return Task('interpolate', known, known_frames, {'cross_fade': cross_fade}, hole,
-                tuple(range(1, T - 1)))
+    return Task('interpolate', known, known_frames, answers, hole, tuple(range(1, T - 1)))
   depth, k, w2c = clip['depth'], clip['intrinsics'], clip['world_to_camera']
   warp_only = known_frames.copy()
   for t in range(1, T - 1):
@@ -158,8 +171,8 @@ def interpolate_task(clip) -> Task:
       img[take], best[take] = w_img[take], w_depth[take]
       valid |= w_valid
     warp_only[t] = fill.nearest_fill(img, valid)
-  return Task('interpolate', known, known_frames,
-              {'cross_fade': cross_fade, 'warp_oracle': warp_only}, hole, tuple(range(1, T - 1)))
+  return Task('interpolate', known, known_frames, dict(answers, warp_oracle=warp_only), hole,
+              tuple(range(1, T - 1)))
 
 
 def random_hole_mask(rng: np.random.Generator, height: int, width: int,
@@ -198,7 +211,8 @@ def holes_task(clip, seed: int = 0, coverage=(0.4, 0.7)) -> Task:
                    for _ in range(rgb.shape[0])])
   known = ~hole
   filled = fill.nearest_fill(np.where(known[..., None], rgb, 0.0).astype(np.float32), known)
-  return Task('holes', known, filled, {'nearest_fill': filled}, hole,
+  return Task('holes', known, filled,
+              {'nearest_fill': filled, 'temporal_nearest': temporal_nearest(rgb, known)}, hole,
               tuple(range(rgb.shape[0])))
 
 

@@ -111,6 +111,12 @@ def to_markdown(results: Mapping) -> str:
     parts += [', '.join(f'{k}: {v}' for k, v in info.items()), '']
   parts += ['## Headline (rows: methods; hole PSNR/SSIM, reprojection error)', '',
             headline_table(results), '']
+  sweep = results.get('speed_sweep') or {}
+  if sweep:
+    parts += ['## Quality against camera speed (hole PSNR ± SE, dB; `speed_sweep.png`)', '',
+              'The first clips of each split re-rendered with the camera path scaled by each '
+              'speed (x0: a static clip, x1: the clips of the table above).', '',
+              sweep['table'], '']
   for split, tasks in results['metrics'].items():
     for task in tasks:
       parts += [f'## {split} / {task}', '', detail_table(results, split, task), '']

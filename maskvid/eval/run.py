@@ -7,6 +7,9 @@ completed by every method in config.eval.baselines and scored (`maskvid.eval.met
 
   nearest_fill  trivial answer of 'holes' and 'nvs' (`protocol.Task.answers`; NaN elsewhere).
   cross_fade    trivial answer of 'interpolate' (NaN elsewhere).
+  temporal_nearest  'nvs', 'interpolate', 'holes': each unknown pixel from the same pixel of the
+                nearest frame where it is known (blind), else nearest fill: exact on a static
+                clip, wrong when the camera moves.
   no_propagation, colour_transfer, flow_warp   'edit' only: the unedited frames (its trivial
                 answer); the frame-0 edit's per-channel colour change applied inside the tracked
                 region; the edited frame 0 pulled along the tracked optical flow into the region
@@ -15,10 +18,9 @@ completed by every method in config.eval.baselines and scored (`maskvid.eval.met
                 and mask as input channels), Euler sampler, known tokens pasted back.
   replacement   same backbone trained with objective='unconditional', replacement sampler
                 (`baselines.replacement_complete`).
-  ours_no_sc    the masked model (workdir's diffusion stage), `sampler.complete` without re-noising.
-  ours          the masked model with stochastic conditioning: renoise_at = config.eval.renoise_at
-                on the tasks in config.eval.renoise_tasks
-                (unreliable tokens re-noised, exact ones clean; elsewhere it is ours_no_sc).
+  ours          the masked model (workdir's diffusion stage) with config.sample's options: what
+                `Completer.complete_video` and the task commands run (`eval.methods`).
+  ours_no_sc    the same with stochastic conditioning off (renoise_at = 0).
 
 Each generative method gives one sample (the headline row, named after it), '<m> mean<K>' (pixel
 mean of config.eval.num_samples samples) and '<m> one-step' (config.eval.one_step: the sampler at
@@ -31,17 +33,20 @@ The two trained baselines are read from their own diffusion dirs, {workdir}/base
 first) trains them with the run's data, VAE, latents and backbone, for config.eval.baseline_steps
 (or config.train.steps when < 0). Evaluation itself never trains.
 
-All generative methods see the same known pixels, encoded by the run's VAE from the frames with
-their unknown pixels nearest-filled; `sampling.masks.pixel_to_token_masks` makes a model patch
-known when at least config.eval.min_valid of its pixels are given and exact when all are. All
-samplers use config.sample.num_steps steps and the same random keys per batch. Decoded outputs
-are composited: given pixels come back exactly.
+All generative methods see the same pixels, filled and encoded as the Completer does
+(`fill.context_fill`: unknown pixels from other frames where the frames agree, as hints, then
+nearest fill; `masks.pixel_to_token_masks` with config.sample.min_valid). All samplers use
+config.sample.num_steps steps and the same random keys per batch. Decoded outputs are
+composited: given pixels come back exactly.
+
+With config.eval.speeds set, `eval.speed_sweep` then re-renders the first clips of each
+synthetic split with the camera path scaled by each speed and reports hole PSNR against speed.
 
 'edit' runs on its own clips, edit pairs rendered now (`clips.load_edit_pairs`), and scores
 against the edited render; its notes and results['info'] give the tracked region's IoU.
 
 Writes {eval_dir}/results.md, results.json and one PNG grid per split/task (first clip; rows:
-ground truth, known input, methods; columns: frames). Returns {'summary', 'metrics', 'paths', ...}.
+ground truth, known input, methods; columns: frames), and the sweep's table, plot and grids. Returns {'summary', 'metrics', 'paths', ...}.
 """
 from __future__ import annotations
 
@@ -50,97 +55,32 @@ import time
 from typing import Any
 
 from absl import logging
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from maskvid import fileio
 from maskvid import pictures
-from maskvid.eval import baselines
 from maskvid.eval import clips as clips_lib
+from maskvid.eval import methods as methods_lib
 from maskvid.eval import metrics as metrics_lib
 from maskvid.eval import protocol
 from maskvid.eval import report
 from maskvid.eval import scoring
-from maskvid.model import model as model_lib
-from maskvid.sampling import composite
-from maskvid.sampling import masks as sampling_masks
-from maskvid.sampling import sampler
-from maskvid.train import checkpoint
+from maskvid.eval import speed_sweep
 from maskvid.vae import codec as codec_lib
-from maskvid.workdir import baseline_dir
 from maskvid.workdir import save_config
 from maskvid.workdir import stage_dir
 
-# Rows answered by the tasks themselves (`protocol.Task.answers`), each on the tasks it answers.
-TRIVIAL = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer', 'flow_warp')
-GENERATIVE = ('conditioning', 'replacement', 'ours_no_sc', 'ours')
+TRIVIAL = methods_lib.TRIVIAL
+GENERATIVE = methods_lib.GENERATIVE
 METHODS = TRIVIAL + GENERATIVE
 # The tasks whose trivial answer (the bar to beat, `protocol.TRIVIAL`) each row is.
 TRIVIAL_TASKS = {row: tuple(t for t, r in protocol.TRIVIAL.items() if r == row)
                  for row in set(protocol.TRIVIAL.values())}
 REFERENCE_ROWS = ('ground_truth', 'vae_oracle', 'warp_oracle')
-MEAN_SUFFIX, ONE_STEP_SUFFIX = ' mean{k}', ' one-step'
-VARIANTS = {'edit': ('gt-region',)}   # protocol.Task.variants: one sample per generative method
-
-
-# ------------------------------------------------------------------------------------ models
-def _model(diffusion_dir: str):
-  cfg, module, params = checkpoint.load_for_inference(diffusion_dir)
-  return cfg, model_lib.make_apply_fn(module), params
-
-
-def _renoise(config):
-  return float(config.eval.renoise_at)
-
-
-def _trained_baseline(workdir: str, name: str) -> str:
-  d = baseline_dir(workdir, name)
-  if not (fileio.path(d) / 'checkpoints').is_dir():
-    raise FileNotFoundError(f'config.eval.baselines names {name!r} but {d!r} holds no trained run: '
-                            'train it first (`--config.job=baselines`, or `--config.job=eval`, '
-                            'which trains the missing baselines)')
-  return d
-
-
-def make_samplers(config, workdir: str, methods) -> dict:
-  """method -> fn(known, known_mask, exact_mask, rng, task, num_steps) -> latents [B,T,h,w,c].
-
-  known [B,T,h,w,c]; known_mask / exact_mask bool [B,T,h,w] (`masks.pixel_to_token_masks`).
-  Only the masked model distinguishes exact from unreliable tokens; the baselines take every
-  known token as given.
-  """
-  out = {}
-  if 'ours' in methods or 'ours_no_sc' in methods:
-    _, apply_fn, params = _model(stage_dir(config, workdir, 'diffusion'))
-    solver, guidance = config.sample.solver, float(config.sample.guidance)
-    renoise = _renoise(config)
-    sc_tasks = tuple(config.eval.renoise_tasks)
-
-    def ours(known, mask, exact, rng, task, steps, sc):
-      r = renoise if (sc and task in sc_tasks and steps > 1) else 0.0
-      return sampler.complete(apply_fn, params, known, mask, rng, num_steps=steps,
-                              solver=solver if steps > 1 else 'euler', renoise_at=r,
-                              guidance=guidance, exact_mask=exact)
-    out['ours_no_sc'] = lambda k, m, e, r, t, n: ours(k, m, e, r, t, n, False)
-    out['ours'] = lambda k, m, e, r, t, n: ours(k, m, e, r, t, n, True)
-  if 'conditioning' in methods:
-    _, cond_apply, cond_params = _model(_trained_baseline(workdir, 'conditioning'))
-    out['conditioning'] = lambda k, m, e, r, t, n: baselines.conditioning_complete(
-        cond_apply, cond_params, k, m, r, num_steps=n)
-  if 'replacement' in methods:
-    _, unc_apply, unc_params = _model(_trained_baseline(workdir, 'replacement'))
-    out['replacement'] = lambda k, m, e, r, t, n: baselines.replacement_complete(
-        unc_apply, unc_params, k, m, r, num_steps=n)
-  return {m: out[m] for m in methods if m in out}
-
-
-def _batched(fn, arrays, batch_size):
-  outs = []
-  n = len(arrays[0])
-  for s in range(0, n, batch_size):
-    outs.append(np.asarray(fn(*[a[s:s + batch_size] for a in arrays])))
-  return np.concatenate(outs)
+MEAN_SUFFIX, ONE_STEP_SUFFIX = methods_lib.MEAN_SUFFIX, methods_lib.ONE_STEP_SUFFIX
+VARIANTS = methods_lib.VARIANTS
+generative_rows = methods_lib.generative_rows
+make_samplers = methods_lib.make_samplers
 
 
 def _known_input_row(task) -> np.ndarray:
@@ -148,36 +88,61 @@ def _known_input_row(task) -> np.ndarray:
   return np.where((task.known_pixels | task.hints)[..., None], task.known_frames, 0.0)
 
 
-def generative_rows(methods, num_samples: int, one_step: bool, tasks=()) -> list:
-  """Table rows of the generative methods: one sample (the headline, named after the method),
-  then the mean of `num_samples` samples and the one-step estimate x1 - v(x1, 1) when asked,
-  then one sample on each input variant of `tasks` (VARIANTS)."""
-  rows = []
-  for m in methods:
-    rows.append(m)
-    if num_samples > 1:
-      rows.append(m + MEAN_SUFFIX.format(k=num_samples))
-    if one_step:
-      rows.append(m + ONE_STEP_SUFFIX)
-    rows += [f'{m} {v}' for t in tasks for v in VARIANTS.get(t, ())]
-  return rows
-
-
 # ------------------------------------------------------------------------------------ main
-def evaluate(config, workdir: str) -> dict[str, Any]:
-  """Runs the protocol (module docstring), writes the report, prints the headline table."""
+def _check(config) -> tuple:
   methods = tuple(config.eval.baselines)
   bad = [m for m in methods if m not in METHODS]
   if bad:
     raise ValueError(f'config.eval.baselines has unknown methods {bad}; known: {METHODS}')
   tasks = protocol.check_tasks(config.eval.tasks)
-  num_clips = int(config.eval.num_clips)
-  if num_clips < 1:
-    raise ValueError(f'config.eval.num_clips must be >= 1, got {num_clips}')
-  num_samples = int(config.eval.num_samples)
-  if num_samples < 1:
-    raise ValueError(f'config.eval.num_samples must be >= 1, got {num_samples}')
-  one_step = bool(config.eval.one_step)
+  for key in ('num_clips', 'num_samples'):
+    if int(config.eval[key]) < 1:
+      raise ValueError(f'config.eval.{key} must be >= 1, got {config.eval[key]}')
+  return methods, tasks
+
+
+def run_task(config, task_name, task_clips, codec, samplers, rows, *, seed: int,
+             clip_gt=None, clip_oracle=None) -> tuple[dict, list, dict]:
+  """Every row of one task on `task_clips`: (preds {row: [N,T,H,W,3]}, tasks, inputs)."""
+  bs = max(1, int(config.eval.batch_size))
+  task_list = [protocol.make_task(task_name, c, seed=seed + i,
+                                  coverage=tuple(config.eval.hole_coverage),
+                                  edit_threshold=int(config.eval.edit_threshold),
+                                  edit_dilate=int(config.eval.edit_dilate))
+               for i, c in enumerate(task_clips)]
+  if task_list[0].target is None and clip_gt is not None:
+    gt, oracle = clip_gt, clip_oracle
+  else:
+    gt = (np.stack([t.target for t in task_list]) if task_list[0].target is not None else
+          np.stack([pictures.to_float(c['rgb']) for c in task_clips]))
+    oracle = methods_lib.batched(lambda x: codec.decode(codec.encode(x)), [gt], bs)
+  inputs = {'': methods_lib.prepare(codec, np.stack([t.known_frames for t in task_list]),
+                                    np.stack([t.known_pixels for t in task_list]),
+                                    np.stack([t.hints for t in task_list]), config, bs)}
+  variants = VARIANTS.get(task_name, ())
+  for v in variants:
+    known_px, frames, hint_px = (np.stack([t.variants[v][i] for t in task_list])
+                                 for i in range(3))
+    inputs[v] = methods_lib.prepare(codec, frames, known_px, hint_px, config, bs)
+  preds = {'ground_truth': gt, 'vae_oracle': oracle}
+  preds.update({r: np.stack([t.answers[r] for t in task_list])
+                for r in task_list[0].answers if r in rows})
+  for m, fn in samplers.items():
+    if m == 'ours' and 'ours_no_sc' in preds and methods_lib.same_as_no_sc(config):
+      preds.update({m + r[len('ours_no_sc'):]: p for r, p in preds.items()
+                    if r.startswith('ours_no_sc')})
+      continue
+    preds.update(methods_lib.complete_rows(
+        fn, m, inputs, codec, seed=int(config.seed), steps=int(config.sample.num_steps),
+        num_samples=int(config.eval.num_samples), one_step=bool(config.eval.one_step),
+        batch_size=bs, variants=variants))
+  return {r: p for r, p in preds.items() if r in rows}, task_list, inputs
+
+
+def evaluate(config, workdir: str) -> dict[str, Any]:
+  """Runs the protocol (module docstring), writes the report, prints the headline table."""
+  methods, tasks = _check(config)
+  num_clips, num_samples = int(config.eval.num_clips), int(config.eval.num_samples)
   # The latent stats are always needed and its shards are ArrayRecord (local paths only).
   fileio.require_local(stage_dir(config, workdir, 'latents'), 'paths.latents')
   eval_dir = stage_dir(config, workdir, 'eval')
@@ -187,21 +152,23 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   lpips = metrics_lib.maybe_load_lpips(config.eval.lpips_weights)
   if lpips is None:
     notes.append('LPIPS and FD skipped: config.eval.lpips_weights is empty.')
-  latents = codec_lib.LatentCodec.load(stage_dir(config, workdir, 'vae'),
-                                       stage_dir(config, workdir, 'latents'))
+  codec = codec_lib.LatentCodec.load(stage_dir(config, workdir, 'vae'),
+                                     stage_dir(config, workdir, 'latents'))
   generative = tuple(m for m in methods if m in GENERATIVE)
   samplers = make_samplers(config, workdir, generative)
-  patch = tuple(int(p) for p in config.model.patch_size)
   bs = max(1, int(config.eval.batch_size))
   steps = int(config.sample.num_steps)
-  renoise_tasks = tuple(config.eval.renoise_tasks)
   rows = (tuple(REFERENCE_ROWS) + tuple(m for m in methods if m in TRIVIAL)
-          + tuple(generative_rows(generative, num_samples, one_step, tasks)))
+          + tuple(generative_rows(generative, num_samples, bool(config.eval.one_step), tasks)))
+  fills = methods_lib.options.fill_options(config.sample)
   results = {'methods': list(rows), 'reference_rows': list(REFERENCE_ROWS), 'metrics': {},
              'notes': notes, 'pictures': {},
              'info': {'clips per split': num_clips, 'sample steps': steps,
                       'solver (ours)': config.sample.solver,
-                      'renoise_at (ours)': f'{_renoise(config)} on {renoise_tasks}',
+                      'renoise_at (ours)': float(config.sample.renoise_at),
+                      'context fill (all generative rows)': (
+                          f"temporal, max_diff {fills['max_diff']}, window {fills['window']}"
+                          if fills['temporal'] else 'spatial nearest only'),
                       'samples per mean': num_samples,
                       'train steps': int(config.train.steps),
                       'baseline steps': (int(config.eval.baseline_steps)
@@ -212,7 +179,7 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
     clips, origin = clips_lib.load_clips(config, workdir, split, num_clips)
     logging.info('eval %s: %d clips (%s)', split, len(clips), origin)
     clip_gt = np.stack([pictures.to_float(c['rgb']) for c in clips])
-    clip_oracle = _batched(lambda x: latents.decode(latents.encode(x)), [clip_gt], bs)
+    clip_oracle = methods_lib.batched(lambda x: codec.decode(codec.encode(x)), [clip_gt], bs)
     results['metrics'][split] = {}
     for task_name in tasks:
       if task_name in protocol.RENDERER_TASKS and not clips_lib.has_geometry(clips[0]):
@@ -223,69 +190,9 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
       seed = int(config.seed) + 1000 * (list(config.eval.splits).index(split) + 1)
       task_clips, task_origin = (clips_lib.load_edit_pairs(config, split, num_clips)
                                  if task_name == 'edit' else (clips, origin))
-      task_list = [protocol.make_task(task_name, c, seed=seed + i,
-                                      coverage=tuple(config.eval.hole_coverage),
-                                      edit_threshold=int(config.eval.edit_threshold),
-                                      edit_dilate=int(config.eval.edit_dilate))
-                   for i, c in enumerate(task_clips)]
-      if task_list[0].target is None:
-        gt, oracle = clip_gt, clip_oracle
-      else:
-        gt = np.stack([t.target for t in task_list])
-        oracle = _batched(lambda x: latents.decode(latents.encode(x)), [gt], bs)
-
-      def prepare(known_frames, known_px, hint_px):
-        # Hinted pixels count as given for `known`, never for `exact`, and are not pasted back.
-        known_lat = _batched(latents.encode, [known_frames], bs)
-        mask, exact = (np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
-            jnp.asarray(known_px), latents.factor, patch, min_valid=float(config.eval.min_valid),
-            hint_mask=jnp.asarray(hint_px)))
-        decoded_in = _batched(latents.decode, [known_lat], bs) if hint_px.any() else None
-        return known_frames, known_px, known_lat, mask, exact, hint_px, decoded_in
-
-      inputs = {'': prepare(np.stack([t.known_frames for t in task_list]),
-                            np.stack([t.known_pixels for t in task_list]),
-                            np.stack([t.hints for t in task_list]))}
-      for v in VARIANTS.get(task_name, ()):
-        known_px, frames, hint_px = (np.stack([t.variants[v][i] for t in task_list])
-                                     for i in range(3))
-        inputs[v] = prepare(frames, known_px, hint_px)
-
-      preds = {'ground_truth': gt, 'vae_oracle': oracle}
-      preds.update({r: np.stack([t.answers[r] for t in task_list])
-                    for r in task_list[0].answers if r in REFERENCE_ROWS or r in methods})
-      for m in methods:
-        if m in TRIVIAL:
-          continue
-        # 'ours' is the same sampler call as 'ours_no_sc' wherever it does not re-noise (tasks
-        # outside eval.renoise_tasks, and the one-step estimate): reuse those rows.
-        reuse = m == 'ours' and 'ours_no_sc' in preds
-        if reuse and task_name not in renoise_tasks:
-          preds.update({m + r[len('ours_no_sc'):]: p for r, p in preds.items()
-                        if r.startswith('ours_no_sc')})
-          continue
-        fn = samplers[m]
-        key = jax.random.PRNGKey(int(config.seed))
-
-        def run(n, sample, variant=''):
-          known_frames, known_px, known_lat, mask, exact, hint_px, decoded_in = inputs[variant]
-          lat = _batched(lambda k, mk, ex, i: fn(
-              jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex),
-              jax.random.fold_in(jax.random.fold_in(key, sample), int(i[0])), task_name, n),
-                         [known_lat, mask, exact, np.arange(len(task_list))], bs)
-          # Given pixels come back exactly, hinted ones moved by the model's change to them.
-          return composite.composite(_batched(latents.decode, [lat], bs), known_frames,
-                                     known_px, hint_px, decoded_in)
-
-        samples = [run(steps, k) for k in range(num_samples)]
-        preds[m] = samples[0]
-        if num_samples > 1:
-          preds[m + MEAN_SUFFIX.format(k=num_samples)] = np.mean(samples, axis=0)
-        if one_step:
-          preds[m + ONE_STEP_SUFFIX] = (preds['ours_no_sc' + ONE_STEP_SUFFIX] if reuse
-                                        else run(1, 0))
-        for v in VARIANTS.get(task_name, ()):
-          preds[f'{m} {v}'] = run(steps, 0, v)
+      preds, task_list, inputs = run_task(config, task_name, task_clips, codec, samplers, rows,
+                                          seed=seed, clip_gt=clip_gt, clip_oracle=clip_oracle)
+      gt = preds['ground_truth']
       block, lpips_cache = {}, {}
       for r in rows:
         if r in preds:
@@ -294,29 +201,35 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
         else:
           block[r] = scoring.nan_scores()
       results['metrics'][split][task_name] = block
-      _, known_px, _, mask, exact, _, _ = inputs['']
+      x = inputs['']
       frac = float(np.mean([t.hole[list(t.frames)].mean() for t in task_list]))
       info = ''.join(f', {k} {np.mean([t.info[k] for t in task_list]):.3f}'
                      for k in task_list[0].info)
+      copied = float((x.hint_px & ~np.stack([t.hints for t in task_list])).mean())
       notes.append(f'{split}/{task_name}: hole fraction of scored pixels {frac:.2f}, '
-                   f'known pixels {float(known_px.mean()):.2f}, known tokens '
-                   f'{float(mask.mean()):.2f} of which exact {float(exact.mean()):.2f}{info} '
-                   f'(clips from {task_origin}).')
+                   f'known pixels {float(x.known_px.mean()):.2f} (+{copied:.2f} copied from other '
+                   f'frames), known tokens {float(x.known.mean()):.2f} of which exact '
+                   f'{float(x.exact.mean()):.2f}{info} (clips from {task_origin}).')
       for k in task_list[0].info:
         results['info'][f'{split}/{task_name} {k}'] = round(
             float(np.mean([t.info[k] for t in task_list])), 4)
       grid_rows = {'ground truth': gt[0], 'known input': _known_input_row(task_list[0]),
-                   'vae oracle': oracle[0]}
+                   'vae oracle': preds['vae_oracle'][0]}
       grid_rows.update({r: preds[r][0] for r in rows if r in preds and r not in
                         ('ground_truth', 'vae_oracle')})
       png = pictures.save_grid(os.path.join(eval_dir, f'{split}_{task_name}.png'), grid_rows)
       results['pictures'][f'{split}/{task_name}'] = png
       logging.info('eval %s/%s done in %.1fs: %s', split, task_name, time.time() - t0,
                    {r: round(block[r]['psnr_hole'], 2) for r in rows if r in preds})
+  if tuple(config.eval.get('speeds', ())):
+    results['speed_sweep'] = speed_sweep.run(config, codec, samplers, rows, run_task, eval_dir)
   results['info']['eval seconds'] = round(time.time() - start, 1)
   results['summary'] = report.summarize(results)
   paths = report.write_report(results, eval_dir)
   results['paths'] = paths
   table = report.headline_table(results)
   print(f'\nEvaluation ({eval_dir}):\n{table}\n', flush=True)
+  if 'speed_sweep' in results:
+    print(f"Quality against camera speed (hole PSNR, dB):\n{results['speed_sweep']['table']}\n",
+          flush=True)
   return results

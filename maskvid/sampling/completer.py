@@ -3,8 +3,10 @@
     completer = Completer.from_workdir('runs/demo')          # or Completer(diffusion_dir, vae_dir)
     video = completer.complete_video(frames, pixel_mask, num_steps=25, seed=0)   # uint8
 
-Pipeline of `complete_video`: unknown pixels nearest-filled -> VAE posterior mean -> normalised
-latents `(z - shift) / scale`; pixel mask -> token masks by the documented rule
+Pipeline of `complete_video`: unknown pixels filled (`fill.context_fill`: the same pixel of
+another frame where the frames agree around it, as a hint; else the nearest known pixel) -> VAE
+posterior mean -> normalised latents `(z - shift) / scale`; pixel mask -> token masks by the
+documented rule
 (`masks.pixel_to_token_masks`: a model patch is known when at least `min_valid` of its pixels are,
 exact when all are; known but inexact patches are unreliable context that stochastic conditioning
 re-noises); `sampler.complete` fills the rest; decode, composite (every given pixel comes back
@@ -24,6 +26,7 @@ from maskvid.sampling import composite
 from maskvid.sampling import fill
 from maskvid.sampling import fullres
 from maskvid.sampling import masks
+from maskvid.sampling import options as options_lib
 from maskvid.sampling import sampler
 from maskvid.train import checkpoint as ckpt_lib
 from maskvid.vae import cache
@@ -67,8 +70,9 @@ class Completer:
     self.patch_size = tuple(int(p) for p in self.config.model.patch_size)
     self.resolution = int(self.config.data.get('resolution', 0))   # H == W the model was trained at
     if min_valid is None:
-      min_valid = self.config.sample.get('min_valid', 0.01)
+      min_valid = options_lib.min_valid(self.config.sample)
     self.min_valid = float(min_valid)
+    self.fill_options = options_lib.fill_options(self.config.sample)
 
   def _read_stats(self, diffusion_dir: str, latents_dir: Optional[str]) -> Mapping[str, Any]:
     if latents_dir is None:
@@ -117,12 +121,9 @@ class Completer:
   def sample_options(self, num_steps=None, solver=None, renoise_at=None, guidance=None,
                      progress=False) -> dict:
     """Sampler keyword arguments: given values, else the run config's `sample` section."""
-    s = self.config.sample
-    return dict(num_steps=int(s.num_steps if num_steps is None else num_steps),
-                solver=str(s.solver if solver is None else solver),
-                renoise_at=float(s.renoise_at if renoise_at is None else renoise_at),
-                progress=bool(progress),
-                guidance=float(s.guidance if guidance is None else guidance))
+    return dict(options_lib.sampler_options(self.config.sample, num_steps=num_steps,
+                                            solver=solver, renoise_at=renoise_at,
+                                            guidance=guidance), progress=bool(progress))
 
   def complete_latents(self, known, known_mask, rng, exact_mask=None, **options) -> jax.Array:
     """sampler.complete with this run's EMA weights; options as in `sample_options`."""
@@ -221,9 +222,10 @@ class Completer:
     if rng is None:
       rng = jax.random.key(seed)
 
-    # Partly known patches are encoded from nearest-filled pixels: no hard edges for the encoder.
-    guessed = m | hint
-    latents = self.encode(fill.nearest_fill(x, guessed))
+    # Unknown pixels come from other frames where they agree (as hints), else the nearest known
+    # pixel: no hard edges for the encoder, and the other frames' pixels reach the model.
+    filled, hint = fill.context_fill(np.asarray(x), m, hint, **self.fill_options)
+    latents = self.encode(filled)
     known_mask, exact_mask = self.token_masks(m, hint)
     known = jnp.where(known_mask[..., None], latents, 0.0)  # unknown values are never read
     out = self.complete_latents(known, known_mask, rng, exact_mask=exact_mask,
@@ -231,7 +233,7 @@ class Completer:
                                 guidance=guidance, progress=progress)
     decoded = self.decode(out)
     if hint.any():   # hinted pixels: the hint moved by the model's change (`composite`)
-      decoded = composite.composite(decoded, x, np.zeros_like(m), hint & ~m,
+      decoded = composite.composite(decoded, filled, np.zeros_like(m), hint & ~m,
                                     self.decode(latents))
     video = pictures.to_uint8(decoded)
     if paste_known:

@@ -18,6 +18,7 @@ import numpy as np
 from maskvid import fileio
 from maskvid import pictures
 from maskvid.diffusion import masks as masks_lib
+from maskvid.sampling import options
 from maskvid.sampling import sampler
 from maskvid.vae import cache as cache_lib
 from maskvid.vae import codec as codec_lib
@@ -27,9 +28,7 @@ from maskvid.workdir import stage_dir
 def complete_latents(apply_fn, params, known, known_mask, rng, config) -> jax.Array:
   """Masked completion [B,T,h,w,c] with the library sampler and config.sample's settings."""
   return sampler.complete(apply_fn, params, known, known_mask, rng,
-                          num_steps=int(config.sample.num_steps), solver=config.sample.solver,
-                          renoise_at=float(config.sample.renoise_at),
-                          guidance=float(config.sample.guidance))
+                          **options.sampler_options(config.sample))
 
 
 def _load_decoder(vae_dir: str, latents_dir: str):

@@ -12,7 +12,9 @@ def define_common_flags() -> None:
   flags.DEFINE_string('out', None, 'Output .mp4 path; a PNG strip is written next to it.')
   flags.DEFINE_integer('num_steps', None, 'Sampler steps (default: the run config).')
   flags.DEFINE_enum('solver', None, ['euler', 'heun', 'ancestral'], 'Sampler (default: config).')
-  flags.DEFINE_float('renoise_at', 0.0, 'Stochastic conditioning threshold t in (0, 1); 0: off.')
+  flags.DEFINE_float('renoise_at', None, 'Stochastic conditioning threshold t in (0, 1); 0: off '
+                     '(default: the run config\'s sample.renoise_at, what the eval\'s ours row '
+                     'uses).')
   flags.DEFINE_float('guidance', None, 'Mask-dropout guidance weight (default: config).')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
   flags.DEFINE_bool('paste_known', True, 'Copy the known input pixels over the decoded output '
@@ -26,12 +28,11 @@ def define_common_flags() -> None:
 def sample_options(values) -> dict:
   """Sampler keyword arguments from parsed flags (None = the completer's default).
 
-  renoise_at is passed through as a number (0 = off, the sampler's convention), so the default
-  `--renoise_at=0` really turns stochastic conditioning off whatever the run config says.
+  Every default is the run config's `sample` section (`sampling.options`), the options the eval's
+  `ours` row reports; `--renoise_at=0` turns stochastic conditioning off.
   """
   return dict(num_steps=values.num_steps, solver=values.solver, guidance=values.guidance,
-              renoise_at=float(values.renoise_at),
-              paste_known=bool(values.paste_known))
+              renoise_at=values.renoise_at, paste_known=bool(values.paste_known))
 
 
 def load_completer(workdir: str, min_valid=None):

@@ -1,0 +1,167 @@
+"""The methods the eval compares, run on one task's inputs: shared by the table and the sweep.
+
+  make_samplers(config, workdir, methods) -> {method: fn}    the generative methods
+  prepare(codec, frames, known_px, hint_px, config) -> Inputs  what every generative method sees
+  complete_rows(...) -> {row: float [N, T, H, W, 3]}        one sample, mean of K, one-step, ...
+
+All generative methods see the same pixels, filled and encoded as the Completer does
+(`fill.context_fill` with config.sample's options, `masks.pixel_to_token_masks` with
+config.sample.min_valid); the masked model samples with config.sample's options
+(`sampling.options`): the `ours` row is what a user's command runs. Outputs are composited
+(`sampling.composite`): given pixels come back exactly, hinted and copied ones moved by the
+model's change.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maskvid import fileio
+from maskvid.eval import baselines
+from maskvid.model import model as model_lib
+from maskvid.sampling import composite
+from maskvid.sampling import fill
+from maskvid.sampling import masks as sampling_masks
+from maskvid.sampling import options
+from maskvid.sampling import sampler
+from maskvid.train import checkpoint
+from maskvid.workdir import baseline_dir
+from maskvid.workdir import stage_dir
+
+TRIVIAL = ('nearest_fill', 'cross_fade', 'temporal_nearest', 'no_propagation', 'colour_transfer',
+           'flow_warp')
+GENERATIVE = ('conditioning', 'replacement', 'ours_no_sc', 'ours')
+MEAN_SUFFIX, ONE_STEP_SUFFIX = ' mean{k}', ' one-step'
+VARIANTS = {'edit': ('gt-region',)}   # protocol.Task.variants: one sample per generative method
+
+
+def _model(diffusion_dir: str):
+  _, module, params = checkpoint.load_for_inference(diffusion_dir)
+  return model_lib.make_apply_fn(module), params
+
+
+def _trained_baseline(workdir: str, name: str) -> str:
+  d = baseline_dir(workdir, name)
+  if not (fileio.path(d) / 'checkpoints').is_dir():
+    raise FileNotFoundError(f'config.eval.baselines names {name!r} but {d!r} holds no trained run: '
+                            'train it first (`--config.job=baselines`, or `--config.job=eval`, '
+                            'which trains the missing baselines)')
+  return d
+
+
+def make_samplers(config, workdir: str, methods) -> dict:
+  """method -> fn(known, known_mask, exact_mask, rng, num_steps) -> latents [B,T,h,w,c].
+
+  known [B,T,h,w,c]; known_mask / exact_mask bool [B,T,h,w] (`masks.pixel_to_token_masks`).
+  `ours` samples with config.sample's options (the commands' defaults), `ours_no_sc` the same
+  with stochastic conditioning off. Only the masked model distinguishes exact from unreliable
+  tokens; the baselines take every known token as given.
+  """
+  out = {}
+  if 'ours' in methods or 'ours_no_sc' in methods:
+    apply_fn, params = _model(stage_dir(config, workdir, 'diffusion'))
+
+    def ours(known, mask, exact, rng, steps, sc):
+      opts = options.sampler_options(config.sample, num_steps=steps)
+      if not sc or steps == 1:
+        opts['renoise_at'] = 0.0
+      if steps == 1:
+        opts['solver'] = 'euler'
+      return sampler.complete(apply_fn, params, known, mask, rng, exact_mask=exact, **opts)
+    out['ours_no_sc'] = lambda k, m, e, r, n: ours(k, m, e, r, n, False)
+    out['ours'] = lambda k, m, e, r, n: ours(k, m, e, r, n, True)
+  if 'conditioning' in methods:
+    cond_apply, cond_params = _model(_trained_baseline(workdir, 'conditioning'))
+    out['conditioning'] = lambda k, m, e, r, n: baselines.conditioning_complete(
+        cond_apply, cond_params, k, m, r, num_steps=n)
+  if 'replacement' in methods:
+    unc_apply, unc_params = _model(_trained_baseline(workdir, 'replacement'))
+    out['replacement'] = lambda k, m, e, r, n: baselines.replacement_complete(
+        unc_apply, unc_params, k, m, r, num_steps=n)
+  return {m: out[m] for m in methods if m in out}
+
+
+def same_as_no_sc(config) -> bool:
+  """True when `ours` and `ours_no_sc` are the same sampler call (no stochastic conditioning)."""
+  return float(config.sample.renoise_at) <= 0.0
+
+
+def generative_rows(methods, num_samples: int, one_step: bool, tasks=()) -> list:
+  """Table rows of the generative methods: one sample (the headline, named after the method),
+  then the mean of `num_samples` samples and the one-step estimate x1 - v(x1, 1) when asked,
+  then one sample on each input variant of `tasks` (VARIANTS)."""
+  rows = []
+  for m in methods:
+    rows.append(m)
+    if num_samples > 1:
+      rows.append(m + MEAN_SUFFIX.format(k=num_samples))
+    if one_step:
+      rows.append(m + ONE_STEP_SUFFIX)
+    rows += [f'{m} {v}' for t in tasks for v in VARIANTS.get(t, ())]
+  return rows
+
+
+def batched(fn, arrays, batch_size):
+  """fn over the leading axis of `arrays` in chunks of batch_size; numpy results concatenated."""
+  outs = []
+  n = len(arrays[0])
+  for s in range(0, n, batch_size):
+    outs.append(np.asarray(fn(*[a[s:s + batch_size] for a in arrays])))
+  return np.concatenate(outs)
+
+
+@dataclasses.dataclass
+class Inputs:
+  """What every generative method is given for a batch of clips (N clips)."""
+  frames: np.ndarray       # float [N, T, H, W, 3]: context-filled pixels the encoder sees
+  known_px: np.ndarray     # bool [N, T, H, W]: given pixels (pasted back exactly)
+  hint_px: np.ndarray      # bool [N, T, H, W]: guesses (task hints and copied pixels)
+  latents: np.ndarray      # [N, T, h, w, c] normalised
+  known: np.ndarray        # bool [N, T, h, w] known tokens
+  exact: np.ndarray        # bool [N, T, h, w] exact tokens
+  decoded_in: np.ndarray | None   # decoded input latents where hints exist (composite)
+
+
+def prepare(codec, frames, known_px, hint_px, config, batch_size: int) -> Inputs:
+  """Inputs of the generative methods, built as `Completer.complete_video` builds them."""
+  filled, hint_px = fill.context_fill(frames, known_px, hint_px,
+                                      **options.fill_options(config.sample))
+  latents = batched(codec.encode, [filled], batch_size)
+  patch = tuple(int(p) for p in config.model.patch_size)
+  known, exact = (np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
+      jnp.asarray(known_px), codec.factor, patch, min_valid=options.min_valid(config.sample),
+      hint_mask=jnp.asarray(hint_px)))
+  decoded_in = batched(codec.decode, [latents], batch_size) if hint_px.any() else None
+  return Inputs(filled, known_px, hint_px, latents, known, exact, decoded_in)
+
+
+def complete_rows(fn, name: str, inputs: dict, codec, *, seed: int, steps: int,
+                  num_samples: int, one_step: bool, batch_size: int, variants=()) -> dict:
+  """Rows of generative method `name` (sampler `fn`): {row: float [N, T, H, W, 3]}.
+
+  inputs: {'': Inputs, variant: Inputs}. Sample k of clip i uses key fold_in(fold_in(seed, k), i)
+  for every method, so methods are compared on the same noise.
+  """
+  key = jax.random.PRNGKey(int(seed))
+
+  def run(n, sample, variant=''):
+    x = inputs[variant]
+    lat = batched(lambda k, mk, ex, i: fn(
+        jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex),
+        jax.random.fold_in(jax.random.fold_in(key, sample), int(i[0])), n),
+                  [x.latents, x.known, x.exact, np.arange(len(x.latents))], batch_size)
+    return composite.composite(batched(codec.decode, [lat], batch_size), x.frames, x.known_px,
+                               x.hint_px, x.decoded_in)
+
+  samples = [run(steps, k) for k in range(num_samples)]
+  preds = {name: samples[0]}
+  if num_samples > 1:
+    preds[name + MEAN_SUFFIX.format(k=num_samples)] = np.mean(samples, axis=0)
+  if one_step:
+    preds[name + ONE_STEP_SUFFIX] = run(1, 0)
+  for v in variants:
+    preds[f'{name} {v}'] = run(steps, 0, v)
+  return preds
