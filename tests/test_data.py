@@ -300,3 +300,68 @@ def test_video_folder_source(tmp_path):
   np.testing.assert_array_equal(lenient[1]['rgb'], item['rgb'])
   with pytest.raises(FileNotFoundError, match='no video files'):
     VideoFolderSource(str(tmp_path), num_frames=4, resolution=16)
+
+
+def test_camera_speed_scales_the_path_toward_the_first_pose():
+  seed = int(synthetic.split_seeds('test', 1)[0])
+  still = synthetic.render_clip(seed, 'test', 4, 16, 16, speed=0.0)
+  for t in range(1, 4):   # a static camera: every frame is frame 0
+    np.testing.assert_array_equal(still['rgb'][t], still['rgb'][0])
+    np.testing.assert_array_equal(still['world_to_camera'][t], still['world_to_camera'][0])
+  full = synthetic.render_clip(seed, 'test', 4, 16, 16)
+  np.testing.assert_array_equal(synthetic.render_clip(seed, 'test', 4, 16, 16, 1.0)['rgb'],
+                                full['rgb'])
+  np.testing.assert_array_equal(still['rgb'][0], full['rgb'][0])   # same first view
+  half = synthetic.sample_scene(seed, 'test', 4, speed=0.5)
+  scene = synthetic.sample_scene(seed, 'test', 4)
+  np.testing.assert_allclose(half['eyes'], scene['eyes'][:1] + 0.5 * (scene['eyes'] -
+                                                                     scene['eyes'][:1]))
+  with pytest.raises(ValueError, match='speed'):
+    synthetic.sample_scene(seed, 'test', 4, speed=-1)
+
+
+def test_train_split_draws_each_clip_speed_from_the_mix(tmp_path):
+  speeds = (0.0, 0.5, 1.0)
+  drawn = [synthetic.clip_speed(s, speeds) for s in range(300)]
+  assert drawn == [synthetic.clip_speed(s, speeds) for s in range(300)]   # deterministic
+  assert {d: drawn.count(d) > 60 for d in speeds} == {d: True for d in speeds}
+  c = _config({'train': 6, 'test': 2})
+  c.data.camera_speeds = speeds
+  storage.ensure_dataset(c, str(tmp_path))
+  train = storage.ClipSource(str(tmp_path), 'train')
+  for i in range(len(train)):
+    clip = train[i]
+    speed = float(clip['speed'])
+    assert speed == synthetic.clip_speed(int(clip['seed']), speeds)
+    moved = np.abs(clip['rgb'][-1].astype(int) - clip['rgb'][0].astype(int)).mean()
+    assert (moved == 0) == (speed == 0), (i, speed, moved)
+  test = storage.ClipSource(str(tmp_path), 'test')   # held-out splits keep the sampled paths
+  np.testing.assert_array_equal(
+      test[0]['rgb'], synthetic.render_clip(int(test[0]['seed']), 'test', T, R, R)['rgb'])
+  c.data.camera_speeds = (-1.0,)
+  with pytest.raises(ValueError, match='camera speeds'):
+    storage.ensure_dataset(c, str(tmp_path / 'bad'))
+
+
+def test_video_stride_mix_draws_a_stride_per_chunk(tmp_path):
+  import imageio.v2 as imageio
+  from maskvid.data.video_folder import VideoFolderSource
+  vdir = tmp_path / 'videos'
+  vdir.mkdir()
+  frames = np.zeros((60, 16, 16, 3), np.uint8)
+  frames[..., 0] = (np.arange(60) * 4)[:, None, None]     # frame index readable in red
+  imageio.mimwrite(str(vdir / 'ramp.mp4'), frames, fps=10, macro_block_size=16)
+  src = VideoFolderSource(str(vdir), num_frames=4, resolution=16, stride=(1, 3))
+  strides = [c[2] for c in src._chunks]  # pylint: disable=protected-access
+  assert set(strides) == {1, 3}
+  assert strides == [c[2] for c in VideoFolderSource(   # pylint: disable=protected-access
+      str(vdir), num_frames=4, resolution=16, stride=(1, 3))._chunks]
+  for i, (_, start, stride) in enumerate(src._chunks):  # pylint: disable=protected-access
+    red = src[i]['rgb'][..., 0].astype(float).mean((1, 2))
+    np.testing.assert_allclose(red, (start + stride * np.arange(4)) * 4, atol=6)
+  c = _config()
+  c.data.source, c.data.video_dir, c.data.num_frames, c.data.resolution = (
+      'video_folder', str(vdir), 4, 16)
+  c.data.video_strides = (1, 3)
+  assert storage.open_source(c, str(tmp_path), 'train').strides == (1, 3)
+  assert storage.open_source(c, str(tmp_path), 'test').strides == (1,)

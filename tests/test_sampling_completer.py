@@ -222,3 +222,27 @@ def test_missing_checkpoints_raise_naming_the_directory(tmp_path, workdir):
   with pytest.raises(FileNotFoundError, match='latents_dir'):
     completer_lib.Completer(os.path.join(workdir, 'diffusion'), os.path.join(workdir, 'vae'),
                             latents_dir=str(tmp_path))
+
+
+def test_static_clip_copies_what_the_other_frame_shows(completer):
+  """A frame repeated, each copy missing other pixels: every pixel comes back exactly (the other
+  frame's pixel reaches the model as a known token, held without stochastic conditioning)."""
+  frame = clip(6)[0]
+  frames = np.repeat(frame[None], FRAMES, axis=0)
+  mask = np.zeros(frames.shape[:-1], bool)
+  mask[0, :, :10], mask[1, :, 6:] = True, True     # each frame shows what the other misses
+  res = completer.complete_video(frames, mask, rng=key(4), renoise_at=0.0, return_latents=True)
+  assert res['known_mask'].all()
+  np.testing.assert_array_equal(res['video'], frames)
+  # Without the copy the missing halves are generated (and far from the truth here).
+  fills = completer.fill_options
+  completer.fill_options = dict(fills, temporal=False)
+  try:
+    blind = completer.complete_video(frames, mask, rng=key(4), renoise_at=0.0)
+  finally:
+    completer.fill_options = fills
+  assert np.abs(blind[~mask].astype(int) - frames[~mask].astype(int)).mean() > 20
+  # Stochastic conditioning may change the copies (unreliable), never the given pixels.
+  sc = completer.complete_video(frames, mask, rng=key(4), renoise_at=0.5)
+  np.testing.assert_array_equal(sc[mask], frames[mask])
+  assert not np.array_equal(sc[~mask], frames[~mask])
