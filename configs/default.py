@@ -40,6 +40,8 @@ def get_config():
   c.data.video_stride = 1        # video sources: a clip takes every video_stride-th frame
   c.data.video_strides = ()      # video sources, train split: a stride drawn per clip from this
                                  # mix (e.g. (1, 2, 4): slow and fast motion); () = video_stride
+  c.data.heldout_fraction = 0.1  # video sources without a test split: this share of the videos
+                                 # (by file-name hash, at least one) is held out as `test`
   c.data.strict_videos = False   # True: an unreadable video stops the run (False: skipped, counted)
   c.data.num_frames = 8          # frames per rendered clip
   c.data.resolution = 32         # rendered H == W

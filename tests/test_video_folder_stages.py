@@ -170,3 +170,86 @@ def test_tfds_source_runs_vae_cache_diffusion_eval(tmp_path):
   from maskvid.data import storage  # pylint: disable=g-import-not-at-top
   with pytest.raises(KeyError, match="no feature 'frames'.*'clip'"):
     storage.open_source(bad, '', 'train')[0]
+
+
+def test_video_folder_without_test_holds_out_videos_by_name(tmp_path):
+  from maskvid.data import holdout  # pylint: disable=g-import-not-at-top
+  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  videos = str(tmp_path / 'videos')
+  _write_videos(videos, 10, seed=0)
+  c = default.get_config()
+  c.data.source, c.data.video_dir = 'video_folder', videos
+  c.data.num_frames, c.data.resolution = FRAMES, RES
+  data_dir = str(tmp_path / 'data')
+  share = storage.held_out(c, data_dir)
+  assert len(share.test) >= 1 and not share.scores_training
+  assert set(share.train).isdisjoint(share.test) and len(share.train) + len(share.test) == 10
+  assert storage.source_splits(c) == ('train', 'test')        # no 'ood' for real video
+  train = storage.open_source(c, data_dir, 'train')
+  test = storage.open_source(c, data_dir, 'test')
+  names = lambda src: {os.path.basename(p) for p in src.paths}
+  assert names(train) == set(share.train) and names(test) == set(share.test)
+  with pytest.raises(ValueError, match="only the splits"):
+    storage.open_source(c, data_dir, 'ood')
+  # Adding a video moves no other video: only the new file may land on either side.
+  _write_videos(str(tmp_path / 'more'), 11, seed=3)
+  os.rename(str(tmp_path / 'more' / 'clip10.mp4'), os.path.join(videos, 'new.mp4'))
+  again = storage.held_out(c, data_dir)
+  assert set(again.test) - {'new.mp4'} == set(share.test)
+  assert set(again.train) - {'new.mp4'} == set(share.train)
+  # The rule alone (no record) is stable too wherever the threshold, not the fallback, decides.
+  many = [f'v{i}.mp4' for i in range(200)]
+  base = holdout.split_files(many, 0.1)
+  grown = holdout.split_files(many + ['extra.mp4'], 0.1)
+  assert set(grown.test) - {'extra.mp4'} == set(base.test) and 5 < len(base.test) < 40
+  # One video: nothing to hold out, and the split says it scores training clips.
+  solo = str(tmp_path / 'solo')
+  _write_videos(solo, 1, seed=0)
+  c.data.video_dir = solo
+  assert storage.held_out(c, str(tmp_path / 'solo_data')).scores_training
+
+
+def test_video_folder_run_scores_held_out_files_and_no_ood(tmp_path):
+  videos = str(tmp_path / 'videos')
+  _write_videos(videos, 10, seed=0)
+  c = _tiny_video_config(testing.tiny_config(steps=2))
+  c.data.source, c.data.video_dir = 'video_folder', videos
+  c.data.clips = {'train': 1, 'test': 1, 'ood': 1}     # as the demo config has them
+  c.eval.splits = ('test', 'ood')
+  workdir = str(tmp_path / 'run')
+  stages.run_vae(c, workdir)
+  stages.run_cache(c, workdir)
+  latents_dir = os.path.join(workdir, 'latents')
+  assert not os.path.exists(os.path.join(latents_dir, 'ood'))
+  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+  share = storage.held_out(c, os.path.join(workdir, 'data'))
+  train = cache.LatentSource(latents_dir, 'train')
+  test = cache.LatentSource(latents_dir, 'test')
+  assert len(train) == 3 * len(share.train) and len(test) == 3 * len(share.test)
+  # No clip of a held-out video is in the train cache.
+  train_rgb = {train[i]['rgb'].tobytes() for i in range(len(train))}
+  assert not any(test[i]['rgb'].tobytes() in train_rgb for i in range(len(test)))
+  stages.run_diffusion(c, workdir)
+  results = stages.run_eval(c, workdir)
+  assert set(results['metrics']) == {'test'}
+  report = open(os.path.join(workdir, 'eval', 'results.md')).read()
+  for name in share.test:
+    assert name in report
+  assert 'ood: not evaluated' in report and 'TRAINING' not in report
+
+
+def test_tfds_without_test_split_holds_out_train_examples(tmp_path):
+  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path / 'tfds')
+  _write_tfds(data_dir)
+  c = _tiny_video_config(testing.tiny_config(steps=2))
+  c.data.source, c.data.tfds_name, c.data.tfds_data_dir = 'tfds', 'tiny_moving_stripes', data_dir
+  c.data.tfds_frames_key = 'clip'
+  c.data.tfds_splits = {'test': 'validation'}      # a split the dataset does not have
+  share = storage.held_out(c)
+  assert len(share.test) == 1 and len(share.train) == 2 and not share.scores_training
+  train, test = (storage.open_source(c, '', s) for s in ('train', 'test'))
+  assert len(train) == 2 and len(test) == 1
+  assert train._index.tolist() == sorted(int(i) for i in share.train)  # pylint: disable=protected-access
+  assert test._index.tolist() == [int(share.test[0])]  # pylint: disable=protected-access

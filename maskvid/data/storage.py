@@ -4,7 +4,8 @@ Layout of `data_dir`:
   {split}/shard-00000-of-00004.array_record   one record per clip (`encode_clip`: JSON header +
                                               raw array bytes)
   {split}/meta.json                           written last; its presence marks the split complete
-  preview.png                                 a few clips: frames across time, colourised depth below
+  preview.png                                 a few clips: frames across time, colourised depth
+                                              below (`data.preview`)
 
 A split is rendered into `data_dir/.tmp-{split}-{pid}` and renamed into place only when every
 shard and meta.json are written, so an interrupted render is never mistaken for a finished one.
@@ -17,68 +18,19 @@ import os
 import shutil
 import socket
 import time
-from typing import Any
 
 import numpy as np
 from absl import logging
 from array_record.python import array_record_module
 
 from maskvid import fileio
+from maskvid.data import preview as preview_lib
 from maskvid.data import synthetic
-from maskvid.data import tfds_source   # imports TensorFlow only when a TFDS source opens
-from maskvid.data.video_folder import VideoFolderSource
-
-FORMAT_VERSION = 2
-_KEYS = ('rgb', 'depth', 'intrinsics', 'world_to_camera', 'seed')
-
-
-_MAGIC = b'MVCLIP1\n'
-
-
-def encode_clip(clip: dict[str, Any]) -> bytes:
-  """Clip dict of arrays -> bytes: MAGIC, uint32 header length, JSON header, raw array bytes.
-
-  The header maps each key to (dtype, shape, offset, nbytes). Decoding is zero-copy
-  (np.frombuffer), which is ~50x cheaper than parsing an np.savez zip per record.
-  """
-  header, chunks, offset = {}, [], 0
-  for key, value in clip.items():
-    a = np.asarray(value, order='C')   # (ascontiguousarray would make 0-d arrays 1-d)
-    if a.dtype == object:
-      raise TypeError(f'clip[{key!r}] has dtype object; only numeric arrays can be stored')
-    header[key] = (a.dtype.str, list(a.shape), offset, a.nbytes)
-    chunks.append(a.tobytes())
-    offset += a.nbytes
-  head = json.dumps(header).encode()
-  return b''.join([_MAGIC, len(head).to_bytes(4, 'little'), head] + chunks)
-
-
-def decode_clip(data: bytes) -> dict[str, np.ndarray]:
-  """Inverse of encode_clip: writable arrays sharing one copy of `data`."""
-  if data.startswith(b'PK'):   # format 1 (np.savez zip), still written by older caches
-    import io
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-      return {k: z[k] for k in z.files}
-  if not data.startswith(_MAGIC):
-    raise ValueError('record does not start with the maskvid clip header (corrupt record or '
-                     'another format)')
-  n = int.from_bytes(data[len(_MAGIC):len(_MAGIC) + 4], 'little')
-  start = len(_MAGIC) + 4 + n
-  header = json.loads(data[len(_MAGIC) + 4:start])
-  buf = bytearray(data)   # one copy; arrays over it are writable (consumers may edit in place)
-  out = {}
-  for key, (dtype, shape, offset, nbytes) in header.items():
-    if start + offset + nbytes > len(data):
-      raise ValueError(f'record is truncated (array {key!r} runs past its end)')
-    out[key] = np.frombuffer(buf, dtype=np.dtype(dtype), count=int(np.prod(shape)),
-                             offset=start + offset).reshape(shape)
-  return out
-
-
-def shard_paths(split_dir: str, num_shards: int) -> list[str]:
-  return [os.path.join(split_dir, f'shard-{i:05d}-of-{num_shards:05d}.array_record')
-          for i in range(num_shards)]
-
+# The record format and the sources, re-exported: the data stage's callers use this module.
+from maskvid.data.records import FORMAT_VERSION, ClipSource, decode_clip, encode_clip  # noqa: F401
+from maskvid.data.records import _read_meta, shard_paths  # noqa: F401
+from maskvid.data.sources import SOURCES, VIDEO_SOURCES, SourceConfigError  # noqa: F401
+from maskvid.data.sources import check_source, held_out, open_source, source_splits  # noqa: F401
 
 def _split_spec(config, split: str) -> dict:
   """What a rendered split is made of; a split on disk with another spec is re-rendered.
@@ -95,14 +47,6 @@ def _split_spec(config, split: str) -> dict:
     synthetic.clip_speed(0, speeds)   # validates the mix before anything renders
     spec['camera_speeds'] = list(speeds)
   return spec
-
-
-def _read_meta(split_dir: str) -> dict | None:
-  path = os.path.join(split_dir, 'meta.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
 
 
 def _render_shard(job: tuple) -> int:
@@ -185,9 +129,14 @@ def ensure_dataset(config, data_dir: str) -> None:
   os.makedirs(data_dir, exist_ok=True)
   preview = os.path.join(data_dir, 'preview.png')
   if source in VIDEO_SOURCES:
+    share = held_out(config, data_dir)
+    if share is not None:
+      logging.log(logging.WARNING if share.scores_training else logging.INFO,
+                  'test split: %s%s', share.rule,
+                  '' if share.scores_training else ': ' + ', '.join(share.test))
     src = open_source(config, data_dir, 'train')
     if not os.path.exists(preview):
-      _write_preview_png([src[i] for i in range(min(4, len(src)))], preview)
+      preview_lib.write_png([src[i] for i in range(min(4, len(src)))], preview)
     logging.info('%r: %d clips of %d frames', src, len(src), config.data.num_frames)
     return
   rendered = False
@@ -221,196 +170,7 @@ def ensure_dataset(config, data_dir: str) -> None:
       shutil.rmtree(tmp, ignore_errors=True)
     rendered = True
   if rendered or not os.path.exists(preview):
-    write_preview(data_dir, [s for s in config.data.clips if config.data.clips[s] > 0], preview)
+    preview_lib.write_preview([ClipSource(data_dir, s) for s in config.data.clips
+                               if config.data.clips[s] > 0], preview)
 
 
-SOURCES = ('synthetic', 'video_folder', 'tfds')
-VIDEO_SOURCES = ('video_folder', 'tfds')   # real video: no depth or cameras
-
-
-class SourceConfigError(ValueError):
-  """config.data does not name a usable source; the message names the key to set."""
-
-
-def check_source(config) -> str:
-  """config.data.source, after checking the keys it needs are set (SourceConfigError if not)."""
-  data = config.data
-  source = data.get('source', 'synthetic')
-  if source not in SOURCES:
-    raise SourceConfigError(f'config.data.source must be one of {SOURCES}, got {source!r}')
-  if source == 'video_folder' and not data.get('video_dir', ''):
-    raise SourceConfigError(
-        "config.data.source='video_folder' needs config.data.video_dir (a folder of .mp4 files; "
-        "or --config.data.source=tfds --config.data.tfds_name=NAME)")
-  if source == 'tfds' and not data.get('tfds_name', ''):
-    raise SourceConfigError(
-        "config.data.source='tfds' needs config.data.tfds_name (a TFDS video dataset prepared in "
-        "config.data.tfds_data_dir; or --config.data.source=video_folder "
-        "--config.data.video_dir=DIR)")
-  return source
-
-
-def open_source(config, data_dir: str, split: str):
-  """The random-access clip source config.data.source names: ClipSource (rendered synthetic
-  shards), VideoFolderSource or TfdsVideoSource.
-
-  A video folder has no splits of its own: `video_dir/{split}` is used when that subfolder exists,
-  else `video_dir` itself for every split. A TFDS dataset's split is
-  `config.data.tfds_splits[split]` when given there, else `split`. The `train` split draws each
-  clip's stride from config.data.video_strides when that mix is set; the others keep
-  config.data.video_stride (comparable tables).
-  """
-  source = check_source(config)
-  if source == 'synthetic':
-    return ClipSource(data_dir, split)
-  d = config.data
-  stride, seed, strict = int(d.video_stride), int(d.shuffle_seed), bool(d.strict_videos)
-  if split == 'train' and tuple(d.get('video_strides', ())):
-    stride = tuple(int(s) for s in d.video_strides)
-  if source == 'video_folder':
-    video_dir = d.video_dir
-    if os.path.isdir(os.path.join(video_dir, split)):
-      video_dir = os.path.join(video_dir, split)
-    return VideoFolderSource(video_dir, d.num_frames, d.resolution, strict=strict, stride=stride,
-                             seed=seed)
-  return tfds_source.TfdsVideoSource(
-      d.tfds_name, dict(d.tfds_splits).get(split, split), d.num_frames, d.resolution,
-      data_dir=d.tfds_data_dir, frames_key=d.tfds_frames_key, stride=stride, seed=seed,
-      strict=strict)
-
-
-class ClipSource:
-  """grain RandomAccessDataSource over a rendered split: item i -> dict of
-
-  rgb uint8 [T,H,W,3], depth float32 [T,H,W], intrinsics float32 [3,3],
-  world_to_camera float32 [T,4,4], seed int64 [].
-  """
-
-  # What a missing split means, for the error message (subclasses over other stores say theirs).
-  MISSING_HINT = 'render it with maskvid.data.storage.ensure_dataset(config, data_dir)'
-  PATH_ARG = 'paths.data'
-
-  def __init__(self, data_dir: str, split: str):
-    fileio.require_local(data_dir, self.PATH_ARG)
-    self.data_dir, self.split = data_dir, split
-    split_dir = os.path.join(data_dir, split)
-    meta = _read_meta(split_dir)
-    if meta is None:
-      raise FileNotFoundError(
-          f'no complete split {split!r} in {data_dir!r} ({os.path.join(split_dir, "meta.json")} '
-          f'is missing); {self.MISSING_HINT}')
-    self.meta = meta
-    self._paths = [os.path.join(split_dir, name) for name in meta['shards']]
-    for path in self._paths:
-      if not os.path.exists(path):
-        raise FileNotFoundError(f'shard file {path!r} listed in meta.json is missing')
-    self._offsets = np.cumsum([0] + list(meta['shard_sizes']))
-    self._readers: list[Any] = [None] * len(self._paths)
-
-  def __len__(self) -> int:
-    return int(self._offsets[-1])
-
-  def __repr__(self) -> str:
-    return (f'{type(self).__name__}({self.data_dir!r}, {self.split!r}, '
-            f'num_clips={len(self)})')
-
-  def _reader(self, shard: int):
-    if self._readers[shard] is None:
-      path = self._paths[shard]
-      try:
-        reader = array_record_module.ArrayRecordReader(path, 'readahead_buffer_size:0')
-        n = reader.num_records()
-      except Exception as e:  # array_record raises plain RuntimeError/ValueError without the path
-        raise IOError(f'cannot open ArrayRecord shard {path!r}: {e}') from e
-      if n != self.meta['shard_sizes'][shard]:
-        raise IOError(f'shard {path!r} holds {n} records, meta.json says '
-                      f'{self.meta["shard_sizes"][shard]}: the file is truncated or corrupt')
-      self._readers[shard] = reader
-    return self._readers[shard]
-
-  def __getitem__(self, index) -> dict[str, np.ndarray]:
-    index = int(index)
-    if not 0 <= index < len(self):
-      raise IndexError(f'index {index} out of range for {self!r}')
-    shard = int(np.searchsorted(self._offsets, index, side='right') - 1)
-    position = index - int(self._offsets[shard])
-    try:
-      data = self._reader(shard).read([position])[0]
-      return decode_clip(data)
-    except IOError:
-      raise
-    except Exception as e:
-      raise IOError(f'cannot read record {position} of shard {self._paths[shard]!r}: {e}') from e
-
-  def __getstate__(self):   # readers hold file handles: reopen lazily in grain worker processes
-    state = dict(self.__dict__)
-    state['_readers'] = [None] * len(self._paths)
-    return state
-
-
-# ----------------------------------------------------------------------------------------------
-# Preview
-# ----------------------------------------------------------------------------------------------
-
-def colorize_depth(depth: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-  """depth float [..., H, W] -> uint8 [..., H, W, 3] (turbo colormap; near = red, far = blue)."""
-  import cv2
-  lo = float(np.min(depth)) if lo is None else lo
-  hi = float(np.max(depth)) if hi is None else hi
-  inv = 1.0 - (depth - lo) / max(hi - lo, 1e-6)
-  gray = np.clip(inv * 255, 0, 255).astype(np.uint8)
-  flat = gray.reshape(-1, gray.shape[-1])
-  rgb = cv2.applyColorMap(flat, cv2.COLORMAP_TURBO)[..., ::-1]
-  return rgb.reshape(depth.shape + (3,))
-
-
-def preview_grid(clips: list[dict], max_frames: int = 8, scale: int = 2,
-                 labels: list[str] | None = None) -> np.ndarray:
-  """uint8 [rows, cols, 3]: per clip an optional label line, a row of frames (time runs left to
-  right) and below it the colourised depth (turbo colormap scaled per clip: red near, blue far).
-  """
-  import cv2
-  blocks = []
-  for i, clip in enumerate(clips):
-    t = clip['rgb'].shape[0]
-    idx = np.unique(np.linspace(0, t - 1, min(max_frames, t)).round().astype(int))
-    rows = [np.concatenate(list(clip['rgb'][idx]), axis=1)]
-    if 'depth' in clip:   # video folders have none
-      rows.append(np.concatenate(list(colorize_depth(clip['depth'][idx])), axis=1))
-    block = np.concatenate(rows, axis=0)
-    block = np.repeat(np.repeat(block, scale, 0), scale, 1)
-    if labels is not None:
-      band = np.full((14, block.shape[1], 3), 255, np.uint8)
-      cv2.putText(band, labels[i], (2, 11), cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 1,
-                  cv2.LINE_AA)
-      block = np.concatenate([band, block], axis=0)
-    blocks += [block, np.full((4,) + block.shape[1:], 255, np.uint8)]
-  width = max(b.shape[1] for b in blocks)
-  blocks = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255)
-            for b in blocks]
-  return np.concatenate(blocks, axis=0)
-
-
-def write_preview(data_dir: str, splits, path: str, clips_per_split: int = 2) -> None:
-  """Writes a labelled preview PNG of the first clips of each split (see preview_grid)."""
-  clips, labels = [], []
-  for split in splits:
-    source = ClipSource(data_dir, split)
-    for i in range(min(clips_per_split, len(source))):
-      clip = source[i]
-      scene = synthetic.sample_scene(int(clip['seed']), split, clip['rgb'].shape[0])
-      speed = f" x{float(clip['speed']):g}" if 'speed' in clip else ''
-      clips.append(clip)
-      labels.append(f"{split} seed {int(clip['seed'])}: {scene['trajectory']}{speed}, "
-                    f"{'/'.join(scene['shape_families'])}")
-  _write_preview_png(clips, path, labels)
-
-
-def _write_preview_png(clips: list[dict], path: str, labels: list[str] | None = None) -> None:
-  import imageio.v3 as iio
-  if not clips:
-    return
-  tmp = path + '.tmp.png'
-  iio.imwrite(tmp, preview_grid(clips, labels=labels))
-  os.replace(tmp, path)
-  logging.info('wrote %s', path)

@@ -32,7 +32,7 @@ class TfdsVideoSource:
 
   def __init__(self, name: str, split: str, num_frames: int, resolution: int, *,
                data_dir: str | None = None, frames_key: str = 'video', stride=1,
-               seed: int = 0, strict: bool = False):
+               seed: int = 0, strict: bool = False, keep=None):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (TF: seconds)
     if not name:
       raise ValueError("config.data.source == 'tfds' needs config.data.tfds_name")
@@ -55,9 +55,13 @@ class TfdsVideoSource:
     self.broken: set[int] = set()   # examples that failed to decode
     if not len(self._examples):
       raise ValueError(f'TFDS dataset {name!r} split {split!r} is empty')
+    # keep: the example indices of this source (a held-out share of a split), None = all.
+    self._index = np.arange(len(self._examples)) if keep is None else np.asarray(keep, np.int64)
+    if not len(self._index):
+      raise ValueError(f'TFDS dataset {name!r} split {split!r}: no example left in this share')
 
   def __len__(self) -> int:
-    return len(self._examples)
+    return len(self._index)
 
   def __repr__(self) -> str:
     return (f'TfdsVideoSource({self.name!r}, split={self.split!r}, frames_key='
@@ -71,7 +75,7 @@ class TfdsVideoSource:
 
   def _clip(self, index: int) -> np.ndarray:
     try:
-      example = self._examples[index]
+      example = self._examples[int(self._index[index])]
     except Exception as e:  # pylint: disable=broad-except  (a record that does not decode)
       raise IOError(e) from e
     if self.frames_key not in example:

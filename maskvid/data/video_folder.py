@@ -47,6 +47,11 @@ def clip_span(num_frames: int, stride: int) -> int:
   return (int(num_frames) - 1) * int(stride) + 1
 
 
+def list_videos(video_dir: str) -> list[str]:
+  """Sorted file names of the videos in `video_dir` (by extension, VIDEO_EXTENSIONS)."""
+  return sorted(f for f in os.listdir(video_dir) if f.lower().endswith(VIDEO_EXTENSIONS))
+
+
 def check_strides(stride) -> tuple[int, ...]:
   """An int or a non-empty tuple of strides -> tuple of positive ints (the mix to draw from)."""
   strides = tuple(int(s) for s in np.atleast_1d(stride))
@@ -84,7 +89,7 @@ class VideoFolderSource:
   """grain RandomAccessDataSource of fixed-length chunks of the videos in `video_dir`."""
 
   def __init__(self, video_dir: str, num_frames: int, resolution: int, strict: bool = False,
-               stride=1, seed: int = 0):
+               stride=1, seed: int = 0, files=None):
     if not os.path.isdir(video_dir):
       raise FileNotFoundError(f'video_dir {video_dir!r} is not a directory')
     if int(num_frames) < 1 or int(resolution) < 1:
@@ -95,8 +100,8 @@ class VideoFolderSource:
     self.stride = self.strides[0] if len(self.strides) == 1 else self.strides
     self.span = clip_span(num_frames, min(self.strides))   # the shortest clip of the mix
     self.strict = bool(strict)
-    self.paths = sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir)
-                        if f.lower().endswith(VIDEO_EXTENSIONS))
+    self.paths = sorted(os.path.join(video_dir, f) for f in list_videos(video_dir)
+                        if files is None or f in set(files))   # files: a split's share
     if not self.paths:
       raise FileNotFoundError(f'no video files ({", ".join(VIDEO_EXTENSIONS)}) in {video_dir!r}')
     self.skipped_videos: list[str] = []   # unreadable at construction

@@ -105,7 +105,8 @@ def summarize(results: Mapping) -> dict:
 
 
 def to_markdown(results: Mapping) -> str:
-  parts = ['# maskvid evaluation', '']
+  parts = ['# maskvid evaluation' + (': scores TRAINING clips (no video could be held out)'
+                                      if results.get('scores_training') else ''), '']
   info = results.get('info', {})
   if info:
     parts += [', '.join(f'{k}: {v}' for k, v in info.items()), '']

@@ -59,6 +59,7 @@ import numpy as np
 
 from maskvid import fileio
 from maskvid import pictures
+from maskvid.data import storage
 from maskvid.eval import clips as clips_lib
 from maskvid.eval import methods as methods_lib
 from maskvid.eval import metrics as metrics_lib
@@ -99,6 +100,27 @@ def _check(config) -> tuple:
     if int(config.eval[key]) < 1:
       raise ValueError(f'config.eval.{key} must be >= 1, got {config.eval[key]}')
   return methods, tasks
+
+
+def _splits(config, workdir: str, notes: list, results: dict) -> list:
+  """The eval splits the source has; for real video, which clips the test split holds."""
+  have = storage.source_splits(config)
+  splits = [s for s in config.eval.splits if s in have]
+  for s in config.eval.splits:
+    if s not in have:
+      notes.append(f'{s}: not evaluated: the {config.data.source!r} source has no such split '
+                   f'(it has {", ".join(have)}).')
+  if config.data.source in storage.VIDEO_SOURCES:
+    share = storage.held_out(config, stage_dir(config, workdir, 'data'))
+    if share is None:
+      results['info']['test split'] = 'the source\'s own test split'
+    elif share.scores_training:
+      results['scores_training'] = True
+      notes.insert(0, f'test scores TRAINING clips: {share.rule}.')
+      logging.warning('eval: the test split scores training clips (%s)', share.rule)
+    else:
+      results['info']['test split'] = f"{share.rule}: {', '.join(share.test)}"
+  return splits
 
 
 def run_task(config, task_name, task_clips, codec, samplers, rows, *, seed: int,
@@ -175,7 +197,8 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
                                          if int(config.eval.baseline_steps) > 0
                                          else int(config.train.steps))}}
   start = time.time()
-  for split in config.eval.splits:
+  splits = _splits(config, workdir, notes, results)
+  for split in splits:
     clips, origin = clips_lib.load_clips(config, workdir, split, num_clips)
     logging.info('eval %s: %d clips (%s)', split, len(clips), origin)
     clip_gt = np.stack([pictures.to_float(c['rgb']) for c in clips])

@@ -152,7 +152,8 @@ def _merge_parts(split_dir: str, num_processes: int, bounds: np.ndarray) -> tupl
 
 
 def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) -> None:
-  """Encodes each split of config.data.clips with the VAE in vae_dir into latents_dir.
+  """Encodes each split of config.data.clips that the source has (`storage.source_splits`) with
+  the VAE in vae_dir into latents_dir.
 
   Idempotent: a complete cache (COMPLETE.json present) is left as is. An incomplete one is
   rebuilt. Stats (per-channel mean/std of the posterior means) are computed on 'train' (or the
@@ -172,7 +173,7 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
     logging.info('latent cache %s is complete; nothing to do', latents_dir)
     return
   module, params = checkpoint.load_vae(vae_dir)
-  splits = [s for s in config.data.clips.keys() if int(config.data.clips[s]) > 0]
+  splits = list(storage.source_splits(config))   # a video source: no split it does not have
   if not splits:
     raise ValueError(f'config.data.clips has no non-empty split: {dict(config.data.clips)}')
   stats_split = 'train' if 'train' in splits else splits[0]

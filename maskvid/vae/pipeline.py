@@ -57,5 +57,7 @@ def eval_frames(source, num_frames: int, resolution: int | None = None) -> np.nd
 
 
 def open_sources(config, data_dir: str) -> dict:
-  """{split: clip source} for every split in config.data.clips (`storage.open_source`)."""
-  return {split: storage.open_source(config, data_dir, split) for split in config.data.clips}
+  """{split: clip source} for every split of config.data.clips the source has
+  (`storage.source_splits`, `storage.open_source`)."""
+  return {split: storage.open_source(config, data_dir, split)
+          for split in storage.source_splits(config)}
