@@ -176,10 +176,12 @@ def get_config():
   # What unknown pixels of partly known patches are encoded from (`sampling.fill.context_fill`):
   # the same pixel of another frame where the two frames agree around it (mean |difference| of
   # co-known pixels in a fill_window box, in [-1, 1] units, <= fill_max_diff), as a hint; then the
-  # nearest known pixel of the same frame.
+  # nearest known pixel of the same frame. fill_bracket: a frame with no evidence of its own
+  # (an interpolation's middle) takes the blend of a frame before and one after that agree.
   c.sample.temporal_fill = True
   c.sample.fill_window = 7
   c.sample.fill_max_diff = 0.2
+  c.sample.fill_bracket = True
   # The Completer, the task commands and the eval's 'ours' row all use this section
   # (`sampling.options`); 'ours_no_sc' is 'ours' with renoise_at = 0.
 

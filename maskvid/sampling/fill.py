@@ -10,12 +10,13 @@ from scipy import ndimage
 
 
 def context_fill(frames: np.ndarray, known: np.ndarray, hint=None, *, temporal: bool = True,
-                 window: int = 7, max_diff: float = 0.2,
-                 min_support: int = 16) -> tuple[np.ndarray, np.ndarray]:
+                 window: int = 7, max_diff: float = 0.2, min_support: int = 16,
+                 bracket: bool = True) -> tuple[np.ndarray, np.ndarray]:
   """The pixels the VAE encoder sees for a masked clip, and which of them are guesses.
 
-  Unknown pixels first take the same pixel of another frame where the two frames agree around
-  it (`temporal_fill`, when `temporal`), then the nearest known pixel of their own frame
+  Unknown pixels first take the same pixel of other frames where the frames agree around it
+  (`temporal_fill`, when `temporal`; `bracket`: also from a frame before and one after that
+  agree with each other), then the nearest known pixel of their own frame
   (`nearest_fill`). Copied pixels are *hints*, like a warped edit: known for the token rule
   (`masks.pixel_to_token_masks(hint_mask=)`), never exact, never pasted back (the output there
   is the copy moved by the model's change, `composite`). So where another frame shows the
@@ -32,7 +33,7 @@ def context_fill(frames: np.ndarray, known: np.ndarray, hint=None, *, temporal: 
   copied = np.zeros_like(guessed)
   if temporal:
     x, copied = temporal_fill(x, guessed, window=window, max_diff=max_diff,
-                              min_support=min_support)
+                              min_support=min_support, bracket=bracket)
   return nearest_fill(x, guessed | copied), hint | copied
 
 
@@ -62,20 +63,26 @@ def nearest_fill(frames: np.ndarray, valid: np.ndarray, empty_value=0.0) -> np.n
 
 
 def temporal_fill(frames: np.ndarray, valid: np.ndarray, *, window: int = 7,
-                  max_diff: float | None = 0.08, min_support: int = 16,
+                  max_diff: float | None = 0.2, min_support: int = 16, bracket: bool = True,
                   ) -> tuple[np.ndarray, np.ndarray]:
-  """Fills invalid pixels with the same pixel of another frame of the clip where it is valid.
+  """Fills invalid pixels with the same pixel of other frames of the clip where it is valid.
 
-  Sources are tried nearest frame first (the earlier one on a tie). A pixel is copied from
-  frame s into frame t only where the two frames *agree* around it: over the pixels valid in
-  both within a `window` x `window` box (doubled until it holds at least `min_support` such
-  pixels, up to the whole frame), the mean absolute difference (per pixel, mean over
-  channels, in the frames' units) is at most `max_diff`. A static or slow camera passes (the
-  other frame shows the same thing there); a fast one fails and leaves the pixel to the model
-  and the spatial fill. `max_diff=None` copies blindly (the 'temporal nearest' trivial answer).
+  Two kinds of evidence, tried in order:
+    own: frame s is copied into frame t where the two frames *agree* around the pixel: over the
+      pixels valid in both within a `window` x `window` box (doubled until it holds at least
+      `min_support` such pixels, up to the whole frame), the mean absolute difference (mean
+      over channels, in the frames' units) is at most `max_diff`. Sources nearest first (the
+      earlier on a tie).
+    bracket (`bracket=True`): where frame t has no evidence of its own (e.g. a middle frame of
+      an interpolation), frames a < t < b that both show the pixel and agree around it give
+      their blend `(1 - w) x_a + w x_b`, w = (t - a) / (b - a): what does not change from a to
+      b is taken to be there in between. Tightest pair first.
+  A static or slow camera passes (the other frames show the same thing there); a fast one
+  fails and leaves the pixel to the model and the spatial fill. `max_diff=None` copies the
+  nearest frame blindly (the 'temporal nearest' trivial answer; no bracket pass).
 
   frames: [..., T, H, W, C] float; valid: bool [..., T, H, W]. Returns (filled like `frames`,
-  copied bool [..., T, H, W]: the pixels taken from another frame). Pixels still invalid keep
+  copied bool [..., T, H, W]: the pixels taken from other frames). Pixels still invalid keep
   their input values (`nearest_fill` is the next step).
   """
   frames = np.asarray(frames)
@@ -97,21 +104,40 @@ def temporal_fill(frames: np.ndarray, valid: np.ndarray, *, window: int = 7,
   sizes.append(2 * max(h, w) + 1)
   for n in range(flat.shape[0]):
     x, m = flat[n], flat_valid[n]
+    cache = {}
+
+    def agree(a, b):   # symmetric agreement maps, each pair computed once per clip
+      if (a, b) not in cache:
+        cache[a, b] = cache[b, a] = _agree(x[a], x[b], m[a] & m[b], sizes, float(max_diff),
+                                           int(min_support))
+      return cache[a, b]
+
     for i in range(t):
       need = ~m[i]
-      if not need.any():
-        continue
       for s in sorted((j for j in range(t) if j != i), key=lambda j: (abs(j - i), j)):
+        if not need.any():
+          break
         take = need & m[s]
-        if not take.any():
-          continue
-        if max_diff is not None:
-          take &= _agree(x[i], x[s], m[i] & m[s], sizes, float(max_diff), int(min_support))
+        if take.any() and max_diff is not None:
+          take &= agree(i, s)
         out[n, i][take] = x[s][take]
         copied[n, i] |= take
         need &= ~take
+      if max_diff is None or not bracket:
+        continue
+      pairs = sorted(((a, b) for a in range(i) for b in range(i + 1, t)),
+                     key=lambda p: (p[1] - p[0], p[0]))
+      for a, b in pairs:
         if not need.any():
           break
+        take = need & m[a] & m[b]
+        if not take.any():
+          continue
+        take &= agree(a, b)
+        wgt = (i - a) / (b - a)
+        out[n, i][take] = (1 - wgt) * x[a][take] + wgt * x[b][take]
+        copied[n, i] |= take
+        need &= ~take
   return out.reshape(frames.shape), copied.reshape(valid.shape)
 
 

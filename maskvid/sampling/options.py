@@ -19,7 +19,8 @@ def fill_options(sample) -> dict:
   """`fill.context_fill` keyword arguments from config.sample (older runs: the defaults)."""
   return dict(temporal=bool(sample.get('temporal_fill', True)),
               window=int(sample.get('fill_window', 7)),
-              max_diff=float(sample.get('fill_max_diff', 0.2)))
+              max_diff=float(sample.get('fill_max_diff', 0.2)),
+              bracket=bool(sample.get('fill_bracket', True)))
 
 
 def min_valid(sample) -> float:
