@@ -139,14 +139,18 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   assert set(m) == {'nvs', 'interpolate', 'holes', 'edit'}
   gen = [g for g in run.GENERATIVE if g in c.eval.baselines]
   rows = set(run.REFERENCE_ROWS + run.TRIVIAL) | set(run.generative_rows(gen, 3, True, c.eval.tasks))
-  assert {'ours mean3', 'ours one-step', 'conditioning one-step', 'ours gt-region'} <= rows
+  assert {'ours mean3', 'ours one-step', 'conditioning one-step', 'ours gt-region',
+          'ours blank'} <= rows
   for task in m.values():
     assert set(task) == rows
     assert task['ground_truth']['reproj'] < 0.1        # 16x16 frames: sampling error only
     assert np.isnan(task['ground_truth']['psnr'])        # reference row: consistency only
     for name in rows - {'ground_truth'}:
-      if np.isfinite(task[name]['psnr_hole']):   # every row that answers the task has LPIPS
-        assert np.isfinite(task[name]['lpips']) and np.isfinite(task[name]['fd']), name
+      # Every row that answers the task has LPIPS, except the PSNR diagnostics (mean, one-step).
+      if np.isfinite(task[name]['psnr_hole']):
+        diagnostic = name.endswith((' mean3', ' one-step'))
+        assert np.isfinite(task[name]['lpips']) != diagnostic, name
+        assert np.isfinite(task[name]['fd']) != diagnostic, name
   assert m['holes']['ours']['lpips'] > 0
   # Each task is scored against its own trivial answer only; the GT-warp oracle on interpolate.
   assert np.isfinite(m['holes']['nearest_fill']['psnr_hole'])
@@ -160,7 +164,7 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   # the GT-region variant is a row of 'edit' only; the tracked region's IoU is reported.
   e = m['edit']
   assert e['no_propagation']['psnr_outside'] == 100.0
-  for row in ('colour_transfer', 'ours', 'ours gt-region', 'conditioning'):
+  for row in ('colour_transfer', 'ours', 'ours gt-region', 'ours blank', 'conditioning'):
     assert np.isfinite(e[row]['psnr_hole']) and np.isfinite(e[row]['psnr_outside']), row
   assert np.isnan(m['holes']['ours gt-region']['psnr_hole'])
   assert np.isnan(m['holes']['ours']['psnr_outside'])
@@ -178,7 +182,7 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   # adds one sample on the GT region per method.
   assert steps_of('ours', 'holes') == [1] + [c.sample.num_steps] * 3
   assert steps_of('ours', 'interpolate') == [1] + [c.sample.num_steps] * 3
-  assert steps_of('conditioning', 'edit') == [1] + [c.sample.num_steps] * 4
+  assert steps_of('conditioning', 'edit') == [1] + [c.sample.num_steps] * 5   # + blank, gt-region
   # The trivial temporal copy answers the tasks with frames to copy from.
   for task in ('nvs', 'interpolate', 'holes'):
     assert np.isfinite(m[task]['temporal_nearest']['psnr_hole']), task

@@ -35,7 +35,7 @@ TRIVIAL = ('nearest_fill', 'cross_fade', 'temporal_nearest', 'no_propagation', '
            'flow_warp')
 GENERATIVE = ('conditioning', 'replacement', 'ours_no_sc', 'ours')
 MEAN_SUFFIX, ONE_STEP_SUFFIX = ' mean{k}', ' one-step'
-VARIANTS = {'edit': ('gt-region',)}   # protocol.Task.variants: one sample per generative method
+VARIANTS = {'edit': ('blank', 'gt-region')}   # protocol.Task.variants: one sample per generative method
 
 
 def _model(diffusion_dir: str):
@@ -132,8 +132,8 @@ def prepare(codec, frames, known_px, hint_px, config, batch_size: int) -> Inputs
   latents = batched(codec.encode, [filled], batch_size)
   patch = tuple(int(p) for p in config.model.patch_size)
   known, exact = (np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
-      jnp.asarray(known_px), codec.factor, patch, min_valid=options.min_valid(config.sample),
-      hint_mask=jnp.asarray(hint_px)))
+      jnp.asarray(known_px), codec.factor, patch, hint_mask=jnp.asarray(hint_px),
+      **options.token_rule(config.sample)))
   decoded_in = batched(codec.decode, [latents], batch_size) if hint_px.any() else None
   return Inputs(filled, known_px, hint_px, latents, known, exact, decoded_in)
 

@@ -51,7 +51,8 @@ Tasks (all deterministic given the clip and a seed):
   object's pixels (from the renderer); PSNR outside them measures what else changed. Answers:
   no_propagation (the original frames; the trivial one), colour_transfer (per channel, the
   frame-0 edit's change of mean and spread inside the region, applied inside the tracked region)
-  and flow_warp (the hint alone over the original frames). Variant 'gt-region': the renderer's
+  and flow_warp (the hint alone over the original frames). Variant 'blank': no hint, the region
+  unknown (the command's --nowarp_hint). Variant 'gt-region': the renderer's
   object mask instead of the tracked region (separates tracking errors from repainting errors).
   Info: region_iou, the IoU of the tracked region and the object mask over frames 1..T-1.
 
@@ -241,6 +242,14 @@ def _edit_input(original_u8, edited0_u8, region, dilate_radius, flows):
                                   guessed), hint
 
 
+def _blank_region(known, known_frames, hint):
+  """The edit input without the warped hint: the region is unknown (the edit command's
+  --nowarp_hint): what the model carries from frame 0 on its own."""
+  frames = fill.nearest_fill(np.where(known[..., None], known_frames, 0.0).astype(np.float32),
+                             known)
+  return known, frames, np.zeros_like(hint)
+
+
 def edit_task(clip, threshold: int = 24, dilate_radius: int = 2) -> Task:
   """Edit propagation (module docstring). clip: `maskvid.data.edits.render_edit_pair`'s dict
   (rgb, rgb_edited uint8 [T, H, W, 3], object_mask bool [T, H, W])."""
@@ -268,7 +277,8 @@ def edit_task(clip, threshold: int = 24, dilate_radius: int = 2) -> Task:
               {'no_propagation': no_propagation, 'colour_transfer': colour,
                'flow_warp': flow_warp}, hole,
               tuple(range(1, T)), target=pictures.to_float(edited),
-              variants={'gt-region': _edit_input(original, edited[0], obj, dilate_radius, flows)},
+              variants={'gt-region': _edit_input(original, edited[0], obj, dilate_radius, flows),
+                        'blank': _blank_region(known, known_frames, hint)},
               info={'region_iou': iou}, hint_pixels=hint)
 
 

@@ -24,7 +24,8 @@ completed by every method in config.eval.baselines and scored (`maskvid.eval.met
 
 Each generative method gives one sample (the headline row, named after it), '<m> mean<K>' (pixel
 mean of config.eval.num_samples samples) and '<m> one-step' (config.eval.one_step: the sampler at
-one step, x1 - v(x1, 1)); on 'edit' also '<m> gt-region' (one sample with the renderer's object
+one step, x1 - v(x1, 1)); on 'edit' also '<m> blank' (one sample without the warped hint: the
+region unknown) and '<m> gt-region' (one sample with the renderer's object
 mask instead of the tracked region: tracking vs repainting errors). Reference rows: ground_truth (the consistency metrics' floor),
 vae_oracle (GT through the VAE), warp_oracle ('interpolate': GT-geometry warp of the endpoints).
 
@@ -219,7 +220,10 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
       block, lpips_cache = {}, {}
       for r in rows:
         if r in preds:
-          block[r] = scoring.score(preds[r], gt, task_clips, task_list, lpips,
+          # LPIPS judges samples; a pixel mean or a one-step estimate is a PSNR diagnostic.
+          diagnostic = r.endswith(ONE_STEP_SUFFIX) or MEAN_SUFFIX.format(k=num_samples) in r
+          block[r] = scoring.score(preds[r], gt, task_clips, task_list,
+                                   None if diagnostic else lpips,
                                    with_images=(r != 'ground_truth'), cache=lpips_cache)
         else:
           block[r] = scoring.nan_scores()

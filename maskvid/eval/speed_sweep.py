@@ -29,7 +29,7 @@ SKIP_ROWS = ('ground_truth', 'warp_oracle', 'no_propagation', 'colour_transfer',
 
 
 def _rows(rows) -> list:
-  return [r for r in rows if r not in SKIP_ROWS and not r.endswith('gt-region')]
+  return [r for r in rows if r not in SKIP_ROWS and not r.endswith((' gt-region', ' blank'))]
 
 
 def run(config, codec, samplers, rows, run_task, eval_dir: str) -> dict:

@@ -69,9 +69,9 @@ class Completer:
     self.latent_factor = self.codec.factor
     self.patch_size = tuple(int(p) for p in self.config.model.patch_size)
     self.resolution = int(self.config.data.get('resolution', 0))   # H == W the model was trained at
-    if min_valid is None:
-      min_valid = options_lib.min_valid(self.config.sample)
-    self.min_valid = float(min_valid)
+    rule = options_lib.token_rule(self.config.sample)
+    self.min_valid = float(rule['min_valid'] if min_valid is None else min_valid)
+    self.min_hinted = rule['min_hinted']
     self.fill_options = options_lib.fill_options(self.config.sample)
 
   def _read_stats(self, diffusion_dir: str, latents_dir: Optional[str]) -> Mapping[str, Any]:
@@ -135,7 +135,8 @@ class Completer:
     """bool [B,T,H,W] pixels (and hinted ones) -> (known, exact) bool [B,T,h,w]
     (`masks.pixel_to_token_masks`)."""
     return masks.pixel_to_token_masks(jnp.asarray(pixel_mask), self.latent_factor,
-                                      self.patch_size, self.min_valid, hint_mask=hint_mask)
+                                      self.patch_size, self.min_valid, hint_mask=hint_mask,
+                                      min_hinted=self.min_hinted)
 
   def latent_mask(self, pixel_mask) -> jax.Array:
     """bool [B,T,H,W] pixels -> bool [B,T,h,w] known tokens (see `token_masks`)."""

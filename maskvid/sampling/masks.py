@@ -9,7 +9,7 @@ because the model pools t per patch with max and trains on patch-aligned masks, 
 keeps a patch known only if all its latents are known. Both are pure jnp functions (jit/vmap
 friendly); shapes must divide evenly.
 """
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -81,17 +81,18 @@ def align_to_patches(mask, patch_size: Union[Sequence[int], int]) -> jax.Array:
 
 
 def pixel_to_token_masks(pixel_mask, factor: int, patch_size: Union[Sequence[int], int],
-                         min_valid: float = 1e-6,
-                         hint_mask=None) -> tuple[jax.Array, jax.Array]:
+                         min_valid: float = 1e-6, hint_mask=None,
+                         min_hinted: Optional[float] = None) -> tuple[jax.Array, jax.Array]:
   """Pixel validity -> (known, exact) latent masks, constant per model patch.
 
   The one rule from pixels to the sampler's tokens: a model patch covers pt frames of
   (ph * factor) x (pw * factor) pixels. It is *exact* when all of those pixels are valid, and
-  *known* when at least `min_valid` of them are (default: any valid pixel). Known but not exact
-  patches are the sampler's unreliable context (values from nearest-filled pixels; stochastic
-  conditioning re-noises them), exact ones stay clean (`sampler.complete(exact_mask=...)`).
-  Hinted pixels (a guess, e.g. an edit warped along optical flow) count as valid for *known*
-  and never for *exact*.
+  *known* when at least `min_valid` of them are (default: any valid pixel), or when at least
+  `min_hinted` (default: min_valid) of them are valid or hinted. Known but not exact patches are
+  the sampler's unreliable context (values from nearest-filled pixels; stochastic conditioning
+  re-noises them), exact ones stay clean (`sampler.complete(exact_mask=...)`). Hinted pixels (a
+  guess: an edit warped along optical flow, a pixel copied from another frame) never count for
+  *exact*.
 
   Args:
     pixel_mask: bool [B, T, H, W], True = valid pixel.
@@ -99,6 +100,8 @@ def pixel_to_token_masks(pixel_mask, factor: int, patch_size: Union[Sequence[int
     patch_size: (pt, ph, pw) in latent units; T, H / factor, W / factor must be multiples.
     min_valid: fraction in (0, 1] of a patch's pixels that must be valid for it to be known.
     hint_mask: optional bool [B, T, H, W], True = hinted pixel.
+    min_hinted: fraction in (0, 1] of a patch's pixels that must be valid or hinted for it to
+      be known through its hints (None: min_valid).
 
   Returns:
     (known, exact): bool [B, T, H // factor, W // factor] each, exact implies known.
@@ -128,12 +131,19 @@ def pixel_to_token_masks(pixel_mask, factor: int, patch_size: Union[Sequence[int
   def count(mask):   # valid pixels per patch, [B, T/pt, 1, H/bh, 1, W/bw, 1]
     blocks = mask.reshape(b, t // pt, pt, height // bh, bh, width // bw, bw)
     return jnp.sum(blocks, axis=(2, 4, 6), dtype=jnp.int32, keepdims=True)
+  if min_hinted is None:
+    min_hinted = min_valid
+  if not 0.0 < float(min_hinted) <= 1.0:
+    raise ValueError(f'min_hinted must be in (0, 1], got {min_hinted!r}')
   valid = count(pixel_mask)
-  guessed = valid if hint_mask is None else count(pixel_mask | hint_mask)
   total = pt * bh * bw
   needed = max(1, int(np.ceil(float(min_valid) * total - 1e-6)))
+  known = valid >= needed
+  if hint_mask is not None:
+    needed_hinted = max(1, int(np.ceil(float(min_hinted) * total - 1e-6)))
+    known = known | (count(pixel_mask | hint_mask) >= needed_hinted)
   lat_shape = (b, t // pt, pt, height // bh, ph, width // bw, pw)
   out_shape = (b, t, height // factor, width // factor)
-  known = jnp.broadcast_to(guessed >= needed, lat_shape).reshape(out_shape)
+  known = jnp.broadcast_to(known, lat_shape).reshape(out_shape)
   exact = jnp.broadcast_to(valid == total, lat_shape).reshape(out_shape)
   return known, exact

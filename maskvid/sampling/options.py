@@ -23,6 +23,8 @@ def fill_options(sample) -> dict:
               bracket=bool(sample.get('fill_bracket', True)))
 
 
-def min_valid(sample) -> float:
-  """The pixel -> token rule's threshold (`masks.pixel_to_token_masks`)."""
-  return float(sample.get('min_valid', 0.01))
+def token_rule(sample) -> dict:
+  """`masks.pixel_to_token_masks` thresholds: min_valid (given pixels), min_hinted (given,
+  hinted or copied pixels)."""
+  return dict(min_valid=float(sample.get('min_valid', 0.01)),
+              min_hinted=float(sample.get('min_hinted', sample.get('min_valid', 0.01))))
