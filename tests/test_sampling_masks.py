@@ -103,3 +103,27 @@ def test_pixel_to_token_masks_known_and_exact_per_patch():
     masks.pixel_to_token_masks(jnp.asarray(px[:, :, :6]), 2, (1, 2, 2))
   with pytest.raises(ValueError, match='min_valid'):
     masks.pixel_to_token_masks(jnp.asarray(px), 2, (1, 2, 2), min_valid=0.0)
+
+
+def test_min_hinted_needs_mostly_covered_patches_to_know_them_through_hints():
+  # One model patch = 8x8 pixels (factor 4, patch (1, 2, 2)); a 16x16 frame holds 2x2 patches.
+  given = np.zeros((1, 1, 16, 16), bool)
+  hint = np.zeros_like(given)
+  hint[0, 0, :8, :8] = True                # patch (0, 0): fully hinted
+  hint[0, 0, :2, 8:] = True                # patch (0, 1): a quarter hinted
+  given[0, 0, 8:, :1] = True               # patch (1, 0): one given column
+  known, exact = (np.asarray(a)[0, 0, ::2, ::2] for a in masks.pixel_to_token_masks(
+      jnp.asarray(given), 4, (1, 2, 2), min_valid=0.01, hint_mask=jnp.asarray(hint),
+      min_hinted=0.9))
+  np.testing.assert_array_equal(known, [[True, False], [True, False]])
+  assert not exact.any()
+  loose = np.asarray(masks.pixel_to_token_masks(jnp.asarray(given), 4, (1, 2, 2), min_valid=0.01,
+                                          hint_mask=jnp.asarray(hint))[0])[0, 0, ::2, ::2]
+  np.testing.assert_array_equal(loose, [[True, True], [True, False]])   # min_hinted = min_valid
+  # Given pixels alone follow min_valid only, whatever min_hinted says.
+  mostly = np.ones((1, 1, 16, 16), bool)
+  mostly[0, 0, 0, 0] = False
+  strict = np.asarray(masks.pixel_to_token_masks(jnp.asarray(mostly), 4, (1, 2, 2), min_valid=1.0,
+                                           hint_mask=jnp.zeros_like(jnp.asarray(mostly)),
+                                           min_hinted=0.9)[0])[0, 0, ::2, ::2]
+  np.testing.assert_array_equal(strict, [[False, True], [True, True]])

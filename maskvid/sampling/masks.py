@@ -141,7 +141,8 @@ def pixel_to_token_masks(pixel_mask, factor: int, patch_size: Union[Sequence[int
   known = valid >= needed
   if hint_mask is not None:
     needed_hinted = max(1, int(np.ceil(float(min_hinted) * total - 1e-6)))
-    known = known | (count(pixel_mask | hint_mask) >= needed_hinted)
+    hinted = count(hint_mask & ~pixel_mask) > 0   # only patches with hints are known through them
+    known = known | (hinted & (count(pixel_mask | hint_mask) >= needed_hinted))
   lat_shape = (b, t // pt, pt, height // bh, ph, width // bw, pw)
   out_shape = (b, t, height // factor, width // factor)
   known = jnp.broadcast_to(known, lat_shape).reshape(out_shape)
