@@ -224,6 +224,26 @@ def test_renoise_repairs_unreliable_tokens_and_keeps_exact_ones(solver):
   np.testing.assert_array_equal(plain[m], k[m])
 
 
+@pytest.mark.parametrize('renoise_at', [0.3, 0.5])
+def test_renoise_level_is_the_threshold(renoise_at):
+  """With a model that never moves anything (v = 0) the output is what the sampler put in:
+  unreliable tokens re-noised to (1 - r) known + r z with z ~ N(0, 1), unknown ones the start
+  noise. A wrong level (say 0.6 for 0.5) leaves z's estimate with std ~1.3."""
+  known, mask = random_problem(14, shape=(4, 4, 8, 8, 8), frac=0.8)
+  rs = np.random.RandomState(1)
+  exact = jnp.asarray(np.asarray(mask) & (rs.uniform(size=mask.shape) < 0.3))
+  still = lambda params, x, t: jnp.zeros_like(x)
+  out = np.asarray(sampler.complete(still, None, known, mask, key(3), num_steps=4,
+                                    renoise_at=renoise_at, exact_mask=exact))
+  m, e, k = np.asarray(mask), np.asarray(exact), np.asarray(known)
+  np.testing.assert_array_equal(out[e], k[e])
+  z = (out[m & ~e] - (1 - renoise_at) * k[m & ~e]) / renoise_at
+  assert z.size > 1000
+  assert abs(z.mean()) < 0.1 and abs(z.std() - 1.0) < 0.05, (z.mean(), z.std())
+  start = out[~m]                                    # unknown tokens: the N(0, 1) start
+  assert abs(start.mean()) < 0.1 and abs(start.std() - 1.0) < 0.1
+
+
 def test_exact_mask_must_match_known_mask():
   known, mask = random_problem(13)
   with pytest.raises(ValueError, match='exact_mask'):

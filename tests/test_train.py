@@ -80,6 +80,22 @@ def test_steps_lower_the_loss_on_a_fixed_batch(trainer):
   assert np.mean(losses[-10:]) < np.mean(losses[:5]), losses
 
 
+def test_each_step_draws_new_masks_and_noise(trainer):
+  """The step's masks, times and noise come from fold_in(rng, step): the same state gives the
+  same step, the same params at another step count a different draw (a step that reused one
+  draw would see the same holes forever)."""
+  batch = fixed_batch(3)
+  _, a = trainer.step(trainer.init(3), batch)
+  _, again = trainer.step(trainer.init(3), batch)
+  later = trainer.init(3)
+  _, b = trainer.step(later.replace(step=later.step + 1), batch)
+  for k in ('loss', 'known_fraction', 't_masked_mean'):
+    assert float(a[k]) == float(again[k]), k
+  assert float(a['loss']) != float(b['loss'])
+  assert (float(a['known_fraction']), float(a['t_masked_mean'])) != (
+      float(b['known_fraction']), float(b['t_masked_mean']))
+
+
 def test_ema_update_is_exact(trainer):
   # The formula itself.
   ema = {'a': jnp.array([1.0, 2.0]), 'b': jnp.array(4.0)}
