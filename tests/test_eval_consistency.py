@@ -60,3 +60,36 @@ def test_bad_inputs_raise(clip):
   d, k, w2c = _geo(clip)
   with pytest.raises(ValueError, match='depth'):
     consistency.reprojection_error(clip['frames'], d[:2], k, w2c)
+
+
+def _two_view_scene():
+  """Hand-built two views (16x16, f = 8, centre 7.5): a textured wall at depth 4 and a red
+  4x4 square at depth 2 in front; camera 1 is camera 0 moved 1 unit right. The wall shifts by
+  f b / Z = 2 pixels, the square by 4, and wall pixels of frame 1 at columns 6-7 (rows 6-9)
+  were behind the square in frame 0."""
+  k = np.array([[8.0, 0, 7.5], [0, 8.0, 7.5], [0, 0, 1]])
+  w2c = np.stack([np.eye(4), np.eye(4)])
+  w2c[1, 0, 3] = -1.0
+  wall = lambda col: np.stack([(col % 7) / 6, (col % 3) / 2, (col % 5) / 4], -1)   # [0, 1]
+  cols = np.arange(16)
+  rgb = np.zeros((2, 16, 16, 3))
+  rgb[0] = wall(cols)[None]               # frame 0 column u sees wall column u
+  rgb[1] = wall(cols + 2)[None]           # frame 1 column u sees wall column u + 2
+  depth = np.full((2, 16, 16), 4.0)
+  rgb[0, 6:10, 6:10], depth[0, 6:10, 6:10] = (1.0, 0.0, 0.0), 2.0
+  rgb[1, 6:10, 2:6], depth[1, 6:10, 2:6] = (1.0, 0.0, 0.0), 2.0
+  return rgb * 2 - 1, depth, k, w2c
+
+
+def test_reprojection_on_a_hand_computed_moving_view_with_an_occluder():
+  frames, depth, k, w2c = _two_view_scene()
+  warped, valid = consistency.warp_into((frames[0] + 1) / 2, depth[0], w2c[0], depth[1], w2c[1], k)
+  want = np.zeros((16, 16), bool)
+  want[:, :14] = True                     # columns 14-15 of view 1 lie outside view 0
+  want[6:10, 6:8] = False                 # wall that the square hid from view 0
+  np.testing.assert_array_equal(valid, want)
+  np.testing.assert_allclose(warped[valid], ((frames[1] + 1) / 2)[valid], atol=1e-9)
+  assert consistency.reprojection_error(frames, depth, k, w2c) < 1e-9
+  # The two faults a reprojection metric must not have: no occlusion test, no camera motion.
+  assert consistency.reprojection_error(frames, depth, k, w2c, depth_tol=1e9) > 0.02
+  assert consistency.reprojection_error(frames, depth, k, np.stack([np.eye(4)] * 2)) > 0.1

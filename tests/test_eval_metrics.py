@@ -121,6 +121,22 @@ def test_lpips_loader_matches_reference(tmp_path, fmt):
   np.testing.assert_allclose(lp(a, a), 0.0, atol=1e-6)
 
 
+def test_lpips_past_one_chunk_matches_the_reference_per_frame(tmp_path):
+  """More frames than one network chunk (CHUNK = 32) with a padded last chunk: every frame's
+  value is its own, in order (a chunk dropped, repeated or shifted would show)."""
+  state = _torch_state(4)
+  path = str(tmp_path / 'lpips.npz')
+  np.savez(path, **state)
+  lp = metrics.load_lpips(path)
+  n = lp.CHUNK + 9
+  a, b = _frames(6, (n, 8, 8, 3)), _frames(7, (n, 8, 8, 3))
+  got = np.asarray(lp(a, b))
+  want = np.array([_np_lpips(state, a[i].astype(np.float64), b[i].astype(np.float64))
+                   for i in range(n)])
+  assert got.shape == (n,) and np.std(want) > 0
+  np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+
+
 def test_lpips_missing_or_empty(tmp_path):
   assert metrics.maybe_load_lpips('') is None
   with pytest.raises(FileNotFoundError, match='lpips_weights'):
