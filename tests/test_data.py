@@ -365,3 +365,36 @@ def test_video_stride_mix_draws_a_stride_per_chunk(tmp_path):
   c.data.video_strides = (1, 3)
   assert storage.open_source(c, str(tmp_path), 'train').strides == (1, 3)
   assert storage.open_source(c, str(tmp_path), 'test').strides == (1,)
+
+
+def test_video_chunk_that_fails_to_decode_is_replaced_or_raises_when_strict(tmp_path):
+  """A chunk that opens but does not decode (a file damaged past its header) is replaced by the
+  next chunk that decodes, counted once; strict sources raise naming the file."""
+  import imageio.v2 as imageio
+  from maskvid.data.video_folder import VideoFolderSource
+  vdir = tmp_path / 'videos'
+  vdir.mkdir()
+  frames = np.zeros((12, 16, 16, 3), np.uint8)
+  frames[..., 1] = (np.arange(12) * 20)[:, None, None]
+  imageio.mimwrite(str(vdir / 'a.mp4'), frames, fps=10, macro_block_size=16)
+
+  def damaged(src, bad):
+    decode = src._decode  # pylint: disable=protected-access
+
+    def _decode(index):
+      if index == bad:
+        raise IOError(f'cannot decode frames of video {src.paths[0]!r}: frame 5 does not decode')
+      return decode(index)
+    src._decode = _decode  # pylint: disable=protected-access
+    return src
+
+  src = damaged(VideoFolderSource(str(vdir), num_frames=4, resolution=16), bad=1)
+  assert len(src) == 3
+  good = VideoFolderSource(str(vdir), num_frames=4, resolution=16)
+  np.testing.assert_array_equal(src[1]['rgb'], good[2]['rgb'])      # the next chunk instead
+  np.testing.assert_array_equal(src[1]['rgb'], good[2]['rgb'])      # and again, no retry
+  assert src.bad_data()['chunks'] == [1]
+  np.testing.assert_array_equal(src[0]['rgb'], good[0]['rgb'])
+  strict = damaged(VideoFolderSource(str(vdir), num_frames=4, resolution=16, strict=True), bad=1)
+  with pytest.raises(IOError, match='a.mp4'):
+    strict[1]

@@ -26,14 +26,26 @@ SCRIPT = textwrap.dedent('''
     apply_fn = model_lib.make_apply_fn(module)
     shape = (8, 2, 4, 4, 4)
     boxed = module.init(jax.random.key(0), jnp.zeros(shape), jnp.zeros(shape[:-1]))['params']
-    params = nn.unbox(boxed)
     rs = np.random.RandomState(0)
+    # Random weights everywhere (init zeroes the output layer: a zero model would make every
+    # sampler return its start noise and hide a wrong sharding or a dropped guidance term).
+    params = jax.tree.map(lambda x: jnp.asarray(0.2 * rs.normal(size=x.shape), x.dtype),
+                          nn.unbox(boxed))
     known = jnp.asarray(rs.normal(size=shape), jnp.float32)
     mask = jnp.asarray(rs.uniform(size=shape[:-1]) < 0.5)
     rng = jax.random.key(1, impl='rbg')
     opts = dict(num_steps=3, solver='heun', guidance=2.0)
 
     reference = np.asarray(sampler.complete(apply_fn, params, known, mask, rng, **opts))
+    # What the tolerance must resolve: the same call without guidance, and with one weight
+    # matrix's rows shuffled (what a mis-assembled shard would do).
+    no_guidance = np.asarray(sampler.complete(apply_fn, params, known, mask, rng,
+                                              **dict(opts, guidance=1.0)))
+    leaves, treedef = jax.tree.flatten(params)
+    big = max(range(len(leaves)), key=lambda i: leaves[i].size)
+    leaves[big] = leaves[big][::-1]
+    shuffled = np.asarray(sampler.complete(apply_fn, jax.tree.unflatten(treedef, leaves),
+                                           known, mask, rng, **opts))
 
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)
@@ -48,6 +60,8 @@ SCRIPT = textwrap.dedent('''
     sharded_params = sum(not s.is_fully_replicated for s in jax.tree.leaves(param_shardings))
     print(json.dumps(dict(
         max_diff=float(np.abs(np.asarray(out) - reference).max()),
+        guidance_gap=float(np.abs(no_guidance - reference).max()),
+        shuffle_gap=float(np.abs(shuffled - reference).max()),
         known_exact=bool(np.array_equal(np.asarray(out)[np.asarray(mask)],
                                         np.asarray(known)[np.asarray(mask)])),
         out_spec=str(out.sharding.spec),
@@ -72,3 +86,5 @@ def test_complete_under_8_device_mesh():
   assert res['out_devices'] == 8 and res['shards'] == 8, res
   assert res['shard_batch'] == 1, res  # batch 8 over data*fsdp = 8: one clip per device
   assert res['max_diff'] < 1e-4, res  # same numbers as the single-device run
+  # ... at a tolerance that a dropped guidance term or a shuffled weight would violate.
+  assert res['guidance_gap'] > 1e-2 and res['shuffle_gap'] > 1e-2, res
