@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from maskvid.vae import checkpoint as vae_checkpoint
-from maskvid.data import storage
+from maskvid.data import sources
 from maskvid.vae import cache
 from maskvid.vae import testing
 from maskvid.vae import train
@@ -40,8 +40,8 @@ def vae_dir(tmp_path_factory):
 
 @pytest.fixture
 def fake_data(monkeypatch):
-  # The cache reads splits through storage.ClipSource; serve procedural clips instead of a render.
-  monkeypatch.setattr(storage, 'ClipSource', lambda data_dir, split: SOURCES[split])
+  # The cache reads splits through sources.ClipSource; serve procedural clips instead of a render.
+  monkeypatch.setattr(sources, 'ClipSource', lambda data_dir, split: SOURCES[split])
 
 
 def _config():

@@ -1,6 +1,7 @@
 """Real-video sources run through every stage that reads clips: render -> vae -> cache ->
 diffusion -> eval ('holes', 'interpolate'): a folder of mp4 files (`data.source='video_folder'`,
 past an unreadable, a truncated and a too-short video) and a TFDS dataset (`data.source='tfds'`)."""
+import functools
 import json
 import os
 
@@ -123,6 +124,12 @@ def test_video_folder_stride_and_random_start(tmp_path):
 
 def _write_tfds(data_dir: str) -> None:
   """A tiny TFDS video dataset in ArrayRecord format: train 3 videos (one too short), test 1."""
+  _tfds_builder()(data_dir=data_dir, file_format='array_record').download_and_prepare()
+
+
+@functools.lru_cache(maxsize=None)
+def _tfds_builder():
+  """The builder class, defined once per process (TFDS registers builders by name)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   class TinyMovingStripes(tfds.core.GeneratorBasedBuilder):
@@ -144,7 +151,7 @@ def _write_tfds(data_dir: str) -> None:
                            for t in range(length)]).astype(np.uint8)
         yield f'{seed}-{v}', {'clip': frames, 'name': f'video{v}'}
 
-  TinyMovingStripes(data_dir=data_dir, file_format='array_record').download_and_prepare()
+  return TinyMovingStripes
 
 
 def test_tfds_source_runs_vae_cache_diffusion_eval(tmp_path):
