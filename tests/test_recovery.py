@@ -37,6 +37,7 @@ def _steps_on_disk(diffusion_dir):
                 if s.isdigit())
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_and_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch,
                                                                         capsys):
   """The diffusion stage through `main.run`: SIGTERM arrives before step 3 (sent by the step
@@ -74,6 +75,7 @@ def _tiny(steps, every=2):
   return c
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back_and_is_kept_aside(tmp_path, caplog):
   full = _workdir(tmp_path, 'full')
   stages.run_diffusion(_tiny(6), full)
@@ -100,6 +102,7 @@ def test_corrupt_newest_checkpoint_falls_back_and_is_kept_aside(tmp_path, caplog
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_changed_config_moves_nothing_and_says_so(tmp_path):
   run = _workdir(tmp_path, 'run')
   stages.run_diffusion(_tiny(2), run)
@@ -116,6 +119,7 @@ def test_a_changed_config_moves_nothing_and_says_so(tmp_path):
     assert f.read() == config_before
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_before_any_checkpoint_holds_it(tmp_path, monkeypatch):
   real_step = step_lib.Trainer.step
 
@@ -153,6 +157,7 @@ def _sigterm_at(step_to_signal):
   return wrap
 
 
+@pytest.mark.slow
 def test_vae_trainer_saves_on_sigterm_and_resumes_bit_exactly(tmp_path, monkeypatch):
   from maskvid.vae import checkpoint as vae_checkpoint
   from maskvid.vae import testing
@@ -174,6 +179,7 @@ def test_vae_trainer_saves_on_sigterm_and_resumes_bit_exactly(tmp_path, monkeypa
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_depth_trainer_saves_on_sigterm_and_resumes_bit_exactly(tmp_path, monkeypatch):
   from configs import default
   from maskvid.depth import checkpoint as depth_checkpoint

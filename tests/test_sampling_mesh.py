@@ -8,6 +8,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow   # the integration tier (`make test-fast` skips it)
+
 SCRIPT = textwrap.dedent('''
     import json
     import jax, jax.numpy as jnp, numpy as np

@@ -18,8 +18,9 @@ from maskvid.tasks import edit
 from maskvid.tasks import interpolate
 from maskvid.tasks import nvs
 
-# imageio-ffmpeg runs ffmpeg in a subprocess after JAX started its threads; harmless here.
-pytestmark = pytest.mark.filterwarnings('ignore:os.fork')
+# The integration tier (`make test-fast` skips it). imageio-ffmpeg runs ffmpeg in a subprocess
+# after JAX started its threads; harmless here.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings('ignore:os.fork')]
 
 
 def write_tiny_workdir(workdir: str):

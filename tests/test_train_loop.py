@@ -14,6 +14,8 @@ import pytest
 
 from maskvid.vae import testing
 
+pytestmark = pytest.mark.slow   # the integration tier (`make test-fast` skips it)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, KILL_AT = 6, 2
 

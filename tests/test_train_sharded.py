@@ -7,6 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import pytest
+
+pytestmark = pytest.mark.slow   # the integration tier (`make test-fast` skips it)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,6 +11,8 @@ from maskvid.vae import cache
 from maskvid.vae import testing
 from maskvid.vae import train
 
+pytestmark = pytest.mark.slow   # the integration tier (`make test-fast` skips it)
+
 tiny_config = testing.tiny_config
 
 

@@ -16,6 +16,8 @@ import local_processes
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow   # the integration tier (`make test-fast` skips it)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -98,6 +98,7 @@ def test_map_key_rules():
       'encoder', 'mid_block', 'attentions_0', 'to_out_0', 'weight')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('old_style', [False, True])
 def test_load_safetensors_maps_every_param(tmp_path, old_style):
   sd = diffusers_state_dict(old_style=old_style)
@@ -164,6 +165,7 @@ def test_mismatch_is_reported(tmp_path):
     external.load_safetensors(str(tmp_path / 'nope.safetensors'), _module())
 
 
+@pytest.mark.slow
 def test_external_vae_instead_of_training_one(tmp_path):
   """configs/pretrain.py's path: `vae.external_weights` + `vae.train.steps=0` saves the external
   weights as the VAE stage's checkpoint, and the latent cache encodes with them."""

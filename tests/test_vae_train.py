@@ -23,6 +23,7 @@ def sources():
           'ood': testing.ProceduralClips(2, 4, 16, seed=2)}
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss():
   c = tiny_config(steps=40)
   module = train.vae_model.from_config(c.vae)
@@ -70,6 +71,7 @@ def test_frame_dataset_is_indexable_by_step():
 
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(tmp_path):
   c = tiny_config(steps=4)
   full = str(tmp_path / 'full')
@@ -125,6 +127,7 @@ def _fresh_state_and_batch():
   return c, module, tx, state, frames
 
 
+@pytest.mark.slow
 def test_sample_posterior_flag():
   """sample_posterior=False decodes the posterior mean: the step no longer depends on the rng."""
   c, module, tx, state, frames = _fresh_state_and_batch()
@@ -170,6 +173,7 @@ def test_step_folds_the_step_number_into_the_rng():
   assert at0 != at1
 
 
+@pytest.mark.slow
 def test_cpu_optimization_level_keeps_the_step_and_rejects_bad_values():
   c, module, tx, state, frames = _fresh_state_and_batch()
   out = {}

@@ -62,6 +62,7 @@ def _check_eval(c, workdir):
   assert os.path.exists(os.path.join(workdir, 'eval', 'test_holes.png'))
 
 
+@pytest.mark.slow
 def test_video_folder_runs_render_vae_cache_diffusion_eval(tmp_path):
   videos = str(tmp_path / 'videos')
   _write_videos(os.path.join(videos, 'train'), 3, seed=0)
@@ -154,6 +155,7 @@ def _tfds_builder():
   return TinyMovingStripes
 
 
+@pytest.mark.slow
 def test_tfds_source_runs_vae_cache_diffusion_eval(tmp_path):
   data_dir = str(tmp_path / 'tfds')
   _write_tfds(data_dir)
@@ -217,6 +219,7 @@ def test_video_folder_without_test_holds_out_videos_by_name(tmp_path):
   assert storage.held_out(c, str(tmp_path / 'solo_data')).scores_training
 
 
+@pytest.mark.slow
 def test_video_folder_run_scores_held_out_files_and_no_ood(tmp_path):
   videos = str(tmp_path / 'videos')
   _write_videos(videos, 10, seed=0)
@@ -246,6 +249,7 @@ def test_video_folder_run_scores_held_out_files_and_no_ood(tmp_path):
   assert 'ood: not evaluated' in report and 'TRAINING' not in report
 
 
+@pytest.mark.slow
 def test_tfds_without_test_split_holds_out_train_examples(tmp_path):
   from maskvid.data import storage  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path / 'tfds')
