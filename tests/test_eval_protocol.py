@@ -235,6 +235,7 @@ def test_baselines_job_trains_only_the_trained_baselines(tmp_path, monkeypatch):
     stages.run_baselines(c, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_speed_sweep_reports_hole_psnr_against_camera_speed(tmp_path, monkeypatch):
   c = default.get_config()
   c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4
