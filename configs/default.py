@@ -195,9 +195,10 @@ def get_config():
   c.eval.num_clips = 8
   c.eval.tasks = ('nvs', 'interpolate', 'holes', 'edit')
   # Rows: the trivial answers (nearest_fill: holes, nvs; cross_fade: interpolate;
-  # temporal_nearest: holes, nvs, interpolate; no_propagation and colour_transfer: edit), the trained baselines (conditioning,
-  # replacement) and the masked model without / with stochastic conditioning (ours_no_sc,
-  # ours). References (ground_truth, vae_oracle, warp_oracle) always.
+  # temporal_nearest: holes, nvs, interpolate; no_propagation, colour_transfer, flow_warp:
+  # edit), the trained baselines (conditioning, replacement) and the masked model with
+  # config.sample's options (ours) and without stochastic conditioning (ours_no_sc).
+  # References (ground_truth, vae_oracle, warp_oracle) always.
   c.eval.baselines = ('nearest_fill', 'cross_fade', 'temporal_nearest', 'no_propagation',
                       'colour_transfer', 'flow_warp', 'conditioning', 'replacement', 'ours_no_sc',
                       'ours')

@@ -1,9 +1,12 @@
 """`make demo`: render, train the VAE, cache latents, train ours, evaluate, print the table.
 
-About 18 minutes on the 2-core CPU (plus ~1 min of install). Only the masked model trains; the
-two trained baselines belong to configs/reference.py. The time goes where it buys completion
-quality:
-  - data: 2,048 synthetic scenes of 8 frames at 32x32 (rendered in 2 processes, ~20 s);
+About 21 minutes on the idle 2-core CPU (plus ~1 min of install). Only the masked model trains;
+the two trained baselines belong to configs/reference.py. The time goes where it buys
+completion quality:
+  - data: 2,048 synthetic scenes of 8 frames at 32x32 (rendered in 2 processes, ~20 s), each
+    training clip's camera path scaled by a speed drawn from (0, 0, 0.1, 0.25, 0.5, 1): real
+    video is mostly slow, the sampled paths all fast, and a model that never sees a static or
+    slow clip never learns that copying another frame pays;
   - VAE: 4x down, 4 latent channels (a 6x smaller latent than the 16-channel reconstruction VAE
     of configs/vae_tiny.py: 20.6 dB test PSNR instead of 28, but a token of (1, 2, 2) patches is
     16 numbers instead of 64, and samples in it decode to structure instead of coloured noise),
@@ -12,7 +15,9 @@ quality:
     devices at batch 16, lr 1.5e-3, uniform t, RoPE theta 100 (a 8x4x4 grid), a quarter of the
     training masks 'endpoints' (interpolation), 2,000 steps (~9 min);
   - eval: 16 test and 16 ood clips of the four tasks, trivial answers beside ours (one sample,
-    the mean of 4 samples, the one-step estimate); ~6 min.
+    the mean of 4 samples, the one-step estimate), then the camera-speed sweep (8 clips per
+    split at speeds 0 / 0.25 / 0.5 / 1); 8.3 min alone (45-72 s per split/task with LPIPS, the
+    sweep ~2.5 min).
 Measured tables: docs/reference_run.md (section "make demo").
 """
 from configs import default

@@ -262,5 +262,6 @@ def test_tfds_without_test_split_holds_out_train_examples(tmp_path):
   assert len(share.test) == 1 and len(share.train) == 2 and not share.scores_training
   train, test = (storage.open_source(c, '', s) for s in ('train', 'test'))
   assert len(train) == 2 and len(test) == 1
-  assert train._index.tolist() == sorted(int(i) for i in share.train)  # pylint: disable=protected-access
+  kept = train._index.tolist()  # pylint: disable=protected-access
+  assert kept == sorted(int(i) for i in share.train)
   assert test._index.tolist() == [int(share.test[0])]  # pylint: disable=protected-access

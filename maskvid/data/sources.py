@@ -1,6 +1,6 @@
 """Which clip source a config names, and the splits it has.
 
-  check_source(config) -> name             synthetic | video_folder | tfds (a clear error if unusable)
+  check_source(config) -> name             synthetic | video_folder | tfds (or a clear error)
   open_source(config, data_dir, split)      the random-access source of one split
   source_splits(config) -> tuple            the splits that exist (no 'ood' for real video)
   held_out(config, data_dir) -> HeldOut     the test share of a source without a test split
@@ -42,7 +42,8 @@ def check_source(config) -> str:
   return source
 
 
-HELD_OUT_FILE = 'held_out.json'   # in paths.data: which videos a source without a test split holds out
+# In paths.data: which videos a source without a test split of its own holds out.
+HELD_OUT_FILE = 'held_out.json'
 
 
 def open_source(config, data_dir: str, split: str):

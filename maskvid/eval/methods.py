@@ -35,7 +35,8 @@ TRIVIAL = ('nearest_fill', 'cross_fade', 'temporal_nearest', 'no_propagation', '
            'flow_warp')
 GENERATIVE = ('conditioning', 'replacement', 'ours_no_sc', 'ours')
 MEAN_SUFFIX, ONE_STEP_SUFFIX = ' mean{k}', ' one-step'
-VARIANTS = {'edit': ('blank', 'gt-region')}   # protocol.Task.variants: one sample per generative method
+# protocol.Task.variants: one sample per generative method on each.
+VARIANTS = {'edit': ('blank', 'gt-region')}
 
 
 def _model(diffusion_dir: str):
