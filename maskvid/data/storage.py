@@ -1,8 +1,8 @@
-"""Rendered splits on disk: ArrayRecord shards of clip records, plus a preview picture.
+"""The render job: synthetic splits written as ArrayRecord shards of clip records, plus a preview.
 
 Layout of `data_dir`:
-  {split}/shard-00000-of-00004.array_record   one record per clip (`encode_clip`: JSON header +
-                                              raw array bytes)
+  {split}/shard-00000-of-00004.array_record   one record per clip (`records.encode_clip`: JSON
+                                              header + raw array bytes)
   {split}/meta.json                           written last; its presence marks the split complete
   preview.png                                 a few clips: frames across time, colourised depth
                                               below (`data.preview`)
