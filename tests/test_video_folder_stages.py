@@ -155,13 +155,19 @@ def _tfds_builder():
   return TinyMovingStripes
 
 
-@pytest.mark.slow
-def test_tfds_source_runs_vae_cache_diffusion_eval(tmp_path):
+def _tfds_config(tmp_path, steps):
+  """The tiny video config on the tiny TFDS dataset (written to tmp_path/tfds)."""
   data_dir = str(tmp_path / 'tfds')
   _write_tfds(data_dir)
-  c = _tiny_video_config(testing.tiny_config(steps=4))
+  c = _tiny_video_config(testing.tiny_config(steps=steps))
   c.data.source, c.data.tfds_name, c.data.tfds_data_dir = 'tfds', 'tiny_moving_stripes', data_dir
   c.data.tfds_frames_key = 'clip'
+  return c
+
+
+@pytest.mark.slow
+def test_tfds_source_runs_vae_cache_diffusion_eval(tmp_path):
+  c = _tfds_config(tmp_path, steps=4)
   c.data.video_stride = 2
   workdir = str(tmp_path / 'run')
   vae_metrics = stages.run_vae(c, workdir)
@@ -252,11 +258,7 @@ def test_video_folder_run_scores_held_out_files_and_no_ood(tmp_path):
 @pytest.mark.slow
 def test_tfds_without_test_split_holds_out_train_examples(tmp_path):
   from maskvid.data import storage  # pylint: disable=g-import-not-at-top
-  data_dir = str(tmp_path / 'tfds')
-  _write_tfds(data_dir)
-  c = _tiny_video_config(testing.tiny_config(steps=2))
-  c.data.source, c.data.tfds_name, c.data.tfds_data_dir = 'tfds', 'tiny_moving_stripes', data_dir
-  c.data.tfds_frames_key = 'clip'
+  c = _tfds_config(tmp_path, steps=2)
   c.data.tfds_splits = {'test': 'validation'}      # a split the dataset does not have
   share = storage.held_out(c)
   assert len(share.test) == 1 and len(share.train) == 2 and not share.scores_training
