@@ -171,6 +171,7 @@ def test_half_written_split_is_rerendered(tmp_path):
   assert not os.path.exists(os.path.join(d, 'test', 'shard-00000-of-00001.array_record'))
 
 
+@pytest.mark.slow   # spawns render processes
 def test_parallel_render_matches_in_process(data_dir, tmp_path):
   spec = dict(storage._split_spec(_config(), 'train'), num_clips=3, num_shards=2)
   storage.render_split(spec, str(tmp_path / 'train'), processes=2)

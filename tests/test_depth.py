@@ -58,6 +58,7 @@ def test_ground_truth_estimator_returns_stored_depth():
     est.estimate(data['rgb'].astype(np.float32))
 
 
+@pytest.mark.slow   # a trainer run with checkpoints
 def test_depth_net_trains_saves_and_loads(tmp_path):
   config = _tiny_config(steps=30)
   train, held = _toy_frames(64, seed=1), _toy_frames(8, seed=2)
