@@ -61,9 +61,10 @@ def open_source(config, data_dir: str, split: str):
   source = check_source(config)
   if source == 'synthetic':
     return ClipSource(data_dir, split)
-  if split not in source_splits(config):
+  have = source_splits(config)
+  if split not in have:
     raise ValueError(f'split {split!r}: the {source!r} source has only the splits '
-                     f'{source_splits(config)} (no video_dir/{split} folder or TFDS split)')
+                     f'{have} (no video_dir/{split} folder or TFDS split)')
   d = config.data
   stride, seed, strict = int(d.video_stride), int(d.shuffle_seed), bool(d.strict_videos)
   if split == 'train' and tuple(d.get('video_strides', ())):
@@ -81,9 +82,7 @@ def open_source(config, data_dir: str, split: str):
   tfds_split = dict(d.tfds_splits).get(split, split)
   if share is not None and split in ('train', 'test'):
     tfds_split = dict(d.tfds_splits).get('train', 'train')
-    held = set(int(i) for i in share.test)
-    keep = (sorted(held) if split == 'test' else
-            [i for i in range(_tfds_count(config, tfds_split)) if i not in held])
+    keep = [int(i) for i in (share.test if split == 'test' else share.train)]
   return tfds_source.TfdsVideoSource(
       d.tfds_name, tfds_split, d.num_frames, d.resolution,
       data_dir=d.tfds_data_dir, frames_key=d.tfds_frames_key, stride=stride, seed=seed,
@@ -99,10 +98,6 @@ def _tfds_splits(config) -> dict:
     raise FileNotFoundError(f'cannot open TFDS dataset {config.data.tfds_name!r} in '
                             f'{config.data.tfds_data_dir!r}: {e}') from e
   return {name: int(info.num_examples) for name, info in builder.info.splits.items()}
-
-
-def _tfds_count(config, split: str) -> int:
-  return _tfds_splits(config)[split]
 
 
 def source_splits(config) -> tuple:

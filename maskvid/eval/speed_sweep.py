@@ -56,10 +56,9 @@ def run(config, codec, samplers, rows, run_task, eval_dir: str) -> dict:
       for task in tasks:
         if task == 'nvs' and speed == 0:
           continue
-        preds, task_list, _ = run_task(config, task, clips, codec, samplers, table_rows,
-                                       seed=seed)
-        gt = preds['ground_truth'] if 'ground_truth' in preds else np.stack(
-            [pictures.to_float(c['rgb']) for c in clips])
+        preds, task_list, _ = run_task(config, task, clips, codec, samplers,
+                                       table_rows + ['ground_truth'], seed=seed)
+        gt = preds['ground_truth']
         rgb_only = [{'rgb': c['rgb']} for c in clips]
         block = {}
         for r in table_rows:
