@@ -4,16 +4,12 @@
   prepare(codec, frames, known_px, hint_px, config) -> Inputs  what every generative method sees
   complete_rows(...) -> {row: float [N, T, H, W, 3]}        one sample, mean of K, one-step, ...
 
-All generative methods see the same pixels, filled and encoded as the Completer does
-(`fill.context_fill` with config.sample's options, `masks.pixel_to_token_masks` with
-config.sample.min_valid); the masked model samples with config.sample's options
-(`sampling.options`): the `ours` row is what a user's command runs. Outputs are composited
-(`sampling.composite`): given pixels come back exactly, hinted and copied ones moved by the
-model's change.
+All generative methods get their inputs through the Completer's path (`sampling.inputs`: context
+fill, encode, token masks, then `finish` composites the decode) with config.sample's options;
+the masked model samples with config.sample's options (`sampling.options`): the `ours` row is
+what a user's command runs.
 """
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +18,7 @@ import numpy as np
 from maskvid import fileio
 from maskvid.eval import baselines
 from maskvid.model import model as model_lib
-from maskvid.sampling import composite
-from maskvid.sampling import fill
-from maskvid.sampling import masks as sampling_masks
+from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import options
 from maskvid.sampling import sampler
 from maskvid.train import checkpoint
@@ -114,29 +108,15 @@ def batched(fn, arrays, batch_size):
   return np.concatenate(outs)
 
 
-@dataclasses.dataclass
-class Inputs:
-  """What every generative method is given for a batch of clips (N clips)."""
-  frames: np.ndarray       # float [N, T, H, W, 3]: context-filled pixels the encoder sees
-  known_px: np.ndarray     # bool [N, T, H, W]: given pixels (pasted back exactly)
-  hint_px: np.ndarray      # bool [N, T, H, W]: guesses (task hints and copied pixels)
-  latents: np.ndarray      # [N, T, h, w, c] normalised
-  known: np.ndarray        # bool [N, T, h, w] known tokens
-  exact: np.ndarray        # bool [N, T, h, w] exact tokens
-  decoded_in: np.ndarray | None   # decoded input latents where hints exist (composite)
-
-
-def prepare(codec, frames, known_px, hint_px, config, batch_size: int) -> Inputs:
-  """Inputs of the generative methods, built as `Completer.complete_video` builds them."""
-  filled, hint_px = fill.context_fill(frames, known_px, hint_px,
-                                      **options.fill_options(config.sample))
-  latents = batched(codec.encode, [filled], batch_size)
-  patch = tuple(int(p) for p in config.model.patch_size)
-  known, exact = (np.asarray(a) for a in sampling_masks.pixel_to_token_masks(
-      jnp.asarray(known_px), codec.factor, patch, hint_mask=jnp.asarray(hint_px),
-      **options.token_rule(config.sample)))
-  decoded_in = batched(codec.decode, [latents], batch_size) if hint_px.any() else None
-  return Inputs(filled, known_px, hint_px, latents, known, exact, decoded_in)
+def prepare(codec, frames, known_px, hint_px, config, batch_size: int) -> inputs_lib.Inputs:
+  """What every generative method is given: `sampling.inputs.prepare`, the Completer's path,
+  with config.sample's options and the codec called in batches."""
+  return inputs_lib.prepare(
+      frames, known_px, hint_px, encode=lambda x: batched(codec.encode, [x], batch_size),
+      decode=lambda z: batched(codec.decode, [z], batch_size), factor=codec.factor,
+      patch_size=tuple(int(p) for p in config.model.patch_size),
+      fill_options=options.fill_options(config.sample),
+      token_rule=options.token_rule(config.sample))
 
 
 def complete_rows(fn, name: str, inputs: dict, codec, *, seed: int, steps: int,
@@ -154,8 +134,7 @@ def complete_rows(fn, name: str, inputs: dict, codec, *, seed: int, steps: int,
         jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex),
         jax.random.fold_in(jax.random.fold_in(key, sample), int(i[0])), n),
                   [x.latents, x.known, x.exact, np.arange(len(x.latents))], batch_size)
-    return composite.composite(batched(codec.decode, [lat], batch_size), x.frames, x.known_px,
-                               x.hint_px, x.decoded_in)
+    return inputs_lib.finish(x, batched(codec.decode, [lat], batch_size))
 
   samples = [run(steps, k) for k in range(num_samples)]
   preds = {name: samples[0]}

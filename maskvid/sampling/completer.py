@@ -22,9 +22,8 @@ import numpy as np
 
 from maskvid import pictures
 from maskvid.model import model as model_lib
-from maskvid.sampling import composite
-from maskvid.sampling import fill
 from maskvid.sampling import fullres
+from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import masks
 from maskvid.sampling import options as options_lib
 from maskvid.sampling import sampler
@@ -225,22 +224,20 @@ class Completer:
 
     # Unknown pixels come from other frames where they agree (as hints), else the nearest known
     # pixel: no hard edges for the encoder, and the other frames' pixels reach the model.
-    filled, hint = fill.context_fill(np.asarray(x), m, hint, **self.fill_options)
-    latents = self.encode(filled)
-    known_mask, exact_mask = self.token_masks(m, hint)
-    known = jnp.where(known_mask[..., None], latents, 0.0)  # unknown values are never read
-    out = self.complete_latents(known, known_mask, rng, exact_mask=exact_mask,
+    given = inputs_lib.prepare(
+        np.asarray(x), m, hint, encode=self.encode, decode=self.decode,
+        factor=self.latent_factor, patch_size=self.patch_size, fill_options=self.fill_options,
+        token_rule=dict(min_valid=self.min_valid, min_hinted=self.min_hinted))
+    known = jnp.where(given.known[..., None], given.latents, 0.0)  # unknown values never read
+    out = self.complete_latents(known, given.known, rng, exact_mask=given.exact,
                                 num_steps=num_steps, solver=solver, renoise_at=renoise_at,
                                 guidance=guidance, progress=progress)
-    decoded = self.decode(out)
-    if hint.any():   # hinted pixels: the hint moved by the model's change (`composite`)
-      decoded = composite.composite(decoded, filled, np.zeros_like(m), hint & ~m,
-                                    self.decode(latents))
-    video = pictures.to_uint8(decoded)
+    # Known pixels are pasted as uint8 below (bit-exact); hinted ones move with the model.
+    video = pictures.to_uint8(inputs_lib.finish(given, self.decode(out), paste_known=False))
     if paste_known:
       video = np.where(m[..., None], pictures.to_uint8(x), video)
     if unbatched:
       video = video[0]
     if return_latents:
-      return dict(video=video, latents=np.asarray(out), known_mask=np.asarray(known_mask))
+      return dict(video=video, latents=np.asarray(out), known_mask=given.known)
     return video
