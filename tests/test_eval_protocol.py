@@ -118,8 +118,8 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   def stand_in(m):
     def fn(k, mk, ex, rng, steps):
       calls.append((m, task_of.get('now'), steps))
-      # Known latents where known; elsewhere a value that depends on the sample's key.
-      noise = jax.random.normal(rng, k.shape) * 0.1
+      # Known latents where known; elsewhere N(0, 1) noise that depends on the sample's key.
+      noise = jax.random.normal(rng, k.shape)
       return jnp.where(mk[..., None], k, noise)
     return fn
   monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
@@ -187,8 +187,10 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   for task in ('nvs', 'interpolate', 'holes'):
     assert np.isfinite(m[task]['temporal_nearest']['psnr_hole']), task
   assert np.isnan(m['edit']['temporal_nearest']['psnr_hole'])
-  # The mean of 3 differently seeded samples is closer to their common centre than one sample.
-  assert m['holes']['ours mean3']['psnr_hole'] != m['holes']['ours']['psnr_hole']
+  # The mean of 3 differently seeded samples: its noise has a third of one sample's variance,
+  # so it is closer to the truth where tokens are generated (0.7 dB here, part of the holes is
+  # held from hints; equal seeds or a mean over one sample: 0 dB).
+  assert m['holes']['ours mean3']['psnr_hole'] > m['holes']['ours']['psnr_hole'] + 0.3
   assert 'ours' in out['summary'] and 'test/nvs/psnr_hole' in out['summary']['ours']
 
 

@@ -1,4 +1,5 @@
-"""Completer end to end on a tiny random-init run written to a tmp workdir with the real savers."""
+"""Completer end to end on a tiny run with random weights, written to a tmp workdir with the real
+savers (random everywhere, output layer included: the model's output depends on its input)."""
 import json
 import os
 
@@ -13,6 +14,7 @@ from maskvid import workdir as workdir_lib
 from maskvid import pictures
 from maskvid.sampling import completer as completer_lib
 from maskvid.sampling import fill
+import random_weights
 
 RES, FRAMES = 16, 2
 
@@ -46,7 +48,7 @@ def workdir(tmp_path_factory):
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
   trainer = step_lib.Trainer(config, mesh=mesh)
   manager = ckpt_lib.make_manager(os.path.join(root, 'diffusion'), config)
-  ckpt_lib.save(manager, trainer.init(0), force=True)
+  ckpt_lib.save(manager, random_weights.with_random_weights(trainer.init(0)), force=True)
   manager.wait_until_finished()
   manager.close()
 
@@ -101,6 +103,30 @@ def test_encode_normalises_with_stats(completer):
 
 def key(seed):
   return jax.random.key(seed, impl='rbg')  # compiles much faster than threefry on XLA:CPU
+
+
+def test_generated_tokens_are_the_euler_path_of_the_loaded_model(completer, workdir):
+  """The Completer's latents = two Euler steps of the saved weights, integrated here by hand
+  from the sampler's start noise with the model applied op by op (no jit, no scan): a dropped
+  known mask, a wrong noise level or other weights than the run's EMA break it; a zero model
+  (`Trainer.init`'s output layer) would leave the start noise, which the last check rejects."""
+  from maskvid.train import checkpoint as ckpt_lib
+  frames = clip(5, batch=1)
+  mask = np.ones(frames.shape[:-1], bool)
+  mask[:, 1, :, 8:] = False        # frame 1's right half: its tokens are generated
+  rng = key(4)
+  res = completer.complete_video(frames, mask, rng=rng, return_latents=True)
+  known = res['known_mask']
+  z = np.asarray(res['latents'])
+  _, module, ema = ckpt_lib.load_for_inference(os.path.join(workdir, 'diffusion'))
+  eps0 = random_weights.start_noise(rng, z.shape)
+  x = np.where(known[..., None], z, eps0)
+  for t, s in ((1.0, 0.5), (0.5, 0.0)):
+    v = np.asarray(module.apply({'params': ema}, jnp.asarray(x),
+                                jnp.asarray(np.where(known, 0.0, t), jnp.float32)))
+    x = np.where(known[..., None], z, x - (t - s) * v)
+  np.testing.assert_allclose(z, x, rtol=1e-4, atol=1e-4)
+  assert np.abs(z[~known] - eps0[~known]).mean() > 0.1     # the model moved the noise
 
 
 def test_all_known_comes_back_exactly_and_raw_decode_is_the_vae_round_trip(completer):

@@ -1,5 +1,6 @@
-"""Task commands end to end on a tiny random-init run written here with the train/vae modules' own
-checkpoint code (weights are random: these tests check plumbing and exactness, not quality)."""
+"""Task commands end to end on a tiny run written here with the train/vae modules' own checkpoint
+code. The weights are random everywhere (output layer included), so the model's output depends on
+its input: these tests check plumbing and exactness, not quality."""
 import json
 import os
 
@@ -17,6 +18,7 @@ from maskvid.tasks import cli
 from maskvid.tasks import edit
 from maskvid.tasks import interpolate
 from maskvid.tasks import nvs
+import random_weights
 
 # The integration tier (`make test-fast` skips it). imageio-ffmpeg runs ffmpeg in a subprocess
 # after JAX started its threads; harmless here.
@@ -61,7 +63,7 @@ def write_tiny_workdir(workdir: str):
   workdir_lib.save_config(c, diffusion_dir)
   trainer = step_lib.Trainer(c)
   mgr = ckpt_lib.make_manager(diffusion_dir, c)
-  ckpt_lib.save(mgr, trainer.init(0), force=True)
+  ckpt_lib.save(mgr, random_weights.with_random_weights(trainer.init(0)), force=True)
   mgr.wait_until_finished()
   mgr.close()
 
@@ -112,6 +114,9 @@ def test_interpolation_endpoints_bit_equal_in_latent_space(run):
   np.testing.assert_array_equal(out['latents'][0], z[0])
   np.testing.assert_array_equal(out['latents'][-1], z[-1])
   assert not np.allclose(out['latents'][1:-1], z[1:-1], atol=1e-3)  # the middle was generated
+  # ... by the model: seed 0's start noise moved (a zero model would return it unchanged).
+  eps0 = random_weights.start_noise(jax.random.key(0), (1,) + out['latents'].shape)[0]
+  assert np.abs(out['latents'][1:-1] - eps0[1:-1]).mean() > 0.1
   assert out['known_mask'][0].all() and not out['known_mask'][1:-1].any()
   mp4, _ = interpolate.command(start=run['paths']['a'], end=run['paths']['b'],
                                checkpoint=run['workdir'], out=str(run['out'] / 'interp.mp4'),
