@@ -3,6 +3,7 @@ with stand-in models (the trained-model path is exercised by `make demo`)."""
 import json
 import os
 
+import imageio.v3 as iio
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,11 +60,12 @@ def test_interpolate_and_holes_tasks(clip):
 
 
 def _results():
-  block = {m: {'psnr_hole': 20.0 + i, 'ssim_hole': 0.5, 'psnr': float('inf'), 'ssim': 0.9,
-               'lpips': float('nan'), 'fd': 0.1, 'reproj': 0.01 * i, 'chamfer': 0.002}
+  block = {m: {'psnr_hole': 20.0 + i, 'psnr_hole_se': 0.3, 'ssim_hole': 0.5,
+               'psnr': float('inf'), 'ssim': 0.9, 'lpips': float('nan'), 'fvd': 50.0 - i,
+               'fd': 0.1, 'reproj': 0.01 * i, 'chamfer': 0.002}
            for i, m in enumerate(run.REFERENCE_ROWS + run.METHODS)}
   return {'methods': list(run.REFERENCE_ROWS + run.METHODS), 'metrics': {
-      'test': {'nvs': block, 'holes': block}, 'ood': {'nvs': block}}, 'notes': ['a note']}
+      'test': {'nvs': block, 'holes': dict(block)}, 'ood': {'nvs': dict(block)}}, 'notes': ['a note']}
 
 
 def test_report_writer_has_every_method_and_number(tmp_path):
@@ -73,8 +75,19 @@ def test_report_writer_has_every_method_and_number(tmp_path):
   md = open(paths['markdown']).read()
   for m in res['methods']:
     assert f'| {m} |' in md
-  assert 'test/nvs PSNR-hole' in md and 'ood/nvs Reproj' in md and 'a note' in md
-  assert 'LPIPS' not in report.headline_table(res)          # all-NaN metric columns are dropped
+  assert '### test' in md and '### ood' in md and 'a note' in md
+  overview = report.split_table(res, 'test')
+  assert overview.splitlines()[0].startswith('| method | nvs PSNR-hole ↑ | nvs FVD ↓ | holes')
+  assert 'LPIPS' not in overview                              # all-NaN metric columns are dropped
+  assert f"| ours | {20.0 + len(res['methods']) - 1:.2f}±0.30 |" in overview   # value ± SE
+  assert 'Reproj' in report.detail_table(res, 'ood', 'nvs')
+  # A row that answers nothing in a task is left out of that task's table.
+  res['metrics']['test']['holes']['ours'] = {k: float('nan') for k in res['metrics']['test'][
+      'holes']['ours']}
+  assert '| ours |' not in report.detail_table(res, 'test', 'holes')
+  assert '| ours |' in report.detail_table(res, 'test', 'nvs')
+  png = report.plot_overview(res, str(tmp_path / 'overview.png'))
+  assert iio.imread(png).ndim == 3
   loaded = json.load(open(paths['json']))
   assert loaded['metrics']['test']['holes']['ours']['psnr_hole'] == 20.0 + len(res['methods']) - 1
   assert loaded['metrics']['ood']['nvs']['nearest_fill']['psnr'] == 'inf'

