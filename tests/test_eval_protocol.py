@@ -123,6 +123,17 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
   import test_eval_metrics  # pylint: disable=g-import-not-at-top
   np.savez(str(tmp_path / 'lpips.npz'), **test_eval_metrics._torch_state(1))  # pylint: disable=protected-access
   c.eval.lpips_weights = str(tmp_path / 'lpips.npz')
+  # Stand-ins for DISTS and FVD (the real networks: test_dists.py, test_fvd.py): a per-frame
+  # distance and per-clip features, so the table's plumbing of both is checked here.
+  fvd_clips = []
+  class StandInFVD:
+    def features(self, videos):
+      fvd_clips.append(len(videos))
+      return np.asarray(videos).mean(axis=(1, 2, 3))
+    distance = staticmethod(run.metrics_lib.frechet_distance)
+  monkeypatch.setattr(run.dists_lib, 'maybe_load_dists', lambda spec: (
+      lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).mean(axis=(-3, -2, -1))))
+  monkeypatch.setattr(run.fvd_lib, 'maybe_load_fvd', lambda spec: StandInFVD())
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
   calls = []
 
@@ -162,9 +173,13 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
       # Every row that answers the task has LPIPS, except the PSNR diagnostics (mean, one-step).
       if np.isfinite(task[name]['psnr_hole']):
         diagnostic = name.endswith((' mean3', ' one-step'))
-        assert np.isfinite(task[name]['lpips']) != diagnostic, name
-        assert np.isfinite(task[name]['fd']) != diagnostic, name
+        for metric in ('lpips', 'fd', 'dists', 'dists_se', 'fvd'):
+          assert np.isfinite(task[name][metric]) != diagnostic, (name, metric)
   assert m['holes']['ours']['lpips'] > 0
+  assert m['holes']['ours']['dists'] > 0 and m['holes']['vae_oracle']['dists'] > 0
+  # FVD: the true clips' features once per split/task, then once per scored (sample) row.
+  scored = sum(np.isfinite(t[r]['fvd']) for t in m.values() for r in t)
+  assert len(fvd_clips) == scored + len(m) and set(fvd_clips) == {2}
   # Each task is scored against its own trivial answer only; the GT-warp oracle on interpolate.
   assert np.isfinite(m['holes']['nearest_fill']['psnr_hole'])
   assert np.isnan(m['holes']['cross_fade']['psnr_hole'])
@@ -216,6 +231,7 @@ def _known_token_fraction(tmp_path, monkeypatch, min_valid):
   c.sample.temporal_fill = False   # given pixels only: copies would count as known too
   c.eval.num_samples, c.eval.one_step = 1, False
   c.eval.lpips_weights = ''   # token masks only
+  c.eval.dists_weights = c.eval.fvd_weights = ''
   c.model.patch_size = (1, 1, 1)
   seen = []
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
@@ -258,6 +274,7 @@ def test_speed_sweep_reports_hole_psnr_against_camera_speed(tmp_path, monkeypatc
   c.eval.tasks, c.eval.baselines = ('holes',), ('nearest_fill', 'cross_fade',
                                                  'temporal_nearest', 'ours')
   c.eval.num_samples, c.eval.one_step, c.eval.lpips_weights = 1, False, ''
+  c.eval.dists_weights = c.eval.fvd_weights = ''
   c.eval.speeds = (0.0, 1.0)
   c.model.patch_size = (1, 1, 1)
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())

@@ -46,6 +46,7 @@ def golden_config():
   c.eval.num_clips, c.eval.batch_size, c.eval.num_samples, c.eval.one_step = 2, 2, 1, False
   c.eval.baselines = ('nearest_fill', 'ours')
   c.eval.lpips_weights = ''
+  c.eval.dists_weights = c.eval.fvd_weights = ''
   return c
 
 

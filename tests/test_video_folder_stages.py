@@ -44,6 +44,7 @@ def _tiny_video_config(c):
   c.eval.splits, c.eval.num_clips, c.eval.num_samples, c.eval.one_step = ('test',), 2, 1, False
   c.eval.baselines = ('nearest_fill', 'cross_fade', 'ours')
   c.eval.lpips_weights = ''
+  c.eval.dists_weights = c.eval.fvd_weights = ''
   return c
 
 

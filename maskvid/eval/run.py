@@ -62,6 +62,8 @@ from maskvid import fileio
 from maskvid import pictures
 from maskvid.data import storage
 from maskvid.eval import clips as clips_lib
+from maskvid.eval import dists as dists_lib
+from maskvid.eval import fvd as fvd_lib
 from maskvid.eval import methods as methods_lib
 from maskvid.eval import metrics as metrics_lib
 from maskvid.eval import protocol
@@ -172,9 +174,12 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   save_config(config, eval_dir)
 
   notes = []
-  lpips = metrics_lib.maybe_load_lpips(config.eval.lpips_weights)
-  if lpips is None:
-    notes.append('LPIPS and FD skipped: config.eval.lpips_weights is empty.')
+  nets = scoring.Nets(lpips=metrics_lib.maybe_load_lpips(config.eval.lpips_weights),
+                      dists=dists_lib.maybe_load_dists(config.eval.dists_weights),
+                      fvd=fvd_lib.maybe_load_fvd(config.eval.fvd_weights))
+  for name, key in (('LPIPS and FD', 'lpips'), ('DISTS', 'dists'), ('FVD', 'fvd')):
+    if getattr(nets, key) is None:
+      notes.append(f'{name} skipped: config.eval.{key}_weights is empty.')
   codec = codec_lib.LatentCodec.load(stage_dir(config, workdir, 'vae'),
                                      stage_dir(config, workdir, 'latents'))
   generative = tuple(m for m in methods if m in GENERATIVE)
@@ -217,14 +222,15 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
       preds, task_list, inputs = run_task(config, task_name, task_clips, codec, samplers, rows,
                                           seed=seed, clip_gt=clip_gt, clip_oracle=clip_oracle)
       gt = preds['ground_truth']
-      block, lpips_cache = {}, {}
+      block, net_cache = {}, {}
       for r in rows:
         if r in preds:
-          # LPIPS judges samples; a pixel mean or a one-step estimate is a PSNR diagnostic.
+          # The learned metrics judge samples; a pixel mean or a one-step estimate is a PSNR
+          # diagnostic of what the model knows.
           diagnostic = r.endswith(ONE_STEP_SUFFIX) or MEAN_SUFFIX.format(k=num_samples) in r
           block[r] = scoring.score(preds[r], gt, task_clips, task_list,
-                                   None if diagnostic else lpips,
-                                   with_images=(r != 'ground_truth'), cache=lpips_cache)
+                                   None if diagnostic else nets,
+                                   with_images=(r != 'ground_truth'), cache=net_cache)
         else:
           block[r] = scoring.nan_scores()
       results['metrics'][split][task_name] = block

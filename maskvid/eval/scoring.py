@@ -1,30 +1,44 @@
-"""Scores of one method on one split/task: hole and whole-frame PSNR/SSIM, LPIPS, FD, and the
-3D-consistency metrics (`maskvid.eval.consistency`; clips with GT depth and cameras only), with
-standard errors across clips.
+"""Scores of one method on one split/task: hole and whole-frame PSNR/SSIM, LPIPS, DISTS, FD,
+FVD, and the 3D-consistency metrics (`maskvid.eval.consistency`; clips with GT depth and cameras
+only), with standard errors across clips.
 
-  score(pred, gt, clips, tasks, lpips=None, with_images=True, cache=None) -> {metric: float}
+  score(pred, gt, clips, tasks, nets=None, with_images=True, cache=None) -> {metric: float}
 """
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from maskvid.eval import consistency
 from maskvid.eval import metrics as metrics_lib
 
-# What `score` returns: per-clip metrics, their standard errors, and the Fréchet distance.
+# What `score` returns: per-clip metrics, their standard errors, and the Fréchet distances.
 # psnr_outside: the scored frames' pixels outside the holes ('edit' only: what else changed).
-SCORES = ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'psnr_outside', 'lpips', 'reproj', 'chamfer')
-SE_SCORES = ('psnr_hole', 'ssim_hole', 'psnr_outside', 'lpips', 'reproj')
-_IMAGE_SCORES = ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'psnr_outside', 'lpips')
+SCORES = ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'psnr_outside', 'lpips', 'dists', 'reproj',
+          'chamfer')
+SE_SCORES = ('psnr_hole', 'ssim_hole', 'psnr_outside', 'lpips', 'dists', 'reproj')
+DISTANCES = ('fd', 'fvd')      # one number per split/task (a distribution, not a clip, each)
+_IMAGE_SCORES = ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'psnr_outside', 'lpips', 'dists')
 
 
-def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None,
+class Nets(NamedTuple):
+  """The learned metrics' networks (None: that metric is skipped)."""
+  lpips: Any = None    # metrics.LPIPS: LPIPS per frame, FD from its pooled features
+  dists: Any = None    # dists.DISTS: DISTS per frame
+  fvd: Any = None      # fvd.FVD: I3D features per clip -> FVD over the split/task
+
+
+def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, nets: Nets | None = None,
           with_images: bool = True, cache: dict | None = None) -> dict:
   """Metrics of one method on one split/task. pred, gt: [N, T, H, W, 3] in [-1, 1].
 
-  `cache`: a dict shared by the rows of one split/task; the LPIPS network runs on the
-  ground-truth frames once per task and on each row's frames once (LPIPS and FD from one pass).
+  `nets`: the perceptual and distribution metrics to compute (None: none of them).
+  `cache`: a dict shared by the rows of one split/task; each network runs on the ground-truth
+  frames once per task and on each row's frames once (LPIPS and FD from one pass).
   """
+  nets = nets or Nets()
+  lpips = nets.lpips
   vals = {k: [] for k in SCORES}
   scored_pred, scored_gt = [], []
   for i, (clip, task) in enumerate(zip(clips, tasks)):
@@ -51,6 +65,9 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None
     feats = lpips.features(np.concatenate(scored_pred))
     per_frame = lpips.distance(feats, cache['gt'])
     vals['lpips'] = np.split(per_frame, np.cumsum([len(x) for x in scored_pred])[:-1])
+  if with_images and nets.dists is not None:
+    per_frame = nets.dists(np.concatenate(scored_pred), np.concatenate(scored_gt))
+    vals['dists'] = np.split(per_frame, np.cumsum([len(x) for x in scored_pred])[:-1])
   out = {k: metrics_lib.finite_mean(np.concatenate([np.ravel(x) for x in v])) if len(v) else
          float('nan') for k, v in vals.items()}
   # Spread across clips (standard error of the per-clip means) for the headline metrics.
@@ -59,16 +76,21 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, lpips=None
     per_clip = per_clip[np.isfinite(per_clip)]
     out[f'{k}_se'] = (float(per_clip.std(ddof=1) / np.sqrt(len(per_clip)))
                       if len(per_clip) > 1 else float('nan'))
+  out['fd'] = out['fvd'] = float('nan')
   if with_images:
-    out['fd'] = (metrics_lib.frechet_distance(cache['gt'][-1], feats[-1])
-                 if feats is not None and len(feats[-1]) >= 2 else float('nan'))
+    if feats is not None and len(feats[-1]) >= 2:
+      out['fd'] = metrics_lib.frechet_distance(cache['gt'][-1], feats[-1])
+    if nets.fvd is not None and len(pred) >= 2:
+      cache = {} if cache is None else cache
+      if 'gt_i3d' not in cache:
+        cache['gt_i3d'] = nets.fvd.features(gt)
+      out['fvd'] = nets.fvd.distance(cache['gt_i3d'], nets.fvd.features(pred))
   else:
     for k in _IMAGE_SCORES:
       out[k] = float('nan')
-    out['fd'] = float('nan')
   return out
 
 
 def nan_scores() -> dict:
   """`score`'s keys, all NaN: a row that does not answer this task."""
-  return {k: float('nan') for k in SCORES + ('fd',) + tuple(f'{k}_se' for k in SE_SCORES)}
+  return {k: float('nan') for k in SCORES + DISTANCES + tuple(f'{k}_se' for k in SE_SCORES)}
