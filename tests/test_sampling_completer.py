@@ -83,6 +83,9 @@ def clip(seed=0, batch=None):
 
 
 def test_loads_run(completer):
+  from maskvid.sampling import interface
+  assert isinstance(completer, interface.VideoCompleter)
+  assert completer.clip_length == FRAMES and completer.resolution == RES
   assert completer.latent_factor == 2 and completer.patch_size == (1, 2, 2)
   np.testing.assert_allclose(np.asarray(completer.codec.scale), [0.5, 2.0, 1.0, 1.5])
   assert completer.config.data.resolution == RES

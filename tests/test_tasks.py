@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from maskvid import geometry
+from maskvid.sampling import interface
 from maskvid.tasks import edit
 from maskvid.tasks import interpolate
 from maskvid.tasks import io
@@ -18,9 +19,11 @@ pytestmark = pytest.mark.filterwarnings('ignore:os.fork')
 
 
 class FakeCompleter:
-  """Stands in for sampling.completer.Completer: 4x average-pool 'latents', known ones kept
-  exactly, unknown ones set to the mean of the known latents of their frame (or 0)."""
+  """A `sampling.interface.VideoCompleter` standing in for the Completer: 4x average-pool
+  'latents', known ones kept exactly, unknown ones set to the mean of the known latents of their
+  frame (or 0)."""
   resolution = 32
+  clip_length = 8
   factor = 4
 
   def __init__(self):
@@ -34,8 +37,9 @@ class FakeCompleter:
   def decode(self, latents):
     return np.repeat(np.repeat(latents, 4, 2), 4, 3)
 
-  def complete_video(self, frames, pixel_mask, *, num_steps=None, renoise_at=None, seed=0,
-                     hint_mask=None):
+  def complete_video(self, frames, pixel_mask, *, num_steps=None, solver=None, renoise_at=None,
+                     guidance=None, seed=0, rng=None, paste_known=True, return_latents=False,
+                     progress=False, hint_mask=None):
     self.calls.append(dict(frames=frames, pixel_mask=pixel_mask, num_steps=num_steps,
                            renoise_at=renoise_at, seed=seed, hint_mask=hint_mask))
     z = self.encode(frames)
@@ -44,7 +48,8 @@ class FakeCompleter:
     count = np.maximum(known.sum((2, 3)), 1)[..., None]
     fill = np.where(known[..., None], z, 0).sum((2, 3)) / count
     out = np.where(known[..., None], z, fill[:, :, None, None])
-    return {'frames': self.decode(out), 'latents': out, 'known_mask': known}
+    video = np.clip((self.decode(out) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    return ({'video': video, 'latents': out, 'known_mask': known} if return_latents else video)
 
 
 def _smooth_scene(size=48, num_frames=8, velocity=(1.5, 1.0), square=16, seed=0):
@@ -65,6 +70,13 @@ def _smooth_scene(size=48, num_frames=8, velocity=(1.5, 1.0), square=16, seed=0)
     frames.append(np.clip(f, 0, 255).astype(np.uint8))
     masks.append(m)
   return np.stack(frames), np.stack(masks)
+
+
+def test_tasks_take_only_a_video_completer():
+  assert isinstance(FakeCompleter(), interface.VideoCompleter)
+  frames = np.zeros((2, 32, 32, 3), np.uint8)
+  with pytest.raises(TypeError, match='VideoCompleter'):
+    interpolate.interpolate(object(), frames[0], frames[1], 4)
 
 
 def test_tracker_follows_moving_square():

@@ -68,6 +68,7 @@ class Completer:
     self.latent_factor = self.codec.factor
     self.patch_size = tuple(int(p) for p in self.config.model.patch_size)
     self.resolution = int(self.config.data.get('resolution', 0))   # H == W the model was trained at
+    self.clip_length = int(self.config.data.clip_length)           # frames per training clip
     rule = options_lib.token_rule(self.config.sample)
     self.min_valid = float(rule['min_valid'] if min_valid is None else min_valid)
     self.min_hinted = rule['min_hinted']

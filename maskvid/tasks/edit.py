@@ -71,8 +71,8 @@ def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: s
     completer = cli.load_completer(checkpoint, min_valid)
   # Any frame size: tracked at full resolution; the Completer works at the model's and returns
   # this size with every pixel outside the edited region exact (`sampling.fullres`).
-  frames_limit = common.num_frames_of(completer)
-  if frames_limit and clip.shape[0] > frames_limit:
+  frames_limit = common.check_completer(completer).clip_length
+  if clip.shape[0] > frames_limit:
     logging.info('edit: using the first %d of %d frames (the model clip length)', frames_limit,
                  clip.shape[0])
     clip = clip[:frames_limit]

@@ -32,7 +32,7 @@ def make_gallery(checkpoint: str, out_dir: str, *, completer=None, seed: int = 0
   os.makedirs(out_dir, exist_ok=True)
   if completer is None:
     completer = cli.load_completer(checkpoint)
-  size = common.model_resolution(completer) or (32, 32)
+  size = common.model_resolution(completer)
   clip_seed = int(synthetic.split_seeds('test', TEST_SEED_INDEX + 1)[-1])
   clip = synthetic.render_clip(clip_seed, 'test', 8, *size)['rgb']
   out = {}

@@ -173,7 +173,7 @@ def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: st
   check_depth_arg(depth, image)
   if completer is None:
     completer = cli.load_completer(checkpoint, min_valid)
-  size = common.model_resolution(completer) or (32, 32)
+  size = common.model_resolution(completer)
   img, dep, k = prepare_inputs(image, depth, size, fov_deg)
   try:
     poses = geometry.make_trajectory(trajectory, num_frames, float(np.median(dep)),
