@@ -6,39 +6,6 @@ import pytest
 from maskvid.sampling import masks
 
 
-def test_pixel_to_latent_all_pixels_rule():
-  # One frame 4x8 pixels, factor 2 -> 2x4 tokens.
-  pix = np.ones((1, 1, 4, 8), bool)
-  pix[0, 0, 0, 0] = False        # token (0, 0) loses one of its 4 pixels
-  pix[0, 0, 2:4, 6:8] = False    # token (1, 3) loses all
-  pix[0, 0, 3, 2] = False        # token (1, 1) loses one
-  got = np.asarray(masks.pixel_to_latent_mask(pix, 2))
-  expect = np.array([[[[False, True, True, True],
-                       [True, False, True, False]]]])
-  np.testing.assert_array_equal(got, expect)
-
-
-def test_pixel_to_latent_min_valid_fraction():
-  pix = np.zeros((1, 1, 4, 4), bool)
-  pix[0, 0, 0, :1] = True         # token (0, 0): 1 of 4 pixels valid
-  pix[0, 0, 0:2, 2:4] = True      # token (0, 1): 4 of 4
-  pix[0, 0, 2, 0:2] = True        # token (1, 0): 2 of 4
-  pix[0, 0, 2:4, 2] = True        # token (1, 1): 2 of 4
-  pix[0, 0, 3, 3] = True          #                + 1 -> 3 of 4
-  for min_valid, expect in [(1.0, [[0, 1], [0, 0]]), (0.75, [[0, 1], [0, 1]]),
-                            (0.5, [[0, 1], [1, 1]]), (0.25, [[1, 1], [1, 1]])]:
-    got = np.asarray(masks.pixel_to_latent_mask(pix, 2, min_valid=min_valid))
-    np.testing.assert_array_equal(got[0, 0], np.array(expect, bool), err_msg=str(min_valid))
-
-
-def test_pixel_to_latent_factor_4_and_leading_dims():
-  pix = np.ones((2, 3, 8, 8), bool)
-  pix[1, 2, 5, 1] = False
-  got = np.asarray(masks.pixel_to_latent_mask(pix, 4))
-  assert got.shape == (2, 3, 2, 2)
-  assert got.sum() == 2 * 3 * 4 - 1 and not got[1, 2, 1, 0]
-
-
 def test_align_to_patches():
   mask = np.ones((1, 2, 4, 4), bool)
   mask[0, 0, 0, 1] = False   # patch (t0, 0, 0) of size (1, 2, 2) becomes unknown
@@ -59,10 +26,6 @@ def test_align_to_patches():
 
 
 @pytest.mark.parametrize('call,match', [
-    (lambda: masks.pixel_to_latent_mask(np.ones((1, 1, 5, 4), bool), 2), 'divisible by factor'),
-    (lambda: masks.pixel_to_latent_mask(np.ones((1, 1, 4, 4)), 2), 'pixel_mask must be bool'),
-    (lambda: masks.pixel_to_latent_mask(np.ones((1, 1, 4, 4), bool), 2, min_valid=0),
-     'min_valid'),
     (lambda: masks.align_to_patches(np.ones((1, 2, 4, 4), bool), (1, 3, 2)), 'divisible by'),
     (lambda: masks.align_to_patches(np.ones((1, 2, 4, 4), bool), (2, 2)), 'patch_size'),
     (lambda: masks.align_to_patches(np.ones((2, 4, 4), bool), (1, 2, 2)), r'\[B, T, h, w\]'),

@@ -138,10 +138,6 @@ class Completer:
                                       self.patch_size, self.min_valid, hint_mask=hint_mask,
                                       min_hinted=self.min_hinted)
 
-  def latent_mask(self, pixel_mask) -> jax.Array:
-    """bool [B,T,H,W] pixels -> bool [B,T,h,w] known tokens (see `token_masks`)."""
-    return self.token_masks(pixel_mask)[0]
-
   # ------------------------------------------------------------------------------- video
   def _complete_other_size(self, x, m, hint, size, *, paste_known, return_latents, **options):
     """complete_video for frames [B,T,H,W,3] (float) of a size other than the model's."""

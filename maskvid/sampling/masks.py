@@ -1,51 +1,17 @@
 """Masks from pixel space to the sampler's token space.
 
 `pixel_to_token_masks` is the rule the evaluation, the Completer and the task commands use: per
-model patch, *known* if any (>= min_valid) of its pixels are given, *exact* if all are. The older
-pair below (latent rule + patch alignment) gives only the known mask: a latent token covers a
-`factor x factor` block of pixels (the VAE downsampling factor). It is known only if at least
-`min_valid` of those pixels are valid; by default (min_valid = 1.0) all of them must be. Then,
-because the model pools t per patch with max and trains on patch-aligned masks, `align_to_patches`
-keeps a patch known only if all its latents are known. Both are pure jnp functions (jit/vmap
-friendly); shapes must divide evenly.
+model patch, *known* if any (>= min_valid) of its pixels are given, *exact* if all are.
+`align_to_patches` makes a latent mask constant per model patch (a patch is known only if all its
+latents are; the model pools t per patch and trains on patch-aligned masks), for callers that
+build masks in latent space (the sampler benchmark). Pure jnp functions (jit/vmap friendly);
+shapes must divide evenly.
 """
 from typing import Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-
-def pixel_to_latent_mask(pixel_mask, factor: int, min_valid: float = 1.0) -> jax.Array:
-  """Pixel validity -> latent known mask.
-
-  Args:
-    pixel_mask: bool [..., H, W] (e.g. [B, T, H, W]), True = valid/known pixel.
-    factor: VAE spatial downsampling factor (H, W must be multiples of it).
-    min_valid: fraction in (0, 1] of a token's factor x factor pixels that must be valid for the
-      token to be known; 1.0 (default) = all of them.
-
-  Returns:
-    bool [..., H // factor, W // factor].
-  """
-  pixel_mask = jnp.asarray(pixel_mask)
-  if pixel_mask.dtype != jnp.bool_:
-    raise TypeError(f'pixel_mask must be bool (True = valid), got dtype {pixel_mask.dtype}')
-  if pixel_mask.ndim < 2:
-    raise ValueError(f'pixel_mask must be [..., H, W], got shape {pixel_mask.shape}')
-  if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
-    raise ValueError(f'factor must be a positive int, got {factor!r}')
-  if not 0.0 < float(min_valid) <= 1.0:
-    raise ValueError(f'min_valid must be in (0, 1], got {min_valid!r}')
-  *lead, height, width = pixel_mask.shape
-  if height % factor or width % factor:
-    raise ValueError(f'pixel_mask spatial shape {(height, width)} must be divisible by '
-                     f'factor={factor}')
-  blocks = pixel_mask.reshape(*lead, height // factor, factor, width // factor, factor)
-  # Count valid pixels in integers so min_valid = 1.0 means exactly "all", free of float error.
-  valid = jnp.sum(blocks, axis=(-3, -1), dtype=jnp.int32)
-  needed = int(np.ceil(float(min_valid) * factor * factor - 1e-6))
-  return valid >= needed
 
 
 def _patch(patch_size) -> tuple[int, int, int]:

@@ -65,7 +65,6 @@ from jax import lax
 
 SOLVERS = ('euler', 'heun', 'ancestral')
 _STATIC = ('apply_fn', 'num_steps', 'solver', 'renoise_at', 'guidance', 'progress')
-_NO_EXACT = object()
 
 # Incremented each time the sampler body is traced (i.e. compiled); read via trace_count().
 _TRACES = collections.Counter()

@@ -27,6 +27,7 @@ from maskvid import distributed
 from maskvid import fileio
 from maskvid import pictures
 from maskvid.data import pipeline
+from maskvid.data import records
 from maskvid.data import storage
 from maskvid.vae import checkpoint
 
@@ -34,11 +35,6 @@ COMPLETE_FILE = 'COMPLETE.json'
 STATS_FILE = 'stats.json'
 META_FILE = 'meta.json'
 _ENCODE_CLIPS = 8  # clips per jitted encode call
-
-
-def _shard_paths(split_dir: str, num_shards: int) -> list[str]:
-  return [os.path.join(split_dir, f'shard-{i:05d}-of-{num_shards:05d}.array_record')
-          for i in range(num_shards)]
 
 
 def is_complete(latents_dir: str) -> bool:
@@ -84,7 +80,7 @@ def _encode_shards(source, encode, params, resolution: int, split_dir: str, boun
   with_stats) and what the source had to leave out (`bad_data()`).
   """
   num_shards = len(bounds) - 1
-  paths = _shard_paths(split_dir, num_shards)
+  paths = records.shard_paths(split_dir, num_shards)
   part = {'shards': [int(s) for s in shard_ids], 'latent_shape': None}
   acc = None
   t0, done = time.time(), 0
@@ -139,7 +135,7 @@ def _merge_parts(split_dir: str, num_processes: int, bounds: np.ndarray) -> tupl
     merged['sumsq'] = np.sum([part['sumsq'] for part in parts if 'sumsq' in part], axis=0)
     merged['count'] = int(sum(part.get('count', 0) for part in parts))
   meta = {'num_clips': int(bounds[-1]),
-          'shards': [os.path.basename(p) for p in _shard_paths(split_dir, len(bounds) - 1)],
+          'shards': [os.path.basename(p) for p in records.shard_paths(split_dir, len(bounds) - 1)],
           'shard_sizes': [int(b - a) for a, b in zip(bounds[:-1], bounds[1:])],
           'latent_shape': shapes[0] if shapes else None,
           'processes': num_processes,
