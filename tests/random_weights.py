@@ -26,5 +26,7 @@ def with_random_weights(state, scale: float = 0.2, seed: int = 0):
 
 
 def start_noise(rng, shape):
-  """The sampler's start noise for key `rng` (`sampler._sample`: split into 3, the first)."""
-  return np.asarray(jax.random.normal(jax.random.split(rng, 3)[0], shape, jnp.float32))
+  """The sampler's start noise for `rng` (a key or one per clip; `sampler._sample`: split into
+  3, the first)."""
+  from maskvid.sampling import noise  # pylint: disable=g-import-not-at-top
+  return np.asarray(noise.normal(noise.split(rng, 3)[0], shape, jnp.float32))

@@ -13,6 +13,7 @@ from configs import default
 from maskvid import pictures
 from maskvid.data import synthetic
 from maskvid.eval import protocol
+from maskvid.sampling import noise as noise_lib
 from maskvid.eval import report
 from maskvid.eval import run
 
@@ -143,7 +144,7 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
     def fn(k, mk, ex, rng, steps):
       calls.append((m, task_of.get('now'), steps))
       # Known latents where known; elsewhere N(0, 1) noise that depends on the sample's key.
-      noise = jax.random.normal(rng, k.shape)
+      noise = noise_lib.normal(rng, k.shape)
       return jnp.where(mk[..., None], k, noise)
     return fn
   monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {

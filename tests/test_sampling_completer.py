@@ -132,6 +132,18 @@ def test_generated_tokens_are_the_euler_path_of_the_loaded_model(completer, work
   assert np.abs(z[~known] - eps0[~known]).mean() > 0.1     # the model moved the noise
 
 
+def test_clip_b_of_a_batch_is_the_clip_alone_with_seed_plus_b(completer):
+  frames = clip(6, batch=2)
+  mask = np.ones(frames.shape[:-1], bool)
+  mask[:, 1, :, 8:] = False
+  both = completer.complete_video(frames, mask, seed=3, return_latents=True)
+  alone = completer.complete_video(frames[1:], mask[1:], seed=4, return_latents=True)
+  np.testing.assert_allclose(both['latents'][1:], alone['latents'], rtol=1e-5, atol=1e-5)
+  assert np.abs(both['video'][1:].astype(int) - alone['video'].astype(int)).max() <= 1
+  assert not np.allclose(both['latents'][0][~both['known_mask'][0]],
+                         both['latents'][1][~both['known_mask'][1]])
+
+
 def test_all_known_comes_back_exactly_and_raw_decode_is_the_vae_round_trip(completer):
   frames = clip(2)
   mask = np.ones(frames.shape[:-1], bool)

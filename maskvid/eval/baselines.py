@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from maskvid.sampling import noise
+
 
 def _check(known, known_mask, num_steps):
   if getattr(known, 'ndim', None) != 5:
@@ -55,9 +57,9 @@ def replacement_complete(apply_fn, params, known, known_mask, rng, *, num_steps:
   _check(known, known_mask, num_steps)
   grid = _grid(num_steps)
   m = known_mask[..., None]
-  k0, k1 = jax.random.split(rng)
-  x = jax.random.normal(k0, known.shape, known.dtype)
-  keys = jax.random.split(k1, num_steps)
+  k0, k1 = noise.split(rng, 2)
+  x = noise.normal(k0, known.shape, known.dtype)
+  keys = noise.split(k1, num_steps)
 
   def step(x, inputs):
     t, s, key = inputs
@@ -66,7 +68,7 @@ def replacement_complete(apply_fn, params, known, known_mask, rng, *, num_steps:
     # Known tokens take their forward-noised values at the new level s with fresh noise, so the
     # next call sees them on the noising path at its t (exactly `known` at s = 0). At t = 1 the
     # initial pure noise already is that path.
-    z = jax.random.normal(key, known.shape, known.dtype)
+    z = noise.normal(key, known.shape, known.dtype)
     x = jnp.where(m, (1.0 - s) * known + s * z, x)
     return x, (x if return_trajectory else None)
 
@@ -84,7 +86,7 @@ def conditioning_complete(apply_fn, params, known, known_mask, rng, *, num_steps
   _check(known, known_mask, num_steps)
   grid = _grid(num_steps)
   cond = jnp.where(known_mask[..., None], known, 0.0)
-  x = jax.random.normal(rng, known.shape, known.dtype)
+  x = noise.normal(rng, known.shape, known.dtype)
 
   def step(x, inputs):
     t, s = inputs

@@ -19,6 +19,7 @@ from maskvid import fileio
 from maskvid.eval import baselines
 from maskvid.model import model as model_lib
 from maskvid.sampling import inputs as inputs_lib
+from maskvid.sampling import noise
 from maskvid.sampling import options
 from maskvid.sampling import sampler
 from maskvid.train import checkpoint
@@ -123,16 +124,20 @@ def complete_rows(fn, name: str, inputs: dict, codec, *, seed: int, steps: int,
                   num_samples: int, one_step: bool, batch_size: int, variants=()) -> dict:
   """Rows of generative method `name` (sampler `fn`): {row: float [N, T, H, W, 3]}.
 
-  inputs: {'': Inputs, variant: Inputs}. Sample k of clip i uses key fold_in(fold_in(seed, k), i)
-  for every method, so methods are compared on the same noise.
+  inputs: {'': Inputs, variant: Inputs}. Clip i's sample 0 draws from jax.random.key(seed + i),
+  what the Completer and the task commands use for that clip with `seed=seed + i`
+  (`sampling.noise.clip_keys`: one key per clip, so batching changes nothing); sample k > 0 from
+  fold_in(key(seed + i), k). Every method gets the same keys, so methods are compared on the
+  same noise.
   """
-  key = jax.random.PRNGKey(int(seed))
+  def keys(first: int, count: int, sample: int):
+    k = noise.clip_keys(int(seed) + first, count)
+    return k if sample == 0 else jax.vmap(lambda c: jax.random.fold_in(c, sample))(k)
 
   def run(n, sample, variant=''):
     x = inputs[variant]
     lat = batched(lambda k, mk, ex, i: fn(
-        jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex),
-        jax.random.fold_in(jax.random.fold_in(key, sample), int(i[0])), n),
+        jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex), keys(int(i[0]), len(i), sample), n),
                   [x.latents, x.known, x.exact, np.arange(len(x.latents))], batch_size)
     return inputs_lib.finish(x, batched(codec.decode, [lat], batch_size))
 

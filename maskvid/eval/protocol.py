@@ -70,6 +70,9 @@ import numpy as np
 from maskvid import pictures
 from maskvid.geometry import warp as warp_lib
 from maskvid.sampling import fill
+from maskvid.tasks import edit as edit_lib
+from maskvid.tasks import interpolate as interpolate_lib
+from maskvid.tasks import nvs as nvs_lib
 from maskvid.tasks import track
 
 TASKS = ('nvs', 'interpolate', 'holes', 'edit')
@@ -128,15 +131,13 @@ def _warp(frame, depth, k, src, dst):
 
 
 def nvs_task(clip) -> Task:
-  """Single-view NVS from frame 0 (see module docstring). clip: dict with rgb/depth/cameras."""
-  rgb = pictures.to_float(_check_clip(clip))
-  T = rgb.shape[0]
-  depth, k, w2c = clip['depth'], clip['intrinsics'], clip['world_to_camera']
-  known = np.zeros(rgb.shape[:3], bool)
-  frames = np.zeros_like(rgb)
-  known[0], frames[0] = True, rgb[0]
-  for t in range(1, T):
-    frames[t], known[t], _ = _warp(rgb[0], depth[0], k, w2c[0], w2c[t])
+  """Single-view NVS from frame 0 (see module docstring). clip: dict with rgb/depth/cameras.
+  The warp is the nvs command's (`tasks.nvs.nvs_conditioning`) with the clip's GT depth."""
+  rgb_u8 = pictures.to_uint8(_check_clip(clip))
+  T = rgb_u8.shape[0]
+  warped, known, _ = nvs_lib.nvs_conditioning(rgb_u8[0], clip['depth'][0], clip['intrinsics'],
+                                              clip['world_to_camera'])
+  frames = np.where(known[..., None], pictures.to_float(warped), 0.0).astype(np.float32)
   filled = fill.nearest_fill(frames, known)
   hole = ~known
   hole[0] = False
@@ -147,10 +148,9 @@ def nvs_task(clip) -> Task:
 
 def interpolate_task(clip) -> Task:
   """Two-view interpolation between frames 0 and T-1 (see module docstring)."""
-  rgb = pictures.to_float(_check_clip(clip))
-  T = rgb.shape[0]
-  known = np.zeros(rgb.shape[:3], bool)
-  known[0] = known[-1] = True
+  rgb_u8 = pictures.to_uint8(_check_clip(clip))
+  rgb, T = pictures.to_float(rgb_u8), rgb_u8.shape[0]
+  known = interpolate_lib.interpolation_conditioning(rgb_u8[0], rgb_u8[-1], T)[1]
   known_frames = np.where(known[..., None], rgb, 0.0).astype(np.float32)
   known_frames = fill.nearest_fill(known_frames, known)   # middle frames: no valid pixel -> 0
   alpha = (np.arange(T, dtype=np.float32) / (T - 1))[:, None, None, None]
@@ -233,13 +233,24 @@ def colour_transfer(original: np.ndarray, edited0: np.ndarray, region: np.ndarra
   return out.astype(np.float32)
 
 
-def _edit_input(original_u8, edited0_u8, region, dilate_radius, flows):
-  """-> (known bool [T,H,W], frames float [T,H,W,3] nearest-filled, hint bool [T,H,W])."""
+def _edit_input(original_u8, edited0_u8, region0, dilate_radius, flows):
+  """The edit command's inputs (`tasks.edit.edit_inputs`) -> (known bool [T,H,W], frames float
+  [T,H,W,3] nearest-filled, hint bool [T,H,W]), and the tracked region."""
+  given = edit_lib.edit_inputs(original_u8, edited0_u8, region0, dilate_radius=dilate_radius,
+                               flows=flows)
+  frames, known, hint = given['frames'], given['pixel_mask'], given['hint_mask']
+  frames, guessed = pictures.to_float(frames), known | hint
+  return (known, fill.nearest_fill(np.where(guessed[..., None], frames, 0.0).astype(np.float32),
+                                   guessed), hint), given['region']
+
+
+def _gt_region_input(original_u8, edited0_u8, region, dilate_radius, flows):
+  """The edit input with the renderer's object mask [T,H,W] as the region (no tracking)."""
   frames, known, hint = track.edit_conditioning(original_u8, edited0_u8, region,
                                                 dilate_radius=dilate_radius, flows=flows)
-  frames, guessed = pictures.to_float(frames), known | hint
-  return known, fill.nearest_fill(np.where(guessed[..., None], frames, 0.0).astype(np.float32),
-                                  guessed), hint
+  guessed = known | hint
+  return known, fill.nearest_fill(np.where(guessed[..., None], pictures.to_float(frames),
+                                           0.0).astype(np.float32), guessed), hint
 
 
 def _blank_region(known, known_frames, hint):
@@ -263,9 +274,9 @@ def edit_task(clip, threshold: int = 24, dilate_radius: int = 2) -> Task:
                      f"match clip['rgb'] {original.shape} ([T, H, W, 3] and [T, H, W])")
   T = original.shape[0]
   flows = track.consecutive_flows(original)
-  region = track.track_region(original, track.find_edit_region(original[0], edited[0],
-                                                               threshold=threshold), flows)
-  known, known_frames, hint = _edit_input(original, edited[0], region, dilate_radius, flows)
+  region0 = track.find_edit_region(original[0], edited[0], threshold=threshold)
+  (known, known_frames, hint), region = _edit_input(original, edited[0], region0, dilate_radius,
+                                                    flows)
   no_propagation = pictures.to_float(original)
   no_propagation[0] = pictures.to_float(edited[0])
   colour = colour_transfer(pictures.to_float(original), pictures.to_float(edited[0]), region)
@@ -277,7 +288,8 @@ def edit_task(clip, threshold: int = 24, dilate_radius: int = 2) -> Task:
               {'no_propagation': no_propagation, 'colour_transfer': colour,
                'flow_warp': flow_warp}, hole,
               tuple(range(1, T)), target=pictures.to_float(edited),
-              variants={'gt-region': _edit_input(original, edited[0], obj, dilate_radius, flows),
+              variants={'gt-region': _gt_region_input(original, edited[0], obj, dilate_radius,
+                                                      flows),
                         'blank': _blank_region(known, known_frames, hint)},
               info={'region_iou': iou}, hint_pixels=hint)
 

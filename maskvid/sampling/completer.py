@@ -25,6 +25,7 @@ from maskvid.model import model as model_lib
 from maskvid.sampling import fullres
 from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import masks
+from maskvid.sampling import noise
 from maskvid.sampling import options as options_lib
 from maskvid.sampling import sampler
 from maskvid.train import checkpoint as ckpt_lib
@@ -170,7 +171,9 @@ class Completer:
       pixel_mask: bool [T,H,W] / [B,T,H,W], True = known pixel (its value is trusted).
       num_steps, solver, renoise_at, guidance: sampler options (None: the run config's
         `sample` section; renoise_at = 0 turns stochastic conditioning off).
-      seed: sampling seed (ignored when `rng` is given).
+      seed: sampling seed (ignored when `rng` is given): clip b of a batch samples with
+        `jax.random.key(seed + b)` (`sampling.noise.clip_keys`), so it gets the same draws as
+        when completed alone with seed + b (and as the eval's row for clip b).
       paste_known: copy the known input pixels over the decoded output (default; False shows
         the raw decode, e.g. to see the VAE's error on the given pixels).
       return_latents: also return the latents and the latent known mask.
@@ -216,8 +219,8 @@ class Completer:
     if T % pt or H % (f * ph) or W % (f * pw):
       raise ValueError(f'frames [.., T={T}, H={H}, W={W}, 3] must have T divisible by {pt} and H, '
                        f'W by {f * ph} x {f * pw} (VAE factor {f} x model patch {ph} x {pw})')
-    if rng is None:
-      rng = jax.random.key(seed)
+    if rng is None:   # clip b of the batch: key(seed + b), the draws it gets completed alone
+      rng = noise.clip_keys(seed, x.shape[0])
 
     # Unknown pixels come from other frames where they agree (as hints), else the nearest known
     # pixel: no hard edges for the encoder, and the other frames' pixels reach the model.

@@ -63,6 +63,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from maskvid.sampling import noise
+
 SOLVERS = ('euler', 'heun', 'ancestral')
 _STATIC = ('apply_fn', 'num_steps', 'solver', 'renoise_at', 'guidance', 'progress')
 
@@ -168,9 +170,10 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
   # Exact tokens are known by definition, whatever the caller's known_mask says.
   exact = (jnp.zeros_like(known_mask) if exact_mask is None else exact_mask)
   known_mask = known_mask | exact
-  k_init, k_renoise, k_steps = jax.random.split(rng, 3)
-  eps0 = jax.random.normal(k_init, known.shape, dtype)
-  step_keys = jax.random.split(k_steps, num_steps)
+  noise.check(rng, known.shape[0])
+  k_init, k_renoise, k_steps = noise.split(rng, 3)
+  eps0 = noise.normal(k_init, known.shape, dtype)
+  step_keys = noise.split(k_steps, num_steps)
 
   def velocity(x, t, held, guide: bool):
     """Model velocity at grid level t (scalar); tokens in `held` are clean context (t = 0)."""
@@ -207,7 +210,7 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
         # Posterior std of q(x_s | x_t, x0) for x_t = (1-t) x0 + t eps; 0 at s = 0.
         ratio = ((1 - t) * s) / ((1 - s) * t)
         sigma = s * jnp.sqrt(jnp.clip(1 - ratio * ratio, 0, 1))
-        z = jax.random.normal(key, x.shape, dtype)
+        z = noise.normal(key, x.shape, dtype)
         x_next = (1 - s) * x0 + jnp.sqrt(jnp.maximum(s * s - sigma * sigma, 0)) * eps + sigma * z
       x_next = hold(x_next)
       return x_next, (x_next if keep_trajectory else None)
@@ -225,7 +228,7 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
     n1 = _renoise_index(num_steps, r)
     x, traj = integrate(x, 0, n1, known_mask, guided)
     states.append(traj)
-    z = jax.random.normal(k_renoise, known.shape, dtype)
+    z = noise.normal(k_renoise, known.shape, dtype)
     unreliable = (known_mask & ~exact)[..., None]
     x = jnp.where(unreliable, (1 - r) * known + r * z, x)
     x, traj = integrate(x, n1, num_steps, exact, guided and exact_mask is not None)
@@ -247,7 +250,8 @@ def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_
     params: model parameters (any pytree; may be sharded).
     known: float [B, T, h, w, c] latents; values where `known_mask` is False are ignored.
     known_mask: bool [B, T, h, w], True = known (held clean at t = 0 with its exact value).
-    rng: PRNG key for the initial noise (and ancestral / re-noising noise).
+    rng: PRNG key for the initial noise (and ancestral / re-noising noise), or one typed key per
+      clip [B] (`sampling.noise`: each clip's draws then depend on its key only).
     num_steps: number of grid steps from t = 1 to t = 0 (static).
     solver: 'euler' | 'heun' | 'ancestral' (static).
     renoise_at: stochastic-conditioning threshold t in (0, 1), or 0 for off (static).

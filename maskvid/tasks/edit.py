@@ -24,26 +24,44 @@ from maskvid.tasks import io
 from maskvid.tasks import track
 
 
-def propagate_edit(completer, video, edited_frame, region0: Optional[np.ndarray] = None, *,
-                   threshold: int = 24, dilate_radius: int = 2, seed: int = 0,
-                   warp_hint: bool = True, **sample_kwargs) -> dict:
-  """-> dict(video uint8 [T,H,W,3], region bool [T,H,W], pixel_mask, conditioning, ...)."""
+def edit_inputs(video, edited_frame, region0: Optional[np.ndarray] = None, *,
+                threshold: int = 24, dilate_radius: int = 2, warp_hint: bool = True,
+                flows=None) -> dict:
+  """What the completer is given for an edit (the command and the eval's 'edit' task).
+
+  video uint8 [T,H,W,3], edited_frame uint8 [H,W,3] (frame 0 edited), region0 bool [H,W] or None
+  (found from the frame-0 difference above `threshold`). The region is tracked with optical flow
+  (`flows`: `track.consecutive_flows(video)`, computed when None) and dilated; with `warp_hint`
+  the edited frame 0 pulled along the flow into it is a hint. Returns dict(frames uint8
+  [T,H,W,3], pixel_mask, hint_mask, region bool [T,H,W]).
+  """
   video, edited_frame = np.asarray(video), np.asarray(edited_frame)
   if region0 is None:
     region0 = track.find_edit_region(video[0], edited_frame, threshold=threshold)
   if not np.asarray(region0).any():
     raise ValueError('the edited region is empty: the edited frame equals frame 0 of the video '
                      '(lower the threshold or pass a mask)')
-  flows = track.consecutive_flows(video)
+  flows = track.consecutive_flows(video) if flows is None else flows
   region = track.track_region(video, region0, flows)
-  logging.info('edit: region covers %.1f%% of frame 0, %.1f%% of the last frame',
-               100 * region[0].mean(), 100 * region[-1].mean())
   frames, mask, hint = track.edit_conditioning(video, edited_frame, region,
                                                dilate_radius=dilate_radius,
                                                flows=flows if warp_hint else None)
-  out = common.run_completion(completer, frames, mask, seed=seed, hint_mask=hint,
-                              **sample_kwargs)
-  out.update(region=region, pixel_mask=mask, hint_mask=hint, conditioning=frames)
+  return dict(frames=frames, pixel_mask=mask, hint_mask=hint, region=region)
+
+
+def propagate_edit(completer, video, edited_frame, region0: Optional[np.ndarray] = None, *,
+                   threshold: int = 24, dilate_radius: int = 2, seed: int = 0,
+                   warp_hint: bool = True, **sample_kwargs) -> dict:
+  """-> dict(video uint8 [T,H,W,3], region bool [T,H,W], pixel_mask, conditioning, ...)."""
+  given = edit_inputs(video, edited_frame, region0, threshold=threshold,
+                      dilate_radius=dilate_radius, warp_hint=warp_hint)
+  region = given['region']
+  logging.info('edit: region covers %.1f%% of frame 0, %.1f%% of the last frame',
+               100 * region[0].mean(), 100 * region[-1].mean())
+  out = common.run_completion(completer, given['frames'], given['pixel_mask'], seed=seed,
+                              hint_mask=given['hint_mask'], **sample_kwargs)
+  out.update(region=region, pixel_mask=given['pixel_mask'], hint_mask=given['hint_mask'],
+             conditioning=given['frames'])
   return out
 
 

@@ -1,0 +1,97 @@
+"""The eval's `ours` row is what a user's call returns: a task command (the library function
+behind it) run on an eval clip gives that clip's `ours` frames bit for bit.
+
+Both build their inputs with the task modules (`tasks.nvs.nvs_conditioning` with the clip's GT
+depth, `tasks.interpolate.interpolation_conditioning`, `tasks.edit.edit_inputs`), go through
+`sampling.inputs` with config.sample's options, and sample clip i with jax.random.key(seed + i)
+(`sampling.noise`: one key per clip, so the eval's batch of 2 changes nothing). Each test fails
+when the eval's keys are shifted by one (tried).
+"""
+import os
+
+import numpy as np
+import pytest
+
+from maskvid import pictures
+from maskvid import workdir as workdir_lib
+from maskvid.data import synthetic
+from maskvid.eval import clips as clips_lib
+from maskvid.eval import methods
+from maskvid.eval import run
+from maskvid.sampling import completer as completer_lib
+from maskvid.tasks import edit
+from maskvid.tasks import interpolate
+from maskvid.tasks import nvs
+from maskvid.vae import codec as codec_lib
+import test_tasks_e2e
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings('ignore:os.fork')]
+NUM_CLIPS = 2
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('cmd_eval') / 'run')
+  test_tasks_e2e.write_tiny_workdir(workdir)   # random weights, 32x32, clips of 4 frames
+  config = workdir_lib.load_config(os.path.join(workdir, 'diffusion'))
+  with config.unlocked():
+    config.eval.batch_size, config.eval.num_samples, config.eval.one_step = NUM_CLIPS, 1, False
+    config.data.num_frames = config.data.clip_length
+  codec = codec_lib.LatentCodec.load(os.path.join(workdir, 'vae'),
+                                     os.path.join(workdir, 'latents'))
+  samplers = methods.make_samplers(config, workdir, ('ours',))
+  completer = completer_lib.Completer.from_workdir(workdir)
+  res = int(config.data.resolution)
+  clips = [synthetic.render_clip(int(s), 'test', int(config.data.clip_length), res, res)
+           for s in synthetic.split_seeds('test', NUM_CLIPS)]
+  return dict(config=config, codec=codec, samplers=samplers, completer=completer, clips=clips)
+
+
+def eval_rows(setup, task, clips, row='ours'):
+  preds, tasks, _ = run.run_task(setup['config'], task, clips, setup['codec'], setup['samplers'],
+                                 (row,), seed=7)
+  return pictures.to_uint8(preds[row]), tasks
+
+
+def seed_of(setup, i):
+  return int(setup['config'].seed) + i
+
+
+def test_nvs_command_is_the_eval_row(setup):
+  ours, _ = eval_rows(setup, 'nvs', setup['clips'])
+  for i, clip in enumerate(setup['clips']):
+    out = nvs.novel_view_synthesis(setup['completer'], clip['rgb'][0], clip['depth'][0],
+                                   clip['intrinsics'], clip['world_to_camera'],
+                                   seed=seed_of(setup, i))
+    np.testing.assert_array_equal(out['video'], ours[i])
+
+
+def test_interpolate_command_is_the_eval_row(setup):
+  ours, _ = eval_rows(setup, 'interpolate', setup['clips'])
+  for i, clip in enumerate(setup['clips']):
+    out = interpolate.interpolate(setup['completer'], clip['rgb'][0], clip['rgb'][-1],
+                                  len(clip['rgb']), seed=seed_of(setup, i))
+    np.testing.assert_array_equal(out['video'], ours[i])
+
+
+def test_holes_completion_is_the_eval_row(setup):
+  ours, tasks = eval_rows(setup, 'holes', setup['clips'])
+  for i, (clip, task) in enumerate(zip(setup['clips'], tasks)):
+    video = setup['completer'].complete_video(clip['rgb'], task.known_pixels,
+                                              seed=seed_of(setup, i))
+    np.testing.assert_array_equal(video, ours[i])
+
+
+def test_edit_command_is_the_eval_row(setup):
+  config = setup['config']
+  pairs, _ = clips_lib.load_edit_pairs(config, 'test', NUM_CLIPS)
+  # With the warped hint (the region's tokens are held from it) and without (`--nowarp_hint`,
+  # the eval's 'ours blank': the region is generated).
+  for row, warp_hint in (('ours', True), ('ours blank', False)):
+    ours, _ = eval_rows(setup, 'edit', pairs, row)
+    for i, pair in enumerate(pairs):
+      out = edit.propagate_edit(setup['completer'], pair['rgb'], pair['rgb_edited'][0],
+                                threshold=int(config.eval.edit_threshold),
+                                dilate_radius=int(config.eval.edit_dilate),
+                                seed=seed_of(setup, i), warp_hint=warp_hint)
+      np.testing.assert_array_equal(out['video'], ours[i], err_msg=row)
