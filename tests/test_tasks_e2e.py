@@ -106,6 +106,21 @@ def test_nvs_command_end_to_end(run):
   assert iio.imread(png).shape[0] >= 3 * 32
 
 
+def test_nvs_longer_than_the_model_clip_goes_window_by_window(run):
+  """10 views from a model trained on 4-frame clips: anchors first, then the frames between,
+  each window one 4-frame call (`sampling.long_video`)."""
+  a = run['images'][0]
+  depth = np.load(run['paths']['depth'])
+  k = nvs.geometry.intrinsics_from_fov(60.0, 32, 32)
+  poses = nvs.geometry.make_trajectory('orbit', 10, float(np.median(depth)))
+  out = nvs.novel_view_synthesis(run['completer'], a, depth, k, poses, seed=1, num_steps=2)
+  assert out['video'].shape == (10, 32, 32, 3)
+  np.testing.assert_array_equal(out['video'][0], a)                 # the input view, exact
+  assert all(len(w.frames) <= 4 for w in out['windows']) and len(out['windows']) == 4
+  seen = out['pixel_mask']
+  np.testing.assert_array_equal(out['video'][seen], out['warped'][seen])   # warped pixels kept
+
+
 def test_interpolation_endpoints_bit_equal_in_latent_space(run):
   a, b = run['images'][:2]
   c = run['completer']

@@ -22,6 +22,10 @@ def define_common_flags() -> None:
   flags.DEFINE_float('min_valid', None, 'Fraction of a model patch\'s pixels that must be known '
                      'for it to be known (default: the run config\'s sample.min_valid).')
   flags.DEFINE_integer('fps', 8, 'Frames per second of the MP4.')
+  flags.DEFINE_enum('long_strategy', 'anchors', ['anchors', 'sliding'], 'Videos longer than the '
+                    'model\'s clip: anchors (keyframes over the whole video first, then the '
+                    'frames between) or sliding (windows in time order); sampling.long_video.')
+  flags.DEFINE_integer('context_frames', 2, 'Long videos: finished frames each window sees.')
   flags.mark_flags_as_required(['checkpoint', 'out'])
 
 
@@ -32,7 +36,8 @@ def sample_options(values) -> dict:
   `ours` row reports; `--renoise_at=0` turns stochastic conditioning off.
   """
   return dict(num_steps=values.num_steps, solver=values.solver, guidance=values.guidance,
-              renoise_at=values.renoise_at, paste_known=bool(values.paste_known))
+              renoise_at=values.renoise_at, paste_known=bool(values.paste_known),
+              long_strategy=values.long_strategy, context_frames=values.context_frames)
 
 
 def load_completer(workdir: str, min_valid=None):

@@ -88,12 +88,8 @@ def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: s
   if completer is None:
     completer = cli.load_completer(checkpoint, min_valid)
   # Any frame size: tracked at full resolution; the Completer works at the model's and returns
-  # this size with every pixel outside the edited region exact (`sampling.fullres`).
-  frames_limit = common.check_completer(completer).clip_length
-  if clip.shape[0] > frames_limit:
-    logging.info('edit: using the first %d of %d frames (the model clip length)', frames_limit,
-                 clip.shape[0])
-    clip = clip[:frames_limit]
+  # this size with every pixel outside the edited region exact (`sampling.fullres`). Any length:
+  # clips longer than the model's go window by window (`sampling.long_video`).
   result = propagate_edit(completer, clip, edited, region0, dilate_radius=dilate, seed=seed,
                           warp_hint=warp_hint, **sample_kwargs)
   return io.write_outputs(out, result['video'],
