@@ -13,7 +13,6 @@ they moved: one diffusion step less: loss +2.3e-3, ours PSNR -5.9e-4; mask ratio
 -> (0.5, 0.9): loss -3.1e-4, ours PSNR +5.4e-3; the sampler at 5 steps instead of 4: ours PSNR
 -2.8e-4 (the smallest margin: 2.8x the tolerance). All fail the test.
 """
-import numpy as np
 import pytest
 
 from maskvid import stages

@@ -164,6 +164,46 @@ def run_task(config, task_name, task_clips, codec, samplers, rows, *, seed: int,
   return {r: p for r, p in preds.items() if r in rows}, task_list, inputs
 
 
+def _score_task(config, split, task_name, preds, task_list, inputs, task_clips, task_origin,
+                rows, nets, results, eval_dir) -> dict:
+  """Scores every row of one split/task, adds its notes, info and picture grid to `results`;
+  returns {row: scores}."""
+  num_samples = int(config.eval.num_samples)
+  notes = results['notes']
+  gt = preds['ground_truth']
+  block, net_cache = {}, {}
+  for r in rows:
+    if r in preds:
+      # The learned metrics judge samples; a pixel mean or a one-step estimate is a PSNR
+      # diagnostic of what the model knows.
+      diagnostic = r.endswith(ONE_STEP_SUFFIX) or MEAN_SUFFIX.format(k=num_samples) in r
+      block[r] = scoring.score(preds[r], gt, task_clips, task_list,
+                               None if diagnostic else nets,
+                               with_images=(r != 'ground_truth'), cache=net_cache)
+    else:
+      block[r] = scoring.nan_scores()
+  results['metrics'][split][task_name] = block
+  x = inputs['']
+  frac = float(np.mean([t.hole[list(t.frames)].mean() for t in task_list]))
+  info = ''.join(f', {k} {np.mean([t.info[k] for t in task_list]):.3f}'
+                 for k in task_list[0].info)
+  copied = float((x.hint_px & ~np.stack([t.hints for t in task_list])).mean())
+  notes.append(f'{split}/{task_name}: hole fraction of scored pixels {frac:.2f}, '
+               f'known pixels {float(x.known_px.mean()):.2f} (+{copied:.2f} copied from other '
+               f'frames), known tokens {float(x.known.mean()):.2f} of which exact '
+               f'{float(x.exact.mean()):.2f}{info} (clips from {task_origin}).')
+  for k in task_list[0].info:
+    results['info'][f'{split}/{task_name} {k}'] = round(
+        float(np.mean([t.info[k] for t in task_list])), 4)
+  grid_rows = {'ground truth': gt[0], 'known input': _known_input_row(task_list[0]),
+               'vae oracle': preds['vae_oracle'][0]}
+  grid_rows.update({r: preds[r][0] for r in rows if r in preds and r not in
+                    ('ground_truth', 'vae_oracle')})
+  png = pictures.save_grid(os.path.join(eval_dir, f'{split}_{task_name}.png'), grid_rows)
+  results['pictures'][f'{split}/{task_name}'] = png
+  return block
+
+
 def evaluate(config, workdir: str) -> dict[str, Any]:
   """Runs the protocol (module docstring), writes the report, prints the headline table."""
   methods, tasks = _check(config)
@@ -221,37 +261,8 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
                                  if task_name == 'edit' else (clips, origin))
       preds, task_list, inputs = run_task(config, task_name, task_clips, codec, samplers, rows,
                                           seed=seed, clip_gt=clip_gt, clip_oracle=clip_oracle)
-      gt = preds['ground_truth']
-      block, net_cache = {}, {}
-      for r in rows:
-        if r in preds:
-          # The learned metrics judge samples; a pixel mean or a one-step estimate is a PSNR
-          # diagnostic of what the model knows.
-          diagnostic = r.endswith(ONE_STEP_SUFFIX) or MEAN_SUFFIX.format(k=num_samples) in r
-          block[r] = scoring.score(preds[r], gt, task_clips, task_list,
-                                   None if diagnostic else nets,
-                                   with_images=(r != 'ground_truth'), cache=net_cache)
-        else:
-          block[r] = scoring.nan_scores()
-      results['metrics'][split][task_name] = block
-      x = inputs['']
-      frac = float(np.mean([t.hole[list(t.frames)].mean() for t in task_list]))
-      info = ''.join(f', {k} {np.mean([t.info[k] for t in task_list]):.3f}'
-                     for k in task_list[0].info)
-      copied = float((x.hint_px & ~np.stack([t.hints for t in task_list])).mean())
-      notes.append(f'{split}/{task_name}: hole fraction of scored pixels {frac:.2f}, '
-                   f'known pixels {float(x.known_px.mean()):.2f} (+{copied:.2f} copied from other '
-                   f'frames), known tokens {float(x.known.mean()):.2f} of which exact '
-                   f'{float(x.exact.mean()):.2f}{info} (clips from {task_origin}).')
-      for k in task_list[0].info:
-        results['info'][f'{split}/{task_name} {k}'] = round(
-            float(np.mean([t.info[k] for t in task_list])), 4)
-      grid_rows = {'ground truth': gt[0], 'known input': _known_input_row(task_list[0]),
-                   'vae oracle': preds['vae_oracle'][0]}
-      grid_rows.update({r: preds[r][0] for r in rows if r in preds and r not in
-                        ('ground_truth', 'vae_oracle')})
-      png = pictures.save_grid(os.path.join(eval_dir, f'{split}_{task_name}.png'), grid_rows)
-      results['pictures'][f'{split}/{task_name}'] = png
+      block = _score_task(config, split, task_name, preds, task_list, inputs, task_clips,
+                          task_origin, rows, nets, results, eval_dir)
       logging.info('eval %s/%s done in %.1fs: %s', split, task_name, time.time() - t0,
                    {r: round(block[r]['psnr_hole'], 2) for r in rows if r in preds})
   if tuple(config.eval.get('speeds', ())):
