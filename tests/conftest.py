@@ -3,7 +3,8 @@
 - Makes the repo root importable (`configs`), also under a bare `pytest`.
 - Tests are dominated by XLA compile time on CPU, not by run time: the tests' tiny programs
   compile ~2x faster with LLVM's expensive passes off, so every test (and every subprocess it
-  starts, which inherits the environment) uses that. Benchmarks and real runs do not.
+  starts, which inherits the environment) uses that, and one persistent compilation cache.
+  Benchmarks and real runs do not.
 """
 import os
 import sys
@@ -15,6 +16,11 @@ if _ROOT not in sys.path:
 _FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _FAST_COMPILE).strip()
+# One persistent compilation cache per session, inherited by every subprocess a test starts:
+# the multi-process and kill/resume tests compile the same programs in several fresh processes.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  import tempfile  # pylint: disable=g-import-not-at-top
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='maskvid-test-xla-cache-')
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
