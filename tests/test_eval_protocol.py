@@ -132,8 +132,12 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
       fvd_clips.append(len(videos))
       return np.asarray(videos).mean(axis=(1, 2, 3))
     distance = staticmethod(run.metrics_lib.frechet_distance)
-  monkeypatch.setattr(run.dists_lib, 'maybe_load_dists', lambda spec: (
-      lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).mean(axis=(-3, -2, -1))))
+  class StandInDISTS:
+    def features(self, frames):
+      return [np.asarray(frames)]
+    def distance(self, fa, fb):
+      return np.abs(fa[0] - fb[0]).mean(axis=(-3, -2, -1))
+  monkeypatch.setattr(run.dists_lib, 'maybe_load_dists', lambda spec: StandInDISTS())
   monkeypatch.setattr(run.fvd_lib, 'maybe_load_fvd', lambda spec: StandInFVD())
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
   calls = []

@@ -162,10 +162,10 @@ class DISTSFeatures(nn.Module):
     return taps
 
 
-def _dists(params, alpha, beta, x, y, c1=1e-6, c2=1e-6):
-  """x, y: [N, H, W, 3] in [0, 1]; alpha, beta: [1475] (normalised) -> DISTS [N]."""
+def _similarity(alpha, beta, fa, fb, c1=1e-6, c2=1e-6):
+  """Feature lists of x and y (`DISTSFeatures`); alpha, beta: [1475] (normalised) -> DISTS [N]."""
   s1, s2 = [], []
-  for fx, fy in zip(DISTSFeatures().apply(params, x), DISTSFeatures().apply(params, y)):
+  for fx, fy in zip(fa, fb):
     mx, my = jnp.mean(fx, axis=(1, 2)), jnp.mean(fy, axis=(1, 2))
     vx = jnp.mean((fx - mx[:, None, None]) ** 2, axis=(1, 2))
     vy = jnp.mean((fy - my[:, None, None]) ** 2, axis=(1, 2))
@@ -180,6 +180,8 @@ class DISTS:
   """Callable DISTS: a, b `[..., H, W, 3]` in [-1, 1] -> per-frame DISTS `[...]` (0 if a == b).
 
   Frames run in fixed chunks of `CHUNK` (the last one padded), so each frame size compiles once.
+  `features` / `distance` split the metric so a caller scoring many rows against the same
+  frames runs the network on those once (the eval does, as for LPIPS).
   """
   CHUNK = 16
 
@@ -191,20 +193,40 @@ class DISTS:
     total = alpha.sum() + beta.sum()
     self.alpha, self.beta = (jnp.asarray(w / total, jnp.float32) for w in (alpha, beta))
     self.params = vgg_params
-    self._fn = jax.jit(_dists)
+    self._features = jax.jit(lambda p, x: DISTSFeatures().apply(p, x))
+    self._similarity = jax.jit(_similarity)
+
+  def features(self, frames) -> list:
+    """[..., H, W, 3] in [-1, 1] -> the `DISTSFeatures` maps of every frame, [N, h, w, C] each
+    (numpy), N = the number of frames."""
+    x = (np.asarray(frames, np.float32).reshape(-1, *np.shape(frames)[-3:]) + 1.0) / 2.0
+    parts = []
+    for i in range(0, len(x), self.CHUNK):
+      chunk = x[i:i + self.CHUNK]
+      pad = ((0, self.CHUNK - len(chunk)), (0, 0), (0, 0), (0, 0))
+      parts.append([np.asarray(f)[:len(chunk)]
+                    for f in self._features(self.params, np.pad(chunk, pad))])
+    if not parts:
+      return []
+    return [np.concatenate(f) for f in zip(*parts)]
+
+  def distance(self, features_a: list, features_b: list) -> np.ndarray:
+    """Per-frame DISTS [N] between two `features` results of the same frame count."""
+    if not features_a:
+      return np.zeros((0,), np.float32)
+    out, n = [], len(features_a[0])
+    for i in range(0, n, self.CHUNK):
+      count = min(self.CHUNK, n - i)
+      pad = lambda f: np.pad(f[i:i + count], ((0, self.CHUNK - count),) + ((0, 0),) * 3)
+      d = self._similarity(self.alpha, self.beta, [pad(f) for f in features_a],
+                           [pad(f) for f in features_b])
+      out.append(np.asarray(d)[:count])
+    return np.concatenate(out)
 
   def __call__(self, a, b):
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     metrics._check_pair(a, b)  # pylint: disable=protected-access
-    lead = a.shape[:-3]
-    fa, fb = ((x.reshape(-1, *x.shape[-3:]) + 1.0) / 2.0 for x in (a, b))
-    out = []
-    for i in range(0, len(fa), self.CHUNK):
-      x, y = fa[i:i + self.CHUNK], fb[i:i + self.CHUNK]
-      pad = ((0, self.CHUNK - len(x)), (0, 0), (0, 0), (0, 0))
-      d = self._fn(self.params, self.alpha, self.beta, np.pad(x, pad), np.pad(y, pad))
-      out.append(np.asarray(d)[:len(x)])
-    return np.concatenate(out).reshape(lead) if out else np.zeros(lead, np.float32)
+    return self.distance(self.features(a), self.features(b)).reshape(a.shape[:-3])
 
 
 PACKAGED_PREFIX = 'dists_pytorch:'

@@ -66,7 +66,11 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, nets: Nets
     per_frame = lpips.distance(feats, cache['gt'])
     vals['lpips'] = np.split(per_frame, np.cumsum([len(x) for x in scored_pred])[:-1])
   if with_images and nets.dists is not None:
-    per_frame = nets.dists(np.concatenate(scored_pred), np.concatenate(scored_gt))
+    cache = {} if cache is None else cache
+    if 'gt_dists' not in cache:
+      cache['gt_dists'] = nets.dists.features(np.concatenate(scored_gt))
+    per_frame = nets.dists.distance(nets.dists.features(np.concatenate(scored_pred)),
+                                    cache['gt_dists'])
     vals['dists'] = np.split(per_frame, np.cumsum([len(x) for x in scored_pred])[:-1])
   out = {k: metrics_lib.finite_mean(np.concatenate([np.ravel(x) for x in v])) if len(v) else
          float('nan') for k, v in vals.items()}
