@@ -17,6 +17,8 @@ from maskvid.sampling import fill
 import random_weights
 
 RES, FRAMES = 16, 2
+# The integration tier (`make test-fast` skips it): a saved run loaded from disk, end to end.
+pytestmark = pytest.mark.slow
 
 
 def tiny_config():

@@ -52,6 +52,7 @@ def fixed_batch(seed=0):
   return (base * colours + time).astype(np.float32)
 
 
+@pytest.mark.slow   # a trainer run for many steps: the integration tier
 def test_steps_lower_the_loss_on_a_fixed_batch(trainer):
   from maskvid.diffusion import loss as loss_lib  # pylint: disable=g-import-not-at-top
   from maskvid.diffusion import masks as masks_lib  # pylint: disable=g-import-not-at-top

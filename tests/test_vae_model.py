@@ -15,7 +15,7 @@ from maskvid.vae import model
     pytest.param((1, 2, 2), 32, 16, True, marks=pytest.mark.slow),     # 4x, the old tiny config
     pytest.param((1, 2, 4), 32, 4, True, marks=pytest.mark.slow),      # 4x, the demo's VAE
     pytest.param((1, 1, 2, 2), 32, 16, False, marks=pytest.mark.slow),  # 8x
-    ((1, 2, 2, 2), 16, 6, True),    # 8x, odd width
+    pytest.param((1, 2, 2, 2), 16, 6, True, marks=pytest.mark.slow),   # 8x, odd width
 ])
 def test_encode_decode_shapes(mults, size, latent_channels, linear_skip):
   vae = model.AutoencoderKL(latent_channels=latent_channels, base_channels=8,

@@ -162,6 +162,7 @@ def test_cached_frames_give_the_same_batches_and_read_each_clip_once():
   assert counting.reads == len(counting)
 
 
+@pytest.mark.slow   # ~12 s of compile: the integration tier
 def test_step_folds_the_step_number_into_the_rng():
   """The loop passes one base key; steps 0 and 1 still draw different posterior noise."""
   c, module, tx, state, frames = _fresh_state_and_batch()
