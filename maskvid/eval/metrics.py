@@ -167,6 +167,18 @@ class LPIPSFeatures(nn.Module):
     return taps
 
 
+def in_chunks(fn, x: np.ndarray, chunk: int) -> list:
+  """fn over x [N, ...] in chunks of exactly `chunk` (the last one zero-padded), so a jitted fn
+  compiles once per item shape; fn returns a list of arrays [chunk, ...]; the result is that list
+  with the chunks concatenated and the padding dropped ([] when N = 0)."""
+  parts = []
+  for i in range(0, len(x), chunk):
+    part = x[i:i + chunk]
+    padded = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
+    parts.append([np.asarray(out)[:len(part)] for out in fn(padded)])
+  return [np.concatenate(outs) for outs in zip(*parts)]
+
+
 def _unit_normalize(f, eps=1e-10):
   return f / (jnp.sqrt(jnp.sum(f ** 2, axis=-1, keepdims=True)) + eps)
 
@@ -197,15 +209,9 @@ class LPIPS:
     """[..., H, W, 3] in [-1, 1] -> [unit-normalised tap per stage [N, h, w, C]..., pooled last
     stage [N, C]] (numpy), N = the number of frames."""
     flat = np.asarray(frames, np.float32).reshape(-1, *np.shape(frames)[-3:])
-    parts = []
-    for i in range(0, len(flat), self.CHUNK):
-      x = flat[i:i + self.CHUNK]
-      pad = self.CHUNK - len(x)
-      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-      parts.append([np.asarray(t)[:self.CHUNK - pad] for t in self._taps(self.params, x)])
-    if not parts:
+    if not len(flat):
       raise ValueError('features needs at least one frame')
-    return [np.concatenate(t) for t in zip(*parts)]
+    return in_chunks(lambda x: self._taps(self.params, x), flat, self.CHUNK)
 
   def distance(self, features_a: list, features_b: list) -> np.ndarray:
     """Per-frame LPIPS [N] between two `features` results of the same frame count."""

@@ -233,24 +233,27 @@ def colour_transfer(original: np.ndarray, edited0: np.ndarray, region: np.ndarra
   return out.astype(np.float32)
 
 
+def _guessed_filled(frames_u8, known, hint):
+  """-> (known, frames float [T,H,W,3] with given and hinted pixels kept, the rest nearest-filled,
+  hint): the edit inputs as every generative row gets them."""
+  guessed = known | hint
+  return known, fill.nearest_fill(np.where(guessed[..., None], pictures.to_float(frames_u8),
+                                           0.0).astype(np.float32), guessed), hint
+
+
 def _edit_input(original_u8, edited0_u8, region0, dilate_radius, flows):
-  """The edit command's inputs (`tasks.edit.edit_inputs`) -> (known bool [T,H,W], frames float
-  [T,H,W,3] nearest-filled, hint bool [T,H,W]), and the tracked region."""
+  """The edit command's inputs (`tasks.edit.edit_inputs`) as `_guessed_filled`, and the tracked
+  region."""
   given = edit_lib.edit_inputs(original_u8, edited0_u8, region0, dilate_radius=dilate_radius,
                                flows=flows)
-  frames, known, hint = given['frames'], given['pixel_mask'], given['hint_mask']
-  frames, guessed = pictures.to_float(frames), known | hint
-  return (known, fill.nearest_fill(np.where(guessed[..., None], frames, 0.0).astype(np.float32),
-                                   guessed), hint), given['region']
+  return (_guessed_filled(given['frames'], given['pixel_mask'], given['hint_mask']),
+          given['region'])
 
 
 def _gt_region_input(original_u8, edited0_u8, region, dilate_radius, flows):
   """The edit input with the renderer's object mask [T,H,W] as the region (no tracking)."""
-  frames, known, hint = track.edit_conditioning(original_u8, edited0_u8, region,
-                                                dilate_radius=dilate_radius, flows=flows)
-  guessed = known | hint
-  return known, fill.nearest_fill(np.where(guessed[..., None], pictures.to_float(frames),
-                                           0.0).astype(np.float32), guessed), hint
+  return _guessed_filled(*track.edit_conditioning(original_u8, edited0_u8, region,
+                                                  dilate_radius=dilate_radius, flows=flows))
 
 
 def _blank_region(known, known_frames, hint):

@@ -38,6 +38,7 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, nets: Nets
   frames once per task and on each row's frames once (LPIPS and FD from one pass).
   """
   nets = nets or Nets()
+  cache = {} if cache is None else cache
   lpips = nets.lpips
   vals = {k: [] for k in SCORES}
   scored_pred, scored_gt = [], []
@@ -59,14 +60,12 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, nets: Nets
     scored_gt.append(g)
   feats = None
   if with_images and lpips is not None:
-    cache = {} if cache is None else cache
     if 'gt' not in cache:
       cache['gt'] = lpips.features(np.concatenate(scored_gt))
     feats = lpips.features(np.concatenate(scored_pred))
     per_frame = lpips.distance(feats, cache['gt'])
     vals['lpips'] = np.split(per_frame, np.cumsum([len(x) for x in scored_pred])[:-1])
   if with_images and nets.dists is not None:
-    cache = {} if cache is None else cache
     if 'gt_dists' not in cache:
       cache['gt_dists'] = nets.dists.features(np.concatenate(scored_gt))
     per_frame = nets.dists.distance(nets.dists.features(np.concatenate(scored_pred)),
@@ -85,7 +84,6 @@ def score(pred: np.ndarray, gt: np.ndarray, clips: list, tasks: list, nets: Nets
     if feats is not None and len(feats[-1]) >= 2:
       out['fd'] = metrics_lib.frechet_distance(cache['gt'][-1], feats[-1])
     if nets.fvd is not None and len(pred) >= 2:
-      cache = {} if cache is None else cache
       if 'gt_i3d' not in cache:
         cache['gt_i3d'] = nets.fvd.features(gt)
       out['fvd'] = nets.fvd.distance(cache['gt_i3d'], nets.fvd.features(pred))

@@ -115,7 +115,7 @@ def complete_long(completer, frames: np.ndarray, pixel_mask: np.ndarray, *,
                  list(w.new))
     out = completer.complete_video(video[idx][None], known[idx][None],
                                    hint_mask=hint[idx][None], seed=seed + j, **sample_kwargs)
-    out = np.asarray(out['video'] if isinstance(out, dict) else out)[0]
+    out = np.asarray(out)[0]   # uint8 [1, window, H, W, 3] (return_latents is off)
     for k, t in enumerate(idx):
       if t in w.new:
         video[t] = out[k]

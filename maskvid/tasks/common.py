@@ -50,8 +50,8 @@ def run_completion(completer: VideoCompleter, frames: np.ndarray, pixel_mask: np
     clip dict(video, windows [long_video.Window]).
   """
   check_completer(completer)
+  options = {k: v for k, v in sample_kwargs.items() if v is not None}
   if len(frames) > completer.clip_length:
-    options = {k: v for k, v in sample_kwargs.items() if v is not None}
     return long_video.complete_long(completer, frames, pixel_mask, strategy=long_strategy,
                                     context=context_frames, seed=seed, hint_mask=hint_mask,
                                     progress=True, **options)
@@ -65,7 +65,6 @@ def run_completion(completer: VideoCompleter, frames: np.ndarray, pixel_mask: np
       raise ValueError(f'hint_mask must be bool [T, H, W] {pixel_mask.shape}, got '
                        f'{hint_mask.shape}')
     hint_mask = hint_mask[None]
-  options = {k: v for k, v in sample_kwargs.items() if v is not None}
   # progress: a log line per sampler step (commands can take minutes).
   out = completer.complete_video(frames[None], pixel_mask[None], seed=seed, hint_mask=hint_mask,
                                  return_latents=True, progress=True, **options)
