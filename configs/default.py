@@ -8,6 +8,7 @@ Workdir layout (each path may be overridden in `paths`):
   DIR/latents   latent cache (ArrayRecord shards + stats.json)
   DIR/diffusion transformer checkpoints, metrics, sample completions
   DIR/eval      evaluation tables, JSON and pictures
+  DIR/depth     monocular depth net (job 'depth')
 """
 import ml_collections
 
@@ -28,6 +29,7 @@ def get_config():
   c.paths.latents = ''   # '' -> {workdir}/latents
   c.paths.diffusion = '' # '' -> {workdir}/diffusion
   c.paths.eval = ''      # '' -> {workdir}/eval
+  c.paths.depth = ''     # '' -> {workdir}/depth (job 'depth')
 
   # Synthetic multi-view dataset (maskvid/data).
   c.data = ml_collections.ConfigDict()
@@ -237,7 +239,15 @@ def get_config():
   c.depth.frames_per_clip = 8
   c.depth.steps = 300
   c.depth.batch_size = 16
+  # Optimiser (maskvid/optim.py, the schedule and AdamW of every trainer).
   c.depth.learning_rate = 2e-3
+  c.depth.warmup_steps = 30
+  c.depth.decay = 'cosine'
+  c.depth.end_lr_fraction = 0.0
+  c.depth.grad_clip = 0.0                   # 0: no clipping
+  c.depth.weight_decay = 1e-4
+  c.depth.adam_b1 = 0.9
+  c.depth.adam_b2 = 0.999
   c.depth.si_lambda = 0.5                   # scale-invariant log loss: mean(d^2) - lambda mean(d)^2
   c.depth.log_every = 50
   c.depth.checkpoint_every = 100

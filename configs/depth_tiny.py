@@ -15,5 +15,6 @@ def get_config():
   c.depth.train_clips = 64
   c.depth.eval_clips = 8
   c.depth.steps = 600
+  c.depth.warmup_steps = 50
   c.depth.batch_size = 16
   return c

@@ -9,7 +9,7 @@ import ml_collections
 
 from maskvid import fileio
 
-STAGES = ('data', 'vae', 'latents', 'diffusion', 'eval')
+STAGES = ('data', 'vae', 'latents', 'diffusion', 'eval', 'depth')
 CONFIG_FILE = 'config.json'
 BASELINES_DIR = 'baselines'
 

@@ -7,10 +7,10 @@ import os
 
 import jax
 import jax.numpy as jnp
-import optax
 import orbax.checkpoint as ocp
 
 from maskvid import fileio
+from maskvid import optim
 from maskvid.depth import net as depth_net
 
 
@@ -27,9 +27,7 @@ def init(config, abstract: bool = False):
   init = lambda: module.init(jax.random.key(int(config.seed), impl='rbg'),
                              jnp.zeros((1, res, res, 3)))
   params = jax.eval_shape(init) if abstract else jax.jit(init)()
-  tx = optax.adamw(optax.warmup_cosine_decay_schedule(
-      0.0, float(config.depth.learning_rate), min(50, max(1, int(config.depth.steps) // 10)),
-      max(2, int(config.depth.steps))), weight_decay=1e-4)
+  tx = optim.make_optimizer(config.depth, 'config.depth')
   return module, params, tx
 
 

@@ -1,15 +1,16 @@
 """Trains the monocular DepthUNet on synthetic frames with ground-truth depth.
 
-`python -m maskvid.main --config=configs/depth_tiny.py --workdir=DIR` (job 'depth') writes DIR/depth:
-config.json, checkpoints/ (orbax; params + optimizer state), metrics.json. Re-running resumes
+`python -m maskvid.main --config=configs/depth_tiny.py --workdir=DIR` (job 'depth') writes DIR/depth
+(or config.paths.depth): config.json, checkpoints/ (orbax; params + optimizer state), clu
+scalars, metrics.json. The loop is `maskvid.training_loop`, the optimiser `maskvid.optim`. Re-running resumes
 from the latest checkpoint and returns at once when `config.depth.steps` are done.
 Load the result with `maskvid.depth.load_depth_estimator(DIR)`.
 """
 import os
-import time
 from typing import Optional
 
 from absl import logging
+from clu import metric_writers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +19,8 @@ import orbax.checkpoint as ocp
 
 from maskvid import fileio
 from maskvid import recovery
-from maskvid.workdir import save_config
+from maskvid import training_loop
+from maskvid.workdir import save_config, stage_dir
 from maskvid.data import synthetic
 from maskvid.depth import checkpoint as depth_checkpoint
 from maskvid.depth import net as depth_net
@@ -70,14 +72,14 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray, si_lambda: float) -> dict:
 
 def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
                 eval_data: Optional[dict] = None) -> dict:
-  """Trains (or resumes) the depth net into workdir/depth; returns final metrics.
+  """Trains (or resumes) the depth net into workdir/depth (config.paths.depth); returns metrics.
 
   train_data / eval_data: optional dict(rgb uint8 [N,H,W,3], depth [N,H,W]); by default
   `config.depth.train_clips` train and `eval_clips` test clips are rendered.
   Metrics: train losses at the first and last step, eval si_log / abs_rel / delta1.
   """
   dc = config.depth
-  depth_dir = os.path.join(workdir, 'depth')
+  depth_dir = stage_dir(config, workdir, 'depth')
   fileio.makedirs(depth_dir)
   save_config(config, depth_dir)
   module, params, tx = depth_checkpoint.init(config)
@@ -99,33 +101,31 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
     n = train_data['rgb'].shape[0]
     if n == 0:
       raise ValueError('depth training data is empty')
-    step_fn = make_train_step(module, tx, float(dc.si_lambda))
-    t0 = time.time()
-    with recovery.Guard() as guard:
-      for step in range(start, steps):
-        rng = np.random.default_rng([int(config.seed), step])   # per step: resumes bit-exactly
-        idx = rng.integers(0, n, int(dc.batch_size))
-        rgb, depth = train_data['rgb'][idx], train_data['depth'][idx]
-        if rng.uniform() < 0.5:  # horizontal flips keep depth valid and double the views
-          rgb, depth = rgb[:, :, ::-1], depth[:, :, ::-1]
-        params, opt_state, loss = step_fn(params, opt_state, rgb, depth)
-        losses.append(float(loss))
-        done = step + 1
-        if done % int(dc.log_every) == 0 or done == steps:
-          logging.info('depth step %d/%d loss %.4f (%.1f steps/s)', done, steps, losses[-1],
-                       (done - start) / max(time.time() - t0, 1e-9))
-        preempted = guard.should_stop(done) and done < steps
-        if preempted or done % int(dc.checkpoint_every) == 0 or done == steps:
-          last = mngr.latest_step()
-          recovery.check_finite(losses[-1:], params, done,
-                                f'step {last} in {mngr.directory}' if last is not None else 'none')
-          mngr.save(done, args=ocp.args.StandardSave({'params': params, 'opt_state': opt_state}))
-        if preempted:
-          mngr.wait_until_finished()
-          mngr.close()
-          raise recovery.Preempted(done, str(mngr.directory))
-    mngr.wait_until_finished()
-  mngr.close()
+    update = make_train_step(module, tx, float(dc.si_lambda))
+
+    def step_fn(state, i):
+      rng = np.random.default_rng([int(config.seed), i])   # per step: resumes bit-exactly
+      idx = rng.integers(0, n, int(dc.batch_size))
+      rgb, depth = train_data['rgb'][idx], train_data['depth'][idx]
+      if rng.uniform() < 0.5:  # horizontal flips keep depth valid and double the views
+        rgb, depth = rgb[:, :, ::-1], depth[:, :, ::-1]
+      params, opt_state, loss = update(*state, rgb, depth)
+      losses.append(loss)
+      return (params, opt_state), {'loss': loss}
+
+    def save(state, done, _):
+      mngr.save(done, args=ocp.args.StandardSave({'params': state[0], 'opt_state': state[1]}))
+
+    writer = metric_writers.create_default_writer(depth_dir,
+                                                  just_logging=jax.process_index() > 0)
+    (params, opt_state), _ = training_loop.run(
+        (params, opt_state), step_fn, training_loop.Checkpoints(mngr, save), name='depth',
+        start=start, steps=steps, params_of=lambda state: state[0], log_every=dc.log_every,
+        checkpoint_every=dc.checkpoint_every, writer=writer)
+    writer.flush()
+    losses = [float(x) for x in jax.device_get(losses)]
+  else:
+    mngr.close()
 
   if eval_data is None:
     eval_data = render_frames('test', int(dc.eval_clips), int(dc.frames_per_clip),

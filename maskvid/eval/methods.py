@@ -64,8 +64,8 @@ def make_samplers(config, workdir: str, methods) -> dict:
       opts = options.sampler_options(config.sample, num_steps=steps)
       if not sc or steps == 1:
         opts['renoise_at'] = 0.0
-      if steps == 1:
-        opts['solver'] = 'euler'
+      if steps == 1:   # the one-step estimate: what the conditional model alone predicts
+        opts.update(solver='euler', guidance=1.0)
       return sampler.complete(apply_fn, params, known, mask, rng, exact_mask=exact, **opts)
     out['ours_no_sc'] = lambda k, m, e, r, n: ours(k, m, e, r, n, False)
     out['ours'] = lambda k, m, e, r, n: ours(k, m, e, r, n, True)
@@ -87,7 +87,8 @@ def same_as_no_sc(config) -> bool:
 
 def generative_rows(methods, num_samples: int, one_step: bool, tasks=()) -> list:
   """Table rows of the generative methods: one sample (the headline, named after the method),
-  then the mean of `num_samples` samples and the one-step estimate x1 - v(x1, 1) when asked,
+  then the mean of `num_samples` samples and the one-step estimate x1 - v(x1, 1) when asked
+  (the conditional prediction, without guidance),
   then one sample on each input variant of `tasks` (VARIANTS)."""
   rows = []
   for m in methods:

@@ -13,19 +13,17 @@ fold_in(state.rng, s). A run killed after checkpoint k and restarted reproduces 
 uninterrupted run exactly; nothing but the step has to be stored for the data.
 """
 import os
-import time
 from typing import Any, Callable, Iterator, Optional
 
 from absl import logging
 from clu import metric_writers
-from clu import periodic_actions
 import grain
 import jax
 import numpy as np
 
 from maskvid import distributed
 from maskvid import fileio
-from maskvid import recovery
+from maskvid import training_loop
 from maskvid import workdir as workdir_lib
 from maskvid.train import checkpoint as ckpt_lib
 from maskvid.train import step as step_lib
@@ -82,11 +80,6 @@ def _require_latent_cache(latents_dir: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ loop
-def _mean_metrics(history: list[dict]) -> dict:
-  fetched = jax.device_get(history)
-  return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-
-
 def train_and_evaluate(config, workdir: str,
                        evaluate_fn: Optional[EvaluateFn] = None) -> dict[str, Any]:
   """Trains the masked video diffusion transformer; returns the final metrics.
@@ -137,72 +130,24 @@ def train_and_evaluate(config, workdir: str,
   writer = metric_writers.create_default_writer(diffusion_dir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()})
-  report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
-                                           every_steps=max(1, int(config.train.log_every)))
-  log_every = max(1, int(config.train.log_every))
-  ckpt_every = int(config.train.checkpoint_every)
-  eval_every = int(config.train.eval_every)
-  history, summary = [], {}
-  unchecked = []   # losses not yet checked for NaN/inf (checked at log lines and before saves)
-  t0, s0 = time.time(), start_step
 
-  def check(step):
-    last = manager.latest_step()
-    recovery.check_finite(unchecked, state.params, step,
-                          f'step {last} in {manager.directory}' if last is not None else 'none')
-    unchecked.clear()
+  def evaluate(state, step):
+    return evaluate_fn(trainer.replicate(state.ema_params), trainer.apply_fn, step, is_chief)
 
-  logging.info('training steps %d -> %d', start_step, total_steps)
-  with recovery.Guard() as guard:
-    for step in range(start_step + 1, total_steps + 1):   # `step` = updates done after this one
-      with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        batch = next(batches)
-        state, metrics = trainer.step(state, batch)
-      history.append(metrics)
-      unchecked.append(metrics['loss'])
-      report(step)
-      if step % log_every == 0 or step == total_steps:
-        check(step)
-        summary = {f'train/{k}': v for k, v in _mean_metrics(history).items()}
-        history = []
-        writer.write_scalars(step, summary)
-        now = time.time()   # rate over this interval (the first one includes compilation)
-        rate = (step - s0) / max(now - t0, 1e-9)
-        t0, s0 = now, step
-        logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step, total_steps,
-                     summary['train/loss'], rate, time.strftime(
-                         '%H:%M:%S', time.gmtime((total_steps - step) / max(rate, 1e-9))))
-      preempted = guard.should_stop(step) and step != total_steps
-      if preempted or (ckpt_every > 0 and step % ckpt_every == 0 and step != total_steps):
-        check(step)
-        ckpt_lib.save(manager, state, force=preempted)
-      if preempted:
-        manager.wait_until_finished()
-        manager.close()
-        writer.flush()
-        raise recovery.Preempted(step, str(manager.directory))
-      if evaluate_fn and eval_every > 0 and step % eval_every == 0 and step != total_steps:
-        with report.timed('eval'):
-          writer.write_scalars(step, evaluate_fn(trainer.replicate(state.ema_params),
-                                                 trainer.apply_fn, step, is_chief))
-    # The final save is inside the guard too: a SIGTERM now waits for it instead of losing the
-    # steps since the last periodic checkpoint.
-    check(total_steps)
-    ckpt_lib.save(manager, state, force=True)
-    if guard.should_stop(total_steps):
-      manager.wait_until_finished()
-      manager.close()
-      writer.flush()
-      raise recovery.Preempted(total_steps, str(manager.directory))
+  state, summary = training_loop.run(
+      state, lambda state, _: trainer.step(state, next(batches)),
+      training_loop.Checkpoints(manager, lambda state, _, force: ckpt_lib.save(manager, state,
+                                                                               force=force)),
+      name='diffusion', start=start_step, steps=total_steps, params_of=lambda s: s.params,
+      log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
+      writer=writer, evaluate=evaluate if evaluate_fn else None,
+      eval_every=config.train.eval_every)
   final_step = int(jax.device_get(state.step))
   eval_metrics = {}
   if evaluate_fn is not None:
-    eval_metrics = evaluate_fn(trainer.replicate(state.ema_params), trainer.apply_fn, final_step,
-                               is_chief)
+    eval_metrics = evaluate(state, final_step)
     writer.write_scalars(final_step, eval_metrics)
   writer.flush()
-  manager.wait_until_finished()
-  manager.close()
   result = {'step': final_step, **summary, **eval_metrics}
   if is_chief:
     fileio.write_json_atomic(final_path, result)

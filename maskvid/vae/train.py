@@ -27,7 +27,6 @@ from typing import Any, Callable, Mapping
 
 from absl import logging
 from clu import metric_writers
-from clu import periodic_actions
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -39,6 +38,7 @@ from maskvid import distributed
 from maskvid import fileio
 from maskvid import optim
 from maskvid import recovery
+from maskvid import training_loop
 from maskvid import sharding as sharding_lib
 from maskvid import workdir
 from maskvid.vae import checkpoint
@@ -222,71 +222,43 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   writer = metric_writers.create_default_writer(vae_dir, just_logging=jax.process_index() > 0)
   if start == 0:
     writer.write_hparams({k: v for k, v in config.vae.items() if not isinstance(v, Mapping)})
-  report = periodic_actions.ReportProgress(num_train_steps=steps, writer=writer,
-                                           every_steps=int(tc.log_every))
-  log_every = max(1, int(tc.log_every))
-  ckpt_every = max(1, int(tc.checkpoint_every))
-  eval_every = int(tc.eval_every)
-  logging.info('VAE: training steps %d -> %d, %d frames/step over %d devices, %.2fM params',
-               start, steps, global_batch, mesh.size,
+  logging.info('VAE: %d frames/step over %d devices, %.2fM params', global_batch, mesh.size,
                sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
   # The schedule as a host table: evaluating the optax schedule each step is a JAX computation
   # the loop would wait on before dispatching the step.
   schedule = optim.make_schedule(tc, 'config.vae.train')
   lr_table = np.asarray(jax.vmap(schedule)(jnp.arange(steps + 1)), np.float32)
-  t0 = time.time()
-  acc = []
-  metrics = {}
-  unchecked = []   # losses not yet checked for NaN/inf (at log lines and before saves)
+  final = {}   # the last step's metrics
 
-  def check(done):
-    last = mgr.latest_step()
-    recovery.check_finite(unchecked, state.params, done,
-                          f'step {last} in {mgr.directory}' if last is not None else 'none')
-    unchecked.clear()
+  def evaluate(state, _):
+    ev = evaluate_lib.evaluate(module, sharding_lib.local_copy(state.params), eval_sets,
+                               fn=recon_fn)
+    return {f'eval/{s}/{k}': v for s, m in ev.items() for k, v in m.items()}
 
   # Load the next batch while the current step runs.
-  with concurrent.futures.ThreadPoolExecutor(1) as pool, recovery.Guard() as guard:
-    pending = pool.submit(dataset.__getitem__, start)
-    for step in range(start, steps):
-      batch = pending.result()
-      if step + 1 < steps:
-        pending = pool.submit(dataset.__getitem__, step + 1)
-      lr = lr_table[step]
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    pending = {start: pool.submit(dataset.__getitem__, start)}
+
+    def step_fn(state, i):
+      batch = pending.pop(i).result()
+      if i + 1 < steps:
+        pending[i + 1] = pool.submit(dataset.__getitem__, i + 1)
       state, metrics = train_step(state, sharding_lib.put_batch(batch['frames'], frame_sharding),
-                                  rng, lr)
-      acc.append(metrics)
-      unchecked.append(metrics['loss'])
-      done = step + 1
-      report(done)
-      if done % log_every == 0 or done == steps:
-        check(done)
-        mean = {k: float(np.mean([m[k] for m in acc])) for k in acc[0]}
-        acc = []
-        writer.write_scalars(done, {f'train/{k}': v for k, v in mean.items()})
-        logging.info('VAE step %d/%d  loss %.4f  l1 %.4f  kl %.1f  lr %.2e  (%.1fs)', done,
-                     int(tc.steps), mean['loss'], mean['l1'], mean['kl'], lr, time.time() - t0)
-      preempted = guard.should_stop(done) and done < steps
-      if preempted or done % ckpt_every == 0 or done == steps:
-        check(done)
-        checkpoint.save(mgr, state)
-      if preempted:
-        pending.cancel()
-        mgr.wait_until_finished()
-        mgr.close()
-        writer.flush()
-        raise recovery.Preempted(done, str(mgr.directory))
-      if eval_every > 0 and done % eval_every == 0 and done < steps:
-        ev = evaluate_lib.evaluate(module, sharding_lib.local_copy(state.params), eval_sets,
-                                   fn=recon_fn)
-        writer.write_scalars(done, {f'eval/{s}/{k}': v for s, m in ev.items()
-                                    for k, v in m.items()})
-    mgr.wait_until_finished()   # still guarded: a SIGTERM now lets the final save finish
-    mgr.close()
-    if guard.should_stop(steps):
-      writer.flush()
-      raise recovery.Preempted(steps, str(mgr.directory))
-  final_loss = {f'final_train_{k}': float(v) for k, v in metrics.items()}
+                                  rng, lr_table[i])
+      final.update(metrics)
+      return state, {**metrics, 'lr': lr_table[i]}
+
+    try:
+      state, _ = training_loop.run(
+          state, step_fn, training_loop.Checkpoints(mgr, lambda s, _, __: checkpoint.save(mgr, s)),
+          name='VAE', start=start, steps=steps, params_of=lambda s: s.params,
+          log_every=tc.log_every, checkpoint_every=max(1, int(tc.checkpoint_every)),
+          writer=writer, log_keys=('l1', 'kl', 'lr'), evaluate=evaluate,
+          eval_every=tc.eval_every)
+    finally:
+      for future in pending.values():
+        future.cancel()
+  final_loss = {f'final_train_{k}': float(v) for k, v in jax.device_get(final).items()}
   final_loss['resumed_from'] = start
   final_loss.update(_bad_data_counts(sources['train']))
   result = evaluate_lib.final_eval(vae_dir, module, state, eval_sets, recon_fn, final_loss,
