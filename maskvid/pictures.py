@@ -1,9 +1,9 @@
-"""Pixels for people: uint8 <-> float frames, labelled PNG grids, MP4 files.
+"""Pixels for people: uint8 <-> float frames, labelled PNG grids (every picture grid of the
+package), MP4 files.
 
 Frames in the models are float32 in [-1, 1]; on disk and on screen they are uint8 [0, 255].
 Every conversion in the package goes through `to_float` / `to_uint8`.
 """
-import io
 import os
 from typing import Mapping
 
@@ -73,11 +73,8 @@ def labelled_grid(rows: Mapping[str, np.ndarray], scale: int = 2, pad: int = 2) 
 
 def save_grid(path: str, rows: Mapping[str, np.ndarray], scale: int = 2, pad: int = 2) -> str:
   """Writes `labelled_grid(rows)` as a PNG at `path` (local or gs://), atomically."""
-  image = labelled_grid(rows, scale, pad)
   fileio.makedirs(os.path.dirname(path) or '.')
-  buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format='PNG')
-  fileio.write_bytes_atomic(path, buf.getvalue())
+  fileio.write_image(path, labelled_grid(rows, scale, pad))
   return path
 
 

@@ -46,19 +46,6 @@ def _latents_as_rgb(z: np.ndarray) -> np.ndarray:
   return np.clip(rgb / 2.0, -1.0, 1.0)
 
 
-def make_grid(gt: np.ndarray, known: np.ndarray, completion: np.ndarray, pad: int = 2) -> np.ndarray:
-  """uint8 [B,T,H,W,3] x3 -> one image: per clip rows (gt, known, completion), columns frames."""
-  b, t, h, w, _ = gt.shape
-  rows = []
-  for i in range(b):
-    for video in (gt, known, completion):
-      row = np.full((h + pad, t * (w + pad), 3), 255, np.uint8)
-      for j in range(t):
-        row[:h, j * (w + pad):j * (w + pad) + w] = video[i, j]
-      rows.append(row)
-  return np.concatenate(rows, axis=0)
-
-
 def evaluate(config, params, apply_fn, latents_dir: str, out_dir: str, step: int,
              decoder=None, write: bool = True) -> dict:
   """Completes config.sample.num_clips test clips with `params`; writes PNG grid + MP4.
@@ -111,8 +98,9 @@ def evaluate(config, params, apply_fn, latents_dir: str, out_dir: str, step: int
     return metrics
   gt8, known8, pred8 = (pictures.upscale(pictures.to_uint8(v)) for v in (truth, shown_known, pred))
   fileio.makedirs(out_dir)
-  png = os.path.join(out_dir, f'samples_{step:07d}.png')
-  fileio.write_image(png, make_grid(gt8, known8, pred8))
+  png = pictures.save_grid(os.path.join(out_dir, f'samples_{step:07d}.png'), {
+      f'{row} {i}': video[i] for i in range(b)
+      for row, video in (('truth', gt8), ('known', known8), ('completion', pred8))}, scale=1)
   # Video: each clip's (gt | known | completion) side by side, clips stacked vertically.
   side = np.concatenate([gt8, known8, pred8], axis=3)       # [B,T,H,3W,3]
   video = np.concatenate(list(side), axis=1)                 # [T,B*H,3W,3]

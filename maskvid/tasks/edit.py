@@ -93,7 +93,8 @@ def command(*, video: str, edited_frame: str, checkpoint: str, out: str, mask: s
   result = propagate_edit(completer, clip, edited, region0, dilate_radius=dilate, seed=seed,
                           warp_hint=warp_hint, **sample_kwargs)
   return io.write_outputs(out, result['video'],
-                          [clip, io.mask_to_rgb(result['pixel_mask']), result['video']], fps=fps)
+                          {'input': clip, 'known pixels': io.mask_to_rgb(result['pixel_mask']),
+                           'output': result['video']}, fps=fps)
 
 
 def main(argv):

@@ -62,7 +62,8 @@ def command(*, start: str, end: str, checkpoint: str, out: str, num_frames: int 
   # Any size: the Completer works at the model's resolution and returns the input's, with the
   # endpoints' pixels exact (`sampling.fullres`).
   result = interpolate(completer, a, b, num_frames, seed=seed, **sample_kwargs)
-  return io.write_outputs(out, result['video'], [result['blend'], result['video']], fps=fps)
+  return io.write_outputs(out, result['video'],
+                          {'cross-fade': result['blend'], 'output': result['video']}, fps=fps)
 
 
 def main(argv):

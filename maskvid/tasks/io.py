@@ -7,7 +7,7 @@ written to temporary files next to the destination and renamed only once both ar
 import contextlib
 import os
 import tempfile
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping
 
 import cv2
 import imageio.v3 as iio
@@ -147,19 +147,6 @@ def resize_frames(frames: np.ndarray, height: int, width: int, *, nearest: bool 
   return out.astype(bool) if is_bool else out
 
 
-def strip(rows: Sequence[np.ndarray], pad: int = 1, min_size: int = 64) -> np.ndarray:
-  """Rows of uint8 [T, H, W, 3] frames -> one PNG-ready grid, upscaled (nearest) if tiny."""
-  rows = [np.asarray(r) for r in rows]
-  t, h, w, _ = rows[0].shape
-  grid = np.full((len(rows) * (h + pad) + pad, t * (w + pad) + pad, 3), 255, np.uint8)
-  for i, r in enumerate(rows):
-    for j in range(t):
-      y, x = pad + i * (h + pad), pad + j * (w + pad)
-      grid[y:y + h, x:x + w] = r[j]
-  scale = max(1, -(-min_size // max(h, 1)))
-  return np.repeat(np.repeat(grid, scale, 0), scale, 1)
-
-
 def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
   """bool [..., H, W] -> uint8 [..., H, W, 3] (white = known)."""
   return np.repeat((np.asarray(mask, np.uint8) * 255)[..., None], 3, -1)
@@ -188,12 +175,15 @@ def atomic_outputs(*paths: str) -> Iterator[list]:
         os.remove(tmp)
 
 
-def write_outputs(out_mp4: str, video: np.ndarray, strip_rows: Sequence[np.ndarray], *,
-                  fps: int = 8) -> tuple:
-  """Writes out_mp4 (the video) and <out>.png (the strip) atomically; returns both paths."""
+def write_outputs(out_mp4: str, video: np.ndarray, strip_rows: Mapping[str, np.ndarray], *,
+                  fps: int = 8, min_size: int = 64) -> tuple:
+  """Writes out_mp4 (the video) and <out>.png (the strip: `pictures.labelled_grid` of
+  {label: uint8 [T, H, W, 3]}, upscaled to min_size pixels if tiny) atomically; returns both."""
   png = os.path.splitext(out_mp4)[0] + '.png'
   video = np.asarray(video, np.uint8)
   with atomic_outputs(out_mp4, png) as (tmp_mp4, tmp_png):
     pictures.write_mp4(tmp_mp4, video, fps=fps)
-    iio.imwrite(tmp_png, strip(strip_rows), extension='.png')
+    h = next(iter(strip_rows.values())).shape[1]
+    grid = pictures.labelled_grid(strip_rows, scale=max(1, -(-min_size // max(h, 1))), pad=1)
+    iio.imwrite(tmp_png, grid, extension='.png')
   return out_mp4, png

@@ -182,8 +182,9 @@ def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: st
     raise io.InputError(f'--trajectory: {e}') from e
   result = novel_view_synthesis(completer, img, dep, k, poses, seed=seed, **sample_kwargs)
   return io.write_outputs(out, result['video'],
-                          [result['warped'], io.mask_to_rgb(result['pixel_mask']),
-                           result['video']], fps=fps)
+                          {'warped input': result['warped'],
+                           'known pixels': io.mask_to_rgb(result['pixel_mask']),
+                           'output': result['video']}, fps=fps)
 
 
 def main(argv):

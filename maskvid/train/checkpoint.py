@@ -94,6 +94,20 @@ def load_for_inference(diffusion_dir: str):
   local.mesh.data, local.mesh.fsdp, local.mesh.tensor = 1, 1, 1
   mesh = sharding_lib.make_mesh(local.mesh, devices=jax.devices()[:1])
   trainer = step_lib.Trainer(local, mesh=mesh)
-  state = restore_latest(manager, trainer.abstract_state, move_aside=False)
+  ema = restore_ema_params(manager, trainer.abstract_state.ema_params)
   manager.close()
-  return config, trainer.module, state.ema_params
+  return config, trainer.module, ema
+
+
+def restore_ema_params(manager: ocp.CheckpointManager, abstract_ema):
+  """Only the EMA params of the newest readable checkpoint (orbax partial restore: the
+  optimizer state and the raw params are never read); read only, nothing moved aside."""
+  target = {'ema_params': abstract_ema}
+  args = ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                restore_args=ocp.checkpoint_utils.construct_restore_args(target))
+
+  def restore(step):
+    with ocp.PyTreeCheckpointer() as reader:
+      return reader.restore(os.path.join(str(manager.directory), str(step), 'state'),
+                            args=args)['ema_params']
+  return recovery.restore_newest_readable(manager, restore, move_aside=False)

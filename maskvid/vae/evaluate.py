@@ -71,19 +71,16 @@ def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
 def save_reconstructions_png(path: str, module, params, eval_sets, num: int = 8,
                              fn=None) -> None:
   """Grid: for each split, a row of originals above a row of reconstructions."""
-  rows = []
-  for frames in eval_sets.values():
+  rows = {}
+  for split, frames in eval_sets.items():
     idx = np.linspace(0, len(frames) - 1, min(num, len(frames))).round().astype(int)
-    orig = frames[idx]
-    recon = reconstruct(module, params, orig, fn=fn)
-    for x in (orig, recon):
-      x = pictures.to_uint8(x[:, 0])
-      x = np.pad(x, ((0, num - len(x)), (1, 1), (1, 1), (0, 0)), constant_values=255)
-      rows.append(np.concatenate(list(x), axis=1))
-  grid = np.concatenate(rows, axis=0)
-  scale = max(1, 256 // max(1, eval_sets[next(iter(eval_sets))].shape[-2]))
-  grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)  # tiny frames: enlarge
-  fileio.write_image(path, grid)
+    rows[f'{split} original'] = frames[idx, 0]
+    rows[f'{split} reconstruction'] = reconstruct(module, params, frames[idx], fn=fn)[:, 0]
+  frames = next(iter(rows.values()))
+  count = max(len(v) for v in rows.values())
+  rows = {k: np.concatenate([pictures.to_uint8(v), np.full((count - len(v),) + frames.shape[1:],
+                                                           255, np.uint8)]) for k, v in rows.items()}
+  pictures.save_grid(path, rows, scale=max(1, 128 // max(1, frames.shape[-2])))
 
 
 def final_eval(vae_dir, module, state, eval_sets, recon_fn, extra: dict,
