@@ -146,6 +146,73 @@ def make_train_step(module: vae_model.AutoencoderKL, tx, vae_config,
 
 # ----------------------------------------------------------------------------- entry points
 
+def _resume_or_init(config, module, tx, mesh, mgr, frame_shape) -> tuple[TrainState, int | None]:
+  """(state replicated over `mesh`, the step it resumed from or None): the newest readable
+  checkpoint, else fresh (or config.vae.external_weights) parameters."""
+  # rbg keys for init: threefry-based init of every conv compiles ~5x slower on CPU.
+  fresh = init_state(module, tx, jax.random.key(int(config.seed), impl='rbg'), frame_shape)
+  state = recovery.restore_newest_readable(
+      mgr, lambda step: checkpoint.restore(mgr, step, fresh, mesh))
+  if state is not None:
+    logging.info('VAE: resumed from checkpoint step %d in %s', int(state.step), mgr.directory)
+    return state, int(state.step)
+  state = fresh
+  if config.vae.get('external_weights', ''):
+    params = external.load_safetensors(config.vae.external_weights, module, frame_shape[0])
+    logging.info('VAE: starting from external weights %s', config.vae.external_weights)
+    state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
+  return sharding_lib.replicate(state, mesh), None
+
+
+def _fit(config, module, tx, mesh, mgr, state: TrainState, train_source, writer,
+         evaluate) -> tuple[TrainState, dict]:
+  """Steps int(state.step) .. config.vae.train.steps through `training_loop.run`; returns the
+  final state and the last step's metrics."""
+  tc = config.vae.train
+  steps, start = int(tc.steps), int(state.step)
+  global_batch = int(tc.batch_size)
+  dataset = pipeline.frame_dataset(train_source,
+                                   batch_size=distributed.host_local_batch_size(global_batch),
+                                   resolution=int(config.data.resolution),
+                                   seed=int(config.data.shuffle_seed) + int(config.seed),
+                                   cache_rgb=bool(tc.get('cache_frames', False)))
+  rng = jax.random.key(int(config.seed))
+  train_step = make_train_step(module, tx, config.vae, mesh)
+  frame_sharding = sharding_lib.batch_sharding(mesh)
+  logging.info('VAE: %d frames/step over %d devices, %.2fM params', global_batch, mesh.size,
+               sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
+  # The schedule as a host table: evaluating the optax schedule each step is a JAX computation
+  # the loop would wait on before dispatching the step.
+  schedule = optim.make_schedule(tc, 'config.vae.train')
+  lr_table = np.asarray(jax.vmap(schedule)(jnp.arange(steps + 1)), np.float32)
+  final = {}   # the last step's metrics
+
+  # Load the next batch while the current step runs.
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    pending = {start: pool.submit(dataset.__getitem__, start)}
+
+    def step_fn(state, i):
+      batch = pending.pop(i).result()
+      if i + 1 < steps:
+        pending[i + 1] = pool.submit(dataset.__getitem__, i + 1)
+      state, metrics = train_step(state, sharding_lib.put_batch(batch['frames'], frame_sharding),
+                                  rng, lr_table[i])
+      final.update(metrics)
+      return state, {**metrics, 'lr': lr_table[i]}
+
+    try:
+      state, _ = training_loop.run(
+          state, step_fn, training_loop.Checkpoints(mgr, lambda s, _, __: checkpoint.save(mgr, s)),
+          name='VAE', start=start, steps=steps, params_of=lambda s: s.params,
+          log_every=tc.log_every, checkpoint_every=max(1, int(tc.checkpoint_every)),
+          writer=writer, log_keys=('l1', 'kl', 'lr'), evaluate=evaluate,
+          eval_every=tc.eval_every)
+    finally:
+      for future in pending.values():
+        future.cancel()
+  return state, jax.device_get(final)
+
+
 def train_vae(config, vae_dir: str, data_dir: str) -> dict:
   """Trains (or resumes) the VAE on the rendered dataset in data_dir; returns final eval metrics.
 
@@ -177,23 +244,8 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
                      f'{sharding_lib.batch_divisor(mesh)} devices the batch is split over')
   res = int(config.data.resolution)
   frame_shape = (res, res, 3)
-  rng = jax.random.key(int(config.seed))
-  # rbg keys for init: threefry-based init of every conv compiles ~5x slower on CPU.
-  state = init_state(module, tx, jax.random.key(int(config.seed), impl='rbg'), frame_shape)
   mgr = checkpoint.make_manager(vae_dir, int(tc.get('keep_checkpoints', 2)))
-  fresh = state
-  state = recovery.restore_newest_readable(
-      mgr, lambda step: checkpoint.restore(mgr, step, fresh, mesh))
-  latest = None if state is None else int(state.step)
-  if latest is not None:
-    logging.info('VAE: resumed from checkpoint step %d in %s', latest, vae_dir)
-  else:
-    state = fresh
-    if config.vae.get('external_weights', ''):
-      params = external.load_safetensors(config.vae.external_weights, module, frame_shape[0])
-      logging.info('VAE: starting from external weights %s', config.vae.external_weights)
-      state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
-    state = sharding_lib.replicate(state, mesh)
+  state, latest = _resume_or_init(config, module, tx, mesh, mgr, frame_shape)
 
   eval_sets = {split: pipeline.eval_frames(src, int(tc.eval_frames), res)
                for split, src in sources.items() if len(src)}
@@ -213,52 +265,17 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
         return saved['metrics']
     return evaluate_lib.final_eval(vae_dir, module, state, eval_sets, recon_fn, {})
 
-  dataset = pipeline.frame_dataset(sources['train'],
-                                   batch_size=distributed.host_local_batch_size(global_batch),
-                                   resolution=res, seed=int(config.data.shuffle_seed) + int(config.seed),
-                                   cache_rgb=bool(tc.get('cache_frames', False)))
-  train_step = make_train_step(module, tx, config.vae, mesh)
-  frame_sharding = sharding_lib.batch_sharding(mesh)
   writer = metric_writers.create_default_writer(vae_dir, just_logging=jax.process_index() > 0)
   if start == 0:
     writer.write_hparams({k: v for k, v in config.vae.items() if not isinstance(v, Mapping)})
-  logging.info('VAE: %d frames/step over %d devices, %.2fM params', global_batch, mesh.size,
-               sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
-  # The schedule as a host table: evaluating the optax schedule each step is a JAX computation
-  # the loop would wait on before dispatching the step.
-  schedule = optim.make_schedule(tc, 'config.vae.train')
-  lr_table = np.asarray(jax.vmap(schedule)(jnp.arange(steps + 1)), np.float32)
-  final = {}   # the last step's metrics
 
   def evaluate(state, _):
     ev = evaluate_lib.evaluate(module, sharding_lib.local_copy(state.params), eval_sets,
                                fn=recon_fn)
     return {f'eval/{s}/{k}': v for s, m in ev.items() for k, v in m.items()}
 
-  # Load the next batch while the current step runs.
-  with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    pending = {start: pool.submit(dataset.__getitem__, start)}
-
-    def step_fn(state, i):
-      batch = pending.pop(i).result()
-      if i + 1 < steps:
-        pending[i + 1] = pool.submit(dataset.__getitem__, i + 1)
-      state, metrics = train_step(state, sharding_lib.put_batch(batch['frames'], frame_sharding),
-                                  rng, lr_table[i])
-      final.update(metrics)
-      return state, {**metrics, 'lr': lr_table[i]}
-
-    try:
-      state, _ = training_loop.run(
-          state, step_fn, training_loop.Checkpoints(mgr, lambda s, _, __: checkpoint.save(mgr, s)),
-          name='VAE', start=start, steps=steps, params_of=lambda s: s.params,
-          log_every=tc.log_every, checkpoint_every=max(1, int(tc.checkpoint_every)),
-          writer=writer, log_keys=('l1', 'kl', 'lr'), evaluate=evaluate,
-          eval_every=tc.eval_every)
-    finally:
-      for future in pending.values():
-        future.cancel()
-  final_loss = {f'final_train_{k}': float(v) for k, v in jax.device_get(final).items()}
+  state, final = _fit(config, module, tx, mesh, mgr, state, sources['train'], writer, evaluate)
+  final_loss = {f'final_train_{k}': float(v) for k, v in final.items()}
   final_loss['resumed_from'] = start
   final_loss.update(_bad_data_counts(sources['train']))
   result = evaluate_lib.final_eval(vae_dir, module, state, eval_sets, recon_fn, final_loss,
