@@ -156,3 +156,17 @@ def test_frechet_distance():
   y = r.normal(size=(4000, 3))
   z = r.normal(size=(4000, 3)) + np.array([2.0, 0, 0])
   assert abs(metrics.frechet_distance(y, z) - 4.0) < 0.3
+
+
+@pytest.mark.parametrize('hw', [(1, 1), (2, 2), (3, 5), (4, 4), (8, 8)])
+def test_conv3x3_is_flax_conv_on_both_paths(hw):
+  """Maps of <= 16 pixels take the patch-matmul path, larger ones the convolution: same result
+  and the same parameter tree as nn.Conv(F, (3, 3), padding=1)."""
+  import flax.linen as nn
+  import jax
+  x = _frames(7, (2, *hw, 5))
+  ref = nn.Conv(6, (3, 3), padding=1)
+  params = ref.init(jax.random.key(0), x)
+  ours = metrics.Conv3x3(6)
+  assert jax.tree.map(np.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(np.shape, params)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)

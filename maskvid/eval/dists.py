@@ -135,13 +135,18 @@ _HIGHEST = jax.lax.Precision.HIGHEST     # reproducible across devices (no TF32 
 
 
 def l2_pool(x):
-  """[N, H, W, C] -> [N, ceil(H/2), ceil(W/2), C]: sqrt(hanning3x3 * x**2 + 1e-12), stride 2."""
+  """[N, H, W, C] -> [N, ceil(H/2), ceil(W/2), C]: sqrt(hanning3x3 * x**2 + 1e-12), stride 2.
+
+  The depthwise 3x3 filter as nine strided slices: XLA:CPU runs a grouped convolution ~25x
+  slower than these elementwise sums (the same numbers).
+  """
   a = np.hanning(5)[1:-1]                 # the reference's filter_size=5 -> [0.5, 1, 0.5]
   g = np.outer(a, a) / np.outer(a, a).sum()
-  c = x.shape[-1]
-  k = jnp.asarray(np.tile(g[:, :, None, None], (1, 1, 1, c)), x.dtype)
-  out = jax.lax.conv_general_dilated(x ** 2, k, (2, 2), ((1, 1), (1, 1)), feature_group_count=c,
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=_HIGHEST)
+  _, h, w, _ = x.shape
+  ho, wo = (h + 1) // 2, (w + 1) // 2
+  sq = jnp.pad(x ** 2, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  out = sum(float(g[i, j]) * sq[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2, :]
+            for i in range(3) for j in range(3))
   return jnp.sqrt(out + 1e-12)
 
 
@@ -157,7 +162,7 @@ class DISTSFeatures(nn.Module):
       if s > 0:
         h = l2_pool(h)
       for k, c in enumerate(channels):
-        h = nn.relu(nn.Conv(c, (3, 3), padding=1, precision=_HIGHEST, name=f'conv{s}_{k}')(h))
+        h = nn.relu(metrics.Conv3x3(c, precision=_HIGHEST, name=f'conv{s}_{k}')(h))
       taps.append(h)
     return taps
 

@@ -188,22 +188,8 @@ class Completer:
       uint8 frames with the rank of `frames` ([T,H,W,3] or [B,T,H,W,3]); with return_latents a
       dict(video=..., latents [B,T,h,w,c], known_mask [B,T,h,w]).
     """
-    x = pictures.to_float(frames)
-    if x.ndim not in (4, 5) or x.shape[-1] != 3:
-      raise ValueError(f'frames must be [T, H, W, 3] or [B, T, H, W, 3], got shape {x.shape}')
-    unbatched = x.ndim == 4
-    m = np.asarray(pixel_mask)
-    if m.dtype != np.bool_:
-      raise TypeError(f'pixel_mask must be bool (True = known pixel), got dtype {m.dtype}')
-    if m.shape != x.shape[:-1]:
-      raise ValueError(f'pixel_mask must have shape frames.shape[:-1] = {x.shape[:-1]}, got '
-                       f'{m.shape}')
-    hint = np.zeros_like(m) if hint_mask is None else np.asarray(hint_mask)
-    if hint.dtype != np.bool_ or hint.shape != m.shape:
-      raise ValueError(f'hint_mask must be bool of pixel_mask\'s shape {m.shape}, got '
-                       f'{hint.dtype} {hint.shape}')
-    if unbatched:
-      x, m, hint = x[None], m[None], hint[None]
+    x, m, hint = _batched_inputs(frames, pixel_mask, hint_mask)
+    unbatched = np.ndim(frames) == 4
     size = (self.resolution, self.resolution)
     if self.resolution and x.shape[2:4] != size:
       out = self._complete_other_size(x, m, hint, size, num_steps=num_steps, solver=solver,
@@ -241,3 +227,23 @@ class Completer:
     if return_latents:
       return dict(video=video, latents=np.asarray(out), known_mask=given.known)
     return video
+
+
+def _batched_inputs(frames, pixel_mask, hint_mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`complete_video`'s inputs checked and batched: float [B,T,H,W,3], bool [B,T,H,W] x2."""
+  x = pictures.to_float(frames)
+  if x.ndim not in (4, 5) or x.shape[-1] != 3:
+    raise ValueError(f'frames must be [T, H, W, 3] or [B, T, H, W, 3], got shape {x.shape}')
+  m = np.asarray(pixel_mask)
+  if m.dtype != np.bool_:
+    raise TypeError(f'pixel_mask must be bool (True = known pixel), got dtype {m.dtype}')
+  if m.shape != x.shape[:-1]:
+    raise ValueError(f'pixel_mask must have shape frames.shape[:-1] = {x.shape[:-1]}, got '
+                     f'{m.shape}')
+  hint = np.zeros_like(m) if hint_mask is None else np.asarray(hint_mask)
+  if hint.dtype != np.bool_ or hint.shape != m.shape:
+    raise ValueError(f'hint_mask must be bool of pixel_mask\'s shape {m.shape}, got '
+                     f'{hint.dtype} {hint.shape}')
+  if x.ndim == 4:
+    return x[None], m[None], hint[None]
+  return x, m, hint
