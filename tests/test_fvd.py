@@ -133,3 +133,18 @@ def test_fvd_is_zero_on_itself_and_orders_blur_below_noise(embedded):
   assert metric.distance(real, real) < 1e-3
   to_blur, to_noise = metric.distance(real, blurred), metric.distance(real, noisy)
   assert 0 < to_blur < to_noise, (to_blur, to_noise)
+
+
+@pytest.mark.parametrize('shape,kernel,stride', [((5, 19, 22, 3), (7, 7, 7), (2, 2, 2)),
+                                                 ((4, 9, 9, 3), (3, 3, 3), (1, 1, 1)),
+                                                 ((4, 6, 6, 8), (3, 3, 3), (1, 1, 1))])
+def test_conv3d_same_is_flax_conv(shape, kernel, stride):
+  """The patch path (<= 4 input channels) and the plain path match nn.Conv 'SAME' exactly
+  enough, with the same parameter tree."""
+  import flax.linen as nn
+  x = np.random.RandomState(0).normal(size=(2, *shape)).astype(np.float32)
+  ref = nn.Conv(6, kernel, strides=stride, padding='SAME', use_bias=True)
+  params = ref.init(jax.random.key(0), x)
+  ours = fvd_lib.Conv3dSame(6, kernel, stride, use_bias=True)
+  assert jax.tree.map(np.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(np.shape, params)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-4, atol=1e-4)
