@@ -74,6 +74,12 @@ def test_complete_long_calls_windows_and_keeps_given_pixels():
   assert out['video'].shape == frames.shape
   np.testing.assert_array_equal(out['video'][0], frames[0])      # given frame: never a window's
   assert not np.array_equal(out['video'][~mask], frames[~mask])   # the rest: the windows' output
+  assert all(call['guide_frames'] is None for call in fake.calls)
+  # Guidance over the context: each window names its context frames (not its new ones).
+  fake.calls.clear()
+  common.run_completion(fake, frames, mask, seed=3, guide_context=True)
+  for call, w in zip(fake.calls, windows):
+    np.testing.assert_array_equal(call['guide_frames'], [t not in w.new for t in w.frames])
   # A clip within the model's length is one call, as before.
   fake.calls.clear()
   short = common.run_completion(fake, frames[:8], mask[:8])

@@ -289,3 +289,19 @@ def test_static_clip_copies_what_the_other_frame_shows(completer):
   sc = completer.complete_video(frames, mask, rng=key(4), renoise_at=0.5)
   np.testing.assert_array_equal(sc[mask], frames[mask])
   assert not np.array_equal(sc[~mask], frames[~mask])
+
+
+def test_guide_frames_choose_what_guidance_drops(completer):
+  """guide_frames (a long video's context frames): guidance over those frames only differs from
+  guidance over everything known; guiding over no frame is the unguided sampler."""
+  frames = clip(7, batch=1)
+  mask = np.ones(frames.shape[:-1], bool)
+  mask[:, 1, :, 8:] = False       # frame 1's right half generated, its left half and frame 0 given
+  run = lambda **kw: np.asarray(completer.complete_video(frames, mask, rng=key(2), num_steps=2,
+                                                         return_latents=True, **kw)['latents'])
+  plain, guided = run(guidance=1.0), run(guidance=3.0)
+  context_only = run(guidance=3.0, guide_frames=np.array([True, False]))
+  none = run(guidance=3.0, guide_frames=np.zeros(2, bool))
+  np.testing.assert_allclose(none, plain, rtol=1e-5, atol=1e-5)
+  assert np.abs(guided - plain).max() > 1e-3
+  assert np.abs(context_only - guided).max() > 1e-3 and np.abs(context_only - plain).max() > 1e-3

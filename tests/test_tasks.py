@@ -39,9 +39,10 @@ class FakeCompleter:
 
   def complete_video(self, frames, pixel_mask, *, num_steps=None, solver=None, renoise_at=None,
                      guidance=None, seed=0, rng=None, paste_known=True, return_latents=False,
-                     progress=False, hint_mask=None):
+                     progress=False, hint_mask=None, guide_frames=None):
     self.calls.append(dict(frames=frames, pixel_mask=pixel_mask, num_steps=num_steps,
-                           renoise_at=renoise_at, seed=seed, hint_mask=hint_mask))
+                           renoise_at=renoise_at, seed=seed, hint_mask=hint_mask,
+                           guide_frames=guide_frames))
     z = self.encode(frames)
     b, t, h, w, _ = z.shape
     known = pixel_mask.reshape(b, t, h, 4, w, 4).all((3, 5))

@@ -7,10 +7,16 @@ frames 0 and T-1, completed by a trained run's Completer in these ways:
   one_window    the whole video in one call (a T-frame clip the model never trained on)
   independent   windows of the model's clip in time order, no shared context (sliding, 0)
   sliding       windows in time order, each with the 2 newest finished frames as context
-  anchors       keyframes over the whole path first, then the frames between (2 context frames)
+  anchors       keyframes over the whole path first, then the frames between (2 context frames),
+                with the run's sampler options (the demo: guidance 2 over everything known)
+  anchors g1    the same without guidance (one model pass a step)
+  anchors ctx-guided  the same with guidance over each window's context frames only
+                (`complete_long(guide_context=True)`: the window's own given pixels in both
+                passes)
   trivial       nearest fill of the warp (nvs) / the cross-fade of the endpoints (interpolate)
 
-Printed: PSNR of the generated frames against the render (mean ± SE over scenes), the
+Printed: PSNR of the generated frames against the render (mean ± SE over scenes; all of them and
+the last 8), the
 reprojection error between far-apart frames (0, T/2, T-1) with GT geometry, model calls, wall
 seconds, and the sampler's compiled memory for one window vs the one-window call; written:
 `--out`/long_video.png (PSNR against frame index per task) and long_video_strip.png (one scene's
@@ -37,7 +43,8 @@ from maskvid.sampling import sampler
 from maskvid.tasks import interpolate
 from maskvid.tasks import nvs
 
-METHODS = ('trivial', 'one_window', 'independent', 'sliding', 'anchors')
+METHODS = ('trivial', 'one_window', 'independent', 'sliding', 'anchors', 'anchors g1',
+           'anchors ctx-guided')
 
 
 def task_inputs(task: str, clip: dict):
@@ -56,10 +63,12 @@ def complete(completer, method: str, frames, mask, seed: int):
   """-> (uint8 [T,H,W,3], model calls)."""
   if method == 'one_window':
     return completer.complete_video(frames, mask, seed=seed), 1
-  strategy, context = {'independent': ('sliding', 0), 'sliding': ('sliding', 2),
-                       'anchors': ('anchors', 2)}[method]
+  strategy, context = {'independent': ('sliding', 0), 'sliding': ('sliding', 2)}.get(
+      method, ('anchors', 2))
+  options = {'anchors g1': dict(guidance=1.0),
+             'anchors ctx-guided': dict(guide_context=True)}.get(method, {})
   out = long_video.complete_long(completer, frames, mask, strategy=strategy, context=context,
-                                 seed=seed)
+                                 seed=seed, **options)
   return out['video'], len(out['windows'])
 
 
@@ -119,14 +128,16 @@ def main():
   whole_mib = sampler_memory(completer, T)
   print(f'\n{T}-frame paths, {len(clips)} test scenes, windows of {completer.clip_length} '
         f'frames; PSNR of the generated frames (dB, mean ± SE over scenes)\n')
-  print('| task | method | PSNR | reproj (0, T/2, T-1) | model calls | seconds |')
-  print('|---|---|---|---|---|---|')
+  print('| task | method | PSNR | PSNR last 8 | reproj (0, T/2, T-1) | model calls | seconds |')
+  print('|---|---|---|---|---|---|---|')
+  se = lambda v: v.std(ddof=1) / np.sqrt(len(v))
   for (task, m), rows in psnr.items():
     per_scene = np.nanmean(np.asarray(rows), axis=1)
+    last = np.nanmean(np.asarray(rows)[:, -8:], axis=1)
     r = np.asarray(reproj[task, m], np.float64)
-    print(f'| {task} | {m} | {per_scene.mean():.2f} ± '
-          f'{per_scene.std(ddof=1) / np.sqrt(len(per_scene)):.2f} | '
-          f'{np.nanmean(r):.4f} | {calls[task, m]} | {seconds[task, m]:.1f} |')
+    print(f'| {task} | {m} | {per_scene.mean():.2f} ± {se(per_scene):.2f} | '
+          f'{last.mean():.2f} ± {se(last):.2f} | {np.nanmean(r):.4f} | {calls[task, m]} | '
+          f'{seconds[task, m]:.1f} |')
   print(f'\nsampler memory (compiled, one clip): window of {completer.clip_length} frames '
         f'{window_mib:.1f} MiB, one {T}-frame call {whole_mib:.1f} MiB')
   _plot(psnr, T, os.path.join(out_dir, 'long_video.png'))

@@ -126,11 +126,12 @@ class Completer:
                                             solver=solver, renoise_at=renoise_at,
                                             guidance=guidance), progress=bool(progress))
 
-  def complete_latents(self, known, known_mask, rng, exact_mask=None, **options) -> jax.Array:
+  def complete_latents(self, known, known_mask, rng, exact_mask=None, guide_mask=None,
+                       **options) -> jax.Array:
     """sampler.complete with this run's EMA weights; options as in `sample_options`."""
     return sampler.complete(self.apply_fn, self.params, jnp.asarray(known, jnp.float32),
                             jnp.asarray(known_mask), rng, exact_mask=exact_mask,
-                            **self.sample_options(**options))
+                            guide_mask=guide_mask, **self.sample_options(**options))
 
   def token_masks(self, pixel_mask, hint_mask=None) -> tuple[jax.Array, jax.Array]:
     """bool [B,T,H,W] pixels (and hinted ones) -> (known, exact) bool [B,T,h,w]
@@ -159,7 +160,7 @@ class Completer:
                      guidance: Optional[float] = None, seed: int = 0,
                      rng: Optional[jax.Array] = None, paste_known: bool = True,
                      return_latents: bool = False, progress: bool = False,
-                     hint_mask=None):
+                     hint_mask=None, guide_frames=None):
     """Completes the unknown pixels of a clip (or a batch of clips).
 
     Args:
@@ -183,6 +184,9 @@ class Completer:
         `known` token rule, never for `exact`, so their tokens are clean context that
         stochastic conditioning (`renoise_at`) re-noises and repairs. They are not pasted back:
         the output there is the hint moved by what the model changed (`sampling.composite`).
+      guide_frames: optional bool [T] / [B, T]: with guidance, only these frames' known tokens
+        are dropped in the guidance branch (`sampler.complete(guide_mask=)`), the other known
+        frames stay clean in both passes; None: every known token (plain mask-dropout guidance).
 
     Returns:
       uint8 frames with the rank of `frames` ([T,H,W,3] or [B,T,H,W,3]); with return_latents a
@@ -195,7 +199,8 @@ class Completer:
       out = self._complete_other_size(x, m, hint, size, num_steps=num_steps, solver=solver,
                                       renoise_at=renoise_at, guidance=guidance, seed=seed,
                                       rng=rng, paste_known=paste_known,
-                                      return_latents=return_latents, progress=progress)
+                                      return_latents=return_latents, progress=progress,
+                                      guide_frames=guide_frames)
       if unbatched:
         out = ({**out, 'video': out['video'][0]} if return_latents else out[0])
       return out
@@ -215,7 +220,11 @@ class Completer:
         factor=self.latent_factor, patch_size=self.patch_size, fill_options=self.fill_options,
         token_rule=dict(min_valid=self.min_valid, min_hinted=self.min_hinted))
     known = jnp.where(given.known[..., None], given.latents, 0.0)  # unknown values never read
-    out = self.complete_latents(known, given.known, rng, exact_mask=given.exact,
+    guide = None
+    if guide_frames is not None:
+      flags = np.broadcast_to(np.asarray(guide_frames, bool), given.known.shape[:2])
+      guide = jnp.asarray(given.known & flags[:, :, None, None])
+    out = self.complete_latents(known, given.known, rng, exact_mask=given.exact, guide_mask=guide,
                                 num_steps=num_steps, solver=solver, renoise_at=renoise_at,
                                 guidance=guidance, progress=progress)
     # Known pixels are pasted as uint8 below (bit-exact); hinted ones move with the model.

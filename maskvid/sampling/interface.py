@@ -26,8 +26,10 @@ class VideoCompleter(Protocol):
                      renoise_at: Optional[float] = None, guidance: Optional[float] = None,
                      seed: int = 0, rng: Any = None, paste_known: bool = True,
                      return_latents: bool = False, progress: bool = False,
-                     hint_mask: Optional[np.ndarray] = None) -> Any:
+                     hint_mask: Optional[np.ndarray] = None,
+                     guide_frames: Optional[np.ndarray] = None) -> Any:
     """frames uint8 [B, T, H, W, 3], pixel_mask bool [B, T, H, W] (True = known), hint_mask
-    bool [B, T, H, W] or None (pixels of `frames` that are a guess). Returns uint8
+    bool [B, T, H, W] or None (pixels of `frames` that are a guess), guide_frames bool [T] or
+    None (the frames guidance drops; None: all known). Returns uint8
     [B, T, H, W, 3], or with return_latents dict(video, latents [B, T, h, w, c],
     known_mask [B, T, h, w])."""

@@ -14,7 +14,9 @@ they are then finished too. Strategies (`plan`):
             next frames continue the previous window (autoregressive rollout).
 
 Each window is one `VideoCompleter.complete_video` call on W frames, so the sampler compiles
-once and peak memory is one window's, whatever T. Window j samples with seed + j.
+once and peak memory is one window's, whatever T. Window j samples with seed + j. With guidance,
+`guide_context` contrasts the window with and without its context frames only (the window's own
+given pixels in both passes) instead of with and without everything known.
 
   plan(given_frames, num_frames, window, strategy, context) -> [Window(frames, new), ...]
   complete_long(completer, frames, pixel_mask, ...) -> dict(video, known_mask, windows)
@@ -85,7 +87,7 @@ def plan(given: Sequence[int], num_frames: int, window: int, strategy: str = 'an
 def complete_long(completer, frames: np.ndarray, pixel_mask: np.ndarray, *,
                   window: Optional[int] = None, strategy: str = 'anchors', context: int = 2,
                   seed: int = 0, hint_mask: Optional[np.ndarray] = None,
-                  **sample_kwargs) -> dict:
+                  guide_context: bool = False, **sample_kwargs) -> dict:
   """Completes a video of any length with a `VideoCompleter`, window by window.
 
   Args:
@@ -94,6 +96,9 @@ def complete_long(completer, frames: np.ndarray, pixel_mask: np.ndarray, *,
     hint_mask: optional bool [T, H, W] (pixels of `frames` that are a guess).
     window: frames per call (default: the completer's clip_length).
     strategy, context: see `plan`.
+    guide_context: with guidance, only each window's context frames (finished earlier) are
+      dropped in the guidance branch; the window's own given pixels stay clean in both passes
+      (`Completer.complete_video(guide_frames=)`). False: plain mask-dropout guidance.
     sample_kwargs: sampler options passed to every call (num_steps, solver, renoise_at, ...).
   Returns:
     dict(video uint8 [T, H, W, 3] (given pixels exact), windows [Window]).
@@ -113,6 +118,8 @@ def complete_long(completer, frames: np.ndarray, pixel_mask: np.ndarray, *,
     idx = list(w.frames)
     logging.info('long video: window %d/%d, frames %s (new %s)', j + 1, len(windows), idx,
                  list(w.new))
+    if guide_context:
+      sample_kwargs['guide_frames'] = np.array([t not in w.new for t in idx])
     out = completer.complete_video(video[idx][None], known[idx][None],
                                    hint_mask=hint[idx][None], seed=seed + j, **sample_kwargs)
     out = np.asarray(out)[0]   # uint8 [1, window, H, W, 3] (return_latents is off)

@@ -7,7 +7,7 @@ t = 1 and follow the time grid.
 
 Public API:
   complete(apply_fn, params, known, known_mask, rng, *, num_steps, solver, renoise_at=0.0,
-           guidance, exact_mask=None) -> latents [B, T, h, w, c]
+           guidance, exact_mask=None, guide_mask=None) -> latents [B, T, h, w, c]
   sample_trajectory(...same...) -> (latents, trajectory [num_steps + 1, B, T, h, w, c], t_grid)
   time_grid(num_steps, renoise_at) -> np.ndarray [num_steps + 1]
   num_function_evals(num_steps, solver, guidance, renoise_at) -> int (model passes per clip)
@@ -47,9 +47,12 @@ the conditional prediction (known tokens clean, t = 0) and v_u is the model's un
 training masks). For v_u the known positions hold `(1 - t) known + t eps0`, the forward-noised
 known latents with the noise drawn at initialisation (fixed along the trajectory), i.e. the
 clip noised to the current level exactly as the training unconditional mode sees it. Both passes
-are one model call on a 2B batch. After re-noising (`renoise_at`) only exact tokens are known;
-without any (`exact_mask=None`) v_c = v_u and guidance no longer applies. `guidance = 1` is the
-plain sampler (no extra pass).
+are one model call on a 2B batch. `guide_mask` narrows what the guidance branch drops: only the
+known tokens in it are noised there, the others stay clean context in both passes, so the
+guidance amplifies what those tokens add (a long video's context from earlier windows, with the
+window's own given frames in both passes). After re-noising (`renoise_at`) only exact tokens
+are known; without any (`exact_mask=None`) v_c = v_u and guidance no longer applies.
+`guidance = 1` is the plain sampler (no extra pass).
 """
 import collections
 import functools
@@ -146,11 +149,15 @@ def _validate(apply_fn, known, known_mask, exact_mask=None):
                      f'{tuple(known.shape[:-1])}, got {getattr(known_mask, "shape", type(known_mask))}')
   if known_mask.dtype != jnp.bool_:
     raise TypeError(f'known_mask must be a bool array (True = known), got dtype {known_mask.dtype}')
-  if exact_mask is not None and (getattr(exact_mask, 'shape', None) != known_mask.shape
-                                 or exact_mask.dtype != jnp.bool_):
-    got = getattr(exact_mask, 'shape', type(exact_mask))
-    raise ValueError(f'exact_mask must be None or bool [B, T, h, w] = known_mask.shape = '
-                     f'{tuple(known_mask.shape)}, got {got} {getattr(exact_mask, "dtype", "")}')
+  _validate_mask('exact_mask', exact_mask, known_mask)
+
+
+def _validate_mask(name, mask, known_mask):
+  if mask is not None and (getattr(mask, 'shape', None) != known_mask.shape
+                           or mask.dtype != jnp.bool_):
+    got = getattr(mask, 'shape', type(mask))
+    raise ValueError(f'{name} must be None or bool [B, T, h, w] = known_mask.shape = '
+                     f'{tuple(known_mask.shape)}, got {got} {getattr(mask, "dtype", "")}')
 
 
 def _report_step(step, num_steps):
@@ -159,10 +166,11 @@ def _report_step(step, num_steps):
 
 
 def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, solver,
-            renoise_at, guidance, keep_trajectory, progress=False):
+            renoise_at, guidance, keep_trajectory, progress=False, guide_mask=None):
   """Shared body of complete / sample_trajectory (traced once per shapes + static options)."""
   _TRACES['sample'] += 1
   _validate(apply_fn, known, known_mask, exact_mask)
+  _validate_mask('guide_mask', guide_mask, known_mask)
   r = _check_options(num_steps, solver, renoise_at, guidance)
   guidance = float(guidance)
   grid = jnp.asarray(time_grid(num_steps, r or 0.0))
@@ -181,8 +189,11 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
     t_cond = jnp.where(held, jnp.float32(0), t_noisy)
     if not guide:
       return apply_fn(params, x, t_cond).astype(dtype)
-    x_uncond = jnp.where(held[..., None], (1 - t) * known + t * eps0, x)
-    v = apply_fn(params, jnp.concatenate([x, x_uncond]), jnp.concatenate([t_cond, t_noisy]))
+    # The guidance branch: the guided known tokens noised to the grid level with the rest.
+    dropped = held if guide_mask is None else held & guide_mask
+    x_uncond = jnp.where(dropped[..., None], (1 - t) * known + t * eps0, x)
+    t_uncond = jnp.where(held & ~dropped, jnp.float32(0), t_noisy)
+    v = apply_fn(params, jnp.concatenate([x, x_uncond]), jnp.concatenate([t_cond, t_uncond]))
     v_cond, v_uncond = jnp.split(v.astype(dtype), 2)
     return v_uncond + guidance * (v_cond - v_uncond)
 
@@ -241,7 +252,8 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
 def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_mask: jax.Array,
              rng: jax.Array, *, num_steps: int, solver: str = 'euler',
              renoise_at: float = 0.0, guidance: float = 1.0,
-             exact_mask: Optional[jax.Array] = None, progress: bool = False) -> jax.Array:
+             exact_mask: Optional[jax.Array] = None, progress: bool = False,
+             guide_mask: Optional[jax.Array] = None) -> jax.Array:
   """Fills the unknown tokens of `known` by sampling the masked flow-matching model.
 
   Args:
@@ -259,6 +271,9 @@ def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_
     exact_mask: bool [B, T, h, w] or None: known tokens that are exact (kept clean even past
       `renoise_at`); the other known tokens are unreliable. None: no token is exact.
     progress: log one line per step from inside the compiled loop (a host callback; static).
+    guide_mask: bool [B, T, h, w] or None: the known tokens the guidance branch noises; the
+      other known tokens stay clean in both branches, so guidance amplifies only what the guided
+      ones add (e.g. a long video's context from earlier windows). None: every known token.
 
   Returns:
     latents [B, T, h, w, c], dtype of `known`; known tokens bit-equal to `known` unless
@@ -267,14 +282,14 @@ def complete(apply_fn: Callable[..., Any], params: Any, known: jax.Array, known_
   """
   return _sample(apply_fn, params, known, known_mask, exact_mask, rng, num_steps=num_steps,
                  solver=solver, renoise_at=renoise_at, guidance=guidance,
-                 keep_trajectory=False, progress=progress)[0]
+                 keep_trajectory=False, progress=progress, guide_mask=guide_mask)[0]
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def sample_trajectory(apply_fn, params, known, known_mask, rng, *, num_steps: int,
                       solver: str = 'euler', renoise_at: float = 0.0,
                       guidance: float = 1.0, exact_mask: Optional[jax.Array] = None,
-                      progress: bool = False):
+                      progress: bool = False, guide_mask: Optional[jax.Array] = None):
   """Same as `complete`, also returning every state on the grid (for inspection and tests).
 
   Returns:
@@ -285,4 +300,4 @@ def sample_trajectory(apply_fn, params, known, known_mask, rng, *, num_steps: in
   """
   return _sample(apply_fn, params, known, known_mask, exact_mask, rng, num_steps=num_steps,
                  solver=solver, renoise_at=renoise_at, guidance=guidance, keep_trajectory=True,
-                 progress=progress)
+                 progress=progress, guide_mask=guide_mask)

@@ -26,6 +26,8 @@ def define_common_flags() -> None:
                     'model\'s clip: anchors (keyframes over the whole video first, then the '
                     'frames between) or sliding (windows in time order); sampling.long_video.')
   flags.DEFINE_integer('context_frames', 2, 'Long videos: finished frames each window sees.')
+  flags.DEFINE_bool('guide_context', False, 'Long videos with guidance: guide over the context '
+                    'frames only (the window\'s own given pixels in both passes).')
   flags.mark_flags_as_required(['checkpoint', 'out'])
 
 
@@ -37,7 +39,8 @@ def sample_options(values) -> dict:
   """
   return dict(num_steps=values.num_steps, solver=values.solver, guidance=values.guidance,
               renoise_at=values.renoise_at, paste_known=bool(values.paste_known),
-              long_strategy=values.long_strategy, context_frames=values.context_frames)
+              long_strategy=values.long_strategy, context_frames=values.context_frames,
+              guide_context=bool(values.guide_context))
 
 
 def load_completer(workdir: str, min_valid=None):

@@ -34,7 +34,7 @@ def model_resolution(completer: VideoCompleter) -> tuple[int, int]:
 def run_completion(completer: VideoCompleter, frames: np.ndarray, pixel_mask: np.ndarray, *,
                    seed: int = 0, hint_mask: Optional[np.ndarray] = None,
                    long_strategy: str = 'anchors', context_frames: int = 2,
-                   **sample_kwargs) -> dict:
+                   guide_context: bool = False, **sample_kwargs) -> dict:
   """One clip through `completer.complete_video`; a clip longer than the model's
   (`completer.clip_length`) window by window (`sampling.long_video`).
 
@@ -44,7 +44,8 @@ def run_completion(completer: VideoCompleter, frames: np.ndarray, pixel_mask: np
     frames: uint8 [T, H, W, 3]; pixel_mask: bool [T, H, W] (True = known).
     hint_mask: optional bool [T, H, W]: pixels of `frames` that are a guess, not given (see
       `Completer.complete_video`).
-    long_strategy, context_frames: `long_video.plan`'s strategy and context (long clips only).
+    long_strategy, context_frames, guide_context: `long_video.complete_long`'s strategy, context
+      and guidance over the context (long clips only).
   Returns:
     dict(video uint8 [T, H, W, 3], latents [T, h, w, c], known_mask [T, h, w]); for a long
     clip dict(video, windows [long_video.Window]).
@@ -54,7 +55,7 @@ def run_completion(completer: VideoCompleter, frames: np.ndarray, pixel_mask: np
   if len(frames) > completer.clip_length:
     return long_video.complete_long(completer, frames, pixel_mask, strategy=long_strategy,
                                     context=context_frames, seed=seed, hint_mask=hint_mask,
-                                    progress=True, **options)
+                                    guide_context=guide_context, progress=True, **options)
   frames, pixel_mask = np.asarray(frames), np.asarray(pixel_mask, bool)
   if frames.dtype != np.uint8 or frames.ndim != 4 or pixel_mask.shape != frames.shape[:3]:
     raise ValueError(f'frames must be uint8 [T, H, W, 3] and pixel_mask bool [T, H, W]; got '
