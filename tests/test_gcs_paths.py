@@ -128,8 +128,8 @@ def test_save_and_load_config(fake_gcs):
   workdir_lib.save_config(config, 'gs://bucket/run/vae')
   with open(os.path.join(fake_gcs.root, 'bucket/run/vae/config.json')) as f:
     assert f.read() == config.to_json_best_effort(indent=2)
-  assert vae_checkpoint.load_config('gs://bucket/run/vae').model.width == config.model.width
-  back = checkpoint.config_from_json('gs://bucket/run/vae/config.json')
+  assert workdir_lib.load_config('gs://bucket/run/vae').model.width == config.model.width
+  back = workdir_lib.read_config('gs://bucket/run/vae/config.json')
   assert back.model.patch_size == tuple(config.model.patch_size)
   assert checkpoint.checkpoint_dir('gs://bucket/run/diffusion') == (
       'gs://bucket/run/diffusion/checkpoints')
@@ -138,7 +138,7 @@ def test_save_and_load_config(fake_gcs):
   with pytest.raises(FileNotFoundError, match='gs://bucket/run/diffusion/checkpoints'):
     checkpoint.load_for_inference('gs://bucket/run/diffusion')
   with pytest.raises(FileNotFoundError, match='no config.json'):
-    vae_checkpoint.load_config('gs://bucket/run/nothing')
+    workdir_lib.load_config('gs://bucket/run/nothing', 'VAE')
 
 
 def test_eval_report_and_grid(fake_gcs):

@@ -15,6 +15,7 @@ import time
 import dm_pix
 import numpy as np
 
+from maskvid import workdir
 from maskvid.vae import checkpoint as vae_checkpoint
 from maskvid.vae import evaluate as vae_eval
 from maskvid import pictures
@@ -39,7 +40,7 @@ def main():
   args = parser.parse_args()
   if args.clips < 32 or args.clips % 32:
     parser.error(f'--clips must be a positive multiple of 32, got {args.clips}')
-  config = vae_checkpoint.load_config(args.vae_dir)
+  config = workdir.load_config(args.vae_dir, 'VAE')
   module, params = vae_checkpoint.load_vae(args.vae_dir)
   fn = vae_eval.make_reconstruct_fn(module)
   t, res = int(config.data.num_frames), int(config.data.resolution)

@@ -31,6 +31,7 @@ from maskvid.sampling import sampler
 from maskvid.train import checkpoint as ckpt_lib
 from maskvid.vae import cache
 from maskvid.vae import codec as codec_lib
+from maskvid import workdir as workdir_lib
 from maskvid.workdir import stage_dir
 
 
@@ -100,7 +101,7 @@ class Completer:
       raise FileNotFoundError(f'workdir {workdir!r} has no trained diffusion stage ({config_path} '
                               'is missing): run `python -m maskvid.main --config=configs/demo.py '
                               f'--workdir={workdir}`')
-    config = ckpt_lib.config_from_json(config_path)
+    config = workdir_lib.read_config(config_path)
     kwargs.setdefault('latents_dir', stage_dir(config, workdir, 'latents'))
     return cls(diffusion_dir, stage_dir(config, workdir, 'vae'), **kwargs)
 

@@ -63,10 +63,6 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state,
   return recovery.restore_newest_readable(manager, restore, move_aside=move_aside)
 
 
-# The one reader of saved run configs (tuples restored), under the name inference code uses.
-config_from_json = workdir_lib.read_config
-
-
 def load_for_inference(diffusion_dir: str):
   """(config, module, ema_params) from a diffusion stage dir alone.
 
@@ -80,7 +76,7 @@ def load_for_inference(diffusion_dir: str):
     raise FileNotFoundError(
         f'No diffusion run in {diffusion_dir!r}: {config_path} is missing. Train one with '
         '`python -m maskvid.main --config=configs/tiny.py --workdir=DIR` (job=diffusion).')
-  config = config_from_json(config_path)
+  config = workdir_lib.read_config(config_path)
   ckpt_dir = checkpoint_dir(diffusion_dir)
   if not fileio.path(ckpt_dir).is_dir():
     raise FileNotFoundError(f'No checkpoints in {diffusion_dir!r} ({ckpt_dir} is missing): '

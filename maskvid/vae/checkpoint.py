@@ -56,16 +56,11 @@ def restore(mgr: ocp.CheckpointManager, step: int, target: TrainState,
                     opt_state=restored['opt_state'])
 
 
-def load_config(vae_dir: str):
-  """The run config saved in vae_dir (FileNotFoundError naming the dir if there is none)."""
-  return workdir.load_config(vae_dir, 'VAE')
-
-
 def load_vae(vae_dir: str, step: int | None = None):
   """Rebuilds `(module, params)` from vae_dir/config.json and its latest (or given) checkpoint."""
   if not fileio.path(vae_dir).is_dir():
     raise FileNotFoundError(f'VAE directory {vae_dir!r} does not exist (run the vae stage first)')
-  config = load_config(vae_dir)
+  config = workdir.load_config(vae_dir, 'VAE')
   ckpt_dir = os.path.join(fileio.absolute(vae_dir), CHECKPOINT_SUBDIR)
   if not fileio.path(ckpt_dir).is_dir():
     raise FileNotFoundError(f'no checkpoints in {ckpt_dir!r} (run the vae stage first)')
