@@ -152,15 +152,15 @@ def get_config():
   c.mesh.data = -1                          # -1: all remaining devices
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
+  # Parameters only: the batch dim is always split over ('data', 'fsdp') (sharding.batch_sharding).
   c.mesh.rules = (
-      ('batch', ('data', 'fsdp')),
       ('embed', 'fsdp'),
       ('mlp', 'tensor'),
       ('heads', 'tensor'),
       ('kv', None),
       ('qkv', None),
       ('patch', None),
-      ('tokens', None),
+      ('layers', None),
   )
 
   # Sampler (maskvid/sampling).

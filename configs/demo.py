@@ -1,6 +1,7 @@
 """`make demo`: render, train the VAE, cache latents, train ours, evaluate, print the table.
 
-About 21 minutes on the idle 2-core CPU (plus ~1 min of install). Only the masked model trains;
+About 16 minutes on the idle 2-core CPU with the install (15m42s measured on a clean clone,
+2026-12-06; the machine's speed varies ~20% day to day). Only the masked model trains;
 the two trained baselines belong to configs/reference.py. The time goes where it buys
 completion quality:
   - data: 2,048 synthetic scenes of 8 frames at 32x32 (rendered in 2 processes, ~20 s), each
@@ -10,10 +11,10 @@ completion quality:
   - VAE: 4x down, 4 latent channels (a 6x smaller latent than the 16-channel reconstruction VAE
     of configs/vae_tiny.py: 20.6 dB test PSNR instead of 28, but a token of (1, 2, 2) patches is
     16 numbers instead of 64, and samples in it decode to structure instead of coloured noise),
-    1,500 steps (~1.5 min);
+    1,500 steps (~2 min with the latent cache);
   - transformer: the tiny one (4 blocks of width 128, 128 tokens per clip), both cores as two
     devices at batch 16, lr 1.5e-3, uniform t, RoPE theta 100 (a 8x4x4 grid), a quarter of the
-    training masks 'endpoints' (interpolation), 2,000 steps (~9 min);
+    training masks 'endpoints' (interpolation), 2,000 steps (~7.5 min);
   - sampler (config.sample: the commands and the eval's `ours` row alike): 12 Euler steps with
     mask-dropout guidance 2 (two model passes a step, so the cost of 24 plain steps). Measured
     on this recipe's model, one sample of test interpolation (hole PSNR at camera speed
@@ -23,8 +24,8 @@ completion quality:
     solvers change nothing: the spread of one sample is the model's, and guidance narrows it;
   - eval: 16 test and 16 ood clips of the four tasks, trivial answers beside ours (one sample,
     the mean of 4 samples, the one-step estimate), then the camera-speed sweep (8 clips per
-    split at speeds 0 / 0.25 / 0.5 / 1); 8.3 min alone (45-72 s per split/task with LPIPS, the
-    sweep ~2.5 min).
+    split at speeds 0 / 0.25 / 0.5 / 1); ~5 min (20-35 s per split/task with LPIPS and DISTS,
+    the sweep ~1.5 min).
 Measured tables: docs/reference_run.md (section "make demo").
 """
 from configs import default
