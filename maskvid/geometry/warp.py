@@ -96,16 +96,43 @@ def forward_warp(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
   uv, zt = project(points, k_dst)
   uncertain = np.zeros_like(src_ok)
   if max_rel_depth_gradient is not None:
-    uncertain = depth_edges(np.where(src_ok, z, 0.0), max_rel_depth_gradient) & src_ok
-    if uncertain.any():
-      cross = ndimage.generate_binary_structure(2, 1)
-      z_lo = ndimage.minimum_filter(np.where(src_ok, z, np.inf), footprint=cross, mode='nearest')
-      z_hi = ndimage.maximum_filter(np.where(src_ok, z, -np.inf), footprint=cross, mode='nearest')
-      uv_lo, _ = project(transform_points(rel, unproject(z_lo, intrinsics)), k_dst)
-      uv_hi, _ = project(transform_points(rel, unproject(z_hi, intrinsics)), k_dst)
-      spread = np.linalg.norm(uv_hi - uv_lo, axis=-1)
-      # nan spread: one of the extremes falls behind the camera -> certainly ambiguous.
-      uncertain &= ~(spread <= parallax_tol)
+    uncertain = _ambiguous_edges(z, src_ok, rel, intrinsics, k_dst, max_rel_depth_gradient,
+                                 parallax_tol)
+  out, out_depth, hit, valid = _splat_nearest(img, uv, zt, src_ok, uncertain, (ho, wo), fill)
+  fillable = ~hit
+  if occlusion_rel_tol is not None:
+    see_through = _see_through(np.where(hit, out_depth, np.inf), occlusion_rel_tol)
+    valid &= ~see_through
+    fillable |= see_through
+  if crack_rel_tol is not None:
+    _fill_cracks(out, out_depth, valid, fillable, crack_rel_tol)
+  out[~valid] = fill
+  if squeeze:
+    out = out[..., 0]
+  return WarpResult(out, valid, out_depth.astype(np.float32))
+
+
+def _ambiguous_edges(z, src_ok, rel, intrinsics, k_dst, max_rel_depth_gradient, parallax_tol):
+  """bool [H, W]: source pixels on a depth discontinuity whose target position moves by more
+  than `parallax_tol` pixels between the near and far depth of their neighbourhood."""
+  uncertain = depth_edges(np.where(src_ok, z, 0.0), max_rel_depth_gradient) & src_ok
+  if not uncertain.any():
+    return uncertain
+  cross = ndimage.generate_binary_structure(2, 1)
+  z_lo = ndimage.minimum_filter(np.where(src_ok, z, np.inf), footprint=cross, mode='nearest')
+  z_hi = ndimage.maximum_filter(np.where(src_ok, z, -np.inf), footprint=cross, mode='nearest')
+  uv_lo, _ = project(transform_points(rel, unproject(z_lo, intrinsics)), k_dst)
+  uv_hi, _ = project(transform_points(rel, unproject(z_hi, intrinsics)), k_dst)
+  spread = np.linalg.norm(uv_hi - uv_lo, axis=-1)
+  # nan spread: one of the extremes falls behind the camera -> certainly ambiguous.
+  return uncertain & ~(spread <= parallax_tol)
+
+
+def _splat_nearest(img, uv, zt, src_ok, uncertain, out_shape, fill):
+  """Z-buffered nearest-pixel splat of img [H, W, C] to target positions uv [H, W, 2] at
+  depths zt [H, W] -> (image [H', W', C], depth [H', W'], hit, valid bool [H', W']): hit =
+  some source pixel landed, valid = the nearest one that landed is not `uncertain`."""
+  ho, wo = out_shape
   with np.errstate(invalid='ignore'):
     # Pixel centres sit at integers: the nearest one is floor(u + 0.5).
     col = np.floor(uv[..., 0] + 0.5)
@@ -121,7 +148,6 @@ def forward_warp(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
   first[1:] = dst_sorted[1:] != dst_sorted[:-1]
   win_dst = dst_sorted[first]
   win_src = src_idx[order][first]
-
   out_depth = np.zeros(ho * wo, np.float64)
   out_depth[win_dst] = zs[order][first]
   hit = np.zeros(ho * wo, bool)
@@ -131,22 +157,8 @@ def forward_warp(image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
   out = np.empty((ho * wo, img.shape[-1]), img.dtype)
   out[...] = fill
   out[win_dst] = img.reshape(-1, img.shape[-1])[win_src]
-
-  out_depth = out_depth.reshape(ho, wo)
-  hit = hit.reshape(ho, wo)
-  valid = valid.reshape(ho, wo)
-  fillable = ~hit
-  if occlusion_rel_tol is not None:
-    see_through = _see_through(np.where(hit, out_depth, np.inf), occlusion_rel_tol)
-    valid &= ~see_through
-    fillable |= see_through
-  out = out.reshape(ho, wo, -1)
-  if crack_rel_tol is not None:
-    _fill_cracks(out, out_depth, valid, fillable, crack_rel_tol)
-  out[~valid] = fill
-  if squeeze:
-    out = out[..., 0]
-  return WarpResult(out, valid, out_depth.astype(np.float32))
+  return (out.reshape(ho, wo, -1), out_depth.reshape(ho, wo), hit.reshape(ho, wo),
+          valid.reshape(ho, wo))
 
 
 def _see_through(z: np.ndarray, tol: float) -> np.ndarray:
