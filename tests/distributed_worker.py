@@ -9,7 +9,7 @@ Without --coordinator it is the single-process reference. JAX_PLATFORMS=cpu and 
 = (2, 2, 2) mesh over all global devices, three steps fed through `prefetch_to_device` with this
 process's rows of a fixed global batch, an orbax save + restore of the whole TrainState through
 `maskvid.train.checkpoint`, one more step from the restored state, and with --eval the training
-preview's completion (`preview.complete_latents` on replicated EMA params, 2 sampler steps).
+preview's completion (`preview.complete_clips` on replicated EMA params, 2 sampler steps).
 Writes, per process, `DIR/result_<pid>.json` (losses, device counts) and
 `DIR/completion_<pid>.npy`, and on process 0 `DIR/params.npz` (the gathered final params).
 """
@@ -118,15 +118,14 @@ def main():
   if args.eval:
     # What train_and_evaluate's evaluate() does on every process: sample with replicated EMA
     # params from host arrays, then read the result back with np.asarray.
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from maskvid.diffusion import masks as masks_lib  # pylint: disable=g-import-not-at-top
     config.sample.num_steps = 2
     gt = np.random.default_rng(7).standard_normal((2, *trainer.latent_shape)).astype(np.float32)
-    mask_key, sample_key = jax.random.split(jax.random.key(5))
-    known_mask = masks_lib.sample_known_mask(mask_key, 2, trainer.latent_shape[:3],
-                                             tuple(config.model.patch_size), config.diffusion)
-    completion = preview.complete_latents(trainer.apply_fn, trainer.replicate(restored.ema_params),
-                                          jnp.asarray(gt), known_mask, sample_key, config)
+    known_mask = np.asarray(masks_lib.sample_known_mask(
+        jax.random.key(5), 2, trainer.latent_shape[:3], tuple(config.model.patch_size),
+        config.diffusion))
+    completion, _ = preview.complete_clips(config, trainer.replicate(restored.ema_params),
+                                           trainer.apply_fn, gt, known_mask, seed=6)
     np.save(os.path.join(args.out, f'completion_{pid}.npy'), np.asarray(completion))
 
   sharded = sum(not x.sharding.is_fully_replicated for x in jax.tree.leaves(restored.params))

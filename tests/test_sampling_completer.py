@@ -305,3 +305,26 @@ def test_guide_frames_choose_what_guidance_drops(completer):
   np.testing.assert_allclose(none, plain, rtol=1e-5, atol=1e-5)
   assert np.abs(guided - plain).max() > 1e-3
   assert np.abs(context_only - guided).max() > 1e-3 and np.abs(context_only - plain).max() > 1e-3
+
+
+def test_training_preview_completes_as_the_completer_does(completer):
+  """The training preview's pixel path (`preview.complete_clips` with the run's codec) is the
+  Completer's: same fill, token rule, sampler options and per-clip keys, so its pictures are
+  what `complete_video(frames, pixel_mask, seed=s)` returns for the training mask's pixels."""
+  from maskvid import pictures
+  from maskvid.sampling import preview
+  frames = clip(9, batch=2)
+  f = completer.latent_factor
+  rs = np.random.RandomState(3)
+  token_known = rs.uniform(size=(2, FRAMES, RES // f // 2, RES // f // 2)) < 0.5
+  token_known[:, 0, 0, 0] = True
+  known_mask = token_known.repeat(2, axis=2).repeat(2, axis=3)       # latent grid (patch 2)
+  pixel_mask = known_mask.repeat(f, axis=2).repeat(f, axis=3)
+  gt = np.asarray(completer.encode(frames))
+  _, pred = preview.complete_clips(completer.config, completer.params, completer.apply_fn, gt,
+                                   known_mask, 11, completer.codec, pictures.to_float(frames))
+  want = completer.complete_video(frames, pixel_mask, seed=11)
+  assert np.abs(pictures.to_uint8(pred).astype(int) - want.astype(int)).max() <= 1
+  np.testing.assert_array_equal(pictures.to_uint8(pred)[pixel_mask], frames[pixel_mask])
+  other = completer.complete_video(frames, pixel_mask, seed=12)
+  assert np.abs(other.astype(int) - want.astype(int)).max() > 1   # the seed matters

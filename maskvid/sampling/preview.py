@@ -4,8 +4,12 @@
 the diffusion stage hands to `train.loop.train_and_evaluate`: it fills config.sample.num_clips
 test clips of the latent cache under masks from the training mixture (a fixed key, so successive
 previews see the same clips and holes), scores latent MSE (holes / known) and pixel PSNR, and
-writes samples_<step>.png (rows gt | known | completion per clip) and samples_<step>.mp4 into
-the diffusion dir. Without a VAE it shows the first latent channels as colours.
+writes samples_<step>.png (rows truth | known | completion per clip) and samples_<step>.mp4 into
+the diffusion dir. With a VAE the clips go the users' way: pixels + the mask's pixels through
+`sampling.inputs` (context fill, encode, token rule), the sampler with config.sample's options,
+decode and composite, as the Completer and the eval's `ours` row. Without one (a latent-only
+run) the known latents are sampled around directly and the first latent channels shown as
+colours.
 """
 import functools
 import os
@@ -18,6 +22,8 @@ import numpy as np
 from maskvid import fileio
 from maskvid import pictures
 from maskvid.diffusion import masks as masks_lib
+from maskvid.sampling import inputs as inputs_lib
+from maskvid.sampling import noise
 from maskvid.sampling import options
 from maskvid.sampling import sampler
 from maskvid.vae import cache as cache_lib
@@ -25,16 +31,46 @@ from maskvid.vae import codec as codec_lib
 from maskvid.workdir import stage_dir
 
 
-def complete_latents(apply_fn, params, known, known_mask, rng, config) -> jax.Array:
-  """Masked completion [B,T,h,w,c] with the library sampler and config.sample's settings."""
-  return sampler.complete(apply_fn, params, known, known_mask, rng,
-                          **options.sampler_options(config.sample))
+PREVIEW_SEED = 12345   # config.seed + this: the preview's masks and its clips' sampling keys
 
 
-def _load_decoder(vae_dir: str, latents_dir: str):
-  """latents (normalised) [B,T,h,w,c] -> frames [B,T,H,W,3] in [-1, 1], or None without a VAE."""
+def complete_clips(config, params, apply_fn, gt, known_mask, seed: int, codec=None, truth=None):
+  """(completion latents [B,T,h,w,c], composited frames [B,T,H,W,3] or None).
+
+  gt: cached latents [B,T,h,w,c]; known_mask: bool [B,T,h,w] token mask. With a codec, the
+  pixels `truth` [B,T,H,W,3] and the mask's pixels go the Completer's way (`sampling.inputs`,
+  config.sample's options, clip b sampled with key(seed + b)): the preview shows what a user's
+  `Completer.complete_video(truth, pixel_mask, seed=seed)` returns. Without one (a latent-only
+  run) the cached latents are the known tokens, every one exact.
+  """
+  if codec is not None:
+    f = truth.shape[2] // gt.shape[2]
+    given = inputs_lib.prepare(
+        truth, known_mask.repeat(f, axis=2).repeat(f, axis=3), np.zeros(truth.shape[:-1], bool),
+        encode=codec.encode, decode=codec.decode, factor=codec.factor,
+        patch_size=tuple(config.model.patch_size), fill_options=options.fill_options(config.sample),
+        token_rule=options.token_rule(config.sample))
+    latents_in, known, exact = given.latents, given.known, given.exact
+  else:
+    latents_in, known, exact = gt, known_mask, known_mask
+  known_in = jnp.where(jnp.asarray(known)[..., None], jnp.asarray(latents_in, jnp.float32), 0.0)
+  if config.diffusion.get('objective', 'masked') == 'conditioning':
+    # The conditioning baseline reads the known latents as input channels.
+    cond_apply, cond = apply_fn, (known_in, jnp.asarray(known))
+    apply_fn = lambda p, x, t: cond_apply(p, x, t, *cond)  # pylint: disable=unnecessary-lambda-assignment
+  completion = np.asarray(sampler.complete(apply_fn, params, known_in, jnp.asarray(known),
+                                           noise.clip_keys(seed, gt.shape[0]),
+                                           exact_mask=jnp.asarray(exact),
+                                           **options.sampler_options(config.sample)))
+  if codec is None:
+    return completion, None
+  return completion, inputs_lib.finish(given, np.asarray(codec.decode(jnp.asarray(completion))))
+
+
+def _load_codec(vae_dir: str, latents_dir: str):
+  """The run's `LatentCodec` (frames <-> normalised latents), or None without a VAE."""
   try:
-    return codec_lib.LatentCodec.load(vae_dir, latents_dir).decode
+    return codec_lib.LatentCodec.load(vae_dir, latents_dir)
   except FileNotFoundError as e:
     logging.warning('no VAE decoder for eval pictures (%s); showing latent channels instead', e)
     return None
@@ -47,7 +83,7 @@ def _latents_as_rgb(z: np.ndarray) -> np.ndarray:
 
 
 def evaluate(config, params, apply_fn, latents_dir: str, out_dir: str, step: int,
-             decoder=None, write: bool = True) -> dict:
+             codec=None, write: bool = True) -> dict:
   """Completes config.sample.num_clips test clips with `params`; writes PNG grid + MP4.
 
   The masks come from the training mask mixture with a fixed key, so successive evaluations
@@ -63,30 +99,21 @@ def evaluate(config, params, apply_fn, latents_dir: str, out_dir: str, step: int
   elements = [source[i] for i in range(n)]
   gt = np.stack([np.asarray(e['latents'], np.float32)[:clip_len] for e in elements])
   b, t, h, w, _ = gt.shape
-  key = jax.random.key(int(config.seed) + 12345)
-  mask_key, sample_key = jax.random.split(key)
-  known_mask = masks_lib.sample_known_mask(mask_key, b, (t, h, w), tuple(config.model.patch_size),
-                                           config.diffusion)
-  if config.diffusion.get('objective', 'masked') == 'conditioning':
-    # The conditioning baseline reads the known latents as input channels.
-    cond_apply, cond = apply_fn, (jnp.asarray(gt), known_mask)
-    apply_fn = lambda p, x, t: cond_apply(p, x, t, *cond)  # pylint: disable=unnecessary-lambda-assignment
-  completion = complete_latents(apply_fn, params, jnp.asarray(gt), known_mask, sample_key, config)
-  completion, known_mask = np.asarray(completion), np.asarray(known_mask)
+  seed = int(config.seed) + PREVIEW_SEED
+  known_mask = np.asarray(masks_lib.sample_known_mask(
+      jax.random.key(seed), b, (t, h, w), tuple(config.model.patch_size), config.diffusion))
+  truth = None
+  if codec is not None:
+    truth = (pictures.to_float(np.stack([np.asarray(e['rgb'])[:clip_len] for e in elements]))
+             if all('rgb' in e for e in elements) else np.asarray(codec.decode(jnp.asarray(gt))))
+  completion, pred = complete_clips(config, params, apply_fn, gt, known_mask, seed, codec, truth)
   holes = ~known_mask
   err = (completion - gt) ** 2
   metrics = {
       'eval/latent_mse_holes': float(err[holes].mean()) if holes.any() else 0.0,
       'eval/latent_mse_known': float(err[known_mask].mean()) if known_mask.any() else 0.0,
   }
-  # Pixels: decoded completions vs the rendered frames (or the decoded ground-truth latents).
-  if decoder is not None:
-    pred = np.asarray(decoder(jnp.asarray(completion)))
-    if all('rgb' in e for e in elements):
-      truth = np.stack([np.asarray(e['rgb'])[:clip_len] for e in elements])
-      truth = pictures.to_float(truth)
-    else:
-      truth = np.asarray(decoder(jnp.asarray(gt)))
+  if codec is not None:
     mse = np.mean((pred - truth) ** 2, axis=(1, 2, 3, 4))
     metrics['eval/psnr'] = float(np.mean(10 * np.log10(4.0 / np.maximum(mse, 1e-10))))
   else:
@@ -118,9 +145,9 @@ def make_evaluator(config, workdir: str):
   """`evaluate_fn(params, apply_fn, step, write) -> metrics` for `train.loop.train_and_evaluate`."""
   latents_dir = stage_dir(config, workdir, 'latents')
   diffusion_dir = stage_dir(config, workdir, 'diffusion')
-  decoder = _load_decoder(stage_dir(config, workdir, 'vae'), latents_dir)
-  return functools.partial(_evaluate_at, config, latents_dir, diffusion_dir, decoder)
+  codec = _load_codec(stage_dir(config, workdir, 'vae'), latents_dir)
+  return functools.partial(_evaluate_at, config, latents_dir, diffusion_dir, codec)
 
 
-def _evaluate_at(config, latents_dir, out_dir, decoder, params, apply_fn, step, write):
-  return evaluate(config, params, apply_fn, latents_dir, out_dir, step, decoder, write)
+def _evaluate_at(config, latents_dir, out_dir, codec, params, apply_fn, step, write):
+  return evaluate(config, params, apply_fn, latents_dir, out_dir, step, codec, write)
