@@ -11,7 +11,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / 'maskvid'
 
 LAYERS = (
     ('maskvid.fileio', 'maskvid.workdir', 'maskvid.distributed', 'maskvid.sharding',
-     'maskvid.optim', 'maskvid.pictures', 'maskvid.recovery'),                      # foundation: no pipeline stage
+     'maskvid.optim', 'maskvid.pictures', 'maskvid.recovery',
+     'maskvid.training_loop'),                   # foundation: no pipeline stage
     ('maskvid.geometry',),
     ('maskvid.data',),
     ('maskvid.vae', 'maskvid.depth'),                            # learned image codecs / depth
