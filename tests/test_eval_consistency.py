@@ -29,6 +29,23 @@ def test_reprojection_small_for_ground_truth_and_grows_when_corrupted(clip):
   assert consistency.reprojection_error(shifted, *_geo(clip)) > gt + 0.01
 
 
+def test_target_mask_scores_only_those_pixels(clip):
+  """Corrupting pixels outside target_mask leaves the masked score at the clean one's level;
+  corrupting pixels inside it raises it."""
+  mask = np.zeros(clip['frames'].shape[:3], bool)
+  mask[:, :, :8] = True                                  # the left half of every frame
+  clean = consistency.reprojection_error(clip['frames'], *_geo(clip), target_mask=mask)
+  noise = np.random.RandomState(1).uniform(-1, 1, clip['frames'].shape).astype(np.float32)
+  right = np.where(mask[..., None], clip['frames'], noise)
+  left = np.where(mask[..., None], noise, clip['frames'])
+  # Right-half noise still reaches left-half targets as warp sources, so allow a little.
+  assert consistency.reprojection_error(right, *_geo(clip), target_mask=mask) < clean + 0.1
+  assert consistency.reprojection_error(left, *_geo(clip), target_mask=mask) > clean + 0.2
+  none = consistency.reprojection_error(clip['frames'], *_geo(clip),
+                                        target_mask=np.zeros_like(mask))
+  assert np.isnan(none)
+
+
 def test_warp_into_identity_is_exact(clip):
   rgb = (clip['frames'][1] + 1) / 2
   d, k, w2c = _geo(clip)

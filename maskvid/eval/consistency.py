@@ -91,12 +91,15 @@ def warp_into(src_frame, src_depth, src_w2c, dst_depth, dst_w2c, intrinsics, dep
 
 
 def reprojection_error(frames, depth, intrinsics, world_to_camera, frame_ids=None,
-                       depth_tol: float = 0.05) -> float:
+                       depth_tol: float = 0.05, target_mask=None) -> float:
   """Mean absolute colour error ([0, 1] units) of frames warped into each other with GT geometry.
 
   frames: generated [T, H, W, 3] in [-1, 1]; depth [T, H, W] GT z-depth; intrinsics [3, 3];
   world_to_camera [T, 4, 4]. frame_ids: which frames take part (default all); every ordered pair
-  (i, j), i != j, of them is used. Returns NaN when no pixel is co-visible.
+  (i, j), i != j, of them is used. target_mask: optional bool [T, H, W]: only these pixels of
+  the target frame j are scored (e.g. the generated ones: is what the model made where nothing
+  was given consistent with what the other frames show there?). Returns NaN when no pixel is
+  co-visible.
   """
   rgb, depth, w2c = _check_clip(frames, depth, world_to_camera)
   k = np.asarray(intrinsics, np.float64)
@@ -107,6 +110,8 @@ def reprojection_error(frames, depth, intrinsics, world_to_camera, frame_ids=Non
       if i == j:
         continue
       warped, valid = warp_into(rgb[i], depth[i], w2c[i], depth[j], w2c[j], k, depth_tol)
+      if target_mask is not None:
+        valid = valid & np.asarray(target_mask[j], bool)
       if valid.any():
         total += float(np.abs(warped - rgb[j])[valid].sum())
         count += int(valid.sum()) * rgb.shape[-1]
