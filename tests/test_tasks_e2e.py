@@ -107,8 +107,9 @@ def test_nvs_command_end_to_end(run):
 
 
 def test_nvs_longer_than_the_model_clip_goes_window_by_window(run):
-  """10 views from a model trained on 4-frame clips: anchors first, then the frames between,
-  each window one 4-frame call (`sampling.long_video`)."""
+  """10 views from a model trained on 4-frame clips: windows in time order (nvs' default,
+  sliding), each one 4-frame call with the newest finished frames as context
+  (`sampling.long_video`)."""
   a = run['images'][0]
   depth = np.load(run['paths']['depth'])
   k = nvs.geometry.intrinsics_from_fov(60.0, 32, 32)
@@ -117,6 +118,8 @@ def test_nvs_longer_than_the_model_clip_goes_window_by_window(run):
   assert out['video'].shape == (10, 32, 32, 3)
   np.testing.assert_array_equal(out['video'][0], a)                 # the input view, exact
   assert all(len(w.frames) <= 4 for w in out['windows']) and len(out['windows']) == 4
+  news = [w.new for w in out['windows']]
+  assert [t for n in news for t in n] == list(range(1, 10))          # in time order
   seen = out['pixel_mask']
   np.testing.assert_array_equal(out['video'][seen], out['warped'][seen])   # warped pixels kept
 

@@ -22,9 +22,10 @@ def define_common_flags() -> None:
   flags.DEFINE_float('min_valid', None, 'Fraction of a model patch\'s pixels that must be known '
                      'for it to be known (default: the run config\'s sample.min_valid).')
   flags.DEFINE_integer('fps', 8, 'Frames per second of the MP4.')
-  flags.DEFINE_enum('long_strategy', 'anchors', ['anchors', 'sliding'], 'Videos longer than the '
+  flags.DEFINE_enum('long_strategy', None, ['anchors', 'sliding'], 'Videos longer than the '
                     'model\'s clip: anchors (keyframes over the whole video first, then the '
-                    'frames between) or sliding (windows in time order); sampling.long_video.')
+                    'frames between) or sliding (windows in time order); sampling.long_video. '
+                    'Default: sliding for nvs, anchors for interpolate and edit (measured).')
   flags.DEFINE_integer('context_frames', 2, 'Long videos: finished frames each window sees.')
   flags.DEFINE_bool('guide_context', False, 'Long videos with guidance: guide over the context '
                     'frames only (the window\'s own given pixels in both passes).')

@@ -33,7 +33,7 @@ def model_resolution(completer: VideoCompleter) -> tuple[int, int]:
 
 def run_completion(completer: VideoCompleter, frames: np.ndarray, pixel_mask: np.ndarray, *,
                    seed: int = 0, hint_mask: Optional[np.ndarray] = None,
-                   long_strategy: str = 'anchors', context_frames: int = 2,
+                   long_strategy: Optional[str] = 'anchors', context_frames: int = 2,
                    guide_context: bool = False, **sample_kwargs) -> dict:
   """One clip through `completer.complete_video`; a clip longer than the model's
   (`completer.clip_length`) window by window (`sampling.long_video`).
@@ -44,8 +44,8 @@ def run_completion(completer: VideoCompleter, frames: np.ndarray, pixel_mask: np
     frames: uint8 [T, H, W, 3]; pixel_mask: bool [T, H, W] (True = known).
     hint_mask: optional bool [T, H, W]: pixels of `frames` that are a guess, not given (see
       `Completer.complete_video`).
-    long_strategy, context_frames, guide_context: `long_video.complete_long`'s strategy, context
-      and guidance over the context (long clips only).
+    long_strategy, context_frames, guide_context: `long_video.complete_long`'s strategy (None:
+      anchors), context and guidance over the context (long clips only).
   Returns:
     dict(video uint8 [T, H, W, 3], latents [T, h, w, c], known_mask [T, h, w]); for a long
     clip dict(video, windows [long_video.Window]).
@@ -53,7 +53,8 @@ def run_completion(completer: VideoCompleter, frames: np.ndarray, pixel_mask: np
   check_completer(completer)
   options = {k: v for k, v in sample_kwargs.items() if v is not None}
   if len(frames) > completer.clip_length:
-    return long_video.complete_long(completer, frames, pixel_mask, strategy=long_strategy,
+    return long_video.complete_long(completer, frames, pixel_mask,
+                                    strategy=long_strategy or 'anchors',
                                     context=context_frames, seed=seed, hint_mask=hint_mask,
                                     guide_context=guide_context, progress=True, **options)
   frames, pixel_mask = np.asarray(frames), np.asarray(pixel_mask, bool)
