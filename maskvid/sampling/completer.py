@@ -221,11 +221,8 @@ class Completer:
         factor=self.latent_factor, patch_size=self.patch_size, fill_options=self.fill_options,
         token_rule=dict(min_valid=self.min_valid, min_hinted=self.min_hinted))
     known = jnp.where(given.known[..., None], given.latents, 0.0)  # unknown values never read
-    guide = None
-    if guide_frames is not None:
-      flags = np.broadcast_to(np.asarray(guide_frames, bool), given.known.shape[:2])
-      guide = jnp.asarray(given.known & flags[:, :, None, None])
-    out = self.complete_latents(known, given.known, rng, exact_mask=given.exact, guide_mask=guide,
+    out = self.complete_latents(known, given.known, rng, exact_mask=given.exact,
+                                guide_mask=_frame_tokens(guide_frames, given.known),
                                 num_steps=num_steps, solver=solver, renoise_at=renoise_at,
                                 guidance=guidance, progress=progress)
     # Known pixels are pasted as uint8 below (bit-exact); hinted ones move with the model.
@@ -237,6 +234,14 @@ class Completer:
     if return_latents:
       return dict(video=video, latents=np.asarray(out), known_mask=given.known)
     return video
+
+
+def _frame_tokens(frames, known) -> Optional[jax.Array]:
+  """bool [T] / [B, T] frame flags (or None) -> the known tokens [B, T, h, w] of those frames."""
+  if frames is None:
+    return None
+  flags = np.broadcast_to(np.asarray(frames, bool), known.shape[:2])
+  return jnp.asarray(known & flags[:, :, None, None])
 
 
 def _batched_inputs(frames, pixel_mask, hint_mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
