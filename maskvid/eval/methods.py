@@ -11,17 +11,18 @@ what a user's command runs.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from maskvid import fileio
-from maskvid.eval import baselines
 from maskvid.model import model as model_lib
+from maskvid.sampling import baselines
 from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import noise
 from maskvid.sampling import options
-from maskvid.sampling import sampler
 from maskvid.train import checkpoint
 from maskvid.workdir import baseline_dir
 from maskvid.workdir import stage_dir
@@ -35,8 +36,11 @@ VARIANTS = {'edit': ('blank', 'gt-region')}
 
 
 def _model(diffusion_dir: str):
-  _, module, params = checkpoint.load_for_inference(diffusion_dir)
-  return model_lib.make_apply_fn(module), params
+  """(apply_fn, params, objective) of a trained run: its EMA weights and the objective it was
+  trained with (which picks its sampler, `sampling.baselines.complete`)."""
+  config, module, params = checkpoint.load_for_inference(diffusion_dir)
+  return (model_lib.make_apply_fn(module), params,
+          str(config.diffusion.get('objective', 'masked')))
 
 
 def _trained_baseline(workdir: str, name: str) -> str:
@@ -58,7 +62,7 @@ def make_samplers(config, workdir: str, methods) -> dict:
   """
   out = {}
   if 'ours' in methods or 'ours_no_sc' in methods:
-    apply_fn, params = _model(stage_dir(config, workdir, 'diffusion'))
+    apply_fn, params, objective = _model(stage_dir(config, workdir, 'diffusion'))
 
     def ours(known, mask, exact, rng, steps, sc):
       opts = options.sampler_options(config.sample, num_steps=steps)
@@ -66,18 +70,19 @@ def make_samplers(config, workdir: str, methods) -> dict:
         opts['renoise_at'] = 0.0
       if steps == 1:   # the one-step estimate: what the conditional model alone predicts
         opts.update(solver='euler', guidance=1.0)
-      return sampler.complete(apply_fn, params, known, mask, rng, exact_mask=exact, **opts)
+      return baselines.complete(objective, apply_fn, params, known, mask, rng, exact_mask=exact,
+                                **opts)
     out['ours_no_sc'] = lambda k, m, e, r, n: ours(k, m, e, r, n, False)
     out['ours'] = lambda k, m, e, r, n: ours(k, m, e, r, n, True)
-  if 'conditioning' in methods:
-    cond_apply, cond_params = _model(_trained_baseline(workdir, 'conditioning'))
-    out['conditioning'] = lambda k, m, e, r, n: baselines.conditioning_complete(
-        cond_apply, cond_params, k, m, r, num_steps=n)
-  if 'replacement' in methods:
-    unc_apply, unc_params = _model(_trained_baseline(workdir, 'replacement'))
-    out['replacement'] = lambda k, m, e, r, n: baselines.replacement_complete(
-        unc_apply, unc_params, k, m, r, num_steps=n)
+  for name in ('conditioning', 'replacement'):
+    if name in methods:
+      out[name] = functools.partial(_baseline_row, *_model(_trained_baseline(workdir, name)))
   return {m: out[m] for m in methods if m in out}
+
+
+def _baseline_row(apply_fn, params, objective, known, mask, exact, rng, steps):
+  del exact   # a baseline takes every known token as given
+  return baselines.complete(objective, apply_fn, params, known, mask, rng, num_steps=steps)
 
 
 def same_as_no_sc(config) -> bool:

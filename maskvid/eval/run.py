@@ -17,7 +17,7 @@ completed by every method in config.eval.baselines and scored (`maskvid.eval.met
   conditioning  same backbone trained with config.diffusion.objective='conditioning' (known latents
                 and mask as input channels), Euler sampler, known tokens pasted back.
   replacement   same backbone trained with objective='unconditional', replacement sampler
-                (`baselines.replacement_complete`).
+                (`sampling.baselines.replacement_complete`).
   ours          the masked model (workdir's diffusion stage) with config.sample's options: what
                 `Completer.complete_video` and the task commands run (`eval.methods`).
   ours_no_sc    the same with stochastic conditioning off (renoise_at = 0).

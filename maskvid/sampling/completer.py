@@ -62,7 +62,7 @@ class Completer:
     self.config, self.module, self.params = ckpt_lib.load_for_inference(diffusion_dir)
     if getattr(self.module, 'input_conditioning', False):
       raise ValueError(f'{diffusion_dir!r} holds the input-conditioning baseline, which the masked '
-                       'sampler cannot drive; use maskvid.eval.baselines.conditioning_complete')
+                       'sampler cannot drive; use maskvid.sampling.baselines.conditioning_complete')
     self.apply_fn = model_lib.make_apply_fn(self.module)
     if latent_stats is None:
       latent_stats = self._read_stats(diffusion_dir, latents_dir)

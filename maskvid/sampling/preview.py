@@ -22,10 +22,10 @@ import numpy as np
 from maskvid import fileio
 from maskvid import pictures
 from maskvid.diffusion import masks as masks_lib
+from maskvid.sampling import baselines
 from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import noise
 from maskvid.sampling import options
-from maskvid.sampling import sampler
 from maskvid.vae import cache as cache_lib
 from maskvid.vae import codec as codec_lib
 from maskvid.workdir import stage_dir
@@ -54,14 +54,11 @@ def complete_clips(config, params, apply_fn, gt, known_mask, seed: int, codec=No
   else:
     latents_in, known, exact = gt, known_mask, known_mask
   known_in = jnp.where(jnp.asarray(known)[..., None], jnp.asarray(latents_in, jnp.float32), 0.0)
-  if config.diffusion.get('objective', 'masked') == 'conditioning':
-    # The conditioning baseline reads the known latents as input channels.
-    cond_apply, cond = apply_fn, (known_in, jnp.asarray(known))
-    apply_fn = lambda p, x, t: cond_apply(p, x, t, *cond)  # pylint: disable=unnecessary-lambda-assignment
-  completion = np.asarray(sampler.complete(apply_fn, params, known_in, jnp.asarray(known),
-                                           noise.clip_keys(seed, gt.shape[0]),
-                                           exact_mask=jnp.asarray(exact),
-                                           **options.sampler_options(config.sample)))
+  # Each objective's own sampler (the eval's table): a baseline is never sampled the masked way.
+  completion = np.asarray(baselines.complete(
+      config.diffusion.get('objective', 'masked'), apply_fn, params, known_in,
+      jnp.asarray(known), noise.clip_keys(seed, gt.shape[0]), exact_mask=jnp.asarray(exact),
+      **options.sampler_options(config.sample)))
   if codec is None:
     return completion, None
   return completion, inputs_lib.finish(given, np.asarray(codec.decode(jnp.asarray(completion))))

@@ -1,4 +1,10 @@
-"""Sampler baselines for the evaluation (the trivial hole filler is `maskvid.sampling.fill`).
+"""The samplers of the trained baselines, and the one table objective -> sampler.
+
+  complete(objective, apply_fn, params, known, known_mask, rng, *, exact_mask=None, **options)
+    the sampler a model trained with `config.diffusion.objective` is completed with: 'masked'
+    (ours) -> `sampler.complete` with every option; 'conditioning' -> `conditioning_complete`,
+    'unconditional' -> `replacement_complete` (num_steps only: plain Euler). The eval's rows and
+    the training preview both call it, so a baseline is never sampled the masked way.
 
 * `replacement_complete`: the guidance/replacement baseline. The model is trained without masks
   (config.diffusion.objective = 'unconditional': every token shares one t). At sampling all tokens
@@ -25,6 +31,7 @@ import numpy as np
 from jax import lax
 
 from maskvid.sampling import noise
+from maskvid.sampling import sampler
 
 
 def _check(known, known_mask, num_steps):
@@ -95,3 +102,25 @@ def conditioning_complete(apply_fn, params, known, known_mask, rng, *, num_steps
 
   x, _ = lax.scan(step, x, (grid[:-1], grid[1:]))
   return jnp.where(known_mask[..., None], known, x)
+
+
+def complete(objective: str, apply_fn, params, known, known_mask, rng, *, exact_mask=None,
+             **options):
+  """Completes `known` [B,T,h,w,c] (`known_mask` [B,T,h,w]) with the sampler of `objective`.
+
+  options: `sampler.complete`'s (num_steps, solver, renoise_at, guidance, progress); the
+  baselines' samplers take num_steps and ignore the rest (their training has no known-clean
+  tokens to guide or re-noise), and exact_mask.
+  """
+  if objective == 'masked':
+    return sampler.complete(apply_fn, params, known, known_mask, rng, exact_mask=exact_mask,
+                            **options)
+  if objective not in BASELINE_SAMPLERS:
+    raise ValueError(f'objective must be one of {("masked",) + tuple(BASELINE_SAMPLERS)}, got '
+                     f'{objective!r}')
+  return BASELINE_SAMPLERS[objective](apply_fn, params, known, known_mask, rng,
+                                      num_steps=int(options['num_steps']))
+
+
+BASELINE_SAMPLERS = {'conditioning': conditioning_complete,
+                     'unconditional': replacement_complete}

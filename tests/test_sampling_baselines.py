@@ -1,9 +1,11 @@
-"""sampling.fill (the trivial hole filler) and the eval replacement / conditioning samplers."""
+"""sampling.fill (the trivial hole filler), the baselines' replacement / conditioning samplers and the
+objective -> sampler table."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from maskvid.eval import baselines
+from maskvid.sampling import baselines
 from maskvid.sampling import fill
 
 
@@ -67,3 +69,35 @@ def test_conditioning_sampler_feeds_known_as_channels_and_pastes_back():
                                         num_steps=4)
   np.testing.assert_array_equal(np.asarray(out[:, 0]), np.asarray(known[:, 0]))
   np.testing.assert_allclose(np.asarray(out[:, 1]), 0.0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['conditioning', 'replacement'])
+def test_training_preview_samples_a_baseline_with_its_own_sampler(name):
+  """The preview of a baseline run (`stages.baseline_config`) goes through the objective ->
+  sampler table: its latents are what the baseline's own sampler gives, not the masked one's."""
+  import os
+  import sys
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from configs import tiny
+  from maskvid import sharding, stages
+  from maskvid.sampling import noise, preview
+  from maskvid.train import step as step_lib
+  import random_weights
+  c = stages.baseline_config(tiny.get_config(), '/unused', name)
+  c.model.width, c.model.depth, c.model.num_heads = 32, 1, 2
+  c.data.clip_length, c.sample.num_steps = 2, 2
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
+  trainer = step_lib.Trainer(c, mesh=sharding.make_mesh(c.mesh, devices=jax.devices()[:1]))
+  params = random_weights.with_random_weights(trainer.init(0)).ema_params
+  h, w, ch = trainer.latent_shape[1:]
+  gt = np.random.RandomState(0).normal(size=(2, 2, h, w, ch)).astype(np.float32)
+  known = np.zeros(gt.shape[:-1], bool)
+  known[:, 0] = True
+  got, _ = preview.complete_clips(c, params, trainer.apply_fn, gt, known, 5)
+  own = {'conditioning': baselines.conditioning_complete,
+         'replacement': baselines.replacement_complete}[name]
+  want = own(trainer.apply_fn, params, jnp.where(known[..., None], gt, 0.0), jnp.asarray(known),
+             noise.clip_keys(5, 2), num_steps=2)
+  np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got[:, 0], gt[:, 0], atol=1e-6)   # known tokens come back
