@@ -104,8 +104,8 @@ def main():
            for s in synthetic.split_seeds('test', args.scenes)]
   far = [0, T // 2, T - 1]
   psnr = {(t, m): [] for t in ('nvs', 'interpolate') for m in METHODS}
-  reproj, calls, seconds = dict.fromkeys(psnr, 0.0), {}, dict.fromkeys(psnr, 0.0)
-  reproj = {k: [] for k in psnr}
+  calls, seconds = {}, dict.fromkeys(psnr, 0.0)
+  reproj = {k: [] for k in psnr}       # per scene: frames 0, T/2, T-1
   reproj_gen = {k: [] for k in psnr}   # every frame pair, scored on the target's generated pixels
   strip = {}
   for i, clip in enumerate(clips):
@@ -140,11 +140,11 @@ def main():
   for (task, m), rows in psnr.items():
     per_scene = np.nanmean(np.asarray(rows), axis=1)
     last = np.nanmean(np.asarray(rows)[:, -8:], axis=1)
-    r = np.asarray(reproj[task, m], np.float64).reshape(len(rows), -1).mean(1)
+    r = np.asarray(reproj[task, m], np.float64)
     # Paired over scenes: the scene-to-scene spread cancels, so a gap beyond ~2 of these SEs is
     # the method's and not the scenes'.
     d_last = last - np.nanmean(np.asarray(psnr[task, 'independent'])[:, -8:], axis=1)
-    d_r = r - np.asarray(reproj[task, 'independent'], np.float64).reshape(len(rows), -1).mean(1)
+    d_r = r - np.asarray(reproj[task, 'independent'], np.float64)
     g = np.asarray(reproj_gen[task, m], np.float64)
     d_g = g - np.asarray(reproj_gen[task, 'independent'], np.float64)
     print(f'| {task} | {m} | {per_scene.mean():.2f} ± {se(per_scene):.2f} | '

@@ -118,10 +118,10 @@ def complete_long(completer, frames: np.ndarray, pixel_mask: np.ndarray, *,
     idx = list(w.frames)
     logging.info('long video: window %d/%d, frames %s (new %s)', j + 1, len(windows), idx,
                  list(w.new))
-    if guide_context:
-      sample_kwargs['guide_frames'] = np.array([t not in w.new for t in idx])
+    guide = np.array([t not in w.new for t in idx]) if guide_context else None
     out = completer.complete_video(video[idx][None], known[idx][None],
-                                   hint_mask=hint[idx][None], seed=seed + j, **sample_kwargs)
+                                   hint_mask=hint[idx][None], seed=seed + j, guide_frames=guide,
+                                   **sample_kwargs)
     out = np.asarray(out)[0]   # uint8 [1, window, H, W, 3] (return_latents is off)
     for k, t in enumerate(idx):
       if t in w.new:

@@ -33,7 +33,7 @@ def model_resolution(completer: VideoCompleter) -> tuple[int, int]:
 
 def run_completion(completer: VideoCompleter, frames: np.ndarray, pixel_mask: np.ndarray, *,
                    seed: int = 0, hint_mask: Optional[np.ndarray] = None,
-                   long_strategy: Optional[str] = 'anchors', context_frames: int = 2,
+                   long_strategy: Optional[str] = None, context_frames: int = 2,
                    guide_context: bool = False, **sample_kwargs) -> dict:
   """One clip through `completer.complete_video`; a clip longer than the model's
   (`completer.clip_length`) window by window (`sampling.long_video`).
