@@ -142,10 +142,10 @@ def complete_rows(fn, name: str, inputs: dict, codec, *, seed: int, steps: int,
 
   def run(n, sample, variant=''):
     x = inputs[variant]
-    lat = batched(lambda k, mk, ex, i: fn(
+    draw = lambda k, mk, ex: batched(lambda k, mk, ex, i: fn(
         jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex), keys(int(i[0]), len(i), sample), n),
-                  [x.latents, x.known, x.exact, np.arange(len(x.latents))], batch_size)
-    return inputs_lib.finish(x, batched(codec.decode, [lat], batch_size))
+                                     [k, mk, ex, np.arange(len(k))], batch_size)
+    return inputs_lib.complete(x, draw, lambda z: batched(codec.decode, [z], batch_size))[1]
 
   samples = [run(steps, k) for k in range(num_samples)]
   preds = {name: samples[0]}

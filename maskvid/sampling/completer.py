@@ -220,13 +220,14 @@ class Completer:
         np.asarray(x), m, hint, encode=self.encode, decode=self.decode,
         factor=self.latent_factor, patch_size=self.patch_size, fill_options=self.fill_options,
         token_rule=dict(min_valid=self.min_valid, min_hinted=self.min_hinted))
-    known = jnp.where(given.known[..., None], given.latents, 0.0)  # unknown values never read
-    out = self.complete_latents(known, given.known, rng, exact_mask=given.exact,
-                                guide_mask=_frame_tokens(guide_frames, given.known),
-                                num_steps=num_steps, solver=solver, renoise_at=renoise_at,
-                                guidance=guidance, progress=progress)
+    out, video = inputs_lib.complete(
+        given, lambda known, known_mask, exact: self.complete_latents(
+            known, known_mask, rng, exact_mask=exact,
+            guide_mask=_frame_tokens(guide_frames, known_mask), num_steps=num_steps,
+            solver=solver, renoise_at=renoise_at, guidance=guidance, progress=progress),
+        self.decode, paste_known=False)
     # Known pixels are pasted as uint8 below (bit-exact); hinted ones move with the model.
-    video = pictures.to_uint8(inputs_lib.finish(given, self.decode(out), paste_known=False))
+    video = pictures.to_uint8(video)
     if paste_known:
       video = np.where(m[..., None], pictures.to_uint8(x), video)
     if unbatched:

@@ -3,7 +3,11 @@ Completer (and through it the task commands) and the eval share.
 
   prepare(frames, known_px, hint_px, *, encode, decode, factor, patch_size, fill_options,
           token_rule) -> Inputs
+  complete(inputs, sample, decode, paste_known=True) -> (latents, float frames)
   finish(inputs, decoded, paste_known=True) -> float frames [..., T, H, W, 3]
+
+prepare once, then `complete` as often as there are samples to draw: the Completer, the eval's
+rows and the training preview all go prepare -> complete.
 """
 from __future__ import annotations
 
@@ -42,6 +46,19 @@ def prepare(frames, known_px, hint_px, *, encode: Callable, decode: Callable, fa
       **token_rule))
   decoded_in = np.asarray(decode(latents)) if hint_px.any() else None
   return Inputs(filled, np.asarray(known_px, bool), hint_px, latents, known, exact, decoded_in)
+
+
+def complete(inputs: Inputs, sample: Callable, decode: Callable,
+             paste_known: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """One completion of prepared inputs: (latents [N,T,h,w,c], frames float [N,T,H,W,3]).
+
+  sample(known_latents, known, exact) -> latents: a sampler over the token masks (unknown
+  latents are zeroed: no sampler may read them); decode: latents -> frames; the decode is put
+  back over the input by `finish`.
+  """
+  known_latents = np.where(inputs.known[..., None], inputs.latents, 0.0).astype(np.float32)
+  latents = np.asarray(sample(known_latents, inputs.known, inputs.exact))
+  return latents, finish(inputs, np.asarray(decode(latents)), paste_known)
 
 
 def finish(inputs: Inputs, decoded, paste_known: bool = True) -> np.ndarray:

@@ -43,25 +43,24 @@ def complete_clips(config, params, apply_fn, gt, known_mask, seed: int, codec=No
   `Completer.complete_video(truth, pixel_mask, seed=seed)` returns. Without one (a latent-only
   run) the cached latents are the known tokens, every one exact.
   """
-  if codec is not None:
-    f = truth.shape[2] // gt.shape[2]
-    given = inputs_lib.prepare(
-        truth, known_mask.repeat(f, axis=2).repeat(f, axis=3), np.zeros(truth.shape[:-1], bool),
-        encode=codec.encode, decode=codec.decode, factor=codec.factor,
-        patch_size=tuple(config.model.patch_size), fill_options=options.fill_options(config.sample),
-        token_rule=options.token_rule(config.sample))
-    latents_in, known, exact = given.latents, given.known, given.exact
-  else:
-    latents_in, known, exact = gt, known_mask, known_mask
-  known_in = jnp.where(jnp.asarray(known)[..., None], jnp.asarray(latents_in, jnp.float32), 0.0)
   # Each objective's own sampler (the eval's table): a baseline is never sampled the masked way.
-  completion = np.asarray(baselines.complete(
-      config.diffusion.get('objective', 'masked'), apply_fn, params, known_in,
-      jnp.asarray(known), noise.clip_keys(seed, gt.shape[0]), exact_mask=jnp.asarray(exact),
-      **options.sampler_options(config.sample)))
+  def sample(known_latents, known, exact):
+    return baselines.complete(
+        config.diffusion.get('objective', 'masked'), apply_fn, params,
+        jnp.asarray(known_latents, jnp.float32), jnp.asarray(known),
+        noise.clip_keys(seed, gt.shape[0]), exact_mask=jnp.asarray(exact),
+        **options.sampler_options(config.sample))
+
   if codec is None:
-    return completion, None
-  return completion, inputs_lib.finish(given, np.asarray(codec.decode(jnp.asarray(completion))))
+    known_latents = np.where(known_mask[..., None], gt, 0.0)
+    return np.asarray(sample(known_latents, known_mask, known_mask)), None
+  f = truth.shape[2] // gt.shape[2]
+  given = inputs_lib.prepare(
+      truth, known_mask.repeat(f, axis=2).repeat(f, axis=3), np.zeros(truth.shape[:-1], bool),
+      encode=codec.encode, decode=codec.decode, factor=codec.factor,
+      patch_size=tuple(config.model.patch_size), fill_options=options.fill_options(config.sample),
+      token_rule=options.token_rule(config.sample))
+  return inputs_lib.complete(given, sample, lambda z: codec.decode(jnp.asarray(z)))
 
 
 def _load_codec(vae_dir: str, latents_dir: str):
