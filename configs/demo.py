@@ -71,7 +71,8 @@ def get_config():
   c.eval.speeds = (0.0, 0.25, 0.5, 1.0)
   c.eval.speed_clips = 8
   # FVD needs >= 64 clips per split/task to rank a blurred copy below the truth (eval/README.md)
-  # and costs ~0.75 s per clip on 2 CPU cores (I3D at 16x224x224): ~9 min for this table's rows,
-  # and noise at 16 clips. GPU runs keep the default (on); the demo table has LPIPS and DISTS.
+  # and costs ~0.75 s per clip on 2 CPU cores (I3D at 16x224x224, 50.2 GFLOP): ~9 min for this
+  # table's 768 clips (over 3 min even at the CPU's peak), and noise at 16 clips.
+  # configs/eval_fvd.py is the FVD evaluation (64 clips); the demo table has LPIPS and DISTS.
   c.eval.fvd_weights = ''
   return c
