@@ -141,11 +141,15 @@ def complete_rows(fn, name: str, inputs: dict, codec, *, seed: int, steps: int,
     return k if sample == 0 else jax.vmap(lambda c: jax.random.fold_in(c, sample))(k)
 
   def run(n, sample, variant=''):
-    x = inputs[variant]
-    draw = lambda k, mk, ex: batched(lambda k, mk, ex, i: fn(
-        jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex), keys(int(i[0]), len(i), sample), n),
-                                     [k, mk, ex, np.arange(len(k))], batch_size)
-    return inputs_lib.complete(x, draw, lambda z: batched(codec.decode, [z], batch_size))[1]
+    def draw(known_latents, known, exact):   # clip i keeps its key whatever the batching
+      return batched(lambda k, mk, ex, i: fn(jnp.asarray(k), jnp.asarray(mk), jnp.asarray(ex),
+                                             keys(int(i[0]), len(i), sample), n),
+                     [known_latents, known, exact, np.arange(len(known))], batch_size)
+
+    def decode(latents):
+      return batched(codec.decode, [latents], batch_size)
+
+    return inputs_lib.complete(inputs[variant], draw, decode)[1]
 
   samples = [run(steps, k) for k in range(num_samples)]
   preds = {name: samples[0]}
