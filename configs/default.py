@@ -99,7 +99,8 @@ def get_config():
   c.model.mlp_ratio = 4.0
   c.model.dtype = 'float32'               # compute dtype; params stay float32
   c.model.remat = 'none'                  # none | full | dots
-  c.model.attention = 'xla'               # xla | cudnn (jax.nn.dot_product_attention implementation)
+  c.model.attention = 'xla'               # xla | cudnn | splash | flash (= the target's fused
+                                          # kernel: cudnn on GPU, splash on TPU; model/attention.py)
   c.model.qk_norm = True                  # RMS-normalise queries/keys (bf16 stability at width)
   c.model.scan_layers = False             # nn.scan over blocks: params stacked on a 'layers' axis,
                                           # compile time independent of depth
@@ -152,7 +153,9 @@ def get_config():
   c.mesh.data = -1                          # -1: all remaining devices
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
-  # Parameters only: the batch dim is always split over ('data', 'fsdp') (sharding.batch_sharding).
+  # Parameters (embed, mlp, heads, ...) and activations (activation_*: constraints inside the
+  # model, so the layout does not rest on propagation alone). The step's input batch is always
+  # split over ('data', 'fsdp') (sharding.batch_sharding).
   c.mesh.rules = (
       ('embed', 'fsdp'),
       ('mlp', 'tensor'),
@@ -161,6 +164,12 @@ def get_config():
       ('qkv', None),
       ('patch', None),
       ('layers', None),
+      ('activation_batch', ('data', 'fsdp')),
+      ('activation_length', None),
+      ('activation_embed', None),
+      ('activation_heads', 'tensor'),
+      ('activation_kv', None),
+      ('activation_mlp', 'tensor'),
   )
 
   # Sampler (maskvid/sampling).

@@ -37,11 +37,47 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
 
 
 def make_mesh(mesh_config, devices: Sequence[Any] | None = None) -> Mesh:
-  """Mesh with axes ('data', 'fsdp', 'tensor'), Auto axis types, from config.mesh."""
+  """Mesh with axes ('data', 'fsdp', 'tensor'), Auto axis types, from config.mesh.
+
+  On TPU the device order follows the hardware (`device_grid`): ICI within a slice, DCN across
+  slices, and an axis may span part of a physical axis (fsdp=8 on a 16x16 v6e).
+  """
   devices = list(jax.devices()) if devices is None else list(devices)
-  shape = mesh_shape(mesh_config, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3,
-                       devices=devices)
+  num_slices = count_slices(devices)
+  # config.mesh describes one slice; slices add data parallelism (over DCN).
+  data, fsdp, tensor = mesh_shape(mesh_config, len(devices) // num_slices)
+  shape = (data * num_slices, fsdp, tensor)
+  return Mesh(device_grid(shape, devices), MESH_AXES,
+              axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def count_slices(devices: Sequence[Any]) -> int:
+  """Number of TPU slices among `devices` (1 off TPU)."""
+  return len({getattr(d, 'slice_index', 0) for d in devices})
+
+
+def dcn_shape(shape: Sequence[int], num_slices: int) -> tuple[int, ...]:
+  """How `num_slices` slices split the mesh `shape`: across 'data' (data parallelism over the
+  slow network: one gradient all-reduce per step crosses it)."""
+  if shape[0] % num_slices:
+    raise ValueError(f'mesh {dict(zip(MESH_AXES, shape))} cannot be split over {num_slices} '
+                     'slices: the data axis must be a multiple of the slice count')
+  return (num_slices,) + (1,) * (len(shape) - 1)
+
+
+def device_grid(shape: Sequence[int], devices: Sequence[Any]) -> np.ndarray:
+  """`devices` arranged as an array of `shape` that maps mesh axes onto the interconnect."""
+  from jax.experimental import mesh_utils  # pylint: disable=import-outside-toplevel
+  shape = tuple(int(s) for s in shape)
+  if devices[0].platform != 'tpu':
+    return jax.make_mesh(shape, MESH_AXES[:len(shape)], devices=devices).devices
+  num_slices = count_slices(devices)
+  if num_slices > 1:
+    dcn = dcn_shape(shape, num_slices)
+    ici = tuple(s // d for s, d in zip(shape, dcn))
+    return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices,
+                                                allow_split_physical_axes=True)
+  return mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
 
 
 def logical_rules(mesh_config) -> tuple[tuple[str, Any], ...]:
@@ -107,3 +143,39 @@ def replicate(tree, mesh: Mesh):
 def local_copy(tree):
   """A replicated tree as arrays on this process's first device (for eval and pictures)."""
   return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
+
+
+def mesh_axes_of(name: str | None, rules) -> tuple[str, ...]:
+  """The mesh axes a logical name maps to under `rules` (() when unmapped or None)."""
+  for rule_name, target in rules:
+    if rule_name == name:
+      if target is None:
+        return ()
+      return (target,) if isinstance(target, str) else tuple(target)
+  return ()
+
+
+def logical_constraint(x: jax.Array, names: Sequence[str | None], rules) -> jax.Array:
+  """`with_sharding_constraint` from logical names, under the mesh set by `jax.set_mesh`.
+
+  A no-op without a mesh or rules (single-device calls). Mesh axes that do not divide their dim
+  (an eval batch smaller than the pod) are dropped rather than padded, and an axis used by an
+  earlier dim is not used twice.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not rules:
+    return x
+  if len(names) != x.ndim:
+    raise ValueError(f'logical_constraint: {len(names)} names {tuple(names)} for a {x.ndim}-d '
+                     f'array {x.shape}')
+  used, spec = set(), []
+  for size, name in zip(x.shape, names):
+    kept, prod = [], 1
+    for a in mesh_axes_of(name, rules):
+      if a in used or a not in mesh.shape or size % (prod * mesh.shape[a]):
+        break
+      kept.append(a)
+      prod *= mesh.shape[a]
+    used.update(kept)
+    spec.append(tuple(kept) if len(kept) > 1 else (kept[0] if kept else None))
+  return jax.lax.with_sharding_constraint(x, P(*spec))

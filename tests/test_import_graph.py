@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / 'maskvid'
 LAYERS = (
     ('maskvid.fileio', 'maskvid.workdir', 'maskvid.distributed', 'maskvid.sharding',
      'maskvid.optim', 'maskvid.pictures', 'maskvid.recovery',
-     'maskvid.training_loop'),                   # foundation: no pipeline stage
+     'maskvid.training_loop', 'maskvid.topology'),  # foundation: no pipeline stage
     ('maskvid.geometry',),
     ('maskvid.data',),
     ('maskvid.vae', 'maskvid.depth'),                            # learned image codecs / depth
@@ -21,7 +21,7 @@ LAYERS = (
     ('maskvid.sampling',),
     ('maskvid.eval', 'maskvid.tasks'),
     ('maskvid.stages',),                                         # orchestration
-    ('maskvid.main', 'maskvid.bench'),                           # entry points
+    ('maskvid.main', 'maskvid.bench', 'maskvid.aot'),            # entry points
 )
 MAX_FUNCTION_LEVEL_IMPORTS = 10
 

@@ -13,7 +13,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from maskvid import sharding as sharding_lib
+from maskvid.model import attention as attention_lib
+
 Dtype = Any
+Rules = tuple  # ((logical name, mesh axis | tuple of axes | None), ...)
+
+# Logical names of activation dims (mapped to mesh axes by config.mesh.rules like the params').
+TOKENS = ('activation_batch', 'activation_length', 'activation_embed')
+HEADS = ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv')
+HIDDEN = ('activation_batch', 'activation_length', 'activation_mlp')
 
 # Init helpers: logical names attached to the standard initialisers.
 _xavier = nn.initializers.xavier_uniform()
@@ -94,6 +103,11 @@ def apply_rope(x: jax.Array, angles: jax.Array) -> jax.Array:
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(dtype)
 
 
+def constrain(x: jax.Array, names, rules: Rules) -> jax.Array:
+  """Pins an activation's layout from logical names (no-op without a mesh or rules)."""
+  return sharding_lib.logical_constraint(x, names, rules)
+
+
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
   return x * (1.0 + scale) + shift
 
@@ -102,12 +116,13 @@ class Attention(nn.Module):
   """Full spacetime self-attention with 3-D RoPE through `jax.nn.dot_product_attention`.
 
   x `[B, N, D]`, angles `[N, head_dim/2]` -> `[B, N, D]`.
-  implementation: None (XLA) or 'cudnn' (fused flash attention on GPU, bf16/fp16 only).
+  implementation: the resolved kernel, 'xla' | 'cudnn' | 'splash' (`model.attention`).
   """
   num_heads: int
   qk_norm: bool = True
-  implementation: Optional[str] = None
+  implementation: str = 'xla'
   dtype: Dtype = jnp.float32
+  axis_rules: Rules = ()
 
   @nn.compact
   def __call__(self, x: jax.Array, angles: jax.Array) -> jax.Array:
@@ -117,7 +132,7 @@ class Attention(nn.Module):
         features=(3, self.num_heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32,
         kernel_init=logical(_xavier, ('embed', 'qkv', 'heads', 'kv')),
         bias_init=logical(_zeros, ('qkv', 'heads', 'kv')), name='qkv')(x)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]          # [B, N, H, d]
+    q, k, v = (constrain(qkv[:, :, i], HEADS, self.axis_rules) for i in range(3))  # [B, N, H, d]
     if self.qk_norm:
       # RMS-normalised queries/keys keep bf16 logits bounded as width grows.
       q = nn.RMSNorm(dtype=self.dtype, param_dtype=jnp.float32,
@@ -126,7 +141,10 @@ class Attention(nn.Module):
                      scale_init=logical(_ones, ('kv',)), name='k_norm')(k)
     q = apply_rope(q, angles)
     k = apply_rope(k, angles)
-    out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+    rule = lambda name: sharding_lib.mesh_axes_of(name, self.axis_rules)
+    out = attention_lib.attend(q, k, v, self.implementation, rule('activation_batch'),
+                               rule('activation_heads'))
+    out = constrain(out, HEADS, self.axis_rules)
     return nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32,
         kernel_init=logical(_xavier, ('heads', 'kv', 'embed')),
@@ -136,6 +154,7 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
   hidden: int
   dtype: Dtype = jnp.float32
+  axis_rules: Rules = ()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -143,7 +162,7 @@ class Mlp(nn.Module):
     h = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
                  kernel_init=logical(_xavier, ('embed', 'mlp')),
                  bias_init=logical(_zeros, ('mlp',)), name='fc1')(x)
-    h = nn.gelu(h, approximate=True)
+    h = constrain(nn.gelu(h, approximate=True), HIDDEN, self.axis_rules)
     return nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32,
                     kernel_init=logical(_xavier, ('mlp', 'embed')),
                     bias_init=logical(_zeros, ('embed',)), name='fc2')(h)
@@ -168,13 +187,15 @@ class Block(nn.Module):
   num_heads: int
   mlp_ratio: float = 4.0
   qk_norm: bool = True
-  implementation: Optional[str] = None
+  implementation: str = 'xla'
   dtype: Dtype = jnp.float32
   adaln: str = 'block'
+  axis_rules: Rules = ()
 
   @nn.compact
   def __call__(self, x: jax.Array, c: jax.Array, angles: jax.Array) -> jax.Array:
     width = x.shape[-1]
+    x = constrain(x, TOKENS, self.axis_rules)
     if self.adaln == 'single':
       offset = self.param('adaln_offset', logical(_zeros, ('mlp',)), (6 * width,), jnp.float32)
       mod = c + offset.astype(c.dtype)
@@ -187,11 +208,11 @@ class Block(nn.Module):
                                      dtype=self.dtype, name=name)
     h = modulate(norm('norm1')(x), shift1, scale1)
     h = Attention(self.num_heads, self.qk_norm, self.implementation, self.dtype,
-                  name='attn')(h, angles)
+                  self.axis_rules, name='attn')(h, angles)
     x = x + (gate1 * h).astype(x.dtype)
     h = modulate(norm('norm2')(x), shift2, scale2)
-    h = Mlp(int(round(width * self.mlp_ratio)), self.dtype, name='mlp')(h)
-    return x + (gate2 * h).astype(x.dtype)
+    h = Mlp(int(round(width * self.mlp_ratio)), self.dtype, self.axis_rules, name='mlp')(h)
+    return constrain(x + (gate2 * h).astype(x.dtype), TOKENS, self.axis_rules)
 
 
 class FinalLayer(nn.Module):

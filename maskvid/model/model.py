@@ -19,67 +19,21 @@ concatenates the known latents (zeros where unknown) and the mask as extra input
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Optional, Sequence
 
-from absl import logging
 import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskvid import sharding as sharding_lib
+from maskvid.model import attention as attention_lib
 from maskvid.model import layers
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 _REMAT = ('none', 'full', 'dots')
-_ATTENTION = {'xla': None, 'cudnn': 'cudnn'}
 _ADALN = ('block', 'single')
-
-
-@functools.lru_cache(maxsize=None)
-def _cudnn_attention_runs(num_heads: int, head_dim: int, dtype_name: str) -> Optional[str]:
-  """Compile and run cuDNN attention (forward and backward) once; None if it works, else why.
-
-  Guards against cuDNN builds that advertise the path but fail at compile or run time (jax issue
-  32430 on CUDA 13 builds), so a run degrades to the XLA path instead of crashing mid-training.
-  """
-  q = np.zeros((1, 128, num_heads, head_dim), jnp.dtype(dtype_name))
-  def f(q):
-    out = jax.nn.dot_product_attention(q, q, q, implementation='cudnn')
-    return jnp.sum(out.astype(jnp.float32))
-  try:
-    jax.block_until_ready(jax.jit(jax.value_and_grad(f))(q))
-  except Exception as e:  # pylint: disable=broad-except
-    return f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
-  return None
-
-
-def resolve_attention(name: str, dtype, num_heads: int, head_dim: int) -> str:
-  """config.model.attention -> the name the module uses ('xla' or 'cudnn').
-
-  'cudnn' falls back to 'xla' (with a warning) where cuDNN flash attention cannot run: no GPU
-  backend, a compute dtype other than bfloat16/float16, a head dim that is not a multiple of 8
-  or above 256, or a probe call that fails on this machine. Call outside jit.
-  """
-  if name not in _ATTENTION:
-    raise ValueError(f'config.model.attention must be one of {sorted(_ATTENTION)}, got {name!r}')
-  if name != 'cudnn':
-    return name
-  reason = None
-  if jax.default_backend() != 'gpu':
-    reason = f'backend is {jax.default_backend()!r}'
-  elif jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
-    reason = f'compute dtype {jnp.dtype(dtype).name} (cuDNN needs bfloat16/float16)'
-  elif head_dim % 8 or head_dim > 256:
-    reason = f'head dim {head_dim} (cuDNN needs a multiple of 8, <= 256)'
-  else:
-    reason = _cudnn_attention_runs(num_heads, head_dim, jnp.dtype(dtype).name)
-  if reason:
-    logging.warning('config.model.attention=cudnn unavailable (%s); using the XLA '
-                    'implementation.', reason)
-    return 'xla'
-  return 'cudnn'
 
 
 def _check_inputs(x_t, t, patch_size, cond_latents, cond_mask, input_conditioning):
@@ -118,6 +72,7 @@ class VideoTransformer(nn.Module):
   scan_layers: bool = False
   adaln: str = 'block'
   rope_theta: float = 10_000.0
+  axis_rules: layers.Rules = ()   # logical -> mesh axes for activation constraints (config.mesh.rules)
 
   @nn.compact
   def __call__(self, x_t: jax.Array, t: jax.Array, cond_latents: Optional[jax.Array] = None,
@@ -155,13 +110,16 @@ class VideoTransformer(nn.Module):
     pos = np.stack(np.meshgrid(*[np.arange(g) for g in grid], indexing='ij'), -1).reshape(-1, 3)
     angles = layers.rope_angles(jnp.asarray(pos), head_dim, self.rope_theta)
 
-    if self.attention not in _ATTENTION:
-      raise ValueError(f'config.model.attention must be one of {sorted(_ATTENTION)}, '
-                       f'got {self.attention!r}')
-    impl = _ATTENTION[self.attention]
+    if self.attention not in ('xla', 'cudnn', 'splash'):
+      raise ValueError(f'VideoTransformer.attention must be a resolved kernel (xla, cudnn, '
+                       f'splash; see attention.resolve_attention), got {self.attention!r}')
+    impl = self.attention
     if self.adaln not in _ADALN:
       raise ValueError(f'config.model.adaln must be one of {_ADALN}, got {self.adaln!r}')
-    block_args = (self.num_heads, self.mlp_ratio, self.qk_norm, impl, self.dtype, self.adaln)
+    x = layers.constrain(x, layers.TOKENS, self.axis_rules)
+    cond = layers.constrain(cond, layers.TOKENS, self.axis_rules)
+    block_args = (self.num_heads, self.mlp_ratio, self.qk_norm, impl, self.dtype, self.adaln,
+                  self.axis_rules)
     block_cond = cond
     if self.adaln == 'single':
       # One per-token modulation for all blocks (each block adds its own learned offset).
@@ -198,8 +156,10 @@ class _ScanBlock(layers.Block):
     return super().__call__(x, c, angles), None
 
 
-def build_model(config) -> VideoTransformer:
-  """Module from the full config (reads config.model; checks config.diffusion.objective)."""
+def build_model(config, platform: Optional[str] = None) -> VideoTransformer:
+  """Module from the full config (reads config.model and config.mesh.rules; checks
+  config.diffusion.objective). platform: the target the attention kernel is resolved for
+  ('cpu' | 'gpu' | 'tpu'; default this host's backend)."""
   m = config.model
   if m.dtype not in _DTYPES:
     raise ValueError(f'config.model.dtype must be one of {sorted(_DTYPES)}, got {m.dtype!r}')
@@ -216,13 +176,15 @@ def build_model(config) -> VideoTransformer:
   width, num_heads = int(m.width), int(m.num_heads)
   if width % num_heads:
     raise ValueError(f'config.model.width={width} not divisible by num_heads={num_heads}')
-  attention = resolve_attention(m.attention, _DTYPES[m.dtype], num_heads, width // num_heads)
+  attention = attention_lib.resolve_attention(m.attention, _DTYPES[m.dtype], num_heads,
+                                              width // num_heads, platform)
   return VideoTransformer(
       patch_size=patch_size, width=width, depth=int(m.depth),
       num_heads=num_heads, mlp_ratio=float(m.mlp_ratio), dtype=_DTYPES[m.dtype],
       remat=m.remat, attention=attention, qk_norm=bool(m.get('qk_norm', True)),
       input_conditioning=input_conditioning, scan_layers=bool(m.get('scan_layers', False)),
-      adaln=m.get('adaln', 'block'), rope_theta=float(m.get('rope_theta', 10_000.0)))
+      adaln=m.get('adaln', 'block'), rope_theta=float(m.get('rope_theta', 10_000.0)),
+      axis_rules=sharding_lib.logical_rules(config.mesh) if 'mesh' in config else ())
 
 
 def make_apply_fn(module: nn.Module) -> Callable[..., jax.Array]:

@@ -17,6 +17,7 @@ import optax
 
 from maskvid.diffusion import loss as loss_lib
 from maskvid.diffusion import masks as masks_lib
+from maskvid.model import attention as attention_lib
 from maskvid.model import model as model_lib
 from maskvid import optim
 from maskvid import sharding as sharding_lib
@@ -91,7 +92,9 @@ class Trainer:
     self.config = config
     self.mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.mesh)
     self.rules = sharding_lib.logical_rules(config.mesh)
-    self.module = module if module is not None else model_lib.build_model(config)
+    self.platform = attention_lib.target_platform(self.mesh.devices)
+    self.module = (module if module is not None
+                   else model_lib.build_model(config, platform=self.platform))
     self.apply_fn = model_lib.make_apply_fn(self.module)
     self.tx = optim.make_optimizer(config.train)
     self.latent_shape = expected_latent_shape(config)
@@ -107,7 +110,9 @@ class Trainer:
     self._init_batch = divisor
 
     with self.context():
-      boxed = jax.eval_shape(self._init_boxed, jax.random.key(0))
+      # The key is made inside the abstract trace: nothing is placed on the mesh's devices, so
+      # the Trainer builds over compile-only devices too (maskvid.aot).
+      boxed = jax.eval_shape(lambda: self._init_boxed(jax.random.key(0)))
       self.state_shardings = sharding_lib.tree_shardings(boxed, self.mesh, self.rules)
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -156,9 +161,27 @@ class Trainer:
     with self.context():
       return self._step(state, batch)
 
-  def lower_step(self, state, batch_latents):
-    """The lowered step (for cost analysis / HLO inspection in benchmarks)."""
-    batch = self.put_batch(batch_latents)
+  @property
+  def step_fn(self):
+    """The jitted step itself: `(state, batch [B, T, h, w, c]) -> (state, metrics)`."""
+    return self._step
+
+  @property
+  def abstract_batch(self) -> jax.ShapeDtypeStruct:
+    """The global batch `[B, T, h, w, c]` float32 as an abstract, batch-sharded value."""
+    return jax.ShapeDtypeStruct((self.global_batch_size, *self.latent_shape), jnp.float32,
+                                sharding=self.batch_sharding)
+
+  def lower_step(self, state=None, batch_latents=None):
+    """The step lowered on concrete or abstract inputs (default: `abstract_state`,
+    `abstract_batch`); `.compile()` it for memory and cost analysis. Places nothing on devices."""
+    state = self.abstract_state if state is None else state
+    if batch_latents is None:
+      batch = self.abstract_batch
+    elif isinstance(batch_latents, jax.ShapeDtypeStruct):
+      batch = batch_latents
+    else:
+      batch = self.put_batch(batch_latents)
     with self.context():
       return self._step.lower(state, batch)
 

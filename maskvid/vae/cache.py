@@ -34,7 +34,7 @@ from maskvid.vae import checkpoint
 COMPLETE_FILE = 'COMPLETE.json'
 STATS_FILE = 'stats.json'
 META_FILE = 'meta.json'
-_ENCODE_CLIPS = 8  # clips per jitted encode call
+ENCODE_CLIPS = 8  # clips per jitted encode call (maskvid.aot compiles this batch)
 
 
 def is_complete(latents_dir: str) -> bool:
@@ -88,9 +88,9 @@ def _encode_shards(source, encode, params, resolution: int, split_dir: str, boun
   for s in shard_ids:
     lo, hi = int(bounds[s]), int(bounds[s + 1])
     writer = array_record_module.ArrayRecordWriter(paths[s], 'group_size:1')
-    for start in range(lo, hi, _ENCODE_CLIPS):
+    for start in range(lo, hi, ENCODE_CLIPS):
       clips = [pipeline.resize_clip(dict(source[i]), (resolution, resolution))
-               for i in range(start, min(start + _ENCODE_CLIPS, hi))]
+               for i in range(start, min(start + ENCODE_CLIPS, hi))]
       frames = pictures.to_float(np.stack([c['rgb'] for c in clips]))
       latents = np.asarray(encode(params, frames), np.float32)
       part['latent_shape'] = list(latents.shape[1:])
