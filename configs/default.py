@@ -137,7 +137,7 @@ def get_config():
   c.train.warmup_steps = 50
   c.train.decay = 'cosine'                  # after warmup: 'cosine' | 'linear' to the end value
   c.train.end_lr_fraction = 0.0             # final learning rate / peak
-  c.train.weight_decay = 0.01               # AdamW (maskvid/optim.py), on >= 2-D params only
+  c.train.weight_decay = 0.01               # AdamW (maskvid/optim.py), on kernels only (by name)
   c.train.grad_clip = 1.0
   c.train.adam_b1 = 0.9
   c.train.adam_b2 = 0.999

@@ -90,7 +90,9 @@ def with_mesh(config, mesh_sizes: dict) -> ml_collections.ConfigDict:
 
 
 # ----------------------------------------------------------------------------- memory
-_USED = re.compile(r'Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm')
+# The TPU compiler's two ways of saying a program exceeds HBM (the first number is what it needs).
+_USED = re.compile(r'Used ([\d.]+)([KMGT]) of [\d.]+[KMGT] hbm'
+                   r'|\(([\d.]+)([KMGT])\) exceeds available HBM')
 _UNIT = {'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
 
 
@@ -113,7 +115,8 @@ def compile_measured(lowered) -> tuple[Optional[Any], dict, str]:
     m = _USED.search(text)
     if 'RESOURCE_EXHAUSTED' not in text or not m:
       raise
-    used = float(m.group(1)) * _UNIT[m.group(2)]
+    number, unit = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    used = float(number) * _UNIT[unit]
     return None, {'total': int(used)}, text.splitlines()[0][:300]
   return compiled, memory_of(compiled), ''
 

@@ -6,7 +6,6 @@ Both read a train config block with the same keys: steps, warmup_steps, learning
 import functools
 
 import jax
-import jax.numpy as jnp
 import optax
 
 DECAYS = ('cosine', 'linear')
@@ -30,9 +29,15 @@ def make_schedule(train_config, name: str = 'config.train') -> optax.Schedule:
        optax.linear_schedule(peak, end, max(steps - warmup, 1))], [warmup])
 
 
-def _decay_mask(params):
-  # Weight decay only on matrices/kernels: biases, norm scales and 1-D embeddings are exempt.
-  return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
+def decay_mask(params):
+  """True for the parameters weight decay applies to: those named 'kernel' (Dense, DenseGeneral,
+  Conv). Biases, norm scales and learned offsets are exempt whatever their rank: the qkv bias is
+  [3, H, d], and with `scan_layers` every stacked bias and scale has a leading layers axis."""
+  def is_kernel(path, _):
+    # The innermost dict key names the parameter (boxed leaves add an attribute key after it).
+    keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return bool(keys) and keys[-1] == 'kernel'
+  return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
 def adam_direction(train_config) -> optax.GradientTransformation:
@@ -48,11 +53,11 @@ def adam_direction(train_config) -> optax.GradientTransformation:
 def _adam_direction(grad_clip, weight_decay, b1, b2):
   parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
   parts += [optax.scale_by_adam(b1=b1, b2=b2, eps=1e-8),
-            optax.add_decayed_weights(weight_decay, mask=_decay_mask)]
+            optax.add_decayed_weights(weight_decay, mask=decay_mask)]
   return optax.chain(*parts)
 
 
 def make_optimizer(train_config, name: str = 'config.train') -> optax.GradientTransformation:
-  """clip_by_global_norm -> AdamW on `make_schedule` (weight decay on >= 2-D params only)."""
+  """clip_by_global_norm -> AdamW on `make_schedule` (weight decay on kernels only, by name)."""
   return optax.chain(adam_direction(train_config),
                      optax.scale_by_learning_rate(make_schedule(train_config, name)))

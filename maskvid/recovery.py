@@ -8,10 +8,14 @@ step (atomically, orbax) and raises `Preempted`, which `maskvid.main` turns into
 message and exit status `EXIT_CODE`. The next start resumes from that checkpoint bit-exactly.
 
 A Python SIGTERM handler sets a flag. With several processes (`jax.distributed`) the hosts
-all-gather their flags every step, so all of them stop at the same step even when only one was
-signalled (JAX's own preemption sync service, `multihost_utils.reached_preemption_sync_point`,
-needs a C++ SIGTERM handler that a Python handler would replace, so it is not used). The only side
-effect is the handler, installed on entry and restored on exit (main thread only).
+all-gather their flags every `sync_every` steps (and at the end), so all of them stop at the same
+step even when only one was signalled. Not every step: the all-gather is a device collective whose
+result the host must read, so a per-step check makes the host wait for the accelerators at every
+step and the step loop never runs ahead of them. At a few seconds per pod step, 10 steps is within
+the ~30 s a preempted VM gets. (JAX's own preemption sync service,
+`multihost_utils.reached_preemption_sync_point`, needs a C++ SIGTERM handler that a Python handler
+would replace, so it is not used.) The only side effect is the handler, installed on entry and
+restored on exit (main thread only).
 
 Unreadable checkpoints -- `restore_newest_readable` tries the steps newest first; one that fails
 to restore is logged (step, error) and the next older one is tried. Once one restores, the failed
@@ -51,9 +55,10 @@ class Preempted(RuntimeError):
 class Guard:
   """Context manager; `should_stop(step)` is True once a preemption has been noticed."""
 
-  def __init__(self):
+  def __init__(self, sync_every: int = 10):
     self._flag = threading.Event()
     self._previous = None
+    self.sync_every = max(1, int(sync_every))
 
   def _handle(self, signum, frame):
     del signum, frame
@@ -75,13 +80,18 @@ class Guard:
     """Asks for a stop as SIGTERM would (tests, and callers with their own notice)."""
     self._flag.set()
 
-  def should_stop(self, step: int) -> bool:
-    """True once any process has been asked to stop (the same answer on every process)."""
-    del step  # every process calls this once per step, so the calls line up
+  def should_stop(self, step: int, force: bool = False) -> bool:
+    """True once any process has been asked to stop (the same answer on every process).
+
+    With several processes the answer changes only at steps that are multiples of `sync_every`
+    (or when `force`): every process calls this with the same steps, so the calls line up.
+    """
     if jax.process_count() == 1:
       return self._flag.is_set()
-    # One tiny all-gather of the flags per step, so every host stops at the same step (a
-    # collective checkpoint save on some hosts only would hang the others).
+    if not force and step % self.sync_every:
+      return False
+    # One tiny all-gather of the flags, so every host stops at the same step (a collective
+    # checkpoint save on some hosts only would hang the others).
     flags = multihost_utils.process_allgather(np.int32(self._flag.is_set()))
     return bool(np.asarray(flags).any())
 

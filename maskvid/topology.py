@@ -104,6 +104,8 @@ def parse(name: str) -> Slice:
 def compile_only_devices(slice_: Slice, num_slices: int = 1) -> list:
   """The devices of `num_slices` x `slice_` from libtpu, for lowering and compiling only."""
   os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')   # no metadata server off Cloud
+  # Compile-only: no chip is opened, so another process holding libtpu's lock is no conflict.
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
   try:
     from jax.experimental import topologies
   except ImportError as e:   # pragma: no cover - part of jax
@@ -116,10 +118,10 @@ def compile_only_devices(slice_: Slice, num_slices: int = 1) -> list:
                                                 platform='tpu', **kwargs).devices)
   except Exception as e:  # pylint: disable=broad-except
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if 'libtpu' in text.lower() or 'tpu' not in _plugins():
+    if not _libtpu_installed():
       raise RuntimeError(
-          'the TPU compiler (libtpu) is not installed: pip install "jax[tpu]==$(python -c '
-          '"import jax; print(jax.__version__)")" (make install does this)') from None
+          'the TPU compiler (libtpu) is not installed: pip install "jax[tpu]==' + jax_version()
+          + '" (make install does this)') from None
     raise RuntimeError(f'cannot build the {slice_.topology_name} topology x {num_slices}: '
                        f'{text}') from None
   expected = slice_.chips * num_slices
@@ -129,9 +131,11 @@ def compile_only_devices(slice_: Slice, num_slices: int = 1) -> list:
   return devices
 
 
-def _plugins() -> str:
-  try:
-    import libtpu  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
-    return 'tpu'
-  except ImportError:
-    return ''
+def _libtpu_installed() -> bool:
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  return importlib.util.find_spec('libtpu') is not None
+
+
+def jax_version() -> str:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.__version__

@@ -108,7 +108,7 @@ def run(state, step_fn: StepFn, checkpoints: Checkpoints, *, name: str, start: i
     # Still guarded: a SIGTERM during the final save waits for it instead of losing the steps
     # since the last periodic checkpoint.
     checkpoints.manager.wait_until_finished()
-    if guard.should_stop(steps):
+    if guard.should_stop(steps, force=True):
       stop(steps)
   return state, summary
 

@@ -186,7 +186,7 @@ def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match='input_conditioning=False'):
     init(x, t, x, t > 0.5)
   bad = tiny_config()
-  bad.model.attention = 'flash'
+  bad.model.attention = 'pallas'
   with pytest.raises(ValueError, match='config.model.attention'):
     M.build_model(bad)
   bad = tiny_config()

@@ -212,3 +212,19 @@ def test_depth_trainer_saves_on_sigterm_and_resumes_bit_exactly(tmp_path, monkey
   b = depth_checkpoint.restore_params(c, str(tmp_path / 'cut' / 'depth'))[1]
   for x, y in zip(_leaves(a), _leaves(b)):
     np.testing.assert_array_equal(x, y)
+
+
+def test_multi_process_guard_gathers_flags_only_every_sync_every_steps(monkeypatch):
+  """No host sync on most steps (async dispatch survives); all hosts agree at sync steps."""
+  gathered = []
+  monkeypatch.setattr(recovery.jax, 'process_count', lambda: 2)
+  def fake_allgather(x):
+    gathered.append(int(x))
+    return np.array([int(x), 0])
+  monkeypatch.setattr(recovery.multihost_utils, 'process_allgather', fake_allgather)
+  guard = recovery.Guard(sync_every=5)
+  guard.request()
+  assert [guard.should_stop(s) for s in range(1, 5)] == [False] * 4
+  assert gathered == []
+  assert guard.should_stop(5) and gathered == [1]
+  assert guard.should_stop(7, force=True) and gathered == [1, 1]
