@@ -133,6 +133,8 @@ def get_config():
   c.train = ml_collections.ConfigDict()
   c.train.steps = 200
   c.train.batch_size = 8
+  c.train.microbatches = 1                  # gradient accumulation: the batch in this many
+                                            # sequential parts (activation memory of one part)
   c.train.learning_rate = 3e-4
   c.train.warmup_steps = 50
   c.train.decay = 'cosine'                  # after warmup: 'cosine' | 'linear' to the end value

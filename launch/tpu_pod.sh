@@ -17,7 +17,11 @@
 #   --spot  create a Spot VM    --repo [REPO_URL] / --branch [BRANCH]  clone instead of copying
 #   --python [PYTHON] interpreter on the workers for the venv (default python3.11)
 #   --jax-version [JAX_VERSION] (default 0.10.2)   --remote-dir [REMOTE_DIR] (default maskvid)
-#   --dry-run  print the gcloud commands, run nothing
+#   --dry-run  run the pre-flight and print its verdict and the gcloud commands; create nothing
+#   --skip-preflight  do not compile first (a pod you already checked)
+# Pre-flight: before create/setup/run touch any pod, this host compiles the run's programs for
+# --accelerator with compile-only devices (`python -m maskvid.aot`, libtpu via `make install`)
+# and stops, naming what to change, when they do not fit its HBM.
 # Anything after `--` is passed to maskvid.main (config overrides).
 set -euo pipefail
 
@@ -36,6 +40,7 @@ BRANCH=${BRANCH:-main}
 PY=${PYTHON:-python3.11}
 JAX_VERSION=${JAX_VERSION:-0.10.2}
 REMOTE_DIR=${REMOTE_DIR:-maskvid}
+PREFLIGHT=1
 
 while (($#)); do
   case "$1" in
@@ -51,6 +56,7 @@ while (($#)); do
     --python=*) PY=${1#*=} ;;
     --jax-version=*) JAX_VERSION=${1#*=} ;;
     --remote-dir=*) REMOTE_DIR=${1#*=} ;;
+    --skip-preflight) PREFLIGHT=0 ;;
     *) common_arg "$@" || break ;;
   esac
   shift
@@ -122,6 +128,31 @@ show() {
   echo "$out"
 }
 run() { show "$@"; ((DRY_RUN)) || "$@"; }
+
+# Compile for the target on this host before any pod exists (maskvid.aot); its table and verdict
+# are printed, and a program that does not fit stops the launch here.
+preflight() {
+  local root out rc
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  [[ -f $root/$CONFIG || -f $CONFIG ]] || die "--config=$CONFIG not found (run from the repository root)"
+  echo "pre-flight: compiling $CONFIG for $ACCEL on this host (python -m maskvid.aot)"
+  make -s -C "$root" install >&2 || die "pre-flight: 'make install' failed"
+  out=$(cd "$root" && .venv/bin/python -m maskvid.aot --config="$CONFIG" --topology="$ACCEL" \
+        "${OVERRIDES[@]+"${OVERRIDES[@]}"}" 2>&1) && rc=0 || rc=$?
+  echo "$out" | grep -E '^(v[0-9]|\||train step|run with|maskvid.aot)' || true
+  case $rc in
+    0) echo "pre-flight: fits $ACCEL"
+       # What the job chose for this pod (mesh, gradient accumulation) goes to the run.
+       local chosen
+       chosen=$(echo "$out" | sed -n 's/^run with: //p')
+       [[ -z $chosen ]] || { read -r -a chosen_args <<< "$chosen"; OVERRIDES+=("${chosen_args[@]}"); } ;;
+    1) echo "$LAUNCHER: pre-flight: does not fit $ACCEL; nothing created" >&2; exit 1 ;;
+    *) die "pre-flight failed: $(echo "$out" | grep '^maskvid' | tail -1)" ;;
+  esac
+}
+if ((PREFLIGHT)) && { has_step create || has_step setup || has_step run; }; then
+  preflight
+fi
 
 print_plan "maskvid TPU launch: ${NAME} (${ACCEL:-?}, ${NUM_WORKERS} worker hosts) in ${ZONE}; steps: ${STEPS[*]}"
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import sys
 import time
@@ -253,50 +254,78 @@ def fix_for(config, name: str, mem: dict, budget_bytes: float, mesh_sizes: dict)
 
 
 def compile_for(config, topology: str, num_slices: int = 1, programs=PROGRAMS,
-                hbm_budget: float = 0.85) -> dict:
+                hbm_budget: float = 0.85, fit: bool = True) -> dict:
   """Compiles `programs` of `config` for `num_slices` x `topology`; returns the report.
 
-  Raises DoesNotFit (after the report is complete, as `.report`) when a program is over budget.
+  fit: when the train step is over budget with several clips per chip, retry it with gradient
+  accumulation (config.train.microbatches, powers of two from a linear estimate) and keep the
+  first that fits. What the job changed is in `report['overrides']`: the run must use them
+  (`launch/tpu_pod.sh` passes them on). Raises DoesNotFit (with the report as `.report`) when a
+  program is over budget.
   """
   unknown = [p for p in programs if p not in PROGRAMS]
   if unknown:
     raise ValueError(f'--programs: unknown {unknown}; choose from {list(PROGRAMS)}')
   slice_ = topology_lib.parse(topology)
   devices = topology_lib.compile_only_devices(slice_, num_slices)
-  chips = len(devices)
   sizes, note = plan_mesh(config, slice_.chips, num_slices)
+  overrides = {f'mesh.{k}': v for k, v in sizes.items()
+               if v != sharding_lib.mesh_shape(config.mesh, slice_.chips)[
+                   sharding_lib.MESH_AXES.index(k)]}
   config = with_mesh(config, sizes)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
-  sizes = dict(mesh.shape)
   trainer = step_lib.Trainer(config, mesh)
   hbm = slice_.chip.hbm_bytes
+  budget = hbm_budget * hbm
   report = dict(
       topology=slice_.name, num_slices=num_slices, topology_name=slice_.topology_name,
-      chips=chips, device_kind=devices[0].device_kind, hbm_bytes=hbm, hbm_budget=hbm_budget,
-      mesh=dict(mesh.shape), mesh_note=note, params=trainer.num_params,
+      chips=len(devices), device_kind=devices[0].device_kind, hbm_bytes=hbm,
+      hbm_budget=hbm_budget, mesh=dict(mesh.shape), mesh_note=note, params=trainer.num_params,
       global_batch=trainer.global_batch_size,
       tokens_per_step=trainer.global_batch_size * model_lib.num_tokens(config),
       attention=trainer.module.attention, remat=config.model.remat, programs={})
-  builders = {'train': lambda: train_program(trainer),
-              'sample': lambda: sample_program(config, trainer),
-              'vae_encode': lambda: vae_encode_program(config, devices[0])}
-  failures = []
-  for name in programs:
-    t0 = time.time()
-    program = builders[name]()
+
+  def measure(name, program, t0):
     compiled, mem, error = compile_measured(program.lowered)
-    total = mem['total']
-    entry = dict(bytes_per_chip=total, memory=mem, hbm_bytes=hbm,
-                 hbm_fraction=total / hbm, fits=bool(compiled is not None
-                                                     and total <= hbm_budget * hbm),
+    entry = dict(bytes_per_chip=mem['total'], memory=mem, hbm_bytes=hbm,
+                 hbm_fraction=mem['total'] / hbm,
+                 fits=bool(compiled is not None and mem['total'] <= budget),
                  compile_s=round(time.time() - t0, 1), note=program.note)
     if error:
       entry['error'] = error
+    return entry
+
+  failures = []
+  for name in programs:
+    t0 = time.time()
     if name == 'train':
-      entry.update(roofline(config, sizes, num_slices, slice_, trainer.num_params))
+      entry = measure(name, train_program(trainer), t0)
+      per_chip = trainer.global_batch_size // sharding_lib.batch_divisor(mesh)
+      k = step_lib.microbatches(config, trainer.global_batch_size)
+      if fit and not entry['fits'] and per_chip > k:
+        mem = entry['memory']
+        fixed = mem.get('argument', 0) + mem.get('output', 0) + mem.get('code', 0)
+        scale = mem.get('temp', mem['total']) / max(budget - fixed, 1)
+        k = min(per_chip, max(2 * k, 2 ** math.ceil(math.log2(max(scale * k, 1)))))
+        while per_chip % k == 0:
+          config.train.microbatches = k
+          trainer = step_lib.Trainer(config, mesh)
+          entry = measure(name, train_program(trainer), t0)
+          if entry['fits'] or k == per_chip:
+            break
+          k *= 2
+        if entry['fits']:
+          overrides['train.microbatches'] = k
+      entry['microbatches'] = step_lib.microbatches(config, trainer.global_batch_size)
+      entry.update(roofline(config, dict(mesh.shape), num_slices, slice_, trainer.num_params))
+    elif name == 'sample':
+      entry = measure(name, sample_program(config, trainer), t0)
+    else:
+      entry = measure(name, vae_encode_program(config, devices[0]), t0)
     report['programs'][name] = entry
     if not entry['fits']:
-      failures.append(fix_for(config, name, mem, hbm_budget * hbm, sizes))
+      failures.append(fix_for(config, name, entry['memory'], budget, dict(mesh.shape)))
+  report['overrides'] = [f'--config.{k}={v}' for k, v in overrides.items()]
   if failures:
     err = DoesNotFit(f'{slice_.name} x {num_slices}: ' + failures[0])
     err.report = report
@@ -327,7 +356,10 @@ def format_report(report: dict) -> str:
         f"(serial {train['est_step_s_serial']:.3f} s), MFU {100 * train['est_mfu']:.1f}% "
         f"(serial {100 * train['est_mfu_serial']:.1f}%), {train['clips_per_s']:.1f} clips/s; "
         f"compute {train['compute_s']:.3f} s, HBM {train['hbm_s']:.3f} s, ICI "
-        f"{train['ici_s']:.3f} s, DCN {train['dcn_s']:.3f} s per step")
+        f"{train['ici_s']:.3f} s, DCN {train['dcn_s']:.3f} s per step; microbatches "
+        f"{train['microbatches']}")
+  if report.get('overrides'):
+    lines.append('run with: ' + ' '.join(report['overrides']))
   return '\n'.join(lines)
 
 
@@ -342,6 +374,7 @@ def define_flags():
   flags.DEFINE_string('out', '', 'Write the report as JSON here.')
   flags.DEFINE_list('programs', list(PROGRAMS), f'Which of {list(PROGRAMS)} to compile.')
   flags.DEFINE_float('hbm_budget', 0.85, 'A program over this fraction of HBM fails the job.')
+  flags.DEFINE_bool('fit', True, 'Retry an over-budget train step with gradient accumulation.')
   flags.mark_flags_as_required(['config', 'topology'])
 
 
@@ -352,7 +385,7 @@ def main(argv):
   report, code = None, 0
   try:
     report = compile_for(FLAGS.config, FLAGS.topology, FLAGS.num_slices, tuple(FLAGS.programs),
-                         FLAGS.hbm_budget)
+                         FLAGS.hbm_budget, FLAGS.fit)
   except DoesNotFit as e:
     report, code = getattr(e, 'report', None), 1
     message = f'maskvid.aot: does not fit: {e}'

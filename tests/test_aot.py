@@ -83,21 +83,37 @@ def test_every_program_compiles_and_the_job_writes_json(tmp_path):
   assert '| train |' in proc.stdout
 
 
-def test_a_program_over_hbm_is_refused_with_one_line(tmp_path):
-  # 16,384 tokens per clip and the XLA attention's [H, N, N] logits: ~17 GiB per clip.
-  proc = subprocess.run(
+BIG_CLIPS = ['--config.data.clip_length=16', '--config.data.num_frames=16']
+
+
+def _aot(*args):
+  return subprocess.run(
       [sys.executable, '-m', 'maskvid.aot', '--config=configs/tiny.py', '--topology=v5e-4',
        '--programs=train', '--config.model.depth=1', '--config.model.width=64',
-       '--config.model.num_heads=2', '--config.data.resolution=256',
-       '--config.data.clip_length=16', '--config.data.num_frames=16',
-       '--config.train.batch_size=16'],
+       '--config.model.num_heads=2', *BIG_CLIPS, *args],
       cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': ROOT},
       timeout=300)
+
+
+def test_a_program_over_hbm_is_refused_with_one_line():
+  # 65,536 tokens per clip, one clip per chip: the XLA attention's [H, N, N] logits alone are
+  # 32 GiB; gradient accumulation cannot split one clip.
+  proc = _aot('--config.data.resolution=512', '--config.train.batch_size=4')
   assert proc.returncode == 1, proc.stderr[-2000:]
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith('maskvid.aot: does not fit: v5e-4 x 1: train needs')
   assert 'config.model.attention=flash' in last
   assert '| train |' in proc.stdout and '| NO |' in proc.stdout
+
+
+def test_the_job_chooses_gradient_accumulation_when_clips_per_chip_do_not_fit():
+  # 16,384 tokens per clip, 4 clips per chip: ~16 GiB at once, a quarter of it per microbatch.
+  proc = _aot('--config.data.resolution=256', '--config.train.batch_size=16')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  chosen = [l for l in proc.stdout.splitlines() if l.startswith('run with: ')]
+  assert chosen and chosen[0].startswith('run with: --config.train.microbatches=')
+  k = int(chosen[0].rsplit('=', 1)[1])
+  assert k in (2, 4)
 
 
 def test_two_slices_compile_on_a_hybrid_mesh():

@@ -12,11 +12,11 @@ LAUNCH = ROOT / 'launch'
 SCRIPTS = ('tpu_pod.sh', 'slurm_gpu.sbatch', 'multinode_gpu.sh')
 
 
-def _run(args, env=None, cwd=ROOT):
+def _run(args, env=None, cwd=ROOT, timeout=30):
   full_env = {k: v for k, v in os.environ.items() if not k.startswith(('SLURM_', 'TPU_'))}
   full_env.update(env or {})
   return subprocess.run(['bash', *map(str, args)], cwd=cwd, env=full_env, capture_output=True,
-                        text=True, timeout=30)
+                        text=True, timeout=timeout)
 
 
 def _exe(path: pathlib.Path, body: str) -> pathlib.Path:
@@ -35,7 +35,7 @@ def test_scripts_parse_and_have_help(name):
 
 # ---------------------------------------------------------------- tpu_pod.sh
 
-TPU = ['--name=mv-pod', '--zone=us-central2-b', '--workdir=gs://bucket/run1']
+TPU = ['--name=mv-pod', '--zone=us-central2-b', '--workdir=gs://bucket/run1', '--skip-preflight']
 
 
 @pytest.mark.parametrize('accel,workers', [('v4-32', 4), ('v5p-128', 16), ('v6e-16', 4),
@@ -90,8 +90,33 @@ def test_tpu_pod_rejects_bad_input(args, msg):
 
 def test_tpu_pod_warns_on_local_workdir_for_multihost():
   r = _run([LAUNCH / 'tpu_pod.sh', '--dry-run', 'run', '--name=n', '--zone=z',
-            '--accelerator=v4-32', '--workdir=/tmp/run'])
+            '--accelerator=v4-32', '--workdir=/tmp/run', '--skip-preflight'])
   assert r.returncode == 0 and 'not gs://' in r.stderr
+
+
+TINY = ['--config.model.depth=1', '--config.model.width=64', '--config.model.num_heads=2',
+        '--config.train.batch_size=4']
+
+
+def test_tpu_pod_preflight_compiles_before_any_gcloud_command():
+  r = _run([LAUNCH / 'tpu_pod.sh', '--dry-run', '--name=n', '--zone=z', '--accelerator=v5litepod-4',
+            '--workdir=gs://b/r', '--config=configs/tiny.py', '--', *TINY], timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  lines = r.stdout.splitlines()
+  verdict = lines.index('pre-flight: fits v5litepod-4')
+  assert any(l.startswith('| train |') for l in lines[:verdict])
+  first_gcloud = next(i for i, l in enumerate(lines) if l.startswith('+ gcloud'))
+  assert verdict < first_gcloud
+
+
+def test_tpu_pod_preflight_stops_a_config_that_does_not_fit():
+  big = ['--config.data.resolution=512', '--config.data.clip_length=16',
+         '--config.data.num_frames=16', '--config.train.batch_size=4']
+  r = _run([LAUNCH / 'tpu_pod.sh', '--dry-run', '--name=n', '--zone=z', '--accelerator=v5litepod-4',
+            '--workdir=gs://b/r', '--config=configs/tiny.py', '--', *TINY[:3], *big], timeout=300)
+  assert r.returncode == 1, (r.stdout, r.stderr[-2000:])
+  assert 'does not fit' in r.stdout and 'config.model.attention=flash' in r.stdout
+  assert 'nothing created' in r.stderr and '+ gcloud' not in r.stdout
 
 
 # ---------------------------------------------------------------- slurm_gpu.sbatch
@@ -231,7 +256,7 @@ def test_multinode_rejects_bad_input(args, msg):
 
 def test_tpu_pod_warns_when_array_record_dirs_would_be_on_gs():
   base = [LAUNCH / 'tpu_pod.sh', '--dry-run', 'run', '--name=n', '--zone=z', '--accelerator=v4-32',
-          '--workdir=gs://b/run']
+          '--workdir=gs://b/run', '--skip-preflight']
   r = _run(base)
   assert r.returncode == 0 and '--config.paths.data=' in r.stderr, r.stderr
   assert '--config.paths.latents=' in r.stderr

@@ -56,11 +56,16 @@ def train_step(state: state_lib.TrainState, batch_latents: jax.Array, *, apply_f
   known_mask = masks_lib.sample_known_mask(mask_rng, b, (t, h, w), tuple(config.model.patch_size),
                                            config.diffusion)
 
-  def loss_fn(params):
-    return loss_lib.masked_flow_loss(apply_fn, params, batch_latents, known_mask, loss_rng,
-                                     config.diffusion, patch_size=tuple(config.model.patch_size))
+  def loss_fn(params, latents, mask, rng):
+    return loss_lib.masked_flow_loss(apply_fn, params, latents, mask, rng, config.diffusion,
+                                     patch_size=tuple(config.model.patch_size))
 
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  k = microbatches(config, b)
+  if k == 1:
+    (loss, aux), grads = grad_fn(state.params, batch_latents, known_mask, loss_rng)
+  else:
+    (loss, aux), grads = _accumulate(grad_fn, state.params, batch_latents, known_mask, loss_rng, k)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   decay = state_lib.ema_decay_at(state.step, config.train.ema_decay)
@@ -77,6 +82,36 @@ def train_step(state: state_lib.TrainState, batch_latents: jax.Array, *, apply_f
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             ema_params=ema_params)
   return new_state, metrics
+
+
+def microbatches(config, batch_size: int) -> int:
+  """config.train.microbatches (gradient accumulation), checked against the batch size."""
+  k = int(config.train.get('microbatches', 1))
+  if k < 1 or batch_size % k:
+    raise ValueError(f'config.train.microbatches={k} must be a positive divisor of the batch '
+                     f'({batch_size})')
+  return k
+
+
+def _accumulate(grad_fn, params, latents, mask, rng, k: int):
+  """Mean loss, metrics and gradients over k microbatches `[B/k, ...]`, one at a time (lax.scan):
+  activation memory of one microbatch. Microbatch j takes rows j, j+k, j+2k, ...: each device's
+  rows of a batch-sharded array stay on it, so every microbatch is spread over every device."""
+  def split(x):
+    return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+  def body(acc, inputs):
+    latents_j, mask_j, rng_j = inputs
+    (loss_j, aux_j), grads_j = grad_fn(params, latents_j, mask_j, rng_j)
+    out = (loss_j, {n: v for n, v in dict(aux_j).items() if jnp.ndim(v) == 0}, grads_j)
+    return jax.tree.map(jnp.add, acc, out), None
+
+  zero = jax.eval_shape(lambda: grad_fn(params, split(latents)[0], split(mask)[0], rng))
+  zero = (zero[0][0], {n: v for n, v in dict(zero[0][1]).items() if len(v.shape) == 0}, zero[1])
+  zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), zero)
+  total, _ = jax.lax.scan(body, zero, (split(latents), split(mask), jax.random.split(rng, k)))
+  loss, aux, grads = jax.tree.map(lambda x: x / k, total)
+  return (loss, aux), grads
 
 
 class Trainer:
@@ -103,6 +138,10 @@ class Trainer:
     if self.global_batch_size % divisor:
       raise ValueError(f'config.train.batch_size={self.global_batch_size} must be divisible by '
                        f'the data*fsdp mesh size {divisor} (mesh {dict(self.mesh.shape)})')
+    if (self.global_batch_size // divisor) % microbatches(config, self.global_batch_size):
+      raise ValueError(f'config.train.microbatches={config.train.get("microbatches", 1)} must '
+                       f'divide the clips per device, batch {self.global_batch_size} / '
+                       f'{divisor} devices on the batch axes')
     if self.global_batch_size % jax.process_count():
       raise ValueError(f'config.train.batch_size={self.global_batch_size} must be divisible by '
                        f'the process count {jax.process_count()}')
