@@ -19,6 +19,7 @@
 #   --jax-version [JAX_VERSION] (default 0.10.2)   --remote-dir [REMOTE_DIR] (default maskvid)
 #   --dry-run  run the pre-flight and print its verdict and the gcloud commands; create nothing
 #   --skip-preflight  do not compile first (a pod you already checked)
+#   [PREFLIGHT_PYTHON] the interpreter of the pre-flight (default: .venv/bin/python after make install)
 # Pre-flight: before create/setup/run touch any pod, this host compiles the run's programs for
 # --accelerator with compile-only devices (`python -m maskvid.aot`, libtpu via `make install`)
 # and stops, naming what to change, when they do not fit its HBM.
@@ -136,8 +137,10 @@ preflight() {
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   [[ -f $root/$CONFIG || -f $CONFIG ]] || die "--config=$CONFIG not found (run from the repository root)"
   echo "pre-flight: compiling $CONFIG for $ACCEL on this host (python -m maskvid.aot)"
-  make -s -C "$root" install >&2 || die "pre-flight: 'make install' failed"
-  out=$(cd "$root" && .venv/bin/python -m maskvid.aot --config="$CONFIG" --topology="$ACCEL" \
+  if [[ -z ${PREFLIGHT_PYTHON:-} ]]; then
+    make -s -C "$root" install >&2 || die "pre-flight: 'make install' failed"
+  fi
+  out=$(cd "$root" && ${PREFLIGHT_PYTHON:-.venv/bin/python} -m maskvid.aot --config="$CONFIG" --topology="$ACCEL" \
         "${OVERRIDES[@]+"${OVERRIDES[@]}"}" 2>&1) && rc=0 || rc=$?
   echo "$out" | grep -E '^(v[0-9]|\||train step|run with|maskvid.aot)' || true
   case $rc in

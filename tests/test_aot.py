@@ -63,57 +63,54 @@ def test_tiny_train_step_compiles_for_tpu_under_hbm(name, mesh):
   assert train['model_flops_per_chip'] > 0 and report['params'] > 0
 
 
-def test_every_program_compiles_and_the_job_writes_json(tmp_path):
+def test_every_program_compiles_and_reports_its_memory():
+  report = aot.compile_for(small_config(), 'v5e-4')
+  for key in ('topology', 'chips', 'mesh', 'params', 'global_batch', 'programs', 'overrides'):
+    assert key in report
+  assert set(report['programs']) == set(aot.PROGRAMS) and report['overrides'] == []
+  for entry in report['programs'].values():
+    assert entry['fits'] and entry['bytes_per_chip'] > 0 and entry['hbm_bytes'] == 16 * 2**30
+    m = entry['memory']
+    assert entry['bytes_per_chip'] == (m['argument'] + m['output'] - m['alias'] + m['temp']
+                                       + m['code'])
+  train = report['programs']['train']
+  assert {'model_flops_per_chip', 'est_step_s', 'est_mfu', 'est_method'} <= set(train)
+  table = aot.format_report(report)
+  assert '| train |' in table and '| sample |' in table and '| vae_encode |' in table
+
+
+def test_a_program_over_hbm_is_refused_with_one_line(tmp_path):
+  # 65,536 tokens per clip, one clip per chip: the XLA attention's [H, N, N] logits alone are
+  # 32 GiB; gradient accumulation cannot split one clip.
   out = tmp_path / 'aot.json'
   proc = subprocess.run(
       [sys.executable, '-m', 'maskvid.aot', '--config=configs/tiny.py', '--topology=v5e-4',
-       '--config.model.depth=1', '--config.model.width=64', '--config.model.num_heads=2',
+       '--programs=train', '--config.model.depth=1', '--config.model.width=64',
+       '--config.model.num_heads=2', '--config.data.clip_length=16',
+       '--config.data.num_frames=16', '--config.data.resolution=512',
        '--config.train.batch_size=4', f'--out={out}'],
       cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': ROOT},
       timeout=300)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  report = json.loads(out.read_text())
-  for key in ('topology', 'chips', 'mesh', 'params', 'global_batch', 'programs'):
-    assert key in report
-  assert set(report['programs']) == set(aot.PROGRAMS)
-  for entry in report['programs'].values():
-    assert entry['fits'] and entry['bytes_per_chip'] > 0 and entry['hbm_bytes'] == 16 * 2**30
-  assert {'model_flops_per_chip', 'est_step_s', 'est_mfu', 'est_method'} <= set(
-      report['programs']['train'])
-  assert '| train |' in proc.stdout
-
-
-BIG_CLIPS = ['--config.data.clip_length=16', '--config.data.num_frames=16']
-
-
-def _aot(*args):
-  return subprocess.run(
-      [sys.executable, '-m', 'maskvid.aot', '--config=configs/tiny.py', '--topology=v5e-4',
-       '--programs=train', '--config.model.depth=1', '--config.model.width=64',
-       '--config.model.num_heads=2', *BIG_CLIPS, *args],
-      cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': ROOT},
-      timeout=300)
-
-
-def test_a_program_over_hbm_is_refused_with_one_line():
-  # 65,536 tokens per clip, one clip per chip: the XLA attention's [H, N, N] logits alone are
-  # 32 GiB; gradient accumulation cannot split one clip.
-  proc = _aot('--config.data.resolution=512', '--config.train.batch_size=4')
   assert proc.returncode == 1, proc.stderr[-2000:]
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith('maskvid.aot: does not fit: v5e-4 x 1: train needs')
   assert 'config.model.attention=flash' in last
   assert '| train |' in proc.stdout and '| NO |' in proc.stdout
+  train = json.loads(out.read_text())['programs']['train']
+  assert not train['fits'] and train['bytes_per_chip'] > 16 * 2**30
 
 
 def test_the_job_chooses_gradient_accumulation_when_clips_per_chip_do_not_fit():
   # 16,384 tokens per clip, 4 clips per chip: ~16 GiB at once, a quarter of it per microbatch.
-  proc = _aot('--config.data.resolution=256', '--config.train.batch_size=16')
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  chosen = [l for l in proc.stdout.splitlines() if l.startswith('run with: ')]
-  assert chosen and chosen[0].startswith('run with: --config.train.microbatches=')
-  k = int(chosen[0].rsplit('=', 1)[1])
-  assert k in (2, 4)
+  c = small_config()
+  c.data.resolution, c.data.clip_length, c.data.num_frames = 256, 16, 16
+  c.train.batch_size = 16
+  report = aot.compile_for(c, 'v5e-4', programs=('train',))
+  train = report['programs']['train']
+  assert train['fits'] and train['microbatches'] in (2, 4)
+  assert report['overrides'] == [f"--config.train.microbatches={train['microbatches']}"]
+  with pytest.raises(aot.DoesNotFit, match='train needs'):
+    aot.compile_for(c, 'v5e-4', programs=('train',), fit=False)
 
 
 def test_two_slices_compile_on_a_hybrid_mesh():

@@ -98,6 +98,7 @@ TINY = ['--config.model.depth=1', '--config.model.width=64', '--config.model.num
         '--config.train.batch_size=4']
 
 
+@pytest.mark.slow
 def test_tpu_pod_preflight_compiles_before_any_gcloud_command():
   r = _run([LAUNCH / 'tpu_pod.sh', '--dry-run', '--name=n', '--zone=z', '--accelerator=v5litepod-4',
             '--workdir=gs://b/r', '--config=configs/tiny.py', '--', *TINY], timeout=300)
@@ -109,14 +110,21 @@ def test_tpu_pod_preflight_compiles_before_any_gcloud_command():
   assert verdict < first_gcloud
 
 
-def test_tpu_pod_preflight_stops_a_config_that_does_not_fit():
-  big = ['--config.data.resolution=512', '--config.data.clip_length=16',
-         '--config.data.num_frames=16', '--config.train.batch_size=4']
-  r = _run([LAUNCH / 'tpu_pod.sh', '--dry-run', '--name=n', '--zone=z', '--accelerator=v5litepod-4',
-            '--workdir=gs://b/r', '--config=configs/tiny.py', '--', *TINY[:3], *big], timeout=300)
-  assert r.returncode == 1, (r.stdout, r.stderr[-2000:])
-  assert 'does not fit' in r.stdout and 'config.model.attention=flash' in r.stdout
-  assert 'nothing created' in r.stderr and '+ gcloud' not in r.stdout
+def test_tpu_pod_preflight_verdicts_reach_the_launch(tmp_path):
+  """The launcher acts on the compile job's verdict (a stand-in job: the real one is tested in
+  test_aot): exit 1 stops it before any gcloud command; chosen overrides reach the run."""
+  job = _exe(tmp_path / 'python', 'echo "| train | 1 | 2 | 3 | 17.00 | 106 | NO | 9 |"\n'
+             'echo "maskvid.aot: does not fit: v5e-4 x 1: train needs ..." >&2; exit 1\n')
+  args = [LAUNCH / 'tpu_pod.sh', '--dry-run', '--name=n', '--zone=z', '--accelerator=v5litepod-4',
+          '--workdir=gs://b/r', '--config=configs/tiny.py']
+  r = _run(args, env={'PREFLIGHT_PYTHON': str(job)})
+  assert r.returncode == 1, (r.stdout, r.stderr)
+  assert 'does not fit' in r.stdout and 'nothing created' in r.stderr and '+ gcloud' not in r.stdout
+  _exe(job, 'echo "run with: --config.train.microbatches=4"; exit 0\n')
+  r = _run(args, env={'PREFLIGHT_PYTHON': str(job)})
+  assert r.returncode == 0, r.stderr
+  run = [l for l in r.stdout.splitlines() if 'maskvid.main' in l][0]
+  assert run.rstrip("'").endswith('--config.train.microbatches=4')
 
 
 # ---------------------------------------------------------------- slurm_gpu.sbatch

@@ -239,3 +239,21 @@ def test_pretrain_size_in_range():
   n = sum(l.size for l in jax.tree.leaves(nn.unbox(shapes['params'])))
   assert 300e6 <= n <= 700e6, n
   assert abs(M.matmul_params(c) - n) / n < 0.01
+
+
+@pytest.mark.parametrize('axis', [1, 2, 3], ids=['frames', 'rows', 'columns'])
+def test_positions_matter_on_every_axis(axis):
+  """Permuting frames, rows or columns of the input does not just permute the output: 3-D RoPE
+  gives every axis a position (a model blind to one axis would be equivariant along it)."""
+  module = M.build_model(tiny_config(patch_size=(1, 1, 1)))
+  x, t = inputs(batch=1)
+  params = module.init(jax.random.key(0), x, t)['params']
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))   # zero-init layers made non-zero
+  params = jax.tree.unflatten(treedef, [l + 0.1 * jax.random.normal(k, l.shape)
+                                        for l, k in zip(leaves, keys)])
+  perm = np.roll(np.arange(x.shape[axis]), 1)
+  out = module.apply({'params': params}, x, t)
+  out_perm = module.apply({'params': params}, jnp.take(x, perm, axis), jnp.take(t, perm, axis))
+  gap = float(jnp.max(jnp.abs(jnp.take(out, perm, axis) - out_perm)))
+  assert gap > 1e-3, f'output equivariant to a shift along axis {axis}: positions ignored'

@@ -266,7 +266,12 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
       logging.info('eval %s/%s done in %.1fs: %s', split, task_name, time.time() - t0,
                    {r: round(block[r]['psnr_hole'], 2) for r in rows if r in preds})
   if tuple(config.eval.get('speeds', ())):
-    results['speed_sweep'] = speed_sweep.run(config, codec, samplers, rows, run_task, eval_dir)
+    sweep = speed_sweep.run(config, codec, samplers, rows, run_task, eval_dir)
+    if sweep:
+      results['speed_sweep'] = sweep
+    else:   # real video: no camera path to scale
+      notes.append(f'speed sweep skipped: config.data.source={config.data.source!r} has no '
+                   'camera paths to scale.')
   results['info']['eval seconds'] = round(time.time() - start, 1)
   results['summary'] = report.summarize(results)
   paths = report.write_report(results, eval_dir)
