@@ -13,8 +13,11 @@ roofline estimates of `maskvid.aot` and nothing else.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
+
+import jax
 
 GiB = 1024 ** 3
 
@@ -106,10 +109,7 @@ def compile_only_devices(slice_: Slice, num_slices: int = 1) -> list:
   os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')   # no metadata server off Cloud
   # Compile-only: no chip is opened, so another process holding libtpu's lock is no conflict.
   os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
-  try:
-    from jax.experimental import topologies
-  except ImportError as e:   # pragma: no cover - part of jax
-    raise RuntimeError(f'jax.experimental.topologies unavailable: {e}') from None
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   kwargs = {'num_slices': int(num_slices)} if num_slices > 1 else {}
   if slice_.chip.cores_per_chip > 1:
     kwargs['chip_config_name'] = 'megacore'   # one device per chip, as the runtime shows it
@@ -120,7 +120,7 @@ def compile_only_devices(slice_: Slice, num_slices: int = 1) -> list:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     if not _libtpu_installed():
       raise RuntimeError(
-          'the TPU compiler (libtpu) is not installed: pip install "jax[tpu]==' + jax_version()
+          'the TPU compiler (libtpu) is not installed: pip install "jax[tpu]==' + jax.__version__
           + '" (make install does this)') from None
     raise RuntimeError(f'cannot build the {slice_.topology_name} topology x {num_slices}: '
                        f'{text}') from None
@@ -132,10 +132,4 @@ def compile_only_devices(slice_: Slice, num_slices: int = 1) -> list:
 
 
 def _libtpu_installed() -> bool:
-  import importlib.util  # pylint: disable=import-outside-toplevel
   return importlib.util.find_spec('libtpu') is not None
-
-
-def jax_version() -> str:
-  import jax  # pylint: disable=import-outside-toplevel
-  return jax.__version__

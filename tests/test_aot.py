@@ -202,3 +202,13 @@ def test_activation_constraints_follow_the_rules():
       x = jax.ShapeDtypeStruct((batch, 16, 8), jnp.float32, sharding=NamedSharding(mesh, P()))
       out = f.lower(x).compile().output_shardings
       assert out.is_equivalent_to(NamedSharding(mesh, spec), 3), (batch, out)
+
+
+def test_without_libtpu_the_job_says_how_to_install_it(monkeypatch):
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  def no_tpu(**kwargs):
+    raise RuntimeError('Unable to initialize backend tpu')
+  monkeypatch.setattr(topologies, 'get_topology_desc', no_tpu)
+  monkeypatch.setattr(topology, '_libtpu_installed', lambda: False)
+  with pytest.raises(RuntimeError, match=r'pip install "jax\[tpu\]==' + jax.__version__):
+    topology.compile_only_devices(topology.parse('v5e-4'))

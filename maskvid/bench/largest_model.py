@@ -4,9 +4,11 @@
         [--num_slices=1] [--hbm_budget=0.85] [--out=FILE.json]
 
 A ladder of shapes (width, depth; head dim 64), each the config's model with those sizes and
-`config.train.batch_size` = chips (one clip per chip), is binary-searched with the compile job
+`config.train.batch_size` = chips (one clip per chip), is searched with the compile job
 (`maskvid.aot.compile_for`, train step only, no gradient accumulation): the largest rung whose
-step the TPU compiler fits within the budget. Prints a table of the rungs tried.
+step the TPU compiler fits within the budget. The search starts at the rung a rough memory
+estimate (`estimate_bytes`) picks and walks up or down one rung per compile, so a pod costs two
+or three compiles. Prints a table of the rungs tried.
 """
 import json
 import sys
@@ -58,21 +60,49 @@ def try_rung(config, topology: str, num_slices: int, width: int, depth: int,
               est_mfu=train['est_mfu'], mesh=report['mesh'], compile_s=train['compile_s'])
 
 
+def estimate_bytes(config, width: int, depth: int, chips: int) -> float:
+  """Rough per-chip bytes of the train step at one clip per chip (only to pick the first rung):
+  the sharded state (20 bytes/param), per block the saved residual (f32) and, with remat=dots,
+  the bf16 matmul outputs (15 widths per token), one block's gathered weights and gradients
+  (f32) and its transient activations."""
+  c = rung_config(config, width, depth, chips)
+  from maskvid.model import model as model_lib  # pylint: disable=import-outside-toplevel
+  params = model_lib.matmul_params(c)
+  tokens = model_lib.num_tokens(c)
+  saved = tokens * width * (4 + (30 if c.model.remat == 'dots' else 0))
+  if c.model.remat == 'none':
+    saved = tokens * width * 60
+  layer_weights = 18 * width * width * 4 * 2
+  transient = tokens * width * 4 * 12
+  return 20 * params / chips + depth * saved + layer_weights + transient
+
+
 def largest(config, topology: str, num_slices: int = 1, budget: float = 0.85) -> tuple:
-  """(largest fitting rung or None, every rung tried) by binary search over LADDER."""
-  lo, hi, best, tried = 0, len(LADDER) - 1, None, []
-  while lo <= hi:
-    mid = (lo + hi) // 2
-    row = try_rung(config, topology, num_slices, *LADDER[mid], budget)
-    tried.append(row)
-    print(f"  {row['width']} x {row['depth']}: "
-          f"{row.get('gib_per_chip', float('nan')):.2f} GiB/chip, fits {row['fits']}",
-          flush=True)
-    if row['fits']:
-      best, lo = row, mid + 1
-    else:
-      hi = mid - 1
-  return best, tried
+  """(largest fitting rung or None, every rung tried): a walk over LADDER from the estimate."""
+  slice_ = topology_lib.parse(topology)
+  chips = slice_.chips * num_slices
+  limit = budget * slice_.chip.hbm_bytes
+  i = max([0] + [k for k, (w, d) in enumerate(LADDER)
+                 if estimate_bytes(config, w, d, chips) <= limit])
+  results = {}
+
+  def fits(k):
+    if k not in results:
+      results[k] = try_rung(config, topology, num_slices, *LADDER[k], budget)
+      r = results[k]
+      print(f"  {r['width']} x {r['depth']}: {r.get('gib_per_chip', float('nan')):.2f} GiB/chip, "
+            f"fits {r['fits']}", flush=True)
+    return results[k]['fits']
+
+  if fits(i):
+    while i + 1 < len(LADDER) and fits(i + 1):
+      i += 1
+    best = results[i]
+  else:
+    while i > 0 and not fits(i - 1):
+      i -= 1
+    best = results[i - 1] if i > 0 else None
+  return best, list(results.values())
 
 
 def main(argv):

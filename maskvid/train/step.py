@@ -100,16 +100,17 @@ def _accumulate(grad_fn, params, latents, mask, rng, k: int):
   def split(x):
     return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
 
-  def body(acc, inputs):
-    latents_j, mask_j, rng_j = inputs
+  def one(latents_j, mask_j, rng_j):
     (loss_j, aux_j), grads_j = grad_fn(params, latents_j, mask_j, rng_j)
-    out = (loss_j, {n: v for n, v in dict(aux_j).items() if jnp.ndim(v) == 0}, grads_j)
-    return jax.tree.map(jnp.add, acc, out), None
+    return loss_j, {n: v for n, v in dict(aux_j).items() if jnp.ndim(v) == 0}, grads_j
 
-  zero = jax.eval_shape(lambda: grad_fn(params, split(latents)[0], split(mask)[0], rng))
-  zero = (zero[0][0], {n: v for n, v in dict(zero[0][1]).items() if len(v.shape) == 0}, zero[1])
-  zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), zero)
-  total, _ = jax.lax.scan(body, zero, (split(latents), split(mask), jax.random.split(rng, k)))
+  def body(acc, inputs):
+    return jax.tree.map(jnp.add, acc, one(*inputs)), None
+
+  parts = (split(latents), split(mask), jax.random.split(rng, k))
+  zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                      jax.eval_shape(one, *(x[0] for x in parts)))
+  total, _ = jax.lax.scan(body, zero, parts)
   loss, aux, grads = jax.tree.map(lambda x: x / k, total)
   return (loss, aux), grads
 
