@@ -359,7 +359,7 @@ def format_report(report: dict) -> str:
         "clips/s; "
         f"compute {train['compute_s']:.3f} s, HBM {train['hbm_s']:.3f} s, ICI "
         f"{train['ici_s']:.3f} s, DCN {train['dcn_s']:.3f} s per step; microbatches "
-        f"{train['microbatches']}")
+        f"{train.get('microbatches', 1)}")
   if report.get('overrides'):
     lines.append('run with: ' + ' '.join(report['overrides']))
   return '\n'.join(lines)
