@@ -103,8 +103,9 @@ def _divisible_axes(size: int, axes, mesh) -> Optional[tuple]:
   return tuple(kept) or None
 
 
-@functools.lru_cache(maxsize=32)
 def _splash_kernel(num_heads: int, seq_len: int, interpret: bool):
+  # Built inside each trace, never cached: the kernel holds its mask tables as arrays made in
+  # the trace that built it, and a cached one would leak them into the next trace.
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
   block = math.gcd(seq_len, 512)
