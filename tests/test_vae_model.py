@@ -178,3 +178,22 @@ def test_upsample_is_nearest_resize_then_conv():
   out = model.Upsample().apply(params, x)
   assert out.shape == (2, 10, 14, 8)
   np.testing.assert_allclose(out, Reference().apply(params, x), atol=1e-5)
+
+
+def test_codec_decode_undoes_the_latent_normalisation():
+  """decode(z) = VAE decode of z * scale + shift, checked against the module itself with a
+  non-trivial shift/scale (not against the codec's own encode)."""
+  from maskvid.vae import codec as codec_lib  # pylint: disable=g-import-not-at-top
+  module = model.AutoencoderKL(latent_channels=2, base_channels=8, channel_multipliers=(1, 2),
+                                   num_res_blocks=1, norm_groups=4)
+  frames = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 2, 8, 8, 3)), jnp.float32)
+  variables = module.init(jax.random.key(0), frames)
+  shift, scale = np.array([0.5, -1.5], np.float32), np.array([2.0, 0.25], np.float32)
+  codec = codec_lib.LatentCodec(module, variables, shift, scale)
+  z = jnp.asarray(np.random.default_rng(1).normal(size=(1, 2, 4, 4, 2)), jnp.float32)
+  raw = module.apply(variables, z * scale + shift, method=module.decode)
+  np.testing.assert_allclose(codec.decode(z), jnp.clip(raw, -1, 1), atol=1e-6)
+  mean = module.apply(variables, frames, method=module.encode)[0]
+  np.testing.assert_allclose(codec.encode(frames), (mean - shift) / scale, atol=1e-5)
+  undone = jnp.clip(module.apply(variables, z, method=module.decode), -1, 1)
+  assert not np.allclose(codec.decode(z), undone, atol=1e-3)   # the shift/scale matter here
