@@ -22,6 +22,12 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   import tempfile  # pylint: disable=g-import-not-at-top
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='maskvid-test-xla-cache-')
 
+# libtpu is installed (the compile job's TPU compiler): without this every test process and
+# subprocess would first try, and fail, to open a TPU. Compile-only TPU devices
+# (`maskvid.topology`) do not need the TPU backend.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
+
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Two tiers: `make test` runs every test, `make test-fast` only the unit tier. A test is in the
