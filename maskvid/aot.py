@@ -270,9 +270,8 @@ def compile_for(config, topology: str, num_slices: int = 1, programs=PROGRAMS,
   slice_ = topology_lib.parse(topology)
   devices = topology_lib.compile_only_devices(slice_, num_slices)
   sizes, note = plan_mesh(config, slice_.chips, num_slices)
-  overrides = {f'mesh.{k}': v for k, v in sizes.items()
-               if v != sharding_lib.mesh_shape(config.mesh, slice_.chips)[
-                   sharding_lib.MESH_AXES.index(k)]}
+  requested = dict(zip(sharding_lib.MESH_AXES, sharding_lib.mesh_shape(config.mesh, slice_.chips)))
+  overrides = {f'mesh.{k}': v for k, v in sizes.items() if v != requested[k]}
   config = with_mesh(config, sizes)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   trainer = step_lib.Trainer(config, mesh)

@@ -170,12 +170,19 @@ def logical_constraint(x: jax.Array, names: Sequence[str | None], rules) -> jax.
                      f'array {x.shape}')
   used, spec = set(), []
   for size, name in zip(x.shape, names):
-    kept, prod = [], 1
-    for a in mesh_axes_of(name, rules):
-      if a in used or a not in mesh.shape or size % (prod * mesh.shape[a]):
-        break
-      kept.append(a)
-      prod *= mesh.shape[a]
+    kept = divisible_axes(size, mesh_axes_of(name, rules), mesh, used)
     used.update(kept)
-    spec.append(tuple(kept) if len(kept) > 1 else (kept[0] if kept else None))
+    spec.append(kept if len(kept) > 1 else (kept[0] if kept else None))
   return jax.lax.with_sharding_constraint(x, P(*spec))
+
+
+def divisible_axes(size: int, axes: Sequence[str], mesh, used=()) -> tuple[str, ...]:
+  """The longest prefix of mesh `axes` whose sizes multiply to a divisor of `size`, stopping at
+  an axis not in `mesh` or already `used` by another dim."""
+  kept, prod = [], 1
+  for a in axes:
+    if a in used or a not in mesh.shape or size % (prod * mesh.shape[a]):
+      break
+    kept.append(a)
+    prod *= mesh.shape[a]
+  return tuple(kept)

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from maskvid import sharding as sharding_lib
+
 NAMES = ('xla', 'cudnn', 'splash', 'flash')
 _LANES = 128   # splash tiles are multiples of the TPU lane width
 
@@ -91,18 +93,6 @@ def resolve_attention(name: str, dtype, num_heads: int, head_dim: int,
   return 'cudnn'
 
 
-def _divisible_axes(size: int, axes, mesh) -> Optional[tuple]:
-  """The mesh axes among `axes` whose product divides `size` (longest prefix), or None."""
-  axes = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
-  kept, prod = [], 1
-  for a in axes:
-    if size % (prod * mesh.shape[a]):
-      break
-    kept.append(a)
-    prod *= mesh.shape[a]
-  return tuple(kept) or None
-
-
 def _splash_kernel(num_heads: int, seq_len: int, interpret: bool):
   # Built inside each trace, never cached: the kernel holds its mask tables as arrays made in
   # the trace that built it, and a cached one would leak them into the next trace.
@@ -142,7 +132,9 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, batch_axes=None,
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return local(q, k, v)
-  spec = P(_divisible_axes(b, batch_axes, mesh), None, _divisible_axes(h, head_axes, mesh), None)
+  batch = sharding_lib.divisible_axes(b, batch_axes or (), mesh)
+  heads = sharding_lib.divisible_axes(h, head_axes or (), mesh, used=batch)
+  spec = P(batch or None, None, heads or None, None)
   return jax.shard_map(local, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)(q, k, v)
 
 
