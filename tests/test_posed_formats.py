@@ -46,6 +46,9 @@ def test_round_trip_keeps_cameras_frames_splits_points(rendered, exported, fmt):
   if fmt != 're10k':   # RE10K files carry no points
     np.testing.assert_allclose(back.points3d, scene.points3d, atol=1e-9)
     np.testing.assert_array_equal(back.point_colors, scene.point_colors)
+  if fmt == 'colmap':  # tracks
+    np.testing.assert_array_equal(back.point_visibility, scene.point_visibility)
+    assert 0.2 < scene.point_visibility.mean() < 0.9
 
 
 def _image(path, h=H, w=W):

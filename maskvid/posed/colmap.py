@@ -113,7 +113,7 @@ def read_cameras(path: str) -> dict:
 
 
 def read_images(path: str) -> list:
-  """images.txt -> [(name, camera_id, world_to_camera [4, 4], line number)] in file order."""
+  """images.txt -> [(name, camera_id, world_to_camera [4, 4], line number, image_id)], file order."""
   out, lines = [], _lines(path)
   for no, line in lines:
     if not line:
@@ -128,14 +128,14 @@ def read_images(path: str) -> list:
       raise PosedFormatError(f'{path}:{no}: quaternion norm {np.linalg.norm(q):.6f} is not 1')
     w2c = np.eye(4)
     w2c[:3, :3], w2c[:3, 3] = quaternion_to_rotation(q), t
-    out.append((' '.join(tok[9:]), int(tok[8]), w2c, no))
+    out.append((' '.join(tok[9:]), int(tok[8]), w2c, no, int(tok[0])))
     next(lines, None)        # the POINTS2D line (not kept)
   return out
 
 
 def read_points3d(path: str) -> tuple:
-  """points3D.txt -> (points float64 [P, 3], colors uint8 [P, 3])."""
-  pts, cols = [], []
+  """points3D.txt -> (points float64 [P, 3], colors uint8 [P, 3], [P] sets of track IMAGE_IDs)."""
+  pts, cols, tracks = [], [], []
   for no, line in _lines(path):
     if not line:
       continue
@@ -146,8 +146,11 @@ def read_points3d(path: str) -> tuple:
     v = _numbers(tok[1:7], path, no, 'X Y Z R G B')
     pts.append(v[:3])
     cols.append(v[3:6])
+    if len(tok[8:]) % 2:
+      raise PosedFormatError(f'{path}:{no}: TRACK must be (IMAGE_ID, POINT2D_IDX) pairs')
+    tracks.append({int(i) for i in tok[8::2]})
   return (np.asarray(pts, np.float64).reshape(-1, 3),
-          np.clip(np.asarray(cols).reshape(-1, 3), 0, 255).astype(np.uint8))
+          np.clip(np.asarray(cols).reshape(-1, 3), 0, 255).astype(np.uint8), tracks)
 
 
 def find_model_dir(path: str) -> str:
@@ -179,7 +182,7 @@ def read_colmap(path: str, images_dir: Optional[str] = None,
   if not images:
     raise PosedFormatError(f'{img_path}: no images')
   sizes = set()
-  for name, cam_id, _, no in images:
+  for name, cam_id, _, no, _ in images:
     if cam_id not in cameras:
       raise PosedFormatError(f'{img_path}:{no}: CAMERA_ID {cam_id} is not in {cam_path}')
     sizes.add(cameras[cam_id][1])
@@ -189,15 +192,36 @@ def read_colmap(path: str, images_dir: Optional[str] = None,
   images_dir = images_dir or _images_dir(model)
   paths = [os.path.join(images_dir, name) for name, *_ in images]
   scene_lib.check_frames_exist(paths, img_path)
-  points, colors = None, None
+  points, colors, visibility = None, None, None
   if os.path.isfile(os.path.join(model, 'points3D.txt')):
-    points, colors = read_points3d(os.path.join(model, 'points3D.txt'))
+    points, colors, tracks = read_points3d(os.path.join(model, 'points3D.txt'))
+    index = {image_id: i for i, (*_, image_id) in enumerate(images)}
+    visibility = np.zeros((len(points), len(images)), bool)
+    for p, track in enumerate(tracks):
+      visibility[p, [index[i] for i in track if i in index]] = True
   train_ids, test_ids, available = scene_lib.read_split(os.path.dirname(images_dir), num_context)
   return scene_lib.make_scene(
-      np.stack([cameras[c][0] for _, c, _, _ in images]), np.stack([p for _, _, p, _ in images]),
+      np.stack([cameras[im[1]][0] for im in images]), np.stack([im[2] for im in images]),
       sizes.pop(), [n for n, *_ in images], frame_paths=paths, points3d=points,
-      point_colors=colors, context_ids=train_ids, target_ids=test_ids, source=img_path,
+      point_colors=colors, point_visibility=visibility, context_ids=train_ids, target_ids=test_ids, source=img_path,
       meta=dict(format='colmap', available_splits=available))
+
+
+def _observations(scene: PosedScene, k_file: np.ndarray, points: np.ndarray) -> tuple:
+  """Per image [(x, y, point index)] (file pixel convention) and per point [(IMAGE_ID,
+  POINT2D_IDX)], from scene.point_visibility (no observations when it is None)."""
+  obs = [[] for _ in range(len(scene))]
+  tracks = [[] for _ in range(len(points))]
+  if scene.point_visibility is None:
+    return obs, tracks
+  for i in range(len(scene)):
+    seen = np.flatnonzero(scene.point_visibility[:, i])
+    cam = points[seen] @ scene.world_to_camera[i, :3, :3].T + scene.world_to_camera[i, :3, 3]
+    uv = cam[:, :2] / cam[:, 2:] * np.diag(k_file[i])[:2] + k_file[i, :2, 2]
+    for (x, y), p in zip(uv.tolist(), seen.tolist()):
+      tracks[p].append((i + 1, len(obs[i])))
+      obs[i].append((x, y, p))
+  return obs, tracks
 
 
 def write_colmap(scene: PosedScene, out_dir: str) -> str:
@@ -219,15 +243,18 @@ def write_colmap(scene: PosedScene, out_dir: str) -> str:
                                                        (k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
                for i, k in enumerate(cams)]
   names = [f'frame_{i:05d}.png' for i in range(len(scene))]
+  pts = scene.points3d if scene.points3d is not None else np.zeros((0, 3))
+  cols = scene.point_colors if scene.point_colors is not None else np.zeros(pts.shape, np.uint8)
+  obs, tracks = _observations(scene, k_file, pts)
   img_lines = []
   for i, (pose, name) in enumerate(zip(scene.world_to_camera, names)):
     q, t = rotation_to_quaternion(pose[:3, :3]), pose[:3, 3]
     img_lines += [' '.join([str(i + 1)] + [repr(float(v)) for v in (*q, *t)]
-                           + [str(cam_ids[i]), name]), '']
-  pts = scene.points3d if scene.points3d is not None else np.zeros((0, 3))
-  cols = scene.point_colors if scene.point_colors is not None else np.zeros(pts.shape, np.uint8)
-  pt_lines = [f'{i + 1} {x!r} {y!r} {z!r} {r} {g} {b} 0.0' for i, ((x, y, z), (r, g, b))
-              in enumerate(zip(pts.tolist(), cols.astype(int).tolist()))]
+                           + [str(cam_ids[i]), name]),
+                  ' '.join(f'{x!r} {y!r} {p + 1}' for x, y, p in obs[i])]
+  pt_lines = [f'{i + 1} {x!r} {y!r} {z!r} {r} {g} {b} 0.0' + ''.join(f' {a} {c}' for a, c in tr)
+              for i, ((x, y, z), (r, g, b), tr)
+              in enumerate(zip(pts.tolist(), cols.astype(int).tolist(), tracks))]
   for fname, header, lines in (
       ('cameras.txt', '# CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]', cam_lines),
       ('images.txt', '# IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n# POINTS2D[] as '

@@ -38,6 +38,22 @@ def sample_points(depth: np.ndarray, rgb: np.ndarray, intrinsics: np.ndarray,
   return points, rgb.reshape(n, -1, 3)[frame, idx]
 
 
+def visibility(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
+               world_to_camera: np.ndarray, rel_tol: float = 0.01) -> np.ndarray:
+  """bool [P, N]: point p projects inside frame n onto a pixel whose depth is its own (within
+  rel_tol): the tracks an SfM model would hold. points [P, 3], depth [N, H, W]."""
+  n, h, w = depth.shape
+  out = np.zeros((len(points), n), bool)
+  for t in range(n):
+    uv, z = camera.project(camera.transform_points(world_to_camera[t], points), intrinsics)
+    with np.errstate(invalid='ignore'):
+      col, row = np.floor(uv[:, 0] + 0.5), np.floor(uv[:, 1] + 0.5)
+      inside = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    surface = depth[t][row[inside].astype(int), col[inside].astype(int)]
+    out[np.flatnonzero(inside), t] = np.abs(surface - z[inside]) <= rel_tol * z[inside]
+  return out
+
+
 def context_ids(num_frames: int, num_context: int) -> tuple:
   """Context views spread over the clip: 1 -> (0,), 2 -> (0, N-1), ...; targets are the rest."""
   ids = np.unique(np.round(np.linspace(0, num_frames - 1, num_context)).astype(int))
@@ -50,10 +66,11 @@ def synthetic_scene(seed: int, split: str, num_frames: int, height: int, width: 
   clip = synthetic.render_clip(seed, split, num_frames, height, width, speed)
   points, colors = sample_points(clip['depth'], clip['rgb'], clip['intrinsics'],
                                  clip['world_to_camera'], num_points, seed)
+  vis = visibility(points, clip['depth'], clip['intrinsics'], clip['world_to_camera'])
   ctx = context_ids(num_frames, num_context)
   scene = scene_lib.make_scene(
       clip['intrinsics'], clip['world_to_camera'], (height, width), frames=clip['rgb'],
-      points3d=points, point_colors=colors, context_ids=ctx,
+      points3d=points, point_colors=colors, point_visibility=vis, context_ids=ctx,
       target_ids=[i for i in range(num_frames) if i not in ctx], source=f'synthetic:{split}/{seed}')
   return scene, clip['depth']
 

@@ -39,7 +39,8 @@ class PosedScene:
   intrinsics: float64 [N, 3, 3]; world_to_camera: float64 [N, 4, 4] (OpenCV axes).
   image_size: (H, W) of every frame. names: [N] frame names as the file lists them.
   frame_paths: [N] image files ('' for a frame only in memory). frames: uint8 [N, H, W, 3] or None
-  (not loaded). points3d: float64 [P, 3] world points or None; point_colors: uint8 [P, 3] or None.
+  (not loaded). points3d: float64 [P, 3] world points or None; point_colors: uint8 [P, 3] or None;
+  point_visibility: bool [P, N] (point p observed in frame n: COLMAP tracks) or None (unknown).
   context_ids / target_ids: indices into the N frames (the benchmark split) or None.
   source: the file the cameras came from (error messages name it). meta: format extras.
   """
@@ -51,6 +52,7 @@ class PosedScene:
   frames: Optional[np.ndarray] = None
   points3d: Optional[np.ndarray] = None
   point_colors: Optional[np.ndarray] = None
+  point_visibility: Optional[np.ndarray] = None
   context_ids: Optional[tuple] = None
   target_ids: Optional[tuple] = None
   source: str = '<memory>'
@@ -110,6 +112,9 @@ def validate(scene: PosedScene) -> None:
       fail(f'points3d must be finite [P, 3], got shape {p.shape}')
     if scene.point_colors is not None and scene.point_colors.shape != p.shape:
       fail(f'point_colors must be [P, 3] like points3d {p.shape}, got {scene.point_colors.shape}')
+    vis = scene.point_visibility
+    if vis is not None and vis.shape != (len(p), n):
+      fail(f'point_visibility must be [{len(p)}, {n}] (points x frames), got {vis.shape}')
   for key in ('context_ids', 'target_ids'):
     ids = getattr(scene, key)
     if ids is not None and any(not 0 <= i < n for i in ids):
