@@ -22,6 +22,7 @@ conversion script), with the fused `attn.qkv` split into query / key / value.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import urllib.parse
@@ -283,3 +284,117 @@ def load_depth_anything(path: str, config: Config | None = None) -> tuple:
   tensors = read_weights(path)
   config = config or infer_config(tensors, path)
   return config, params_from_original(tensors, config, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The estimator
+
+DEPTH_RANGE = (1e-3, 1e4)
+
+
+def network_size(height: int, width: int, input_size: int = 518) -> tuple:
+  """The reference's 'lower_bound' resize: keep the aspect, the short side at least input_size,
+  each side rounded to a multiple of 14 (rounded up when rounding would go below input_size)."""
+  scale = max(input_size / height, input_size / width)
+
+  def constrain(x):
+    y = int(np.round(x / PATCH) * PATCH)   # numpy's round half to even, as the reference
+    return int(np.ceil(x / PATCH) * PATCH) if y < input_size else y
+  return constrain(scale * height), constrain(scale * width)
+
+
+def preprocess(frame: np.ndarray, input_size: int = 518) -> np.ndarray:
+  """uint8 [H, W, 3] RGB -> float32 [h, w, 3]: bicubic (OpenCV) resize of x / 255 in float64,
+  then ImageNet normalisation, as the reference's `image2tensor`."""
+  h, w = network_size(frame.shape[0], frame.shape[1], input_size)
+  x = cv2.resize(frame / 255.0, (w, h), interpolation=cv2.INTER_CUBIC)
+  return ((x - MEAN) / STD).astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _disparity(config: Config, out_hw: tuple, params, x):
+  """[N, h, w, 3] -> disparity [N, H, W], brought back to the image bilinearly (align_corners
+  True, as the reference's `infer_image`). Module-level and keyed on the hashable config:
+  estimators of one variant share compiled functions."""
+  d = DepthAnythingV2(config).apply(params, x)[..., None]
+  mh = bilinear_align_corners_matrix(d.shape[1], out_hw[0])
+  mw = bilinear_align_corners_matrix(d.shape[2], out_hw[1])
+  return resize_separable(d, mh, mw)[..., 0]
+
+
+class DepthAnythingEstimator(DepthEstimator):
+  """Depth Anything V2 as a `DepthEstimator` (the depth rule is in `depth_from_disparity`).
+
+  Frames go through the network `batch_size` at a time (the last batch padded, so one shape
+  compiles once), the batch split over the local devices' data-parallel mesh when there are
+  several; progress is logged on inputs longer than one batch.
+  """
+
+  def __init__(self, config: Config, params, *, input_size: int = 518, scale: float = 1.0,
+               min_disparity: float = 0.01, batch_size: int = 4):
+    if input_size < PATCH or scale <= 0 or min_disparity <= 0 or batch_size < 1:
+      raise ValueError(f'depth_anything: need input_size >= {PATCH}, scale > 0, '
+                       f'min_disparity > 0, batch_size >= 1; got {input_size}, {scale}, '
+                       f'{min_disparity}, {batch_size}')
+    self.config, self.input_size, self.scale = config, int(input_size), float(scale)
+    self.min_disparity = float(min_disparity)
+    devices = jax.local_devices()
+    self.mesh = sharding_lib.data_parallel_mesh(devices) if len(devices) > 1 else None
+    self.batch_size = -(-batch_size // len(devices)) * len(devices)
+    self.params = (jax.device_put(params, sharding_lib.replicated(self.mesh)) if self.mesh
+                   else params)
+
+  def disparity(self, rgb: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> relative inverse depth float32 [N, H, W] (the network's output)."""
+    n, h, w, _ = rgb.shape
+    out, b = [], self.batch_size
+    for start in range(0, n, b):
+      x = np.stack([preprocess(f, self.input_size) for f in rgb[start:start + b]])
+      x = np.concatenate([x, np.zeros((b - len(x),) + x.shape[1:], x.dtype)])
+      x = (jax.device_put(x, sharding_lib.batch_sharding(self.mesh)) if self.mesh
+           else jnp.asarray(x))
+      out.append(np.asarray(_disparity(self.config, (h, w), self.params, x)))
+      if n > b:
+        logging.info('depth_anything: %d / %d frames', min(start + b, n), n)
+    return np.concatenate(out)[:n]
+
+  def _estimate(self, rgb):
+    return depth_from_disparity(self.disparity(rgb), self.scale, self.min_disparity)
+
+
+def depth_from_disparity(disparity: np.ndarray, scale: float = 1.0,
+                         min_disparity: float = 0.01) -> np.ndarray:
+  """[N, H, W] relative inverse depth -> z-depth: scale / max(d / median(d), min_disparity).
+
+  Per frame, d is divided by its median over positive pixels, so the median depth is `scale`;
+  the network's unknown disparity shift is taken as 0; pixels at or near zero disparity (sky)
+  get scale / min_disparity. Clipped to DEPTH_RANGE.
+  """
+  d = np.asarray(disparity, np.float64)
+  out = np.empty(d.shape, np.float32)
+  for i, frame in enumerate(d):
+    pos = frame[frame > 0]
+    med = np.median(pos) if pos.size else 1.0
+    out[i] = np.clip(scale / np.maximum(frame / med, min_disparity), *DEPTH_RANGE)
+  return out
+
+
+SPEC_KEYS = ('scale', 'size', 'batch', 'min_disparity')
+
+
+def make_depth_anything(arg: str) -> DepthAnythingEstimator:
+  """'FILE' or 'FILE?scale=2&size=518&batch=4&min_disparity=0.01' -> the estimator."""
+  path, _, query = arg.partition('?')
+  opts = dict(urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+  unknown = sorted(set(opts) - set(SPEC_KEYS))
+  if unknown:
+    raise ValueError(f'depth_anything:{arg}: unknown option {unknown[0]!r} (known: '
+                     f'{", ".join(SPEC_KEYS)})')
+  try:
+    kwargs = dict(scale=float(opts.get('scale', 1.0)), input_size=int(opts.get('size', 518)),
+                  batch_size=int(opts.get('batch', 4)),
+                  min_disparity=float(opts.get('min_disparity', 0.01)))
+  except ValueError as e:
+    raise ValueError(f'depth_anything:{arg}: bad option value ({e})') from e
+  config, params = load_depth_anything(path)
+  return DepthAnythingEstimator(config, params, **kwargs)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from maskvid.depth import depth_anything
 from maskvid.depth.estimator import UNetDepthEstimator, load_depth_estimator
 from maskvid.depth.net import DepthUNet
 
@@ -155,10 +156,15 @@ def save_external_depth(path: str, module: DepthUNet, params, *, layout: str = '
 
 
 def make_depth_estimator(spec: str):
-  """'net:DIR' -> trained DepthUNet; 'external:PATH' -> external weights."""
+  """'net:DIR' -> trained DepthUNet; 'external:PATH' -> external weights;
+  'depth_anything:FILE[?scale=S&size=N&batch=B&min_disparity=E]' -> Depth Anything V2
+  (`maskvid/depth/depth_anything.py`, docs/depth.md)."""
   kind, _, arg = spec.partition(':')
   if kind == 'net' and arg:
     return load_depth_estimator(arg)
   if kind == 'external' and arg:
     return load_external_depth(arg)
-  raise ValueError(f"depth spec must be 'net:DIR' or 'external:PATH', got {spec!r}")
+  if kind == 'depth_anything' and arg:
+    return depth_anything.make_depth_anything(arg)
+  raise ValueError(f"depth spec must be 'net:DIR', 'external:PATH' or 'depth_anything:FILE', "
+                   f"got {spec!r}")

@@ -1,12 +1,14 @@
 """Novel-view synthesis: one image + a camera path -> a video seen along that path.
 
-image -> depth (ground truth, the trained U-Net, or external weights) -> forward-warp the image
-into every camera of the path (z-buffered splatting; holes, disocclusions and pixels with
-uncertain depth are marked unknown) -> Completer fills the unknown tokens (optionally with
-stochastic conditioning, --renoise_at) -> decoded video. Frame 0 is the input view.
+image -> depth (ground truth, the trained U-Net, external weights, or Depth Anything V2) ->
+forward-warp the image into every camera of the path (z-buffered splatting; holes,
+disocclusions and pixels with uncertain depth are marked unknown) -> Completer fills the unknown
+tokens (optionally with stochastic conditioning, --renoise_at) -> decoded video. Frame 0 is the
+input view.
 
   python -m maskvid.tasks.nvs --image=in.png --trajectory=orbit --checkpoint=DIR --out=out.mp4
-      [--depth=auto|plane|gt|gt:DEPTH.npy|net:DIR|external:WEIGHTS.safetensors] [--num_frames=8]
+      [--depth=auto|plane|gt|gt:DEPTH.npy|net:DIR|external:WEIGHTS.safetensors|
+               depth_anything:WEIGHTS[?scale=1&size=518]] [--num_frames=8]
       [--renoise_at=0.3] [--fov_deg=60] [--strength=1]
 `--image=synthetic:SPLIT:SEED` renders frame 0 of a synthetic clip (then --depth=gt uses its
 ground-truth depth and intrinsics). --trajectory is a name (see maskvid.geometry.trajectory) or a
@@ -127,37 +129,41 @@ def prepare_inputs(image_arg: str, depth_arg: str, size: tuple, fov_deg: float):
         raise io.InputError(f'--depth: depth map of shape {depth.shape} does not have the '
                             f'aspect of the image ({full[0]}x{full[1]})')
       depth = _resize_depth(depth, full)
-  elif depth_arg.startswith(('net:', 'external:')):
+  elif depth_arg.startswith(('net:', 'external:', 'depth_anything:')):
     try:
       estimator = depth_lib.make_depth_estimator(depth_arg)
     except (FileNotFoundError, ValueError) as e:
       raise io.InputError(f'--depth: {e}') from e
-    # The depth net runs at the model's size; its map is brought back to the image's.
-    depth = _resize_depth(estimator.estimate(io.resize_frames(image, *size)), full)
+    if depth_arg.startswith('depth_anything:'):   # resizes to its own input size and back
+      depth = estimator.estimate(image)
+    else:   # the depth net runs at the model's size; its map is brought back to the image's
+      depth = _resize_depth(estimator.estimate(io.resize_frames(image, *size)), full)
   else:
-    raise io.InputError(f"--depth: expected gt, gt:PATH, net:DIR or external:PATH, got "
-                        f"{depth_arg!r}")
+    raise io.InputError(f"--depth: expected gt, gt:PATH, net:DIR, external:PATH or "
+                        f"depth_anything:PATH, got {depth_arg!r}")
   return image, np.asarray(depth, np.float32), np.asarray(k, np.float32)
 
 
 def check_depth_arg(depth_arg: str, image_arg: str) -> None:
   """Cheap validation of --depth before the model is loaded."""
   kind, _, path = depth_arg.partition(':')
+  if kind == 'depth_anything':
+    path = path.partition('?')[0]   # FILE?scale=..&size=..: options are checked on load
   if depth_arg == 'plane':
     return
   if kind == 'gt' and not path:
     if not image_arg.startswith('synthetic:'):
       raise io.InputError("--depth: 'gt' needs --image=synthetic:SPLIT:SEED (or use "
                           "--depth=gt:DEPTH.npy, net:DIR or external:PATH)")
-  elif kind in ('gt', 'external') and path:
+  elif kind in ('gt', 'external', 'depth_anything') and path:
     if not os.path.isfile(path):
       raise io.InputError(f'--depth: file not found: {path!r}')
   elif kind == 'net' and path:
     if not os.path.isdir(path):
       raise io.InputError(f'--depth: directory not found: {path!r}')
   else:
-    raise io.InputError(f"--depth: expected auto, plane, gt, gt:PATH, net:DIR or external:PATH, "
-                        f"got {depth_arg!r}")
+    raise io.InputError(f"--depth: expected auto, plane, gt, gt:PATH, net:DIR, external:PATH or "
+                        f"depth_anything:PATH[?scale=S&size=N], got {depth_arg!r}")
 
 
 def command(*, image: str, trajectory: str, checkpoint: str, out: str, depth: str = 'auto',
@@ -206,7 +212,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('trajectory', 'orbit', 'Camera path name or .json pose file.')
   flags.DEFINE_string('depth', 'auto', 'auto (gt for synthetic:..., else the net in '
                       'CHECKPOINT/depth if trained, else plane) | plane | gt | gt:DEPTH.npy | '
-                      'net:DIR | external:WEIGHTS')
+                      'net:DIR | external:WEIGHTS | depth_anything:WEIGHTS[?scale=1&size=518] '
+                      '(Depth Anything V2 .pth or .safetensors; see docs/depth.md)')
   flags.DEFINE_integer('num_frames', 8, 'Frames in the output video (input view included).')
   flags.DEFINE_float('fov_deg', 60.0, 'Horizontal field of view of the (square) input image.')
   flags.DEFINE_float('strength', 1.0, 'Scales the camera motion of named trajectories.')
