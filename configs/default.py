@@ -11,6 +11,10 @@ Workdir layout (each path may be overridden in `paths`):
   DIR/depth     monocular depth net (job 'depth')
 """
 import ml_collections
+from ml_collections import config_dict
+
+from maskvid.sampling import masks
+from maskvid.sampling import options
 
 
 def get_config():
@@ -181,15 +185,12 @@ def get_config():
   c.sample.renoise_at = 0.0                 # stochastic-conditioning threshold t in (0, 1); 0: off
   c.sample.guidance = 1.0
   c.sample.num_clips = 4
-  # Pixel -> token rule (`sampling.masks.pixel_to_token_masks`): a model patch is known when at
-  # least this fraction of its pixels is given (or hinted, or copied from another frame), exact
-  # when all are given. Known but inexact patches are unreliable context that stochastic
-  # conditioning (renoise_at) re-noises.
-  c.sample.min_valid = 0.01
-  # ... or when at least this fraction is given, hinted or copied: a patch of sparse copies,
-  # nearest-filled from them, is poor context held clean (measured on interpolate's middle
-  # frames: 0.01 lost ~1 dB at camera speed 0.25 against 0.9).
-  c.sample.min_hinted = 0.9
+  # Pixel -> token rule (`sampling.masks.pixel_to_token_masks`, whose defaults these are): a model
+  # patch is known when at least min_valid of its pixels is given, or at least min_hinted is
+  # given, hinted or copied from another frame; exact when all are given. Known but inexact
+  # patches are unreliable context that stochastic conditioning (renoise_at) re-noises.
+  c.sample.min_valid = masks.MIN_VALID        # 0.01
+  c.sample.min_hinted = masks.MIN_HINTED      # 0.9
   # What unknown pixels of partly known patches are encoded from (`sampling.fill.context_fill`):
   # the same pixel of another frame where the two frames agree around it (mean |difference| of
   # co-known pixels in a fill_window box, in [-1, 1] units, <= fill_max_diff), as a hint; then the
@@ -199,8 +200,9 @@ def get_config():
   c.sample.fill_window = 7
   c.sample.fill_max_diff = 0.2
   c.sample.fill_bracket = True
-  # The Completer, the task commands and the eval's 'ours' row all use this section
-  # (`sampling.options`); 'ours_no_sc' is 'ours' with renoise_at = 0.
+  # The Completer, the task commands, the preview and the eval's rows all read this section
+  # from the trained run's diffusion/config.json (`sampling.options`), never from an eval job's
+  # config; 'ours_no_sc' is 'ours' with renoise_at = 0.
 
   # Evaluation (maskvid/eval).
   c.eval = ml_collections.ConfigDict()
@@ -237,6 +239,10 @@ def get_config():
   # region; the tracked region is grown by edit_dilate pixels before it is repainted.
   c.eval.edit_threshold = 24
   c.eval.edit_dilate = 2
+  # The eval samples with the trained run's config.sample (what its commands run); a setting
+  # given here replaces the run's for the eval (None: the run's). results.md lists the settings.
+  c.eval.sample_overrides = ml_collections.ConfigDict(
+      {k: config_dict.placeholder(type(c.sample[k])) for k in options.COMPLETION_KEYS})
 
   # Monocular depth network (maskvid/depth): a small conv U-Net trained on the synthetic frames.
   # `python -m maskvid.main --config=configs/depth_tiny.py --workdir=DIR` -> DIR/depth.

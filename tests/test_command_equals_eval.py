@@ -1,6 +1,10 @@
 """The eval's `ours` row is what a user's call returns: a task command (the library function
 behind it) run on an eval clip gives that clip's `ours` frames bit for bit.
 
+The eval runs with configs/eval.py (its own `sample` section is the defaults: 25 plain steps)
+on a run trained with other sampler settings (3 steps, guidance 2, stochastic conditioning, a
+stricter token rule): both sides must take the run's (`eval.methods.with_run_sample`).
+
 Both build their inputs with the task modules (`tasks.nvs.nvs_conditioning` with the clip's GT
 depth, `tasks.interpolate.interpolation_conditioning`, `tasks.edit.edit_inputs`), go through
 `sampling.inputs` with config.sample's options, and sample clip i with jax.random.key(seed + i)
@@ -12,6 +16,7 @@ import os
 import numpy as np
 import pytest
 
+from configs import eval as eval_config
 from maskvid import pictures
 from maskvid import workdir as workdir_lib
 from maskvid.data import synthetic
@@ -27,16 +32,33 @@ import test_tasks_e2e
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings('ignore:os.fork')]
 NUM_CLIPS = 2
+# The trained run's sampler settings, none of them configs/eval.py's.
+RUN_SAMPLE = dict(num_steps=3, guidance=2.0, renoise_at=0.5, min_valid=0.3, fill_window=5)
+
+
+def eval_py_config(run_config):
+  """configs/eval.py with the data keys of the run, as a user overrides them on the command line,
+  and a small table (one split, no learned metrics)."""
+  c = eval_config.get_config()
+  c.data.resolution, c.data.clip_length = run_config.data.resolution, run_config.data.clip_length
+  c.data.num_frames = c.data.clip_length
+  c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), NUM_CLIPS, NUM_CLIPS
+  c.eval.num_samples, c.eval.one_step, c.eval.speeds = 1, False, ()
+  c.eval.lpips_weights = c.eval.dists_weights = c.eval.fvd_weights = ''
+  return c
 
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('cmd_eval') / 'run')
   test_tasks_e2e.write_tiny_workdir(workdir)   # random weights, 32x32, clips of 4 frames
-  config = workdir_lib.load_config(os.path.join(workdir, 'diffusion'))
-  with config.unlocked():
-    config.eval.batch_size, config.eval.num_samples, config.eval.one_step = NUM_CLIPS, 1, False
-    config.data.num_frames = config.data.clip_length
+  diffusion_dir = os.path.join(workdir, 'diffusion')
+  run_config = workdir_lib.load_config(diffusion_dir)
+  run_config.sample.update(RUN_SAMPLE)
+  workdir_lib.save_config(run_config, diffusion_dir)
+  config = eval_py_config(run_config)
+  assert config.sample.num_steps == 25 and config.sample.guidance == 1.0
+  config = methods.with_run_sample(config, workdir)[0]
   codec = codec_lib.LatentCodec.load(os.path.join(workdir, 'vae'),
                                      os.path.join(workdir, 'latents'))
   samplers = methods.make_samplers(config, workdir, ('ours',))
@@ -44,7 +66,8 @@ def setup(tmp_path_factory):
   res = int(config.data.resolution)
   clips = [synthetic.render_clip(int(s), 'test', int(config.data.clip_length), res, res)
            for s in synthetic.split_seeds('test', NUM_CLIPS)]
-  return dict(config=config, codec=codec, samplers=samplers, completer=completer, clips=clips)
+  return dict(config=config, codec=codec, samplers=samplers, completer=completer, clips=clips,
+              workdir=workdir, run_config=run_config)
 
 
 def eval_rows(setup, task, clips, row='ours'):
@@ -74,12 +97,29 @@ def test_interpolate_command_is_the_eval_row(setup):
     np.testing.assert_array_equal(out['video'], ours[i])
 
 
-def test_holes_completion_is_the_eval_row(setup):
-  ours, tasks = eval_rows(setup, 'holes', setup['clips'])
-  for i, (clip, task) in enumerate(zip(setup['clips'], tasks)):
+def test_eval_job_with_eval_py_is_the_command(setup, monkeypatch):
+  """`evaluate` itself, given configs/eval.py: its `ours` holes are the Completer's, and the
+  report names the run's sampler settings."""
+  config = eval_py_config(setup['run_config'])
+  config.eval.tasks, config.eval.baselines = ('holes',), ('ours',)
+  seen, run_task = {}, run.run_task
+
+  def spy(*args, **kwargs):
+    preds, tasks, inputs = run_task(*args, **kwargs)
+    seen.update(preds=preds, tasks=tasks, clips=args[2])
+    return preds, tasks, inputs
+  monkeypatch.setattr(run, 'run_task', spy)
+  results = run.evaluate(config, setup['workdir'])
+  ours = pictures.to_uint8(seen['preds']['ours'])
+  for i, (clip, task) in enumerate(zip(seen['clips'], seen['tasks'])):
     video = setup['completer'].complete_video(clip['rgb'], task.known_pixels,
                                               seed=seed_of(setup, i))
     np.testing.assert_array_equal(video, ours[i])
+  assert {k: results['sample'][k] for k in RUN_SAMPLE} == RUN_SAMPLE
+  assert results['sample']['overrides'] == {}
+  report = open(os.path.join(setup['workdir'], 'eval', 'results.md')).read()
+  assert 'num_steps 3, solver euler, renoise_at 0.5, guidance 2.0, min_valid 0.3' in report
+  assert any("sample {'num_steps': 25" in n for n in results['notes'])
 
 
 def test_edit_command_is_the_eval_row(setup):

@@ -232,8 +232,8 @@ def _known_token_fraction(tmp_path, monkeypatch, min_valid):
   c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4
   c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
   c.eval.tasks, c.eval.baselines = ('holes',), ('ours',)
-  c.sample.min_valid = min_valid
-  c.sample.temporal_fill = False   # given pixels only: copies would count as known too
+  c.eval.sample_overrides.min_valid = min_valid
+  c.eval.sample_overrides.temporal_fill = False   # given pixels only: copies would be known too
   c.eval.num_samples, c.eval.one_step = 1, False
   c.eval.lpips_weights = ''   # token masks only
   c.eval.dists_weights = c.eval.fvd_weights = ''

@@ -81,8 +81,12 @@ def test_min_hinted_needs_mostly_covered_patches_to_know_them_through_hints():
   np.testing.assert_array_equal(known, [[True, False], [True, False]])
   assert not exact.any()
   loose = np.asarray(masks.pixel_to_token_masks(jnp.asarray(given), 4, (1, 2, 2), min_valid=0.01,
-                                          hint_mask=jnp.asarray(hint))[0])[0, 0, ::2, ::2]
-  np.testing.assert_array_equal(loose, [[True, True], [True, False]])   # min_hinted = min_valid
+                                          hint_mask=jnp.asarray(hint), min_hinted=None)[0])
+  np.testing.assert_array_equal(loose[0, 0, ::2, ::2], [[True, True], [True, False]])  # = min_valid
+  # The library's default is the configured rule (0.01 / 0.9), not "any pixel".
+  default_rule = np.asarray(masks.pixel_to_token_masks(jnp.asarray(given), 4, (1, 2, 2),
+                                                       hint_mask=jnp.asarray(hint))[0])
+  np.testing.assert_array_equal(default_rule[0, 0, ::2, ::2], known)
   # Given pixels alone follow min_valid only, whatever min_hinted says.
   mostly = np.ones((1, 1, 16, 16), bool)
   mostly[0, 0, 0, 0] = False
@@ -90,3 +94,21 @@ def test_min_hinted_needs_mostly_covered_patches_to_know_them_through_hints():
                                            hint_mask=jnp.zeros_like(jnp.asarray(mostly)),
                                            min_hinted=0.9)[0])[0, 0, ::2, ::2]
   np.testing.assert_array_equal(strict, [[False, True], [True, True]])
+
+
+def test_library_default_rule_is_the_configured_rule():
+  import inspect  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from maskvid.sampling import options  # pylint: disable=g-import-not-at-top
+  sample = default.get_config().sample
+  params = inspect.signature(masks.pixel_to_token_masks).parameters
+  assert (params['min_valid'].default, params['min_hinted'].default) == (0.01, 0.9)
+  assert (sample.min_valid, sample.min_hinted) == (0.01, 0.9)
+  # A run config older than the keys gets the same rule.
+  assert options.token_rule({}) == dict(min_valid=0.01, min_hinted=0.9)
+  # A 16x16-pixel patch (factor 8): 2 valid pixels (0.8%) are not enough, 3 (1.2%) are.
+  for count, want in ((2, False), (3, True)):
+    px = np.zeros((1, 1, 16, 16), bool)
+    px[0, 0, 0, :count] = True
+    known = np.asarray(masks.pixel_to_token_masks(jnp.asarray(px), 8, (1, 2, 2))[0])
+    assert known.all() == want and known.any() == want, count

@@ -1,16 +1,21 @@
 """The methods the eval compares, run on one task's inputs: shared by the table and the sweep.
 
+  with_run_sample(config, workdir) -> (config, notes)        the trained run's completion settings
   make_samplers(config, workdir, methods) -> {method: fn}    the generative methods
   prepare(codec, frames, known_px, hint_px, config) -> Inputs  what every generative method sees
   complete_rows(...) -> {row: float [N, T, H, W, 3]}        one sample, mean of K, one-step, ...
 
-All generative methods get their inputs through the Completer's path (`sampling.inputs`: context
-fill, encode, token masks, then `finish` composites the decode) with config.sample's options;
-the masked model samples with config.sample's options (`sampling.options`): the `ours` row is
-what a user's command runs.
+The completion settings are the trained run's `config.sample` (its diffusion/config.json, what
+the Completer and the task commands read), with only the keys named in
+`config.eval.sample_overrides` changed (`with_run_sample`; the eval job's own config.sample is
+not read). All generative methods get their inputs through the Completer's path
+(`sampling.inputs`: context fill, encode, token masks, then `finish` composites the decode) and
+sample through `sampling.baselines.complete` with their run's objective, the Completer's one
+entry: the `ours` row is what a user's command runs.
 """
 from __future__ import annotations
 
+import copy
 import functools
 
 import jax
@@ -18,12 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskvid import fileio
+from maskvid import workdir as workdir_lib
 from maskvid.model import model as model_lib
 from maskvid.sampling import baselines
 from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import noise
 from maskvid.sampling import options
-from maskvid.train import checkpoint
+from maskvid.diffusion import trainer as trainer_lib
 from maskvid.workdir import baseline_dir
 from maskvid.workdir import stage_dir
 
@@ -38,7 +44,7 @@ VARIANTS = {'edit': ('blank', 'gt-region')}
 def _model(diffusion_dir: str):
   """(apply_fn, params, objective) of a trained run: its EMA weights and the objective it was
   trained with (which picks its sampler, `sampling.baselines.complete`)."""
-  config, module, params = checkpoint.load_for_inference(diffusion_dir)
+  config, module, params = trainer_lib.load_for_inference(diffusion_dir)
   return (model_lib.make_apply_fn(module), params,
           str(config.diffusion.get('objective', 'masked')))
 
@@ -52,20 +58,49 @@ def _trained_baseline(workdir: str, name: str) -> str:
   return d
 
 
+def with_run_sample(config, workdir: str) -> tuple:
+  """(config copy whose `sample` is the trained run's, with eval.sample_overrides applied; notes).
+
+  The trained run is the workdir's diffusion stage: its config.sample is what its commands
+  sample with. Without one (an eval of the trivial rows alone, stand-in models) this config's
+  own `sample` takes its place, and a note says so; an eval config's `sample` that differs
+  from the run's is named in a note, since only `eval.sample_overrides` changes the run's.
+  """
+  overrides = config.eval.get('sample_overrides', {})
+  run_dir = stage_dir(config, workdir, 'diffusion')
+  notes = []
+  try:
+    run_sample = workdir_lib.load_config(run_dir, 'diffusion').sample
+  except FileNotFoundError:
+    run_sample = config.sample
+    notes.append(f'sampler settings from this config\'s `sample`: no trained run in {run_dir}.')
+  else:
+    ignored = {k: config.sample.get(k) for k in options.COMPLETION_KEYS
+               if k in run_sample and config.sample.get(k) != run_sample.get(k)}
+    if ignored:
+      notes.append(f'sampler settings are the trained run\'s ({run_dir}/config.json); this '
+                   f'config\'s sample {ignored} is not used (config.eval.sample_overrides is).')
+  out = copy.deepcopy(config)
+  with out.unlocked():
+    out.sample = options.with_overrides(run_sample, overrides)
+  return out, notes
+
+
 def make_samplers(config, workdir: str, methods) -> dict:
   """method -> fn(known, known_mask, exact_mask, rng, num_steps) -> latents [B,T,h,w,c].
 
   known [B,T,h,w,c]; known_mask / exact_mask bool [B,T,h,w] (`masks.pixel_to_token_masks`).
-  `ours` samples with config.sample's options (the commands' defaults), `ours_no_sc` the same
-  with stochastic conditioning off. Only the masked model distinguishes exact from unreliable
-  tokens; the baselines take every known token as given.
+  `ours` samples with the trained run's config.sample (`with_run_sample`: the commands'
+  defaults), `ours_no_sc` the same with stochastic conditioning off. Only the masked model
+  distinguishes exact from unreliable tokens; the baselines take every known token as given.
   """
   out = {}
   if 'ours' in methods or 'ours_no_sc' in methods:
     apply_fn, params, objective = _model(stage_dir(config, workdir, 'diffusion'))
+    sample = with_run_sample(config, workdir)[0].sample
 
     def ours(known, mask, exact, rng, steps, sc):
-      opts = options.sampler_options(config.sample, num_steps=steps)
+      opts = options.sampler_options(sample, num_steps=steps)
       if not sc or steps == 1:
         opts['renoise_at'] = 0.0
       if steps == 1:   # the one-step estimate: what the conditional model alone predicts

@@ -143,8 +143,18 @@ METRIC_NOTES = (
     '`ground_truth`, `vae_oracle` (GT frames through the VAE) and `warp_oracle` (GT-geometry '
     'warp, interpolate) are references, not methods.',
     '- results.json: `metrics[split][task][row][metric]` with the keys above (`<metric>_se`: '
-    'standard error), `summary[row]["split/task/metric"]`, `speed_sweep`, `info`, `notes`.',
+    'standard error), `summary[row]["split/task/metric"]`, `speed_sweep`, `info`, `notes`, '
+    '`sample` (the sampler settings every generative row used).',
 )
+
+
+def sampler_line(sample: Mapping) -> str:
+  """results['sample'] as one line: every completion setting, where it came from, overrides."""
+  settings = {k: v for k, v in sample.items() if k not in ('source', 'overrides')}
+  told = sample.get('overrides') or {}
+  return (f"Sampler settings (config.sample of {sample.get('source', '?')}"
+          + (f'; overridden by config.eval.sample_overrides: {told}' if told else '') + '): '
+          + ', '.join(f'{k} {v}' for k, v in settings.items()) + '.')
 
 
 def to_markdown(results: Mapping) -> str:
@@ -153,6 +163,9 @@ def to_markdown(results: Mapping) -> str:
   info = results.get('info', {})
   if info:
     parts += [', '.join(f'{k}: {v}' for k, v in info.items()), '']
+  sample = results.get('sample')
+  if sample:
+    parts += [sampler_line(sample), '']
   parts += ['## Overview (per split: hole PSNR ± SE, LPIPS, FVD of every task; `overview.png`)',
             '', overview(results), '']
   sweep = results.get('speed_sweep') or {}

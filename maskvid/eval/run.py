@@ -18,8 +18,10 @@ completed by every method in config.eval.baselines and scored (`maskvid.eval.met
                 and mask as input channels), Euler sampler, known tokens pasted back.
   replacement   same backbone trained with objective='unconditional', replacement sampler
                 (`sampling.baselines.replacement_complete`).
-  ours          the masked model (workdir's diffusion stage) with config.sample's options: what
-                `Completer.complete_video` and the task commands run (`eval.methods`).
+  ours          the masked model (workdir's diffusion stage) with that run's config.sample (its
+                diffusion/config.json, not this eval's config.sample; config.eval.sample_overrides
+                changes a key explicitly): what `Completer.complete_video` and the task commands
+                run (`eval.methods.with_run_sample`).
   ours_no_sc    the same with stochastic conditioning off (renoise_at = 0).
 
 Each generative method gives one sample (the headline row, named after it), '<m> mean<K>' (pixel
@@ -36,8 +38,8 @@ first) trains them with the run's data, VAE, latents and backbone, for config.ev
 
 All generative methods see the same pixels, filled and encoded as the Completer does
 (`fill.context_fill`: unknown pixels from other frames where the frames agree, as hints, then
-nearest fill; `masks.pixel_to_token_masks` with config.sample.min_valid). All samplers use
-config.sample.num_steps steps and the same random keys per batch. Decoded outputs are
+nearest fill; `masks.pixel_to_token_masks` with the run's sample.min_valid). All samplers use
+the run's sample.num_steps steps and the same random keys per batch. Decoded outputs are
 composited: given pixels come back exactly.
 
 With config.eval.speeds set, `eval.speed_sweep` then re-renders the first clips of each
@@ -46,7 +48,8 @@ synthetic split with the camera path scaled by each speed and reports hole PSNR 
 'edit' runs on its own clips, edit pairs rendered now (`clips.load_edit_pairs`), and scores
 against the edited render; its notes and results['info'] give the tracked region's IoU.
 
-Writes {eval_dir}/results.md, results.json and one PNG grid per split/task (first clip; rows:
+Writes {eval_dir}/results.md, results.json (both list the sampler settings used,
+results['sample']) and one PNG grid per split/task (first clip; rows:
 ground truth, known input, methods; columns: frames), and the sweep's table, plot and grids. Returns {'summary', 'metrics', 'paths', ...}.
 """
 from __future__ import annotations
@@ -204,16 +207,48 @@ def _score_task(config, split, task_name, preds, task_list, inputs, task_clips, 
   return block
 
 
+def _header(config, workdir: str, rows: tuple, notes: list) -> dict:
+  """The results dict before any score: rows, notes and the settings the table was made with,
+  the sampler's in full (`results['sample']`: the trained run's config.sample, overrides)."""
+  fills = methods_lib.options.fill_options(config.sample)
+  overrides = methods_lib.options.set_overrides(config.eval.get('sample_overrides', {}))
+  source = os.path.join(stage_dir(config, workdir, 'diffusion'), 'config.json')
+  if not fileio.path(source).exists():   # no trained run: `with_run_sample` took this config's
+    source = 'the eval config (no trained run)'
+  return {'methods': list(rows), 'reference_rows': list(REFERENCE_ROWS), 'metrics': {},
+          'notes': notes, 'pictures': {},
+          'sample': dict(methods_lib.options.describe(config.sample),
+                         source=source,
+                         overrides=overrides),
+          'info': {'clips per split': int(config.eval.num_clips),
+                   'sample steps': int(config.sample.num_steps),
+                   'solver (ours)': config.sample.solver,
+                   'renoise_at (ours)': float(config.sample.renoise_at),
+                   'guidance (ours)': float(config.sample.guidance),
+                   'context fill (all generative rows)': (
+                       f"temporal, max_diff {fills['max_diff']}, window {fills['window']}"
+                       if fills['temporal'] else 'spatial nearest only'),
+                   'samples per mean': int(config.eval.num_samples),
+                   'train steps': int(config.train.steps),
+                   'baseline steps': (int(config.eval.baseline_steps)
+                                      if int(config.eval.baseline_steps) > 0
+                                      else int(config.train.steps))}}
+
+
 def evaluate(config, workdir: str) -> dict[str, Any]:
-  """Runs the protocol (module docstring), writes the report, prints the headline table."""
+  """Runs the protocol (module docstring), writes the report, prints the headline table.
+
+  Every generative row samples with the trained run's config.sample (what its commands run),
+  changed only where config.eval.sample_overrides names a key (`methods.with_run_sample`).
+  """
   methods, tasks = _check(config)
   num_clips, num_samples = int(config.eval.num_clips), int(config.eval.num_samples)
   # The latent stats are always needed and its shards are ArrayRecord (local paths only).
   fileio.require_local(stage_dir(config, workdir, 'latents'), 'paths.latents')
+  config, notes = methods_lib.with_run_sample(config, workdir)
   eval_dir = stage_dir(config, workdir, 'eval')
   save_config(config, eval_dir)
 
-  notes = []
   nets = scoring.Nets(lpips=metrics_lib.maybe_load_lpips(config.eval.lpips_weights),
                       dists=dists_lib.maybe_load_dists(config.eval.dists_weights),
                       fvd=fvd_lib.maybe_load_fvd(config.eval.fvd_weights))
@@ -225,23 +260,9 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   generative = tuple(m for m in methods if m in GENERATIVE)
   samplers = make_samplers(config, workdir, generative)
   bs = max(1, int(config.eval.batch_size))
-  steps = int(config.sample.num_steps)
   rows = (tuple(REFERENCE_ROWS) + tuple(m for m in methods if m in TRIVIAL)
           + tuple(generative_rows(generative, num_samples, bool(config.eval.one_step), tasks)))
-  fills = methods_lib.options.fill_options(config.sample)
-  results = {'methods': list(rows), 'reference_rows': list(REFERENCE_ROWS), 'metrics': {},
-             'notes': notes, 'pictures': {},
-             'info': {'clips per split': num_clips, 'sample steps': steps,
-                      'solver (ours)': config.sample.solver,
-                      'renoise_at (ours)': float(config.sample.renoise_at),
-                      'context fill (all generative rows)': (
-                          f"temporal, max_diff {fills['max_diff']}, window {fills['window']}"
-                          if fills['temporal'] else 'spatial nearest only'),
-                      'samples per mean': num_samples,
-                      'train steps': int(config.train.steps),
-                      'baseline steps': (int(config.eval.baseline_steps)
-                                         if int(config.eval.baseline_steps) > 0
-                                         else int(config.train.steps))}}
+  results = _header(config, workdir, rows, notes)
   start = time.time()
   splits = _splits(config, workdir, notes, results)
   for split in splits:

@@ -9,8 +9,10 @@ posterior mean -> normalised latents `(z - shift) / scale`; pixel mask -> token 
 documented rule
 (`masks.pixel_to_token_masks`: a model patch is known when at least `min_valid` of its pixels are,
 exact when all are; known but inexact patches are unreliable context that stochastic conditioning
-re-noises); `sampler.complete` fills the rest; decode, composite (every given pixel comes back
-exactly) and quantise to uint8. Everything heavy is jitted once per shape; the sampler's compiled
+re-noises); `baselines.complete` with the run's objective (the one completion entry the eval and
+the preview use too) fills the rest; decode, composite (every given pixel comes back exactly)
+and quantise to uint8. Every default is the run's `config.sample` (`sampling.options`).
+Everything heavy is jitted once per shape; the sampler's compiled
 function is reused across calls because the Completer keeps one `apply_fn` object.
 """
 import os
@@ -22,13 +24,13 @@ import numpy as np
 
 from maskvid import pictures
 from maskvid.model import model as model_lib
+from maskvid.sampling import baselines
 from maskvid.sampling import fullres
 from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import masks
 from maskvid.sampling import noise
 from maskvid.sampling import options as options_lib
-from maskvid.sampling import sampler
-from maskvid.train import checkpoint as ckpt_lib
+from maskvid.diffusion import trainer as trainer_lib
 from maskvid.vae import cache
 from maskvid.vae import codec as codec_lib
 from maskvid import workdir as workdir_lib
@@ -47,7 +49,8 @@ class Completer:
     min_valid: fraction of a model patch's pixels that must be valid for it to be known
       (default: the run config's sample.min_valid, else 0.01).
 
-  Attributes: config (the diffusion run config), module / params (EMA) / apply_fn of the
+  Attributes: config (the diffusion run config), objective (its config.diffusion.objective:
+  which sampler `baselines.complete` drives it with), module / params (EMA) / apply_fn of the
   denoiser, codec (`vae.codec.LatentCodec`: VAE + shift / scale), latent_factor, patch_size.
   """
 
@@ -59,10 +62,10 @@ class Completer:
         raise FileNotFoundError(f'{name}: checkpoint directory {directory!r} does not exist (train '
                                 'it with `python -m maskvid.main --config=configs/demo.py '
                                 '--workdir=DIR`)')
-    self.config, self.module, self.params = ckpt_lib.load_for_inference(diffusion_dir)
-    if getattr(self.module, 'input_conditioning', False):
-      raise ValueError(f'{diffusion_dir!r} holds the input-conditioning baseline, which the masked '
-                       'sampler cannot drive; use maskvid.sampling.baselines.conditioning_complete')
+    self.config, self.module, self.params = trainer_lib.load_for_inference(diffusion_dir)
+    # Which sampler drives the model: a baseline trained with another objective is completed
+    # the way the eval's row for it is, never the masked way.
+    self.objective = str(self.config.diffusion.get('objective', 'masked'))
     self.apply_fn = model_lib.make_apply_fn(self.module)
     if latent_stats is None:
       latent_stats = self._read_stats(diffusion_dir, latents_dir)
@@ -129,10 +132,12 @@ class Completer:
 
   def complete_latents(self, known, known_mask, rng, exact_mask=None, guide_mask=None,
                        **options) -> jax.Array:
-    """sampler.complete with this run's EMA weights; options as in `sample_options`."""
-    return sampler.complete(self.apply_fn, self.params, jnp.asarray(known, jnp.float32),
-                            jnp.asarray(known_mask), rng, exact_mask=exact_mask,
-                            guide_mask=guide_mask, **self.sample_options(**options))
+    """`baselines.complete` (the run's objective) with its EMA weights; options as in
+    `sample_options`."""
+    return baselines.complete(self.objective, self.apply_fn, self.params,
+                              jnp.asarray(known, jnp.float32), jnp.asarray(known_mask), rng,
+                              exact_mask=exact_mask, guide_mask=guide_mask,
+                              **self.sample_options(**options))
 
   def token_masks(self, pixel_mask, hint_mask=None) -> tuple[jax.Array, jax.Array]:
     """bool [B,T,H,W] pixels (and hinted ones) -> (known, exact) bool [B,T,h,w]

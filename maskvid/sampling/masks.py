@@ -1,7 +1,7 @@
 """Masks from pixel space to the sampler's token space.
 
 `pixel_to_token_masks` is the rule the evaluation, the Completer and the task commands use: per
-model patch, *known* if any (>= min_valid) of its pixels are given, *exact* if all are.
+model patch, *known* if >= min_valid of its pixels are given, *exact* if all are.
 `align_to_patches` makes a latent mask constant per model patch (a patch is known only if all its
 latents are; the model pools t per patch and trains on patch-aligned masks), for callers that
 build masks in latent space (the sampler benchmark). Pure jnp functions (jit/vmap friendly);
@@ -12,6 +12,14 @@ from typing import Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# The pixel -> token rule's thresholds: the library default and configs/default.py's
+# `sample.min_valid` / `sample.min_hinted` (which read them from here, so the two cannot differ).
+# A patch with any given pixel of its 1% is known; one known only through hints needs 90%
+# covered (a patch of sparse copies, nearest-filled from them, is poor context held clean:
+# 0.01 lost ~1 dB on interpolation at camera speed 0.25 against 0.9).
+MIN_VALID = 0.01
+MIN_HINTED = 0.9
 
 
 def _patch(patch_size) -> tuple[int, int, int]:
@@ -47,16 +55,16 @@ def align_to_patches(mask, patch_size: Union[Sequence[int], int]) -> jax.Array:
 
 
 def pixel_to_token_masks(pixel_mask, factor: int, patch_size: Union[Sequence[int], int],
-                         min_valid: float = 1e-6, hint_mask=None,
-                         min_hinted: Optional[float] = None) -> tuple[jax.Array, jax.Array]:
+                         min_valid: float = MIN_VALID, hint_mask=None,
+                         min_hinted: Optional[float] = MIN_HINTED) -> tuple[jax.Array, jax.Array]:
   """Pixel validity -> (known, exact) latent masks, constant per model patch.
 
   The one rule from pixels to the sampler's tokens: a model patch covers pt frames of
   (ph * factor) x (pw * factor) pixels. It is *exact* when all of those pixels are valid, and
-  *known* when at least `min_valid` of them are (default: any valid pixel), or when at least
-  `min_hinted` (default: min_valid) of them are valid or hinted. Known but not exact patches are
-  the sampler's unreliable context (values from nearest-filled pixels; stochastic conditioning
-  re-noises them), exact ones stay clean (`sampler.complete(exact_mask=...)`). Hinted pixels (a
+  *known* when at least `min_valid` of them are, or when at least `min_hinted` of them are
+  valid or hinted (defaults: the configured rule, MIN_VALID and MIN_HINTED). Known but not
+  exact patches are the sampler's unreliable context (values from nearest-filled pixels;
+  stochastic conditioning re-noises them), exact ones stay clean (`sampler.complete(exact_mask=...)`). Hinted pixels (a
   guess: an edit warped along optical flow, a pixel copied from another frame) never count for
   *exact*.
 

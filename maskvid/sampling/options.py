@@ -1,9 +1,47 @@
-"""The completion defaults of a run, read from its config in one place.
+"""The completion settings of a trained run, read from its config in one place.
 
-The Completer (and through it the task commands), the eval's `ours` row and the training preview
-all call these, so the table measures what a user's command runs.
+A trained run's `config.sample` (its diffusion/config.json) is the one source of completion
+settings: the Completer (and through it the task commands), the eval's rows and the training
+preview all read it through these functions, so the table measures what a user's command runs.
+An eval may change a setting only by naming it in `config.eval.sample_overrides`
+(`with_overrides`); its own `config.sample` is never read in place of the run's.
+
+  with_overrides(sample, overrides) -> ConfigDict     the run's settings, explicit overrides applied
+  sampler_options(sample, **given)  -> dict           `sampler.complete` keyword arguments
+  fill_options(sample) / token_rule(sample) -> dict   `fill.context_fill` / the pixel -> token rule
+  describe(sample) -> dict                            what a report prints
 """
+import copy
 from typing import Optional
+
+import ml_collections
+
+from maskvid.sampling import masks
+
+# The keys of `config.sample` that change a completion (num_clips only sizes the preview).
+COMPLETION_KEYS = ('num_steps', 'solver', 'renoise_at', 'guidance', 'min_valid', 'min_hinted',
+                   'temporal_fill', 'fill_window', 'fill_max_diff', 'fill_bracket')
+
+
+def with_overrides(sample, overrides=None) -> ml_collections.ConfigDict:
+  """A copy of `sample` (a run's config.sample) with the overrides that are set (not None).
+
+  overrides: config.eval.sample_overrides (every completion key, None = keep the run's).
+  """
+  out = copy.deepcopy(ml_collections.ConfigDict(sample))
+  for key, value in dict(overrides or {}).items():
+    if key not in COMPLETION_KEYS:
+      raise ValueError(f'config.eval.sample_overrides.{key}: not a completion setting; the '
+                       f'settings are {COMPLETION_KEYS}')
+    if value is not None:
+      with out.unlocked():
+        out[key] = value
+  return out
+
+
+def set_overrides(overrides) -> dict:
+  """{key: value} of the overrides that are set."""
+  return {k: v for k, v in dict(overrides or {}).items() if v is not None}
 
 
 def sampler_options(sample, *, num_steps: Optional[int] = None, solver: Optional[str] = None,
@@ -25,6 +63,14 @@ def fill_options(sample) -> dict:
 
 def token_rule(sample) -> dict:
   """`masks.pixel_to_token_masks` thresholds: min_valid (given pixels), min_hinted (given,
-  hinted or copied pixels)."""
-  return dict(min_valid=float(sample.get('min_valid', 0.01)),
-              min_hinted=float(sample.get('min_hinted', sample.get('min_valid', 0.01))))
+  hinted or copied pixels); a run older than a key gets the library's rule."""
+  return dict(min_valid=float(sample.get('min_valid', masks.MIN_VALID)),
+              min_hinted=float(sample.get('min_hinted', masks.MIN_HINTED)))
+
+
+def describe(sample) -> dict:
+  """The completion settings by their config.sample names, as a report prints them."""
+  fills = fill_options(sample)
+  return dict(sampler_options(sample), **token_rule(sample), temporal_fill=fills['temporal'],
+              fill_window=fills['window'], fill_max_diff=fills['max_diff'],
+              fill_bracket=fills['bracket'])
