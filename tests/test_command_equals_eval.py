@@ -56,12 +56,12 @@ def setup(tmp_path_factory):
   run_config = workdir_lib.load_config(diffusion_dir)
   run_config.sample.update(RUN_SAMPLE)
   workdir_lib.save_config(run_config, diffusion_dir)
-  config = eval_py_config(run_config)
-  assert config.sample.num_steps == 25 and config.sample.guidance == 1.0
-  config = methods.with_run_sample(config, workdir)[0]
+  given = eval_py_config(run_config)
+  assert given.sample.num_steps == 25 and given.sample.guidance == 1.0
+  config = methods.with_run_sample(given, workdir)[0]     # what `evaluate` runs run_task with
   codec = codec_lib.LatentCodec.load(os.path.join(workdir, 'vae'),
                                      os.path.join(workdir, 'latents'))
-  samplers = methods.make_samplers(config, workdir, ('ours',))
+  samplers = methods.make_samplers(given, workdir, ('ours',))   # reads the run's settings itself
   completer = completer_lib.Completer.from_workdir(workdir)
   res = int(config.data.resolution)
   clips = [synthetic.render_clip(int(s), 'test', int(config.data.clip_length), res, res)
@@ -103,6 +103,11 @@ def test_eval_job_with_eval_py_is_the_command(setup, monkeypatch):
   config = eval_py_config(setup['run_config'])
   config.eval.tasks, config.eval.baselines = ('holes',), ('ours',)
   seen, run_task = {}, run.run_task
+  # The loaded codec and the `ours` sampler the other tests compiled (loading and compiling
+  # them again costs 5 s); the sampler's options are checked by `make_samplers`'s own tests.
+  monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: setup['codec'])
+  monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, rows: (
+      seen.update(sample=cfg.sample.to_dict()) or setup['samplers']))
 
   def spy(*args, **kwargs):
     preds, tasks, inputs = run_task(*args, **kwargs)
@@ -116,6 +121,7 @@ def test_eval_job_with_eval_py_is_the_command(setup, monkeypatch):
                                               seed=seed_of(setup, i))
     np.testing.assert_array_equal(video, ours[i])
   assert {k: results['sample'][k] for k in RUN_SAMPLE} == RUN_SAMPLE
+  assert {k: seen['sample'][k] for k in RUN_SAMPLE} == RUN_SAMPLE
   assert results['sample']['overrides'] == {}
   report = open(os.path.join(setup['workdir'], 'eval', 'results.md')).read()
   assert 'num_steps 3, solver euler, renoise_at 0.5, guidance 2.0, min_valid 0.3' in report
