@@ -17,7 +17,7 @@ in] -> [in, out]; Conv: [out, in, kh, kw] -> [kh, kw, in, out]; the transposed c
 The transformers names map to the original ones by `ORIGINAL_TO_HF` (the table of transformers'
 conversion script), with the fused `attn.qkv` split into query / key / value.
 
-`DepthAnythingEstimator` is the `DepthEstimator`: preprocessing and depth rule in docs/depth.md.
+`DepthAnythingEstimator` is the `DepthEstimator` (preprocessing, depth rule: docs/depth.md).
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+from safetensors import safe_open
 
 from maskvid import sharding as sharding_lib
 from maskvid.depth.base import DepthEstimator
@@ -91,28 +92,27 @@ def _original_key(flax_path: tuple) -> str:
   return '.'.join(mods + [{'kernel': 'weight', 'scale': 'weight'}.get(leaf, leaf)])
 
 
-def _transposed_conv(key: str) -> bool:
-  return re.search(r'resize_layers\.[01]\.weight$', key) is not None
+def _flax_axes(key: str, ndim: int):
+  """The transpose taking an original-layout weight to Flax's (None: the same layout)."""
+  if not key.endswith('.weight') or ndim < 2:
+    return None
+  if ndim == 2:
+    return (1, 0)
+  # ConvTranspose2d stores [in, out, kh, kw]; Conv2d [out, in, kh, kw].
+  return (2, 3, 0, 1) if re.search(r'resize_layers\.[01]\.weight$', key) else (2, 3, 1, 0)
 
 
 def _to_flax(key: str, t: np.ndarray) -> np.ndarray:
-  """Original-layout tensor -> the Flax layout of the same parameter."""
-  if not key.endswith('.weight') or t.ndim < 2:
-    return t
-  if t.ndim == 2:
-    return t.T
-  return t.transpose(2, 3, 0, 1) if _transposed_conv(key) else t.transpose(2, 3, 1, 0)
+  axes = _flax_axes(key, t.ndim)
+  return t if axes is None else t.transpose(axes)
 
 
 def _from_flax(key: str, t: np.ndarray) -> np.ndarray:
-  """The inverse of `_to_flax`."""
-  if not key.endswith('.weight') or t.ndim < 2:
-    return t
-  if t.ndim == 2:
-    return t.T
-  return t.transpose(2, 3, 0, 1) if _transposed_conv(key) else t.transpose(3, 2, 0, 1)
+  axes = _flax_axes(key, t.ndim)
+  return t if axes is None else t.transpose(np.argsort(axes))
 
 
+@functools.lru_cache(maxsize=8)
 def abstract_params(config: Config) -> dict:
   """{Flax path: ShapeDtypeStruct} of every parameter of `config`."""
   images = jax.ShapeDtypeStruct((1, PATCH * 2, PATCH * 2, 3), jnp.float32)
@@ -122,11 +122,8 @@ def abstract_params(config: Config) -> dict:
 
 def expected_shapes(config: Config) -> dict:
   """{original key: original-layout shape} of every tensor `config` needs, in Flax's order."""
-  out = {}
-  for path, spec in abstract_params(config).items():
-    key = _original_key(path)
-    out[key] = _from_flax(key, np.empty(spec.shape, np.bool_)).shape
-  return out
+  keys = {_original_key(p): spec for p, spec in abstract_params(config).items()}
+  return {k: _from_flax(k, np.empty(spec.shape, np.bool_)).shape for k, spec in keys.items()}
 
 
 def to_original(params) -> dict:
@@ -228,7 +225,6 @@ def read_weights(path: str) -> dict:
                             'downloaded; see docs/depth.md for where the released files are)')
   try:
     if path.endswith('.safetensors'):
-      from safetensors import safe_open  # pylint: disable=g-import-not-at-top
       with safe_open(path, framework='np') as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     else:
@@ -259,23 +255,26 @@ def infer_config(tensors: dict, path: str = '') -> Config:
 
 
 def params_from_original(tensors: dict, config: Config, path: str = '') -> dict:
-  """{original key: array} -> Flax {'params': tree}, every tensor checked in model order."""
-  flat, expected = {}, abstract_params(config)
-  for fpath, spec in expected.items():
-    key = _original_key(fpath)
-    if key not in tensors:
-      raise _fail(path, f'missing tensor {key!r} (architecture {config.name}, '
-                  f'{len(expected)} tensors expected, the file has {len(tensors)})')
-    t = _to_flax(key, np.asarray(tensors[key]))
+  """{original key: array} -> Flax {'params': tree}. Tensors are checked in the file's order
+  (an unexpected or mis-shaped one), then the model's (a missing one): the first problem stops."""
+  expected = {_original_key(p): (p, spec) for p, spec in abstract_params(config).items()}
+  flat = {}
+  for key, t in tensors.items():
+    if key not in expected:
+      extra = sum(k not in expected for k in tensors)
+      raise _fail(path, f'unexpected tensor {key!r} ({extra} in all) for architecture '
+                  f'{config.name}')
+    fpath, spec = expected[key]
+    t = _to_flax(key, np.asarray(t))
     if t.shape != spec.shape:
       want = _from_flax(key, np.empty(spec.shape, np.bool_)).shape
       raise _fail(path, f'tensor {key!r} has shape {tuple(tensors[key].shape)}, architecture '
                   f'{config.name} expects {want}')
     flat[fpath] = jnp.asarray(t, jnp.float32)
-  unexpected = [k for k in tensors if k not in {_original_key(p) for p in expected}]
-  if unexpected:
-    raise _fail(path, f'unexpected tensor {unexpected[0]!r} ({len(unexpected)} in all) for '
-                f'architecture {config.name}')
+  for key in expected:
+    if key not in tensors:
+      raise _fail(path, f'missing tensor {key!r} (architecture {config.name}, '
+                  f'{len(expected)} tensors expected, the file has {len(tensors)})')
   return {'params': traverse_util.unflatten_dict(flat)}
 
 
