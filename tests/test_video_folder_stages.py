@@ -258,17 +258,3 @@ def test_video_folder_run_scores_held_out_files_and_no_ood(tmp_path):
   for name in share.test:
     assert name in report
   assert 'ood: not evaluated' in report and 'TRAINING' not in report
-
-
-@pytest.mark.slow
-def test_tfds_without_test_split_holds_out_train_examples(tmp_path):
-  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
-  c = _tfds_config(tmp_path, steps=2)
-  c.data.tfds_splits = {'test': 'validation'}      # a split the dataset does not have
-  share = storage.held_out(c)
-  assert len(share.test) == 1 and len(share.train) == 2 and not share.scores_training
-  train, test = (storage.open_source(c, '', s) for s in ('train', 'test'))
-  assert len(train) == 2 and len(test) == 1
-  kept = train._index.tolist()  # pylint: disable=protected-access
-  assert kept == sorted(int(i) for i in share.train)
-  assert test._index.tolist() == [int(share.test[0])]  # pylint: disable=protected-access
