@@ -80,7 +80,8 @@ def test_nerfstudio_opengl_camera_to_world(tmp_path):
 
 def test_colmap_quaternion_world_to_camera(tmp_path):
   """w2c = (R_y(90 deg), t = (0, 0, 5)): quaternion (cos 45, 0, sin 45, 0). By hand,
-  R_y(90) (0, 1, -1) = (-1, 1, 0), + t = (-1, 1, 5): left of and BELOW the centre (OpenCV y down)."""
+  R_y(90) (0, 1, -1) = (-1, 1, 0), + t = (-1, 1, 5): left of and BELOW the centre (OpenCV y
+  down)."""
   q = (float(np.cos(np.pi / 4)), 0.0, float(np.sin(np.pi / 4)), 0.0)
   model = tmp_path / 'sparse' / '0'
   model.mkdir(parents=True)

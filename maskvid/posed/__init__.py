@@ -55,7 +55,8 @@ def detect_format(path: str) -> tuple:
       'folder, sparse/0 or sparse (colmap), or one .txt whose first line is a URL (re10k)')
 
 
-def read_scene(path: str, format: Optional[str] = None, **kwargs) -> PosedScene:  # pylint: disable=redefined-builtin
+def read_scene(path: str, format: Optional[str] = None,  # pylint: disable=redefined-builtin
+               **kwargs) -> PosedScene:
   """Reads a posed scene; `format` in FORMATS or None (detected). kwargs go to the reader."""
   if format is None:
     format, path = detect_format(path)

@@ -95,8 +95,8 @@ def read_cameras(path: str) -> dict:
       continue
     tok = line.split()
     if len(tok) < 4 or tok[1] not in CAMERA_MODELS:
-      raise PosedFormatError(f'{path}:{no}: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS with MODEL '
-                             f'in {sorted(CAMERA_MODELS)}, got {line!r}')
+      raise PosedFormatError(f'{path}:{no}: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS with '
+                             f'MODEL in {sorted(CAMERA_MODELS)}, got {line!r}')
     count, (ifx, ify, icx, icy) = CAMERA_MODELS[tok[1]]
     params = _numbers(tok[4:], path, no, 'PARAMS')
     if len(params) != count:
@@ -113,7 +113,8 @@ def read_cameras(path: str) -> dict:
 
 
 def read_images(path: str) -> list:
-  """images.txt -> [(name, camera_id, world_to_camera [4, 4], line number, image_id)], file order."""
+  """images.txt -> [(name, camera_id, world_to_camera [4, 4], line number, image_id)] in file
+  order."""
   out, lines = [], _lines(path)
   for no, line in lines:
     if not line:
@@ -203,7 +204,8 @@ def read_colmap(path: str, images_dir: Optional[str] = None,
   return scene_lib.make_scene(
       np.stack([cameras[im[1]][0] for im in images]), np.stack([im[2] for im in images]),
       sizes.pop(), [n for n, *_ in images], frame_paths=paths, points3d=points,
-      point_colors=colors, point_visibility=visibility, context_ids=train_ids, target_ids=test_ids, source=img_path,
+      point_colors=colors, point_visibility=visibility, context_ids=train_ids,
+      target_ids=test_ids, source=img_path,
       meta=dict(format='colmap', available_splits=available))
 
 

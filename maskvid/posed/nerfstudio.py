@@ -1,12 +1,13 @@
-"""nerfstudio `transforms.json` (+ `train_test_split_{N}.json`), as DL3DV and the SEVA benchmark ship.
+"""nerfstudio `transforms.json` (+ `train_test_split_{N}.json`), as DL3DV and the SEVA benchmark
+ship them.
 
 File conventions (docs.nerf.studio "Data conventions"; SEVA issue #65):
   * `frames[i].transform_matrix` is camera-to-world with OpenGL/Blender camera axes (x right, y up,
     z back: the camera looks along -z). Ours is OpenCV (y down, z forward), so
     c2w_opencv = c2w_opengl @ diag(1, -1, -1, 1) (the flip is its own inverse) and
     world_to_camera = inv(c2w_opencv). The world frame is kept as the file gives it.
-  * `applied_transform` (3x4, written by ns-process-data) maps the COLMAP world to this file's world;
-    it does not touch the cameras here and is kept in `scene.meta['applied_transform']`.
+  * `applied_transform` (3x4, written by ns-process-data) maps the COLMAP world to this file's
+    world; it does not touch the cameras here and is kept in `scene.meta['applied_transform']`.
   * Intrinsics `fl_x fl_y cx cy w h` at the top level or per frame (per frame wins); `fl_x` may be
     replaced by `camera_angle_x` (Blender scenes). Pixel centres at +0.5 (nerfstudio casts rays
     through pixel index + 0.5, COLMAP's convention): cx_ours = cx - 0.5. Distortion (k1 k2 k3 k4
@@ -113,7 +114,8 @@ def _warn_distortion(meta: dict, frames: list, tpath: str) -> None:
 
 
 def write_nerfstudio(scene: PosedScene, out_dir: str, image_dir: str = 'images') -> str:
-  """Writes frames (PNG), transforms.json, the split file and points; returns transforms.json's path.
+  """Writes frames (PNG), transforms.json, the split file and points; returns transforms.json's
+  path.
 
   scene.frames must be loaded ([N, H, W, 3]).
   """
@@ -158,7 +160,7 @@ def write_ply_ascii(path: str, points: np.ndarray, colors: Optional[np.ndarray])
 
 
 def read_ply_ascii(path: str) -> tuple:
-  """ASCII PLY with x y z [red green blue] vertices -> (points [P, 3], colors uint8 [P, 3] | None)."""
+  """ASCII PLY, x y z [red green blue] vertices -> (points [P, 3], colors uint8 [P, 3] | None)."""
   if not os.path.isfile(path):
     raise PosedFormatError(f'{path}: file does not exist')
   with open(path, 'rb') as f:

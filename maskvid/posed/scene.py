@@ -170,7 +170,7 @@ def load_frames(scene: PosedScene) -> PosedScene:
 
 
 def write_frames(frames: np.ndarray, paths: Sequence[str]) -> None:
-  """uint8 [N, H, W, 3] -> one image per path (lossless PNG: the round trip is exact), atomically."""
+  """uint8 [N, H, W, 3] -> one image per path (lossless PNG: round trips are exact), atomically."""
   for frame, p in zip(frames, paths):
     fileio.makedirs(os.path.dirname(p) or '.')
     fileio.write_image(p, np.asarray(frame, np.uint8))
