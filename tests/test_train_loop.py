@@ -12,16 +12,19 @@ import sys
 import numpy as np
 import pytest
 
-from maskvid.vae import testing
-
-pytestmark = pytest.mark.slow   # the integration tier (`make test-fast` skips it)
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, KILL_AT = 6, 2
 
 
+def _env(**overrides) -> dict:
+  """The subprocess's environment: this checkout first on PYTHONPATH, so it imports the maskvid
+  under test, not an editable install of another checkout (which a `sys.path` insert in the
+  script comes too late for once anything has imported maskvid)."""
+  path = os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH', '')) if p)
+  return dict(os.environ, PYTHONPATH=path, **overrides)
+
+
 def tiny_config():
-  sys.path.insert(0, ROOT)
   from configs import tiny  # pylint: disable=g-import-not-at-top
   c = tiny.get_config()
   c.model.width, c.model.depth, c.model.num_heads = 32, 1, 2
@@ -33,6 +36,7 @@ def tiny_config():
 
 
 def make_latent_cache(latents_dir: str, seed: int = 0) -> None:
+  from maskvid.vae import testing  # pylint: disable=g-import-not-at-top
   testing.write_latent_cache(latents_dir, seed)
 
 
@@ -102,10 +106,47 @@ def _scenarios(tmp: str) -> dict:
   return report
 
 
+def test_subprocess_imports_this_checkout(tmp_path, monkeypatch):
+  other = tmp_path / 'other_checkout'
+  (other / 'maskvid').mkdir(parents=True)
+  (other / 'maskvid' / '__init__.py').write_text('')
+  monkeypatch.setenv('PYTHONPATH', str(other))   # another maskvid on the path already
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--which'], env=_env(),
+                        cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip().splitlines()[-1] == os.path.join(ROOT, 'maskvid', '__init__.py')
+
+
+def test_training_evaluates_the_ema_params(tmp_path, monkeypatch):
+  """The loop's evaluation (preview pictures, eval/* metrics) is given the EMA weights, the ones
+  a Completer samples with, not the raw params: after one step they differ (EMA decay 0.1 at
+  step 0)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from maskvid import stages  # pylint: disable=g-import-not-at-top
+  from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  config.train.steps, config.train.batch_size, config.train.checkpoint_every = 1, 1, 1
+  config.train.async_checkpoints, config.mesh.data = False, 1
+  make_latent_cache(str(tmp_path / 'latents'))
+  given, saved = [], []
+  monkeypatch.setattr(stages.preview, 'make_evaluator', lambda cfg, wd: (
+      lambda params, apply_fn, step, write: given.append(jax.device_get(params)) or {}))
+  # The state each checkpoint would hold (not written: the test needs the last one only).
+  monkeypatch.setattr(ckpt_lib, 'save', lambda manager, state, force=False: (
+      saved.append(jax.device_get(state)) and False))
+  stages.run_diffusion(config, str(tmp_path))
+  final = saved[-1]
+  assert len(given) == 1 and int(final.step) == 1   # eval_every 0: once, at the end
+  assert max(np.abs(a - b).max()
+             for a, b in zip(_leaves(final.ema_params), _leaves(final.params))) > 1e-5
+  for a, b in zip(_leaves(given[0]), _leaves(final.ema_params)):
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.fixture(scope='module')
 def report(tmp_path_factory):
   tmp = str(tmp_path_factory.mktemp('loop'))
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
+  env = _env(JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_backend_optimization_level=0',
              JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, 'xla_cache'),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
@@ -116,11 +157,13 @@ def report(tmp_path_factory):
   return json.loads(proc.stdout.strip().splitlines()[-1]), tmp
 
 
+@pytest.mark.slow   # the integration tier (`make test-fast` skips it)
 def test_missing_cache_names_the_stage(report):
   msg = report[0]['missing_cache_error']
   assert 'latents' in msg and 'cache' in msg and 'job=demo' in msg
 
 
+@pytest.mark.slow   # the integration tier (`make test-fast` skips it)
 def test_training_batches_are_normalised_clips(report):
   r, _ = report
   assert r['batch_shape'] == [4, 4, 8, 8, 4]            # [B, clip_length, h, w, c]
@@ -128,6 +171,7 @@ def test_training_batches_are_normalised_clips(report):
   np.testing.assert_allclose(r['batch_channel_std'], 1.0, atol=0.15)
 
 
+@pytest.mark.slow   # the integration tier (`make test-fast` skips it)
 def test_run_writes_checkpoints_pictures_and_stats(report):
   r, tmp = report
   assert r['result_a']['step'] == STEPS
@@ -148,6 +192,7 @@ def test_run_writes_checkpoints_pictures_and_stats(report):
   assert png.shape[1] > 4 * (64 + 2)
 
 
+@pytest.mark.slow   # the integration tier (`make test-fast` skips it)
 def test_kill_and_resume_reproduces_the_uninterrupted_run(report):
   r, _ = report
   assert r['result_b']['step'] == STEPS
@@ -158,6 +203,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(report):
     assert r['result_b'][k] == pytest.approx(v, rel=1e-6, abs=1e-7), k
 
 
+@pytest.mark.slow   # the integration tier (`make test-fast` skips it)
 def test_inference_load_and_finished_run_is_a_no_op(report):
   r, _ = report
   assert r['inference_module'] == 'VideoTransformer'
@@ -167,5 +213,8 @@ def test_inference_load_and_finished_run_is_a_no_op(report):
 
 
 if __name__ == '__main__':
-  sys.path.insert(0, ROOT)
+  if sys.argv[1] == '--which':   # the maskvid this process imports (test above)
+    import maskvid  # pylint: disable=g-import-not-at-top
+    print(maskvid.__file__)
+    sys.exit(0)
   print(json.dumps(_scenarios(sys.argv[1])))

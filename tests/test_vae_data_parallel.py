@@ -16,9 +16,26 @@ import local_processes
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow   # the integration tier (`make test-fast` skips it)
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(**overrides) -> dict:
+  """The subprocesses' environment: this checkout first on PYTHONPATH, so they import the
+  maskvid under test, not an editable install of another checkout (which a `sys.path` insert
+  in the script comes too late for once anything has imported maskvid)."""
+  path = os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH', '')) if p)
+  return dict(os.environ, PYTHONPATH=path, **overrides)
+
+
+def test_subprocesses_import_this_checkout(tmp_path, monkeypatch):
+  other = tmp_path / 'other_checkout'
+  (other / 'maskvid').mkdir(parents=True)
+  (other / 'maskvid' / '__init__.py').write_text('')
+  monkeypatch.setenv('PYTHONPATH', str(other))   # another maskvid on the path already
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--which'], env=_env(),
+                        cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip().splitlines()[-1] == os.path.join(ROOT, 'maskvid', '__init__.py')
 
 
 def _train(workdir: str, steps: int) -> dict:
@@ -56,7 +73,7 @@ def _all_reduces_per_step(c) -> int:
 
 def _run(devices: int, workdir: str, steps: int) -> dict:
   flags = os.environ.get('XLA_FLAGS', '')
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
+  env = _env(JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count={devices}'.strip())
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), workdir, str(steps)],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -64,6 +81,7 @@ def _run(devices: int, workdir: str, steps: int) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_two_devices_match_one_and_resume(tmp_path):
   one = _run(1, str(tmp_path / 'one'), steps=4)
   two_dir = str(tmp_path / 'two')
@@ -88,8 +106,9 @@ def test_two_devices_match_one_and_resume(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_batch_must_split_over_devices(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
+  env = _env(JAX_PLATFORMS='cpu',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         ' --xla_force_host_platform_device_count=3').strip())
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(tmp_path / 'w'), '2'],
@@ -98,11 +117,12 @@ def test_batch_must_split_over_devices(tmp_path):
   assert 'config.vae.train.batch_size=4' in proc.stderr and '3 devices' in proc.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_replicated_model(tmp_path):
   """2 processes x 1 CPU device over jax.distributed: each loads its half of every batch, and
   both end with the same parameters (independent per-process training would diverge)."""
   port = local_processes.free_port()
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
+  env = _env(JAX_PLATFORMS='cpu',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         ' --xla_force_host_platform_device_count=1').strip())
   env.pop('MASKVID_DISTRIBUTED', None)
@@ -128,7 +148,10 @@ def test_two_processes_train_one_replicated_model(tmp_path):
 
 
 if __name__ == '__main__':
-  sys.path.insert(0, ROOT)
+  if sys.argv[1] == '--which':   # the maskvid this process imports (test above)
+    import maskvid  # pylint: disable=g-import-not-at-top
+    print(maskvid.__file__)
+    sys.exit(0)
   if len(sys.argv) > 3:  # coordinator address, process id: one of two processes
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize(sys.argv[3], 2, int(sys.argv[4]))
