@@ -6,6 +6,8 @@ random weights are regenerated here from its key list and seed, so only ~0.4 MB 
 import importlib.util
 import json
 import os
+import pickle
+import zipfile
 
 import imageio.v3 as iio
 import jax
@@ -209,7 +211,6 @@ def test_bad_weights_files_stop_with_one_line(tmp_path):
 
 
 def test_torch_zip_reader_refuses_code(tmp_path):
-  import pickle, zipfile  # pylint: disable=g-import-not-at-top,multiple-imports
   path = str(tmp_path / 'evil.pth')
   with zipfile.ZipFile(path, 'w') as z:
     z.writestr('archive/data.pkl', pickle.dumps({'a': os.getcwd}, protocol=2))
