@@ -43,15 +43,19 @@ from ml_collections import config_flags
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from maskvid import sharding as sharding_lib
+from maskvid.bench import common as bench_common
 from maskvid import topology as topology_lib
 from maskvid.model import model as model_lib
 from maskvid.sampling import options as options_lib
 from maskvid.sampling import sampler as sampler_lib
-from maskvid.train import step as step_lib
+from maskvid.depth import train as depth_train_lib
+from maskvid.diffusion import trainer as trainer_lib
 from maskvid.vae import cache as cache_lib
 from maskvid.vae import model as vae_model_lib
+from maskvid.vae import train as vae_train_lib
 
-PROGRAMS = ('train', 'sample', 'vae_encode')
+PROGRAMS = ('train', 'sample', 'vae_encode', 'vae_train', 'depth_train')
+DEFAULT_PROGRAMS = PROGRAMS[:3]   # what a diffusion pretraining run executes on the pod
 GiB = topology_lib.GiB
 
 
@@ -97,16 +101,6 @@ _USED = re.compile(r'Used ([\d.]+)([KMGT]) of [\d.]+[KMGT] hbm'
 _UNIT = {'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
 
 
-def memory_of(compiled) -> dict:
-  """Per-chip bytes of a compiled program (`memory_analysis`); donated inputs counted once."""
-  m = compiled.memory_analysis()
-  out = dict(argument=int(m.argument_size_in_bytes), output=int(m.output_size_in_bytes),
-             alias=int(m.alias_size_in_bytes), temp=int(m.temp_size_in_bytes),
-             code=int(m.generated_code_size_in_bytes))
-  out['total'] = out['argument'] + out['output'] - out['alias'] + out['temp'] + out['code']
-  return out
-
-
 def compile_measured(lowered) -> tuple[Optional[Any], dict, str]:
   """(compiled or None, memory, error line) for a lowered program."""
   try:
@@ -119,7 +113,7 @@ def compile_measured(lowered) -> tuple[Optional[Any], dict, str]:
     number, unit = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
     used = float(number) * _UNIT[unit]
     return None, {'total': int(used)}, text.splitlines()[0][:300]
-  return compiled, memory_of(compiled), ''
+  return compiled, bench_common.compiled_memory(compiled), ''
 
 
 # ----------------------------------------------------------------------------- roofline
@@ -189,7 +183,7 @@ class Program:
   note: str = ''
 
 
-def train_program(trainer: step_lib.Trainer) -> Program:
+def train_program(trainer: trainer_lib.Trainer) -> Program:
   """The Trainer's own jitted step, lowered on its abstract state and batch."""
   return Program('train', trainer.lower_step(),
                  f'batch {trainer.global_batch_size}, state donated')
@@ -202,7 +196,7 @@ def eval_batch(config, mesh) -> int:
   return -(-b // div) * div
 
 
-def sample_program(config, trainer: step_lib.Trainer) -> Program:
+def sample_program(config, trainer: trainer_lib.Trainer) -> Program:
   """`sampler.complete` with config.sample's options on the EMA params, as the eval calls it."""
   b = eval_batch(config, trainer.mesh)
   T, h, w, c = trainer.latent_shape
@@ -232,6 +226,17 @@ def vae_encode_program(config, device) -> Program:
   return Program('vae_encode', lowered, f'{cache_lib.ENCODE_CLIPS} clips of {frames_n} x {res}^2')
 
 
+def image_net_program(name: str, config, devices) -> Program:
+  """The VAE's or the depth net's own sharded step (`make_trainer`), data parallel over every
+  chip as its stage runs it."""
+  mesh = sharding_lib.data_parallel_mesh(devices)
+  lib, batch = ((vae_train_lib, config.vae.train.batch_size) if name == 'vae_train'
+                else (depth_train_lib, config.depth.batch_size))
+  _, trainer = lib.make_trainer(config, mesh)
+  return Program(name, trainer.lower(), f'batch {batch} over {mesh.size} chips, '
+                                        f'{trainer.num_params / 1e6:.1f}M params replicated')
+
+
 # ----------------------------------------------------------------------------- the job
 def fix_for(config, name: str, mem: dict, budget_bytes: float, mesh_sizes: dict) -> str:
   """One line: what to change so that program `name` fits."""
@@ -240,6 +245,9 @@ def fix_for(config, name: str, mem: dict, budget_bytes: float, mesh_sizes: dict)
   head = f'{name} needs {need:.2f} GiB per chip, over the {have:.2f} GiB budget: '
   if name == 'vae_encode':
     return head + 'lower maskvid.vae.cache.ENCODE_CLIPS or config.data.resolution'
+  if name in ('vae_train', 'depth_train'):
+    key = 'config.vae.train.batch_size' if name == 'vae_train' else 'config.depth.batch_size'
+    return head + f'lower {key} (its frames are split over every chip)'
   if name == 'sample':
     return head + 'lower config.eval.batch_size or set config.model.attention=flash'
   if config.model.attention == 'xla':
@@ -254,7 +262,7 @@ def fix_for(config, name: str, mem: dict, budget_bytes: float, mesh_sizes: dict)
                  'depth')
 
 
-def compile_for(config, topology: str, num_slices: int = 1, programs=PROGRAMS,
+def compile_for(config, topology: str, num_slices: int = 1, programs=DEFAULT_PROGRAMS,
                 hbm_budget: float = 0.85, fit: bool = True) -> dict:
   """Compiles `programs` of `config` for `num_slices` x `topology`; returns the report.
 
@@ -274,7 +282,7 @@ def compile_for(config, topology: str, num_slices: int = 1, programs=PROGRAMS,
   overrides = {f'mesh.{k}': v for k, v in sizes.items() if v != requested[k]}
   config = with_mesh(config, sizes)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
-  trainer = step_lib.Trainer(config, mesh)
+  trainer = trainer_lib.Trainer(config, mesh)
   hbm = slice_.chip.hbm_bytes
   budget = hbm_budget * hbm
   report = dict(
@@ -301,7 +309,7 @@ def compile_for(config, topology: str, num_slices: int = 1, programs=PROGRAMS,
     if name == 'train':
       entry = measure(name, train_program(trainer), t0)
       per_chip = trainer.global_batch_size // sharding_lib.batch_divisor(mesh)
-      k = step_lib.microbatches(config, trainer.global_batch_size)
+      k = trainer_lib.microbatches(config, trainer.global_batch_size)
       if fit and not entry['fits'] and per_chip > k:
         mem = entry['memory']
         fixed = mem.get('argument', 0) + mem.get('output', 0) + mem.get('code', 0)
@@ -309,19 +317,21 @@ def compile_for(config, topology: str, num_slices: int = 1, programs=PROGRAMS,
         k = min(per_chip, max(2 * k, 2 ** math.ceil(math.log2(max(scale * k, 1)))))
         while per_chip % k == 0:
           config.train.microbatches = k
-          trainer = step_lib.Trainer(config, mesh)
+          trainer = trainer_lib.Trainer(config, mesh)
           entry = measure(name, train_program(trainer), t0)
           if entry['fits'] or k == per_chip:
             break
           k *= 2
         if entry['fits']:
           overrides['train.microbatches'] = k
-      entry['microbatches'] = step_lib.microbatches(config, trainer.global_batch_size)
+      entry['microbatches'] = trainer_lib.microbatches(config, trainer.global_batch_size)
       entry.update(roofline(config, dict(mesh.shape), num_slices, slice_, trainer.num_params))
     elif name == 'sample':
       entry = measure(name, sample_program(config, trainer), t0)
-    else:
+    elif name == 'vae_encode':
       entry = measure(name, vae_encode_program(config, devices[0]), t0)
+    else:
+      entry = measure(name, image_net_program(name, config, devices), t0)
     report['programs'][name] = entry
     if not entry['fits']:
       failures.append(fix_for(config, name, entry['memory'], budget, dict(mesh.shape)))
@@ -373,7 +383,8 @@ def define_flags():
   flags.DEFINE_string('topology', None, 'Cloud TPU accelerator type: v4-N, v5e-N, v5p-N, v6e-N.')
   flags.DEFINE_integer('num_slices', 1, 'Slices joined over DCN (multislice).')
   flags.DEFINE_string('out', '', 'Write the report as JSON here.')
-  flags.DEFINE_list('programs', list(PROGRAMS), f'Which of {list(PROGRAMS)} to compile.')
+  flags.DEFINE_list('programs', list(DEFAULT_PROGRAMS),
+                    f'Which of {list(PROGRAMS)} to compile.')
   flags.DEFINE_float('hbm_budget', 0.85, 'A program over this fraction of HBM fails the job.')
   flags.DEFINE_bool('fit', True, 'Retry an over-budget train step with gradient accumulation.')
   flags.mark_flags_as_required(['config', 'topology'])

@@ -15,7 +15,7 @@ from maskvid.data import storage
 from maskvid.depth import train as depth_train
 from maskvid.eval import run as eval_run
 from maskvid.sampling import preview
-from maskvid.train import loop
+from maskvid.diffusion import train as diffusion_train
 from maskvid.vae import cache
 from maskvid.vae import train as vae_train
 from maskvid.workdir import stage_dir
@@ -45,7 +45,7 @@ def run_cache(config, workdir: str) -> None:
 
 
 def run_diffusion(config, workdir: str) -> dict:
-  return loop.train_and_evaluate(config, workdir, preview.make_evaluator(config, workdir))
+  return diffusion_train.train_and_evaluate(config, workdir, preview.make_evaluator(config, workdir))
 
 
 def baseline_config(config, workdir: str, name: str):
@@ -71,7 +71,7 @@ def ensure_baseline(config, workdir: str, name: str) -> str:
   """Trains baseline `name` unless its run finished; returns its diffusion dir."""
   cfg = baseline_config(config, workdir, name)
   d = cfg.paths.diffusion
-  if loop.is_finished(d):
+  if diffusion_train.is_finished(d):
     logging.info('baseline %s: finished run in %s, not retraining', name, d)
     return d
   logging.info('baseline %s: training %d steps in %s', name, int(cfg.train.steps), d)

@@ -65,10 +65,10 @@ def main():
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from maskvid.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from maskvid.diffusion import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
   pid, nproc = jax.process_index(), jax.process_count()
-  trainer = step_lib.Trainer(config)
+  trainer = trainer_lib.Trainer(config)
   local_b = trainer.local_batch_size
   assert local_b == distributed.host_local_batch_size(GLOBAL_BATCH) == GLOBAL_BATCH // nproc
 
@@ -90,12 +90,12 @@ def main():
     losses.append(float(metrics['loss']))
 
   # Orbax from every process into one shared directory, then restore onto the same shardings.
-  manager = ckpt_lib.make_manager(args.workdir, config)
+  manager = ckpt_lib.make_manager(args.workdir)
   assert ckpt_lib.save(manager, state, force=True)
   manager.wait_until_finished()
   distributed.sync('checkpoint-written')
   manager.close()
-  manager = ckpt_lib.make_manager(args.workdir, config)
+  manager = ckpt_lib.make_manager(args.workdir)
   restored = ckpt_lib.restore_latest(manager, trainer.abstract_state)
   manager.close()
   restored_step = int(jax.device_get(restored.step))
@@ -118,7 +118,7 @@ def main():
   if args.eval:
     # What train_and_evaluate's evaluate() does on every process: sample with replicated EMA
     # params from host arrays, then read the result back with np.asarray.
-    from maskvid.diffusion import masks as masks_lib  # pylint: disable=g-import-not-at-top
+    from maskvid.diffusion import mask_mixture as masks_lib  # pylint: disable=g-import-not-at-top
     config.sample.num_steps = 2
     gt = np.random.default_rng(7).standard_normal((2, *trainer.latent_shape)).astype(np.float32)
     known_mask = np.asarray(masks_lib.sample_known_mask(

@@ -19,7 +19,7 @@ from maskvid import aot
 from maskvid import sharding as sharding_lib
 from maskvid import topology
 from maskvid.model import attention as attention_lib
-from maskvid.train import step as step_lib
+from maskvid.diffusion import trainer as trainer_lib
 
 os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +58,8 @@ def test_tiny_programs_compile_for_tpu_under_hbm(name, attention, programs):
   c.model.attention, c.model.dtype = attention, 'bfloat16'
   c.data.resolution = 16                   # a small VAE (1, 2): its encoder compiles fast
   c.vae.channel_multipliers, c.vae.base_channels, c.vae.norm_groups = (1, 2), 8, 4
+  c.vae.train.batch_size = c.depth.batch_size = 4     # frames split over the 4 chips
+  c.depth.resolution, c.depth.base_channels, c.depth.channel_multipliers = 16, 8, (1, 2)
   report = aot.compile_for(c, name, programs=programs)
   for key in ('topology', 'chips', 'mesh', 'params', 'global_batch', 'programs', 'overrides'):
     assert key in report
@@ -167,12 +169,12 @@ def test_pod_larger_than_the_batch_moves_fsdp_to_tensor():
 def test_the_compiled_step_is_the_trainers_own_function():
   devices = topology.compile_only_devices(topology.parse('v5e-4'))
   c = small_config(fsdp=4)
-  trainer = step_lib.Trainer(c, sharding_lib.make_mesh(c.mesh, devices))
+  trainer = trainer_lib.Trainer(c, sharding_lib.make_mesh(c.mesh, devices))
   lowered = aot.train_program(trainer).lowered
   with trainer.context():
     direct = trainer.step_fn.lower(trainer.abstract_state, trainer.abstract_batch)
   assert lowered.as_text() == direct.as_text()
-  assert trainer.step_fn is trainer._step   # what Trainer.step calls
+  assert trainer.step_fn is trainer.sharded._step   # what Trainer.step calls
   assert trainer.module.attention == 'xla'
 
 
@@ -183,7 +185,7 @@ def test_flash_resolves_per_target_platform():
   devices = topology.compile_only_devices(topology.parse('v5e-4'))
   c = small_config(fsdp=2, tensor=2)
   c.model.attention, c.model.dtype = 'flash', 'bfloat16'
-  trainer = step_lib.Trainer(c, sharding_lib.make_mesh(c.mesh, devices))
+  trainer = trainer_lib.Trainer(c, sharding_lib.make_mesh(c.mesh, devices))
   assert trainer.module.attention == 'splash'       # host is a CPU; the target is a TPU
   text = trainer.lower_step().as_text()
   assert '@_splash_attention' in text and 'sdy.manual_computation' in text   # kernel in shard_map

@@ -8,7 +8,7 @@ import pytest
 
 from configs import default
 from maskvid.diffusion import loss as L
-from maskvid.diffusion import masks as K
+from maskvid.diffusion import mask_mixture as K
 from maskvid.diffusion import schedule as S
 from maskvid.model import model as M
 

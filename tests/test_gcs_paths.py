@@ -17,7 +17,7 @@ from etils.epath import gpath
 from etils.epath import testing as epath_testing
 
 from maskvid import workdir as workdir_lib
-from maskvid.vae import checkpoint as vae_checkpoint
+from maskvid.train import state as state_lib
 from maskvid.vae import evaluate as vae_eval
 from maskvid import pictures
 from maskvid import fileio
@@ -123,6 +123,7 @@ def test_absolute_and_stage_dir_keep_uris():
 # ------------------------------------------------------------------------------ stage files
 
 def test_save_and_load_config(fake_gcs):
+  from maskvid.model import model  # pylint: disable=g-import-not-at-top
   from maskvid.train import checkpoint  # pylint: disable=g-import-not-at-top
   config = _config()
   workdir_lib.save_config(config, 'gs://bucket/run/vae')
@@ -136,7 +137,7 @@ def test_save_and_load_config(fake_gcs):
   # Inference from a gs:// dir without checkpoints: the usual error, naming the URI.
   workdir_lib.save_config(config, 'gs://bucket/run/diffusion')
   with pytest.raises(FileNotFoundError, match='gs://bucket/run/diffusion/checkpoints'):
-    checkpoint.load_for_inference('gs://bucket/run/diffusion')
+    model.load_for_inference('gs://bucket/run/diffusion')
   with pytest.raises(FileNotFoundError, match='no config.json'):
     workdir_lib.load_config('gs://bucket/run/nothing', 'VAE')
 
@@ -163,7 +164,8 @@ def test_vae_final_eval_writes_json_and_png(fake_gcs, monkeypatch):
   split_metrics = {'psnr': 21.0, 'ssim': 0.5, 'l1': 0.1}
   monkeypatch.setattr(vae_eval, 'evaluate', lambda *a, **k: {'test': dict(split_metrics)})
   monkeypatch.setattr(vae_eval, 'reconstruct', lambda module, params, x, fn=None: x)
-  state = vae_checkpoint.TrainState(step=np.int32(7), params={}, opt_state=())
+  state = state_lib.TrainState(step=np.int32(7), params={}, opt_state=(), ema_params=None,
+                               rng=None)
   eval_sets = {'test': np.zeros((4, 1, 16, 16, 3), np.float32)}
   fileio.makedirs('gs://bucket/run/vae')   # train_vae does this first
   flat = vae_eval.final_eval('gs://bucket/run/vae', None, state, eval_sets, None, {})
@@ -190,7 +192,7 @@ def test_diffusion_eval_pictures(fake_gcs, tmp_path):
                    'bucket/run/diffusion/samples_0000005.png'], files
   # A latent cache on gs:// is refused up front, naming the config key.
   with pytest.raises(ValueError, match='paths.latents'):
-    from maskvid.train import loop  # pylint: disable=g-import-not-at-top
+    from maskvid.diffusion import train as loop  # pylint: disable=g-import-not-at-top
     loop._require_latent_cache('gs://bucket/run/latents')  # pylint: disable=protected-access
 
 

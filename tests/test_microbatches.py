@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from maskvid.train import step as step_lib
+from maskvid.diffusion import trainer as trainer_lib
 
 
 def test_accumulated_gradient_equals_the_full_batch_gradient():
@@ -22,7 +22,7 @@ def test_accumulated_gradient_equals_the_full_batch_gradient():
 
   grad_fn = jax.value_and_grad(loss, has_aux=True)
   (l_full, _), g_full = grad_fn(params, x, mask, None)
-  (l_acc, aux), g_acc = step_lib._accumulate(grad_fn, params, x, mask, jax.random.key(0), 4)
+  (l_acc, aux), g_acc = trainer_lib._accumulate(grad_fn, params, x, mask, jax.random.key(0), 4)
   np.testing.assert_allclose(l_acc, l_full, rtol=1e-6)
   np.testing.assert_allclose(g_acc['w'], g_full['w'], rtol=1e-5)
   assert float(aux['rows']) == 2.0                  # each microbatch held 8 / 4 rows
@@ -31,7 +31,7 @@ def test_accumulated_gradient_equals_the_full_batch_gradient():
 def test_trainer_with_microbatches_steps_and_checks_divisibility():
   c = tiny.get_config()
   c.model.depth, c.train.batch_size, c.train.microbatches = 1, 4, 2
-  trainer = step_lib.Trainer(c)
+  trainer = trainer_lib.Trainer(c)
   state = trainer.init(0)
   x = np.random.default_rng(0).normal(size=(4, *trainer.latent_shape)).astype(np.float32)
   for _ in range(2):
@@ -39,4 +39,4 @@ def test_trainer_with_microbatches_steps_and_checks_divisibility():
   assert int(state.step) == 2 and np.isfinite(float(metrics['loss']))
   c.train.microbatches = 3
   with pytest.raises(ValueError, match='config.train.microbatches=3'):
-    step_lib.Trainer(c)
+    trainer_lib.Trainer(c)

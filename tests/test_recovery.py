@@ -11,7 +11,9 @@ import pytest
 from maskvid import recovery
 from maskvid import stages
 from maskvid.train import checkpoint as ckpt_lib
-from maskvid.train import step as step_lib
+from maskvid.diffusion import trainer as trainer_lib
+from maskvid.model import model as model_lib
+from maskvid.train import sharded as sharded_lib
 
 import test_train_loop
 
@@ -23,7 +25,7 @@ def _leaves(tree):
 
 
 def _ema(diffusion_dir):
-  return _leaves(ckpt_lib.load_for_inference(diffusion_dir)[2])
+  return _leaves(model_lib.load_for_inference(diffusion_dir)[2])
 
 
 def _workdir(tmp_path, name):
@@ -48,19 +50,13 @@ def test_sigterm_saves_the_step_and_resume_matches_an_uninterrupted_run(tmp_path
   steps = 6
   full = _workdir(tmp_path, 'full')
   assert recovery_worker.run(full, steps) == 0
-  real = step_lib.Trainer.step
-
-  def step(self, state, batch):
-    if int(state.step) == 3:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return real(self, state, batch)
   cut = _workdir(tmp_path, 'cut')
-  monkeypatch.setattr(step_lib.Trainer, 'step', step)
+  restore = _sigterm_before_step(monkeypatch, 3)
   assert recovery_worker.run(cut, steps) == recovery.EXIT_CODE
   message = [l for l in capsys.readouterr().err.splitlines() if l.startswith('maskvid: preempted')]
   assert len(message) == 1 and 'saved step 4' in message[0], message
   assert _steps_on_disk(os.path.join(cut, 'diffusion')) == [4]      # 0 steps lost
-  monkeypatch.setattr(step_lib.Trainer, 'step', real)
+  restore()
   assert recovery_worker.run(cut, steps) == 0
   assert _steps_on_disk(os.path.join(cut, 'diffusion'))[-1] == steps
   for a, b in zip(_ema(os.path.join(full, 'diffusion')), _ema(os.path.join(cut, 'diffusion'))):
@@ -121,7 +117,7 @@ def test_a_changed_config_moves_nothing_and_says_so(tmp_path):
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_before_any_checkpoint_holds_it(tmp_path, monkeypatch):
-  real_step = step_lib.Trainer.step
+  real_step = trainer_lib.Trainer.step
 
   def poisoned(self, state, batch):
     state, metrics = real_step(self, state, batch)
@@ -129,7 +125,7 @@ def test_non_finite_loss_stops_before_any_checkpoint_holds_it(tmp_path, monkeypa
       metrics = dict(metrics, loss=metrics['loss'] * np.nan)
     return state, metrics
 
-  monkeypatch.setattr(step_lib.Trainer, 'step', poisoned)
+  monkeypatch.setattr(trainer_lib.Trainer, 'step', poisoned)
   run = _workdir(tmp_path, 'nan')
   with pytest.raises(recovery.NonFiniteLoss, match=r'loss nan at step 3.*last good checkpoint: '
                      r'step 2'):
@@ -146,20 +142,21 @@ def test_check_finite_names_the_step():
     recovery.check_finite([1.0], {'w': np.array([1.0, np.nan], np.float32)}, 7, 'step 5')
 
 
-def _sigterm_at(step_to_signal):
-  """A wrapper for a step function that sends this process SIGTERM before step `step_to_signal`."""
-  def wrap(fn, get_step):
-    def step(*args, **kwargs):
-      if get_step(*args) == step_to_signal:
-        os.kill(os.getpid(), signal.SIGTERM)
-      return fn(*args, **kwargs)
-    return step
-  return wrap
+def _sigterm_before_step(monkeypatch, step_to_signal):
+  """Every trainer's sharded step sends this process SIGTERM before update `step_to_signal`."""
+  real = sharded_lib.ShardedStep.step
+
+  def step(self, state, batch):
+    if int(state.step) == step_to_signal:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real(self, state, batch)
+  monkeypatch.setattr(sharded_lib.ShardedStep, 'step', step)
+  return lambda: monkeypatch.setattr(sharded_lib.ShardedStep, 'step', real)
 
 
 @pytest.mark.slow
 def test_vae_trainer_saves_on_sigterm_and_resumes_bit_exactly(tmp_path, monkeypatch):
-  from maskvid.vae import checkpoint as vae_checkpoint
+  from maskvid.vae import model as vae_model
   from maskvid.vae import testing
   from maskvid.vae import train as vae_train
   sources = {'train': testing.ProceduralClips(6, 4, 16, seed=0),
@@ -167,22 +164,20 @@ def test_vae_trainer_saves_on_sigterm_and_resumes_bit_exactly(tmp_path, monkeypa
   c = testing.tiny_config(steps=6)
   c.vae.train.checkpoint_every = 100
   vae_train.train_vae_on_sources(c, str(tmp_path / 'full'), sources)
-  real = vae_train.make_train_step
-  monkeypatch.setattr(vae_train, 'make_train_step', lambda *a, **k: _sigterm_at(2)(
-      real(*a, **k), lambda state, *rest: int(state.step)))
+  restore = _sigterm_before_step(monkeypatch, 2)
   with pytest.raises(recovery.Preempted, match='saved step 3'):
     vae_train.train_vae_on_sources(c, str(tmp_path / 'cut'), sources)
-  monkeypatch.setattr(vae_train, 'make_train_step', real)
+  restore()
   vae_train.train_vae_on_sources(c, str(tmp_path / 'cut'), sources)
-  for a, b in zip(_leaves(vae_checkpoint.load_vae(str(tmp_path / 'full'))[1]),
-                  _leaves(vae_checkpoint.load_vae(str(tmp_path / 'cut'))[1])):
+  for a, b in zip(_leaves(vae_model.load_vae(str(tmp_path / 'full'))[1]),
+                  _leaves(vae_model.load_vae(str(tmp_path / 'cut'))[1])):
     np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
 def test_depth_trainer_saves_on_sigterm_and_resumes_bit_exactly(tmp_path, monkeypatch):
   from configs import default
-  from maskvid.depth import checkpoint as depth_checkpoint
+  from maskvid import depth as depth_lib
   from maskvid.depth import train as depth_train
   c = default.get_config()
   c.depth.resolution, c.depth.steps, c.depth.batch_size = 16, 6, 4
@@ -192,24 +187,13 @@ def test_depth_trainer_saves_on_sigterm_and_resumes_bit_exactly(tmp_path, monkey
   data = {'rgb': rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8),
           'depth': rng.uniform(1, 5, (8, 16, 16)).astype(np.float32)}
   depth_train.train_depth(c, str(tmp_path / 'full'), train_data=data, eval_data=data)
-  real = depth_train.make_train_step
-  calls = {'n': 0}
-
-  def counting(*a, **k):
-    fn = real(*a, **k)
-    def step(*args):
-      calls['n'] += 1
-      if calls['n'] == 3:
-        os.kill(os.getpid(), signal.SIGTERM)
-      return fn(*args)
-    return step
-  monkeypatch.setattr(depth_train, 'make_train_step', counting)
+  restore = _sigterm_before_step(monkeypatch, 2)
   with pytest.raises(recovery.Preempted, match='saved step 3'):
     depth_train.train_depth(c, str(tmp_path / 'cut'), train_data=data, eval_data=data)
-  monkeypatch.setattr(depth_train, 'make_train_step', real)
+  restore()
   depth_train.train_depth(c, str(tmp_path / 'cut'), train_data=data, eval_data=data)
-  a = depth_checkpoint.restore_params(c, str(tmp_path / 'full' / 'depth'))[1]
-  b = depth_checkpoint.restore_params(c, str(tmp_path / 'cut' / 'depth'))[1]
+  a = depth_lib.load_depth_estimator(str(tmp_path / 'full' / 'depth')).params
+  b = depth_lib.load_depth_estimator(str(tmp_path / 'cut' / 'depth')).params
   for x, y in zip(_leaves(a), _leaves(b)):
     np.testing.assert_array_equal(x, y)
 

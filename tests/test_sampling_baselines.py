@@ -82,13 +82,13 @@ def test_training_preview_samples_a_baseline_with_its_own_sampler(name):
   from configs import tiny
   from maskvid import sharding, stages
   from maskvid.sampling import noise, preview
-  from maskvid.train import step as step_lib
+  from maskvid.diffusion import trainer as trainer_lib
   import random_weights
   c = stages.baseline_config(tiny.get_config(), '/unused', name)
   c.model.width, c.model.depth, c.model.num_heads = 32, 1, 2
   c.data.clip_length, c.sample.num_steps = 2, 2
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
-  trainer = step_lib.Trainer(c, mesh=sharding.make_mesh(c.mesh, devices=jax.devices()[:1]))
+  trainer = trainer_lib.Trainer(c, mesh=sharding.make_mesh(c.mesh, devices=jax.devices()[:1]))
   params = random_weights.with_random_weights(trainer.init(0)).ema_params
   h, w, ch = trainer.latent_shape[1:]
   gt = np.random.RandomState(0).normal(size=(2, 2, h, w, ch)).astype(np.float32)

@@ -38,7 +38,7 @@ def workdir(tmp_path_factory):
   load_vae reads), latents/ (stats.json + COMPLETE.json as the cache writes them)."""
   from maskvid.train import checkpoint as ckpt_lib
   from maskvid import sharding
-  from maskvid.train import step as step_lib
+  from maskvid.diffusion import trainer as trainer_lib
   from maskvid.vae import cache
   from maskvid.vae import model as vae_model
 
@@ -48,8 +48,8 @@ def workdir(tmp_path_factory):
     workdir_lib.save_config(config, os.path.join(root, stage))
 
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
-  trainer = step_lib.Trainer(config, mesh=mesh)
-  manager = ckpt_lib.make_manager(os.path.join(root, 'diffusion'), config)
+  trainer = trainer_lib.Trainer(config, mesh=mesh)
+  manager = ckpt_lib.make_manager(os.path.join(root, 'diffusion'))
   ckpt_lib.save(manager, random_weights.with_random_weights(trainer.init(0)), force=True)
   manager.wait_until_finished()
   manager.close()
@@ -115,7 +115,7 @@ def test_generated_tokens_are_the_euler_path_of_the_loaded_model(completer, work
   from the sampler's start noise with the model applied op by op (no jit, no scan): a dropped
   known mask, a wrong noise level or other weights than the run's EMA break it; a zero model
   (`Trainer.init`'s output layer) would leave the start noise, which the last check rejects."""
-  from maskvid.train import checkpoint as ckpt_lib
+  from maskvid.model import model as model_lib
   frames = clip(5, batch=1)
   mask = np.ones(frames.shape[:-1], bool)
   mask[:, 1, :, 8:] = False        # frame 1's right half: its tokens are generated
@@ -123,7 +123,7 @@ def test_generated_tokens_are_the_euler_path_of_the_loaded_model(completer, work
   res = completer.complete_video(frames, mask, rng=rng, return_latents=True)
   known = res['known_mask']
   z = np.asarray(res['latents'])
-  _, module, ema = ckpt_lib.load_for_inference(os.path.join(workdir, 'diffusion'))
+  _, module, ema = model_lib.load_for_inference(os.path.join(workdir, 'diffusion'))
   eps0 = random_weights.start_noise(rng, z.shape)
   x = np.where(known[..., None], z, eps0)
   for t, s in ((1.0, 0.5), (0.5, 0.0)):

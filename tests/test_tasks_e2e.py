@@ -12,7 +12,6 @@ import pytest
 from configs import default
 from maskvid import workdir as workdir_lib
 from maskvid import optim
-from maskvid.vae import checkpoint as vae_checkpoint
 from maskvid.sampling import completer as completer_lib
 from maskvid.sampling import noise
 from maskvid.tasks import cli
@@ -29,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings('ignore:os.fork')]
 def write_tiny_workdir(workdir: str):
   """diffusion/ (random transformer), vae/ (random VAE) and latents/ stats of a tiny run."""
   from maskvid.train import checkpoint as ckpt_lib
-  from maskvid.train import step as step_lib
+  from maskvid.diffusion import trainer as trainer_lib
   from maskvid.vae import cache as cache_lib
   from maskvid.vae import model as vae_model
   from maskvid.vae import train as vae_train
@@ -49,11 +48,9 @@ def write_tiny_workdir(workdir: str):
   vae_dir, diffusion_dir, latents_dir = (os.path.join(workdir, s)
                                          for s in ('vae', 'diffusion', 'latents'))
   workdir_lib.save_config(c, vae_dir)
-  module = vae_model.from_config(c.vae)
-  state = vae_train.init_state(module, optim.adam_direction(c.vae.train),
-                               jax.random.key(0, impl='rbg'), (32, 32, 3))
-  mgr = vae_checkpoint.make_manager(vae_dir)  # pylint: disable=protected-access
-  vae_checkpoint.save(mgr, state)  # pylint: disable=protected-access
+  state = vae_train.make_trainer(c)[1].init(0)
+  mgr = ckpt_lib.make_manager(vae_dir)
+  ckpt_lib.save(mgr, state, force=True)
   mgr.wait_until_finished()
   mgr.close()
   os.makedirs(latents_dir)
@@ -62,8 +59,8 @@ def write_tiny_workdir(workdir: str):
   with open(os.path.join(latents_dir, cache_lib.COMPLETE_FILE), 'w') as f:
     json.dump({}, f)
   workdir_lib.save_config(c, diffusion_dir)
-  trainer = step_lib.Trainer(c)
-  mgr = ckpt_lib.make_manager(diffusion_dir, c)
+  trainer = trainer_lib.Trainer(c)
+  mgr = ckpt_lib.make_manager(diffusion_dir)
   ckpt_lib.save(mgr, random_weights.with_random_weights(trainer.init(0)), force=True)
   mgr.wait_until_finished()
   mgr.close()

@@ -19,7 +19,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 from maskvid import optim
 from maskvid import sharding as sharding_lib  # pylint: disable=wrong-import-position
 from maskvid.train import state as state_lib  # pylint: disable=wrong-import-position
-from maskvid.train import step as step_lib  # pylint: disable=wrong-import-position
+from maskvid.diffusion import trainer as trainer_lib  # pylint: disable=wrong-import-position
 
 SHAPE = (4, 8, 8, 4)   # latents per example [T, h, w, c]
 BATCH = 4
@@ -39,7 +39,7 @@ def tiny_config(**train):
 
 @pytest.fixture(scope='module')
 def trainer():
-  return step_lib.Trainer(tiny_config())
+  return trainer_lib.Trainer(tiny_config())
 
 
 def fixed_batch(seed=0):
@@ -55,7 +55,7 @@ def fixed_batch(seed=0):
 @pytest.mark.slow   # a trainer run for many steps: the integration tier
 def test_steps_lower_the_loss_on_a_fixed_batch(trainer):
   from maskvid.diffusion import loss as loss_lib  # pylint: disable=g-import-not-at-top
-  from maskvid.diffusion import masks as masks_lib  # pylint: disable=g-import-not-at-top
+  from maskvid.diffusion import mask_mixture as masks_lib  # pylint: disable=g-import-not-at-top
   config = trainer.config
   batch = fixed_batch()
   assert batch.shape == (BATCH, *SHAPE)

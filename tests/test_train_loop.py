@@ -47,9 +47,10 @@ def _leaves(tree):
 
 def _scenarios(tmp: str) -> dict:
   import shutil  # pylint: disable=g-import-not-at-top
-  from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from maskvid.diffusion import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  from maskvid.model import model as model_lib  # pylint: disable=g-import-not-at-top
   from maskvid import stages  # pylint: disable=g-import-not-at-top
-  from maskvid.train import loop  # pylint: disable=g-import-not-at-top
+  from maskvid.diffusion import train as loop  # pylint: disable=g-import-not-at-top
   report = {}
   config = tiny_config()
 
@@ -74,7 +75,7 @@ def _scenarios(tmp: str) -> dict:
   report['files_a'] = sorted(os.listdir(diff_a))
   report['steps_a'] = sorted(int(s) for s in os.listdir(os.path.join(diff_a, 'checkpoints'))
                              if s.isdigit())
-  _, _, ema_a = ckpt_lib.load_for_inference(diff_a)
+  _, _, ema_a = model_lib.load_for_inference(diff_a)
 
   # Run B, "killed" right after checkpoint KILL_AT: later checkpoints and outputs never existed.
   stages.run_diffusion(config, wd_b)
@@ -84,15 +85,14 @@ def _scenarios(tmp: str) -> dict:
       shutil.rmtree(os.path.join(diff_b, 'checkpoints', s))
   os.remove(os.path.join(diff_b, loop.FINAL_METRICS))
   report['result_b'] = stages.run_diffusion(config, wd_b)   # resumes from KILL_AT
-  cfg_b, module_b, ema_b = ckpt_lib.load_for_inference(diff_b)
+  cfg_b, module_b, ema_b = model_lib.load_for_inference(diff_b)
   report['inference_module'] = type(module_b).__name__
   report['inference_width'] = int(cfg_b.model.width)
   report['inference_patch_size'] = list(cfg_b.model.patch_size)
   report['ema_max_abs_diff'] = max(float(np.max(np.abs(a - b)))
                                    for a, b in zip(_leaves(ema_a), _leaves(ema_b)))
   report['ema_num_leaves'] = len(_leaves(ema_a))
-  from maskvid.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  init = step_lib.Trainer(config).init(int(config.seed)).params
+  init = trainer_lib.Trainer(config).init(int(config.seed)).params
   report['ema_vs_init_max_abs_diff'] = max(float(np.max(np.abs(a - b)))
                                            for a, b in zip(_leaves(ema_a), _leaves(init)))
 
@@ -100,7 +100,7 @@ def _scenarios(tmp: str) -> dict:
   report['result_again'] = stages.run_diffusion(config, wd_a)
 
   try:
-    ckpt_lib.load_for_inference(os.path.join(tmp, 'nowhere', 'diffusion'))
+    model_lib.load_for_inference(os.path.join(tmp, 'nowhere', 'diffusion'))
   except FileNotFoundError as e:
     report['missing_ckpt_error'] = str(e)
   return report

@@ -28,7 +28,7 @@ def _compare() -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from maskvid import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from maskvid.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from maskvid.diffusion import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
   assert jax.device_count() == 8, jax.devices()
   config = tiny_config()
@@ -37,7 +37,7 @@ def _compare() -> dict:
   for name, axes, devices in (('single', (1, 1, 1), jax.devices()[:1]),
                               ('sharded', (2, 2, 2), jax.devices())):
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = axes
-    trainer = step_lib.Trainer(config, mesh=sharding_lib.make_mesh(config.mesh, devices))
+    trainer = trainer_lib.Trainer(config, mesh=sharding_lib.make_mesh(config.mesh, devices))
     state = trainer.init(0)
     losses = []
     for _ in range(2):

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from maskvid.vae import checkpoint as vae_checkpoint
+from maskvid.vae import model as vae_model
 from maskvid.data import sources
 from maskvid.vae import cache
 from maskvid.vae import testing
@@ -61,7 +61,7 @@ def test_cache_round_trip(tmp_path, vae_dir, fake_data):
   assert stats['shift'].shape == stats['scale'].shape == (4,)
   assert np.all(stats['scale'] > 0)
 
-  module, params = vae_checkpoint.load_vae(vae_dir)
+  module, params = vae_model.load_vae(vae_dir)
   all_train = []
   for split, src in SOURCES.items():
     latent_src = cache.LatentSource(latents_dir, split)

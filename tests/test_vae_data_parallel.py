@@ -3,8 +3,6 @@
 XLA_FLAGS must be set before jax is imported, so the runs happen in a fresh subprocess (this
 file's __main__ with --devices=N) that writes JSON back to the test.
 """
-from maskvid import optim
-from maskvid.vae import checkpoint as vae_checkpoint
 import json
 import os
 import re
@@ -47,9 +45,8 @@ def _train(workdir: str, steps: int) -> dict:
   sources = {'train': testing.ProceduralClips(6, 4, 16, seed=0),
              'test': testing.ProceduralClips(2, 4, 16, seed=1)}
   result = train.train_vae_on_sources(c, workdir, sources)
-  module, params = vae_checkpoint.load_vae(workdir)
-  init = train.init_state(module, optim.adam_direction(c.vae.train),
-                          jax.random.key(int(c.seed), impl='rbg'), (16, 16, 3)).params
+  _, params = train.vae_model.load_vae(workdir)
+  init = train.sharding_lib.local_copy(train.make_trainer(c)[1].init(int(c.seed)).params)
   head = lambda tree: [np.asarray(x).ravel()[:64].tolist() for x in jax.tree.leaves(tree)]
   return {'devices': jax.device_count(), 'result': result, 'params': head(params),
           'init': head(init), 'all_reduces': _all_reduces_per_step(c)}
@@ -57,18 +54,9 @@ def _train(workdir: str, steps: int) -> dict:
 
 def _all_reduces_per_step(c) -> int:
   """All-reduce ops in the compiled data-parallel train step (XLA:CPU pays a rendezvous each)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from maskvid import sharding  # pylint: disable=g-import-not-at-top
   from maskvid.vae import train  # pylint: disable=g-import-not-at-top
-  module, tx, mesh = train.vae_model.from_config(c.vae), optim.adam_direction(c.vae.train), \
-      sharding.data_parallel_mesh()
-  state = sharding.replicate(train.init_state(module, tx, jax.random.key(0, impl='rbg'),
-                                           (16, 16, 3)), mesh)
-  frames = sharding.put_batch(np.zeros((4 // jax.process_count(), 1, 16, 16, 3), np.float32),
-                                  sharding.batch_sharding(mesh))
-  step = train.make_train_step(module, tx, c.vae, mesh)
-  hlo = step.func.lower(*step.args, state, frames, jax.random.key(0), np.float32(1e-3))
-  return len(re.findall(r' all-reduce(?:-start)?\(', hlo.compile().as_text()))
+  hlo = train.make_trainer(c)[1].lower().compile().as_text()
+  return len(re.findall(r' all-reduce(?:-start)?\(', hlo))
 
 
 def _run(devices: int, workdir: str, steps: int) -> dict:

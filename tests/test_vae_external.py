@@ -171,7 +171,7 @@ def test_external_vae_instead_of_training_one(tmp_path):
   weights as the VAE stage's checkpoint, and the latent cache encodes with them."""
   from maskvid import stages  # pylint: disable=g-import-not-at-top
   from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
-  from maskvid.vae import checkpoint  # pylint: disable=g-import-not-at-top
+  from maskvid.vae import model as vae_model  # pylint: disable=g-import-not-at-top
   from maskvid.vae import testing  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / 'vae.safetensors')
   sd = diffusers_state_dict(seed=3)
@@ -182,7 +182,7 @@ def test_external_vae_instead_of_training_one(tmp_path):
   c.data.clips = {'train': 4, 'test': 2}
   workdir = str(tmp_path / 'run')
   stages.run_vae(c, workdir)
-  _, params = checkpoint.load_vae(str(tmp_path / 'run' / 'vae'))
+  _, params = vae_model.load_vae(str(tmp_path / 'run' / 'vae'))
   np.testing.assert_array_equal(params['params']['encoder']['conv_in']['kernel'],
                                 sd['encoder.conv_in.weight'].transpose(2, 3, 1, 0))
   stages.run_cache(c, workdir)

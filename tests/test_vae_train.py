@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from maskvid import optim
-from maskvid.vae import checkpoint as vae_checkpoint
+from maskvid.train import checkpoint
 from maskvid.vae import evaluate as vae_eval
+from maskvid.vae import model as vae_model
 from maskvid.vae import pipeline as vae_pipeline
 from maskvid.vae import testing
 from maskvid.vae import train
@@ -26,17 +27,14 @@ def sources():
 @pytest.mark.slow
 def test_training_lowers_the_loss():
   c = tiny_config(steps=40)
-  module = train.vae_model.from_config(c.vae)
-  tx = optim.adam_direction(c.vae.train)
-  state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
-  step = train.make_train_step(module, tx, c.vae)
-  schedule = optim.make_schedule(c.vae.train, 'config.vae.train')
+  module, trainer = train.make_trainer(c)
+  state = trainer.init(0)
   data = vae_pipeline.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)
   eval_set = vae_pipeline.eval_frames(sources()['test'], 8)
   before = vae_eval.evaluate(module, state.params, {'test': eval_set})['test']
   l1 = []
   for s in range(40):
-    state, m = step(state, data[s]['frames'], jax.random.key(s), schedule(s))
+    state, m = trainer.step(state, data[s]['frames'])
     l1.append(float(m['l1']))
   after = vae_eval.evaluate(module, state.params, {'test': eval_set})['test']
   assert np.mean(l1[-5:]) < 0.6 * np.mean(l1[:3]), l1
@@ -77,7 +75,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
   full = str(tmp_path / 'full')
   res_full = train.train_vae_on_sources(c, full, sources())
   assert res_full['step'] == 4 and res_full['resumed_from'] == 0
-  assert sorted(os.listdir(os.path.join(full, vae_checkpoint.CHECKPOINT_SUBDIR))) == ['2', '4']
+  assert sorted(os.listdir(os.path.join(full, checkpoint.CHECKPOINT_SUBDIR))) == ['2', '4']
   for name in ('eval.json', 'reconstructions.png', 'config.json'):
     assert os.path.exists(os.path.join(full, name)), name
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(full))
@@ -89,15 +87,15 @@ def test_resume_matches_uninterrupted_run(tmp_path):
   # Simulate a crash after step 2: drop the last checkpoint and the final outputs.
   crashed = str(tmp_path / 'crashed')
   shutil.copytree(full, crashed)
-  shutil.rmtree(os.path.join(crashed, vae_checkpoint.CHECKPOINT_SUBDIR, '4'))
+  shutil.rmtree(os.path.join(crashed, checkpoint.CHECKPOINT_SUBDIR, '4'))
   os.remove(os.path.join(crashed, 'eval.json'))
   res_resumed = train.train_vae_on_sources(c, crashed, sources())
   assert res_resumed['resumed_from'] == 2 and res_resumed['step'] == 4
   # Step 4's loss (and every metric) equals the uninterrupted run's: same data, rng and state.
   for k in ('final_train_loss', 'final_train_l1', 'final_train_kl', 'test/psnr'):
     np.testing.assert_allclose(res_resumed[k], res_full[k], rtol=1e-5, err_msg=k)
-  _, p_full = vae_checkpoint.load_vae(full)
-  _, p_resumed = vae_checkpoint.load_vae(crashed)
+  _, p_full = vae_model.load_vae(full)
+  _, p_resumed = vae_model.load_vae(crashed)
   for a, b in zip(jax.tree.leaves(p_full), jax.tree.leaves(p_resumed)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -109,34 +107,33 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 def test_load_vae_errors_name_the_directory(tmp_path):
   missing = str(tmp_path / 'no_such_vae')
   with pytest.raises(FileNotFoundError, match='no_such_vae'):
-    vae_checkpoint.load_vae(missing)
+    vae_model.load_vae(missing)
   empty = tmp_path / 'empty_vae'
   empty.mkdir()
   with pytest.raises(FileNotFoundError, match='empty_vae'):
-    vae_checkpoint.load_vae(str(empty))
+    vae_model.load_vae(str(empty))
 
 
 
-def _fresh_state_and_batch():
-  """(config, module, tx, step-0 state, first 4-frame batch) of the tiny VAE."""
-  c = tiny_config()
-  module = train.vae_model.from_config(c.vae)
-  tx = optim.adam_direction(c.vae.train)
-  state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (16, 16, 3))
-  frames = vae_pipeline.frame_dataset(sources()['train'], batch_size=4, resolution=16, seed=0)[0]['frames']
-  return c, module, tx, state, frames
+def _first_batch():
+  return vae_pipeline.frame_dataset(sources()['train'], batch_size=4, resolution=16,
+                                    seed=0)[0]['frames']
+
+
+def _loss(trainer, frames, **changes):
+  """Loss of one step from a fresh state with `changes` (the step donates its state)."""
+  return float(trainer.step(trainer.init(0).replace(**changes), frames)[1]['loss'])
 
 
 @pytest.mark.slow
 def test_sample_posterior_flag():
   """sample_posterior=False decodes the posterior mean: the step no longer depends on the rng."""
-  c, module, tx, state, frames = _fresh_state_and_batch()
+  c, frames = tiny_config(), _first_batch()
   losses = {}
   for sample in (True, False):
     c.vae.train.sample_posterior = sample
-    step = train.make_train_step(module, tx, c.vae)
-    losses[sample] = [float(step(state, frames, jax.random.key(k), 1e-3)[1]['loss'])
-                      for k in (0, 1)]
+    _, trainer = train.make_trainer(c)
+    losses[sample] = [_loss(trainer, frames, rng=jax.random.key(k)) for k in (0, 1)]
   assert losses[True][0] != losses[True][1]
   assert losses[False][0] == losses[False][1]
 
@@ -164,27 +161,25 @@ def test_cached_frames_give_the_same_batches_and_read_each_clip_once():
 
 @pytest.mark.slow   # ~12 s of compile: the integration tier
 def test_step_folds_the_step_number_into_the_rng():
-  """The loop passes one base key; steps 0 and 1 still draw different posterior noise."""
-  c, module, tx, state, frames = _fresh_state_and_batch()
-  step = train.make_train_step(module, tx, c.vae)
-  key = jax.random.key(3)
-  at0 = float(step(state, frames, key, 1e-3)[1]['loss'])
-  at1 = float(step(state.replace(step=state.step + 1), frames, key, 1e-3)[1]['loss'])
-  assert at0 == float(step(state, frames, key, 1e-3)[1]['loss'])
-  assert at0 != at1
+  """The state holds one base key; steps 0 and 1 still draw different posterior noise."""
+  _, trainer = train.make_trainer(tiny_config())
+  frames = _first_batch()
+  at0 = _loss(trainer, frames)
+  assert at0 == _loss(trainer, frames)
+  assert at0 != _loss(trainer, frames, step=np.int32(1))
 
 
 @pytest.mark.slow
 def test_cpu_optimization_level_keeps_the_step_and_rejects_bad_values():
-  c, module, tx, state, frames = _fresh_state_and_batch()
+  c, frames = tiny_config(), _first_batch()
   out = {}
   for level in (-1, 1):
     c.vae.train.cpu_optimization_level = level
-    step = train.make_train_step(module, tx, c.vae)
-    new_state, m = step(state, frames, jax.random.key(0), 1e-3)
+    _, trainer = train.make_trainer(c)
+    new_state, m = trainer.step(trainer.init(0), frames)
     out[level] = (float(m['loss']), np.asarray(jax.tree.leaves(new_state.params)[0]))
   np.testing.assert_allclose(out[1][0], out[-1][0], rtol=1e-5)
   np.testing.assert_allclose(out[1][1], out[-1][1], rtol=1e-4, atol=1e-6)
   c.vae.train.cpu_optimization_level = 7
   with pytest.raises(ValueError, match='config.vae.train.cpu_optimization_level'):
-    train.make_train_step(module, tx, c.vae)
+    train.make_trainer(c)

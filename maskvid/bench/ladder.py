@@ -23,7 +23,7 @@ from maskvid.eval import report
 from maskvid.eval import protocol
 from maskvid.eval import run as eval_run
 from maskvid.workdir import stage_dir
-from maskvid.train import loop
+from maskvid.diffusion import train as diffusion_train
 from maskvid.vae import cache as cache_lib
 
 FLAGS = flags.FLAGS
@@ -113,7 +113,7 @@ def main(argv):
   for steps in budgets:
     cfg = rung_config(config, workdir, steps)
     logging.info('ladder rung %d steps: %s', steps, cfg.paths.diffusion or 'run dir')
-    loop.train_and_evaluate(cfg, workdir)
+    diffusion_train.train_and_evaluate(cfg, workdir)
     points[steps] = eval_run.evaluate(cfg, workdir)['metrics']
   out = os.path.join(workdir, 'ladder')
   fileio.makedirs(out)

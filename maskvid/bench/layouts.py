@@ -40,9 +40,8 @@ flags.DEFINE_float('peak_tflops', 0.0, 'Per-device peak TFLOP/s for MFU (0: from
 
 LAYOUTS = ('dp', 'fsdp', 'fsdp_tensor')
 REMATS = ('none', 'full', 'dots')
-from maskvid.bench.common import ACCEL_PEAKS, CPU_PEAK, device_peak, xla_flops  # noqa: F401
+from maskvid.bench.common import compiled_memory, compiled_step, device_peak, xla_flops
 from maskvid.model import model as model_lib
-from maskvid.train import step as step_lib
 
 
 def layout_mesh(layout: str, num_devices: int, tensor: int = 2) -> tuple[int, int, int]:
@@ -58,30 +57,11 @@ def layout_mesh(layout: str, num_devices: int, tensor: int = 2) -> tuple[int, in
   raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
 
 
-def memory_per_device(compiled) -> float | None:
-  """Bytes one device needs for the step (XLA memory analysis), None if unavailable."""
-  try:
-    m = compiled.memory_analysis()
-  except Exception:  # pylint: disable=broad-except
-    return None
-  if m is None:
-    return None
-  return float(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-               + m.temp_size_in_bytes)
-
-
 def run_one(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
   """Compiles and times the train step for one (mesh, remat) config; returns one table row."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
 
-  trainer = step_lib.Trainer(config)
-  state = trainer.init(int(config.seed))
-  batch = trainer.put_batch(np.random.default_rng(0).standard_normal(
-      (trainer.local_batch_size, *trainer.latent_shape), dtype=np.float32))
-  t0 = time.perf_counter()
-  compiled = trainer.lower_step(state, batch).compile()
-  compile_s = time.perf_counter() - t0
+  trainer, state, batch, compiled, compile_s = compiled_step(config)
   with trainer.context():
     for _ in range(warmup):
       state, metrics = compiled(state, batch)
@@ -116,7 +96,7 @@ def run_one(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:
       'tokens_per_s': tokens / step_s,
       'mfu': model_flops / step_s / total_peak if total_peak else None,
       'hfu': hw_flops / step_s / total_peak if total_peak and hw_flops else None,
-      'memory_per_device': memory_per_device(compiled),
+      'memory_per_device': (compiled_memory(compiled) or {}).get('total'),
       'loss': float(metrics['loss']),
       'devices': f'{len(devices)} x {getattr(devices[0], "device_kind", devices[0].platform)}',
       'peak_label': peak_label,

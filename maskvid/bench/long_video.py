@@ -41,6 +41,7 @@ from maskvid.sampling import completer as completer_lib
 from maskvid.sampling import fill
 from maskvid.sampling import long_video
 from maskvid.sampling import sampler
+from maskvid.bench import common
 from maskvid.tasks import interpolate
 from maskvid.tasks import nvs
 
@@ -74,7 +75,7 @@ def complete(completer, method: str, frames, mask, seed: int):
 
 
 def sampler_memory(completer, frames: int) -> float:
-  """MiB the compiled sampler needs (temporaries + arguments + outputs) for one clip."""
+  """MiB the compiled sampler needs for one clip (`common.compiled_memory`)."""
   h = completer.resolution // completer.latent_factor
   shape = (1, frames, h, h, int(completer.config.vae.latent_channels))
   opts = completer.sample_options()
@@ -82,11 +83,8 @@ def sampler_memory(completer, frames: int) -> float:
   lowered = sampler.complete.lower(completer.apply_fn, completer.params,
                                    jnp.zeros(shape), jnp.zeros(shape[:-1], bool),
                                    jax.random.key(0), **opts)
-  mem = lowered.compile().memory_analysis()
-  if mem is None:
-    return float('nan')
-  return (mem.temp_size_in_bytes + mem.argument_size_in_bytes
-          + mem.output_size_in_bytes) / 2 ** 20
+  mem = common.compiled_memory(lowered.compile())
+  return float('nan') if mem is None else mem['total'] / 2 ** 20
 
 
 def main():

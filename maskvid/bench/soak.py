@@ -77,8 +77,8 @@ def _saved_steps(diffusion_dir: str) -> list:
 
 
 def _ema(diffusion_dir: str) -> list:
-  from maskvid.train import checkpoint  # pylint: disable=g-import-not-at-top
-  return [np.asarray(x) for x in jax.tree.leaves(checkpoint.load_for_inference(diffusion_dir)[2])]
+  from maskvid.model import model  # pylint: disable=g-import-not-at-top
+  return [np.asarray(x) for x in jax.tree.leaves(model.load_for_inference(diffusion_dir)[2])]
 
 
 def soak(root: str, steps: int, kills: int, seed: int) -> dict:

@@ -31,17 +31,8 @@ flags.DEFINE_integer('steps', 10, 'Timed steps (after warmup).')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 flags.DEFINE_float('peak_tflops', 0.0, 'Per-device peak TFLOP/s for MFU (0: from the table).')
 
-from maskvid.bench.common import ACCEL_PEAKS, CPU_PEAK, device_peak, xla_flops  # noqa: F401
-from maskvid.bench.common import compiled_step
+from maskvid.bench.common import compiled_step, device_peak, peak_memory, xla_flops
 from maskvid.model import model as model_lib
-
-
-def peak_memory(devices) -> tuple[float, str]:
-  """Peak bytes: device allocator stats where available, else this process's max RSS."""
-  stats = [d.memory_stats() for d in devices]
-  if all(s and 'peak_bytes_in_use' in s for s in stats):
-    return float(max(s['peak_bytes_in_use'] for s in stats)), 'device peak_bytes_in_use (max)'
-  return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, 'process max RSS'
 
 
 def run(config, steps: int, warmup: int, peak_tflops: float = 0.0) -> dict:

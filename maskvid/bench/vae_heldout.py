@@ -16,7 +16,7 @@ import dm_pix
 import numpy as np
 
 from maskvid import workdir
-from maskvid.vae import checkpoint as vae_checkpoint
+from maskvid.vae import model as vae_model
 from maskvid.vae import evaluate as vae_eval
 from maskvid import pictures
 from maskvid.data import synthetic
@@ -41,7 +41,7 @@ def main():
   if args.clips < 32 or args.clips % 32:
     parser.error(f'--clips must be a positive multiple of 32, got {args.clips}')
   config = workdir.load_config(args.vae_dir, 'VAE')
-  module, params = vae_checkpoint.load_vae(args.vae_dir)
+  module, params = vae_model.load_vae(args.vae_dir)
   fn = vae_eval.make_reconstruct_fn(module)
   t, res = int(config.data.num_frames), int(config.data.resolution)
   scores = {}

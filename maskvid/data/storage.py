@@ -5,7 +5,7 @@ Layout of `data_dir`:
                                               header + raw array bytes)
   {split}/meta.json                           written last; its presence marks the split complete
   preview.png                                 a few clips: frames across time, colourised depth
-                                              below (`data.preview`)
+                                              below (`data.contact_sheet`)
 
 A split is rendered into `data_dir/.tmp-{split}-{pid}` and renamed into place only when every
 shard and meta.json are written, so an interrupted render is never mistaken for a finished one.
@@ -24,7 +24,7 @@ from absl import logging
 from array_record.python import array_record_module
 
 from maskvid import fileio
-from maskvid.data import preview as preview_lib
+from maskvid.data import contact_sheet
 from maskvid.data import synthetic
 # The record format and the sources, re-exported: the data stage's callers use this module.
 from maskvid.data.records import FORMAT_VERSION, ClipSource, decode_clip, encode_clip  # noqa: F401
@@ -136,7 +136,7 @@ def ensure_dataset(config, data_dir: str) -> None:
                   '' if share.scores_training else ': ' + ', '.join(share.test))
     src = open_source(config, data_dir, 'train')
     if not os.path.exists(preview):
-      preview_lib.write_png([src[i] for i in range(min(4, len(src)))], preview)
+      contact_sheet.write_png([src[i] for i in range(min(4, len(src)))], preview)
     logging.info('%r: %d clips of %d frames', src, len(src), config.data.num_frames)
     return
   rendered = False
@@ -170,7 +170,7 @@ def ensure_dataset(config, data_dir: str) -> None:
       shutil.rmtree(tmp, ignore_errors=True)
     rendered = True
   if rendered or not os.path.exists(preview):
-    preview_lib.write_preview([ClipSource(data_dir, s) for s in config.data.clips
+    contact_sheet.write_preview([ClipSource(data_dir, s) for s in config.data.clips
                                if config.data.clips[s] > 0], preview)
 
 

@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskvid import workdir
-from maskvid.depth import checkpoint as depth_checkpoint
+from maskvid.depth import net as depth_net
 from maskvid.depth.base import DepthEstimator
 from maskvid.depth.net import DepthUNet
+from maskvid.train import checkpoint
 
 OUTPUTS = ('log_depth', 'depth', 'inverse_depth')
 INPUT_NORMS = ('minus_one_one', 'imagenet')
@@ -86,5 +87,11 @@ def _resolve_depth_dir(directory: str) -> str:
 def load_depth_estimator(directory: str) -> UNetDepthEstimator:
   """Loads the latest checkpoint written by `maskvid.depth.train.train_depth`."""
   d = _resolve_depth_dir(directory)
-  module, params = depth_checkpoint.restore_params(workdir.load_config(d, 'depth'), d)
-  return UNetDepthEstimator(module, params, output='log_depth')
+  config = workdir.load_config(d, 'depth')
+  module = depth_net.from_config(config.depth)
+  res = int(config.depth.resolution)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, res, res, 3))))
+  return UNetDepthEstimator(module, checkpoint.restore_subtree(d, 'params', target, 'depth net'),
+                            output='log_depth')

@@ -2,9 +2,10 @@
 
 `python -m maskvid.main --config=configs/depth_tiny.py --workdir=DIR` (job 'depth') writes DIR/depth
 (or config.paths.depth): config.json, checkpoints/ (orbax; params + optimizer state), clu
-scalars, metrics.json. The loop is `maskvid.training_loop`, the optimiser `maskvid.optim`. Re-running resumes
-from the latest checkpoint and returns at once when `config.depth.steps` are done.
-Load the result with `maskvid.depth.load_depth_estimator(DIR)`.
+scalars, metrics.json. The net supplies its model and loss; state, sharded step, optimizer,
+checkpoints and loop are the ones every trainer shares (`maskvid.train`, `maskvid.optim`).
+Re-running resumes from the latest checkpoint and returns at once when `config.depth.steps` are
+done. Load the result with `maskvid.depth.load_depth_estimator(DIR)`.
 """
 import os
 from typing import Optional
@@ -14,17 +15,18 @@ from clu import metric_writers
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import orbax.checkpoint as ocp
 
 from maskvid import fileio
-from maskvid import recovery
-from maskvid import training_loop
+from maskvid import optim
+from maskvid import sharding as sharding_lib
 from maskvid.workdir import save_config, stage_dir
 from maskvid.data import synthetic
-from maskvid.depth import checkpoint as depth_checkpoint
 from maskvid.depth import net as depth_net
 from maskvid.depth.estimator import UNetDepthEstimator
+from maskvid.train import checkpoint
+from maskvid.train import loop as loop_lib
+from maskvid.train import sharded as sharded_lib
+from maskvid.train import state as state_lib
 
 
 def render_frames(split: str, num_clips: int, frames_per_clip: int, resolution: int) -> dict:
@@ -44,17 +46,31 @@ def _to_input(rgb_uint8):
   return rgb_uint8.astype(jnp.float32) / 127.5 - 1.0
 
 
-def make_train_step(module, tx, si_lambda: float):
-  """Jitted (params, opt_state, rgb uint8 [B,H,W,3], depth [B,H,W]) -> (params, opt_state, loss)."""
-  def loss_fn(params, rgb, depth):
-    return depth_net.si_log_loss(module.apply(params, _to_input(rgb)), depth, si_lambda)
+def make_trainer(config, mesh=None) -> tuple[depth_net.DepthUNet, sharded_lib.ShardedStep]:
+  """(module, ShardedStep) of the depth net over `mesh` (default: data parallel over all
+  devices). The step's batch is {'rgb': uint8 [B, R, R, 3], 'depth': float32 [B, R, R]}."""
+  dc = config.depth
+  mesh = mesh if mesh is not None else sharding_lib.data_parallel_mesh()
+  batch, res = int(dc.batch_size), int(dc.resolution)
+  if batch % sharding_lib.batch_divisor(mesh):
+    raise ValueError(f'config.depth.batch_size={batch} must be a multiple of the '
+                     f'{sharding_lib.batch_divisor(mesh)} devices the batch is split over')
+  module = depth_net.from_config(dc)
+  tx = optim.make_optimizer(dc, 'config.depth')
 
-  @jax.jit
-  def step(params, opt_state, rgb, depth):
-    loss, grads = jax.value_and_grad(loss_fn)(params, rgb, depth)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-  return step
+  def init_state(seed):
+    # rbg keys: threefry's init graph takes many seconds to compile on a busy CPU; rbg is cheap.
+    params = module.init(jax.random.key(seed, impl='rbg'), jnp.zeros((1, res, res, 3)))
+    return state_lib.create_state(params, tx, jax.random.key(seed), ema=False)
+
+  def loss(params, batch, _):
+    return depth_net.si_log_loss(module.apply(params, _to_input(batch['rgb'])), batch['depth'],
+                                 float(dc.si_lambda)), {}
+
+  step = state_lib.loss_step(loss, tx, schedule=optim.make_schedule(dc, 'config.depth'))
+  shapes = {'rgb': jax.ShapeDtypeStruct((batch, res, res, 3), jnp.uint8),
+            'depth': jax.ShapeDtypeStruct((batch, res, res), jnp.float32)}
+  return module, sharded_lib.ShardedStep(mesh, (), init_state, step, shapes)
 
 
 def depth_metrics(pred: np.ndarray, gt: np.ndarray, si_lambda: float) -> dict:
@@ -82,17 +98,14 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
   depth_dir = stage_dir(config, workdir, 'depth')
   fileio.makedirs(depth_dir)
   save_config(config, depth_dir)
-  module, params, tx = depth_checkpoint.init(config)
-  opt_state = tx.init(params)
-  mngr = depth_checkpoint.make_manager(depth_dir)
-  start = 0
-  restored = recovery.restore_newest_readable(mngr, lambda step: (step, mngr.restore(
-      step, args=ocp.args.StandardRestore({'params': params, 'opt_state': opt_state}))))
-  if restored is not None:
-    start, restored = restored
-    params, opt_state = restored['params'], restored['opt_state']
-    logging.info('depth: resumed from step %d', start)
-  steps = int(dc.steps)
+  module, trainer = make_trainer(config)
+  mngr = checkpoint.make_manager(depth_dir)
+  state = checkpoint.restore_latest(mngr, trainer.abstract_state)
+  if state is None:
+    state = trainer.init(int(config.seed))
+  else:
+    logging.info('depth: resumed from step %d', int(state.step))
+  start, steps = int(state.step), int(dc.steps)
   losses = []
   if start < steps:
     if train_data is None:
@@ -101,7 +114,6 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
     n = train_data['rgb'].shape[0]
     if n == 0:
       raise ValueError('depth training data is empty')
-    update = make_train_step(module, tx, float(dc.si_lambda))
 
     def step_fn(state, i):
       rng = np.random.default_rng([int(config.seed), i])   # per step: resumes bit-exactly
@@ -109,23 +121,22 @@ def train_depth(config, workdir: str, *, train_data: Optional[dict] = None,
       rgb, depth = train_data['rgb'][idx], train_data['depth'][idx]
       if rng.uniform() < 0.5:  # horizontal flips keep depth valid and double the views
         rgb, depth = rgb[:, :, ::-1], depth[:, :, ::-1]
-      params, opt_state, loss = update(*state, rgb, depth)
-      losses.append(loss)
-      return (params, opt_state), {'loss': loss}
-
-    def save(state, done, _):
-      mngr.save(done, args=ocp.args.StandardSave({'params': state[0], 'opt_state': state[1]}))
+      state, metrics = trainer.step(state, {'rgb': rgb, 'depth': depth})
+      losses.append(metrics['loss'])
+      return state, metrics
 
     writer = metric_writers.create_default_writer(depth_dir,
                                                   just_logging=jax.process_index() > 0)
-    (params, opt_state), _ = training_loop.run(
-        (params, opt_state), step_fn, training_loop.Checkpoints(mngr, save), name='depth',
-        start=start, steps=steps, params_of=lambda state: state[0], log_every=dc.log_every,
+    state, _ = loop_lib.run(
+        state, step_fn, loop_lib.Checkpoints(mngr, lambda s, _, force: checkpoint.save(
+            mngr, s, force=force)), name='depth',
+        start=start, steps=steps, params_of=lambda s: s.params, log_every=dc.log_every,
         checkpoint_every=dc.checkpoint_every, writer=writer)
     writer.flush()
     losses = [float(x) for x in jax.device_get(losses)]
   else:
     mngr.close()
+  params = sharding_lib.local_copy(state.params)
 
   if eval_data is None:
     eval_data = render_frames('test', int(dc.eval_clips), int(dc.frames_per_clip),

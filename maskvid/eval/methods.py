@@ -29,7 +29,6 @@ from maskvid.sampling import baselines
 from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import noise
 from maskvid.sampling import options
-from maskvid.diffusion import trainer as trainer_lib
 from maskvid.workdir import baseline_dir
 from maskvid.workdir import stage_dir
 
@@ -44,7 +43,7 @@ VARIANTS = {'edit': ('blank', 'gt-region')}
 def _model(diffusion_dir: str):
   """(apply_fn, params, objective) of a trained run: its EMA weights and the objective it was
   trained with (which picks its sampler, `sampling.baselines.complete`)."""
-  config, module, params = trainer_lib.load_for_inference(diffusion_dir)
+  config, module, params = model_lib.load_for_inference(diffusion_dir)
   return (model_lib.make_apply_fn(module), params,
           str(config.diffusion.get('objective', 'masked')))
 

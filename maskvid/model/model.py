@@ -27,8 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import os
+
+from maskvid import fileio
 from maskvid import sharding as sharding_lib
+from maskvid import workdir as workdir_lib
 from maskvid.model import attention as attention_lib
+from maskvid.train import checkpoint as checkpoint_lib
 from maskvid.model import layers
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
@@ -252,3 +257,26 @@ def flops_per_token(config, tokens: Optional[int] = None, training: bool = True)
   n = num_tokens(config) if tokens is None else int(tokens)
   fwd = 2 * matmul_params(config) + 4 * int(config.model.depth) * n * int(config.model.width)
   return float(3 * fwd if training else fwd)
+
+
+def load_for_inference(diffusion_dir: str):
+  """(config, module, ema_params) from a diffusion stage dir alone, on one device.
+
+  The config comes from `diffusion_dir/config.json`, the module from `build_model(config)` for
+  this host's platform, the EMA params from the newest readable checkpoint (orbax partial
+  restore: the optimizer state and the raw params are never read). Raises FileNotFoundError
+  naming the directory when the config or a checkpoint is missing.
+  """
+  config_path = os.path.join(diffusion_dir, 'config.json')
+  if not fileio.path(config_path).exists():
+    raise FileNotFoundError(
+        f'No diffusion run in {diffusion_dir!r}: {config_path} is missing. Train one with '
+        '`python -m maskvid.main --config=configs/tiny.py --workdir=DIR` (job=diffusion).')
+  config = workdir_lib.read_config(config_path)
+  module = build_model(config, platform=attention_lib.target_platform(jax.devices()[:1]))
+  boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), **example_inputs(config)))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                          nn.unbox(boxed['params']))
+  ema = checkpoint_lib.restore_subtree(diffusion_dir, 'ema_params', abstract, 'diffusion stage')
+  return config, module, ema

@@ -30,7 +30,6 @@ from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import masks
 from maskvid.sampling import noise
 from maskvid.sampling import options as options_lib
-from maskvid.diffusion import trainer as trainer_lib
 from maskvid.vae import cache
 from maskvid.vae import codec as codec_lib
 from maskvid import workdir as workdir_lib
@@ -62,7 +61,7 @@ class Completer:
         raise FileNotFoundError(f'{name}: checkpoint directory {directory!r} does not exist (train '
                                 'it with `python -m maskvid.main --config=configs/demo.py '
                                 '--workdir=DIR`)')
-    self.config, self.module, self.params = trainer_lib.load_for_inference(diffusion_dir)
+    self.config, self.module, self.params = model_lib.load_for_inference(diffusion_dir)
     # Which sampler drives the model: a baseline trained with another objective is completed
     # the way the eval's row for it is, never the masked way.
     self.objective = str(self.config.diffusion.get('objective', 'masked'))

@@ -1,7 +1,7 @@
 """Training-time preview: complete a few test clips with the current EMA weights, write pictures.
 
 `make_evaluator(config, workdir)` returns the `evaluate_fn(params, apply_fn, step, write)` that
-the diffusion stage hands to `train.loop.train_and_evaluate`: it fills config.sample.num_clips
+the diffusion stage hands to `diffusion.train.train_and_evaluate`: it fills config.sample.num_clips
 test clips of the latent cache under masks from the training mixture (a fixed key, so successive
 previews see the same clips and holes), scores latent MSE (holes / known) and pixel PSNR, and
 writes samples_<step>.png (rows truth | known | completion per clip) and samples_<step>.mp4 into
@@ -21,7 +21,7 @@ import numpy as np
 
 from maskvid import fileio
 from maskvid import pictures
-from maskvid.diffusion import masks as masks_lib
+from maskvid.diffusion import mask_mixture as masks_lib
 from maskvid.sampling import baselines
 from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import noise
@@ -138,7 +138,7 @@ def evaluate(config, params, apply_fn, latents_dir: str, out_dir: str, step: int
 
 
 def make_evaluator(config, workdir: str):
-  """`evaluate_fn(params, apply_fn, step, write) -> metrics` for `train.loop.train_and_evaluate`."""
+  """`evaluate_fn(params, apply_fn, step, write) -> metrics` for `diffusion.train.train_and_evaluate`."""
   latents_dir = stage_dir(config, workdir, 'latents')
   diffusion_dir = stage_dir(config, workdir, 'diffusion')
   codec = _load_codec(stage_dir(config, workdir, 'vae'), latents_dir)

@@ -1,11 +1,10 @@
-"""Orbax checkpoints of the whole TrainState in `{diffusion_dir}/checkpoints/<step>`.
+"""Orbax checkpoints of a whole TrainState, for every trainer: `{run_dir}/checkpoints/<step>/state`.
 
-Saves are atomic (orbax writes a temporary dir and renames it), optionally asynchronous
-(config.train.async_checkpoints) and keep the newest config.train.keep_checkpoints. Restoring
-uses the Trainer's abstract state, so arrays come back with this run's mesh shardings even if
-the checkpoint was written under another mesh.
+Saves are atomic (orbax writes a temporary dir and renames it), optionally asynchronous, and
+keep the newest `keep`. Restoring uses the trainer's abstract state, so arrays come back with
+this run's shardings even if the checkpoint was written under another mesh. Inference reads one
+subtree (`params` or `ema_params`) without touching the optimizer state.
 """
-import copy
 import os
 from typing import Any
 
@@ -15,29 +14,26 @@ from absl import logging
 
 from maskvid import fileio
 from maskvid import recovery
-from maskvid import workdir as workdir_lib
-from maskvid import sharding as sharding_lib
-from maskvid.train import step as step_lib
 
 CHECKPOINT_SUBDIR = 'checkpoints'
+STATE_ITEM = 'state'
 
 
-def checkpoint_dir(diffusion_dir: str) -> str:
+def checkpoint_dir(run_dir: str) -> str:
   """Absolute local path or gs:// URI (orbax writes either) of the checkpoints."""
-  return os.path.join(fileio.absolute(diffusion_dir), CHECKPOINT_SUBDIR)
+  return os.path.join(fileio.absolute(run_dir), CHECKPOINT_SUBDIR)
 
 
-def make_manager(diffusion_dir: str, config, read_only: bool = False) -> ocp.CheckpointManager:
-  """CheckpointManager keeping config.train.keep_checkpoints steps (async per config)."""
+def make_manager(run_dir: str, *, keep: int = 2, async_save: bool = False,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+  """CheckpointManager of `run_dir/checkpoints` keeping the newest `keep` steps (0: all)."""
   if read_only:
     options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
                                            enable_async_checkpointing=False)
   else:
-    keep = int(config.train.keep_checkpoints)
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep if keep > 0 else None, create=True,
-        enable_async_checkpointing=bool(config.train.async_checkpoints))
-  return ocp.CheckpointManager(checkpoint_dir(diffusion_dir), options=options)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep if keep > 0 else None, create=True,
+                                           enable_async_checkpointing=async_save)
+  return ocp.CheckpointManager(checkpoint_dir(run_dir), options=options)
 
 
 def save(manager: ocp.CheckpointManager, state, force: bool = False) -> bool:
@@ -45,7 +41,7 @@ def save(manager: ocp.CheckpointManager, state, force: bool = False) -> bool:
   step = int(jax.device_get(state.step))
   if step in manager.all_steps():
     return False
-  return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+  return manager.save(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state)}),
                       force=force)
 
 
@@ -58,52 +54,34 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state,
   """
   def restore(step):
     logging.info('restoring checkpoint step %d from %s', step, manager.directory)
-    return manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))['state']
+    return manager.restore(step, args=ocp.args.Composite(
+        **{STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))[STATE_ITEM]
   return recovery.restore_newest_readable(manager, restore, move_aside=move_aside)
 
 
-def load_for_inference(diffusion_dir: str):
-  """(config, module, ema_params) from a diffusion stage dir alone.
+def restore_subtree(run_dir: str, name: str, abstract, what: str = 'run') -> Any:
+  """State field `name` ('params' or 'ema_params') of the newest readable checkpoint of
+  `run_dir`, onto `abstract`'s shardings (orbax partial restore: nothing else is read).
 
-  The config comes from `diffusion_dir/config.json`, the module from `build_model(config)`,
-  and the EMA params from the newest checkpoint, placed on a single device.
-  Raises FileNotFoundError naming the directory when the config or a checkpoint is missing.
+  Read only. Raises FileNotFoundError naming the directory when there is no checkpoint.
   """
-
-  config_path = os.path.join(diffusion_dir, 'config.json')
-  if not fileio.path(config_path).exists():
-    raise FileNotFoundError(
-        f'No diffusion run in {diffusion_dir!r}: {config_path} is missing. Train one with '
-        '`python -m maskvid.main --config=configs/tiny.py --workdir=DIR` (job=diffusion).')
-  config = workdir_lib.read_config(config_path)
-  ckpt_dir = checkpoint_dir(diffusion_dir)
+  ckpt_dir = checkpoint_dir(run_dir)
   if not fileio.path(ckpt_dir).is_dir():
-    raise FileNotFoundError(f'No checkpoints in {diffusion_dir!r} ({ckpt_dir} is missing): '
-                            'train the diffusion stage first.')
-  manager = make_manager(diffusion_dir, config, read_only=True)
+    raise FileNotFoundError(f'no checkpoints in {run_dir!r} ({ckpt_dir} is missing): train the '
+                            f'{what} first')
+  manager = make_manager(run_dir, read_only=True)
   if manager.latest_step() is None:
-    raise FileNotFoundError(f'No finished checkpoint in {ckpt_dir!r}: train the diffusion stage '
-                            'first (or wait for it to write one).')
-  # One device, any batch size: inference does not need the training mesh.
-  local = copy.deepcopy(config)
-  local.mesh.data, local.mesh.fsdp, local.mesh.tensor = 1, 1, 1
-  mesh = sharding_lib.make_mesh(local.mesh, devices=jax.devices()[:1])
-  trainer = step_lib.Trainer(local, mesh=mesh)
-  ema = restore_ema_params(manager, trainer.abstract_state.ema_params)
-  manager.close()
-  return config, trainer.module, ema
-
-
-def restore_ema_params(manager: ocp.CheckpointManager, abstract_ema):
-  """Only the EMA params of the newest readable checkpoint (orbax partial restore: the
-  optimizer state and the raw params are never read); read only, nothing moved aside."""
-  target = {'ema_params': abstract_ema}
+    raise FileNotFoundError(f'no finished checkpoint in {ckpt_dir!r}: train the {what} first '
+                            '(or wait for it to write one)')
+  target = {name: abstract}
   args = ocp.args.PyTreeRestore(item=target, partial_restore=True,
                                 restore_args=ocp.checkpoint_utils.construct_restore_args(target))
 
   def restore(step):
     with ocp.PyTreeCheckpointer() as reader:
-      return reader.restore(os.path.join(str(manager.directory), str(step), 'state'),
-                            args=args)['ema_params']
-  return recovery.restore_newest_readable(manager, restore, move_aside=False)
+      return reader.restore(os.path.join(str(manager.directory), str(step), STATE_ITEM),
+                            args=args)[name]
+  try:
+    return recovery.restore_newest_readable(manager, restore, move_aside=False)
+  finally:
+    manager.close()

@@ -29,7 +29,7 @@ from maskvid import pictures
 from maskvid.data import pipeline
 from maskvid.data import records
 from maskvid.data import storage
-from maskvid.vae import checkpoint
+from maskvid.vae import model as vae_model
 
 COMPLETE_FILE = 'COMPLETE.json'
 STATS_FILE = 'stats.json'
@@ -168,7 +168,7 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
   if is_complete(latents_dir):
     logging.info('latent cache %s is complete; nothing to do', latents_dir)
     return
-  module, params = checkpoint.load_vae(vae_dir)
+  module, params = vae_model.load_vae(vae_dir)
   splits = list(storage.source_splits(config))   # a video source: no split it does not have
   if not splits:
     raise ValueError(f'config.data.clips has no non-empty split: {dict(config.data.clips)}')

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskvid.vae import cache
-from maskvid.vae import checkpoint
+from maskvid.vae import model as vae_model
 
 
 class LatentCodec:
@@ -35,7 +35,7 @@ class LatentCodec:
   def load(cls, vae_dir: str, latents_dir: Optional[str] = None, *,
            stats: Optional[Mapping[str, Any]] = None) -> 'LatentCodec':
     """The VAE of vae_dir with the stats of a complete cache in latents_dir (or given `stats`)."""
-    module, variables = checkpoint.load_vae(vae_dir)
+    module, variables = vae_model.load_vae(vae_dir)
     if stats is None:
       if latents_dir is None:
         raise ValueError('LatentCodec.load needs latents_dir or stats (shift/scale per channel)')

@@ -17,6 +17,10 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from maskvid import fileio
+from maskvid import workdir
+from maskvid.train import checkpoint
+
 # diffusers/LDM use eps=1e-6 in every GroupNorm of the VAE; matching it keeps loaded weights exact.
 _NORM_EPS = 1e-6
 # Posterior log-variance clip (as in LDM) keeps exp(logvar) finite early in training.
@@ -326,3 +330,18 @@ def from_config(vae_config) -> AutoencoderKL:
       norm_groups=int(vae_config['norm_groups']),
       mid_attention=bool(get('mid_attention', False)),
       linear_skip=bool(get('linear_skip', False)))
+
+
+def load_vae(vae_dir: str):
+  """`(module, params)` of a trained VAE: the module from vae_dir/config.json, the params of its
+  newest readable checkpoint (on one device; the optimizer state is not read)."""
+  if not fileio.path(vae_dir).is_dir():
+    raise FileNotFoundError(f'VAE directory {vae_dir!r} does not exist (run the vae stage first)')
+  config = workdir.load_config(vae_dir, 'VAE')
+  module = from_config(config.vae)
+  res = int(config.data.resolution)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+      jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, res, res, 3))))
+  return module, checkpoint.restore_subtree(vae_dir, 'params', target, 'vae stage')

@@ -1,10 +1,12 @@
 """Training of the frame VAE: `train_vae(config, vae_dir, data_dir)` (the `vae` stage).
 
-The pieces live beside it: `vae.pipeline` (batches), `vae.checkpoint` (state, save/restore,
-`load_vae`), `vae.evaluate` (PSNR/SSIM, eval.json, reconstructions.png), `maskvid.optim` (the
-schedule and AdamW every trainer shares), `maskvid.sharding` (the mesh). Layout of vae_dir:
-  config.json          full run config (`workdir.save_config`), read by `checkpoint.load_vae`
-  checkpoints/<step>/  orbax checkpoints (items `params`, `opt_state`), written atomically
+The VAE supplies its model and loss; the rest is what every trainer shares: `train.state`
+(TrainState, `loss_step`), `train.sharded.ShardedStep` (the jitted, sharded step), `optim`
+(schedule and AdamW), `train.checkpoint` (orbax), `train.loop` (progress, NaN, SIGTERM).
+Beside it: `vae.pipeline` (batches), `vae.evaluate` (PSNR/SSIM, eval.json,
+reconstructions.png), `vae.model.load_vae` (inference). Layout of vae_dir:
+  config.json          full run config (`workdir.save_config`), read by `load_vae`
+  checkpoints/<step>/  orbax checkpoints of the TrainState, written atomically
   events.out.tfevents* clu / TensorBoard scalars
   eval.json            final PSNR / SSIM per split
   reconstructions.png  originals (top row of each split) vs reconstructions (bottom row)
@@ -13,106 +15,58 @@ Determinism: the batch of step s is `pipeline.frame_dataset(...)[s]` (grain rand
 the rng of step s is `fold_in(key(seed), s)` (folded inside the step), so a resumed run
 continues exactly where it stopped without saving iterator state.
 
-Data parallel: the VAE is small, so its parameters are replicated over the project's mesh with
-every device of every process on the 'data' axis (`sharding.data_parallel_mesh`), and each
-step's `config.vae.train.batch_size` frames are split over it (each process loads its own share;
-each device's gradients are averaged in one all-reduce of the raveled tree, see `_train_step`).
-One device and N devices take the same steps up to float summation order.
+Data parallel: the VAE is small, so its parameters are replicated over a mesh with every device
+of every process on 'data' (`sharding.data_parallel_mesh`), and each step's
+`config.vae.train.batch_size` frames are split over it (each process loads its own share). The
+partitioner all-reduces the gradients; XLA combines the per-leaf all-reduces into one (a test
+counts them). One device and N devices take the same steps up to float summation order.
 """
 import concurrent.futures
 import functools
 import os
 import time
-from typing import Any, Callable, Mapping
+import types
+from typing import Any, Mapping
 
 from absl import logging
 from clu import metric_writers
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import Mesh
 
 from maskvid import distributed
 from maskvid import fileio
 from maskvid import optim
-from maskvid import recovery
-from maskvid import training_loop
 from maskvid import sharding as sharding_lib
 from maskvid import workdir
-from maskvid.vae import checkpoint
+from maskvid.train import checkpoint
+from maskvid.train import loop as loop_lib
+from maskvid.train import sharded as sharded_lib
+from maskvid.train import state as state_lib
 from maskvid.vae import evaluate as evaluate_lib
 from maskvid.vae import external
 from maskvid.vae import losses
 from maskvid.vae import model as vae_model
 from maskvid.vae import pipeline
-from maskvid.vae.checkpoint import TrainState
 
-@functools.partial(jax.jit, static_argnums=0)
-def _init_params(module, rng, dummy):
-  return module.init(rng, dummy)
+_SCHEDULE_KEYS = ('steps', 'warmup_steps', 'learning_rate', 'decay', 'end_lr_fraction',
+                  'grad_clip', 'weight_decay', 'adam_b1', 'adam_b2')
 
 
-def init_state(module: vae_model.AutoencoderKL, tx, rng, frame_shape) -> TrainState:
-  """Fresh parameters and optimizer state for frames of shape (H, W, 3)."""
-  params = _init_params(module, rng, jnp.zeros((1, 1, *frame_shape), jnp.float32))
-  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
+def vae_loss_fn(module, kl_weight: float, reconstruction_loss: str, sample_posterior: bool):
+  """`loss(params, frames [B,T,H,W,3], rng) -> (loss, metrics)`: the VAE's part of its step.
 
-
-def _local_grads(module, kl_weight, reconstruction_loss, sample_posterior,
-                 params, frames, noise):
-  """Gradients and metrics of the loss on frames `[b,T,H,W,3]` (noise `[b,T,h,w,c]`) of a shard."""
-  def loss_fn(params):
+  The posterior noise is drawn for the global batch, so N devices sample what one device would.
+  """
+  def loss(params, frames, rng):
+    b, t, h, w, _ = frames.shape
+    f = module.downsample_factor
+    noise = jax.random.normal(rng, (b, t, h // f, w // f, module.latent_channels), jnp.float32)
     recon, mean, logvar = module.apply(params, frames, sample_posterior=sample_posterior,
                                        noise=noise)
     return losses.vae_loss(frames, recon, mean, logvar, kl_weight=kl_weight,
                            reconstruction_loss=reconstruction_loss)
-  return jax.grad(loss_fn, has_aux=True)(params)
-
-
-def _mean_over_batch_shards(tree, axes):
-  """pmean of a pytree as ONE all-reduce of its raveled leaves.
-
-  XLA:CPU issues one all-reduce per gradient leaf, and each costs a rendezvous between the
-  devices (~1.7 ms across processes over gloo), so ~80 leaves would cost more than the step.
-  """
-  flat, unravel = jax.flatten_util.ravel_pytree(tree)
-  return unravel(jax.lax.pmean(flat, axes))
-
-
-def _train_step(module, tx, kl_weight, reconstruction_loss, sample_posterior,
-                mesh, state: TrainState, frames, rng, lr):
-  b, t, h, w, _ = frames.shape
-  f = module.downsample_factor
-  # Folded here rather than by the caller: the training loop then issues no JAX work of its own
-  # between steps (on XLA:CPU that waited for the previous step to finish).
-  rng = jax.random.fold_in(rng, state.step)
-  # Drawn for the global batch, so N devices sample what one device would.
-  noise = jax.random.normal(rng, (b, t, h // f, w // f, module.latent_channels), jnp.float32)
-  grads_fn = functools.partial(_local_grads, module, kl_weight, reconstruction_loss,
-                               sample_posterior)
-  if mesh is None or sharding_lib.batch_divisor(mesh) == 1:
-    grads, metrics = grads_fn(state.params, frames, noise)
-  else:
-    # Each device: grads of its frames' mean loss; the mean over equal shards is the global
-    # batch's gradient.
-    axes = sharding_lib.BATCH_AXES
-    batch_spec = jax.sharding.PartitionSpec(axes)
-    grads, metrics = jax.shard_map(
-        lambda p, x, n: _mean_over_batch_shards(grads_fn(p, x, n), axes), mesh=mesh,
-        in_specs=(jax.sharding.PartitionSpec(), batch_spec, batch_spec),
-        out_specs=jax.sharding.PartitionSpec(), check_vma=False)(state.params, frames, noise)
-  direction, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = jax.tree.map(lambda p, d: p - lr * d, state.params, direction)
-  metrics['grad_norm'] = optax.global_norm(grads)
-  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-
-@functools.lru_cache(maxsize=8)  # one jit object per option set: repeated steps hit its cache
-def _jit_train_step(compiler_options: tuple[tuple[str, Any], ...]) -> Callable:
-  return jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4, 5),
-                 compiler_options=dict(compiler_options) or None)
+  return loss
 
 
 def _compiler_options(train_config) -> tuple[tuple[str, Any], ...]:
@@ -125,48 +79,73 @@ def _compiler_options(train_config) -> tuple[tuple[str, Any], ...]:
   return (('xla_backend_optimization_level', level),)
 
 
-def make_train_step(module: vae_model.AutoencoderKL, tx, vae_config,
-                    mesh: Mesh | None = None) -> Callable:
-  """Returns jitted `step(state, frames [B,T,H,W,3], rng, lr) -> (state, metrics)`.
+def make_trainer(config, mesh=None) -> tuple[vae_model.AutoencoderKL, sharded_lib.ShardedStep]:
+  """(module, ShardedStep) of the VAE of `config` over `mesh` (default: data parallel over all
+  devices). The step's batch is frames [config.vae.train.batch_size, 1, R, R, 3] in [-1, 1].
 
-  The step's randomness is `fold_in(rng, state.step)`: pass the run's base key every step.
-
-  With a `mesh` whose batch axes span several devices, frames are split over them and the
-  gradients averaged in one all-reduce; without one, the step runs where its inputs live.
-  On CPU, `vae_config.train.cpu_optimization_level` (>= 0) sets XLA's backend optimisation level
-  for this step: 1 compiles vae_tiny's step in 25 s instead of 39 s and it runs as fast.
+  On CPU, `config.vae.train.cpu_optimization_level` (>= 0) sets XLA's backend optimisation level
+  of the step: 1 compiles vae_tiny's step in 25 s instead of 39 s and it runs as fast.
   """
-  step = _jit_train_step(_compiler_options(vae_config.train))
-  return functools.partial(step, module, tx, float(vae_config.kl_weight),
-                           str(vae_config.reconstruction_loss),
-                           bool(vae_config.train.sample_posterior), mesh)
+  tc = config.vae.train
+  mesh = mesh if mesh is not None else sharding_lib.data_parallel_mesh()
+  global_batch = int(tc.batch_size)
+  if global_batch % sharding_lib.batch_divisor(mesh):
+    raise ValueError(f'config.vae.train.batch_size={global_batch} frames must be a multiple of the '
+                     f'{sharding_lib.batch_divisor(mesh)} devices the batch is split over')
+  module = vae_model.from_config(config.vae)
+  schedule = tuple((k, tc[k]) for k in _SCHEDULE_KEYS)
+  loss = (float(config.vae.kl_weight), str(config.vae.reconstruction_loss),
+          bool(tc.sample_posterior))
+  res = int(config.data.resolution)
+  return module, _sharded_step(module, schedule, loss, (global_batch, 1, res, res, 3), mesh,
+                               _compiler_options(tc))
 
 
-# ----------------------------------------------------------------------------- checkpoints
+@functools.lru_cache(maxsize=4)   # one compiled step per setting: resumed runs in one process
+def _sharded_step(module, schedule, loss, batch_shape, mesh, compiler_options):
+  tx = optim.make_optimizer(types.SimpleNamespace(**dict(schedule)), 'config.vae.train')
+
+  def init_state(seed):
+    # rbg keys for init: threefry-based init of every conv compiles ~5x slower on CPU.
+    params = module.init(jax.random.key(seed, impl='rbg'),
+                         jnp.zeros((1, 1, *batch_shape[2:]), jnp.float32))
+    return state_lib.create_state(params, tx, jax.random.key(seed), ema=False)
+
+  step = state_lib.loss_step(vae_loss_fn(module, *loss), tx,
+                             schedule=optim.make_schedule(types.SimpleNamespace(**dict(schedule)),
+                                                          'config.vae.train'))
+  return sharded_lib.ShardedStep(mesh, (), init_state, step,
+                                 jax.ShapeDtypeStruct(batch_shape, jnp.float32),
+                                 compiler_options=dict(compiler_options))
+
 
 # ----------------------------------------------------------------------------- entry points
 
-def _resume_or_init(config, module, tx, mesh, mgr, frame_shape) -> tuple[TrainState, int | None]:
-  """(state replicated over `mesh`, the step it resumed from or None): the newest readable
-  checkpoint, else fresh (or config.vae.external_weights) parameters."""
-  # rbg keys for init: threefry-based init of every conv compiles ~5x slower on CPU.
-  fresh = init_state(module, tx, jax.random.key(int(config.seed), impl='rbg'), frame_shape)
-  state = recovery.restore_newest_readable(
-      mgr, lambda step: checkpoint.restore(mgr, step, fresh, mesh))
+def _resume_or_init(config, trainer: sharded_lib.ShardedStep, mgr):
+  """(state, the step it resumed from or None): the newest readable checkpoint, else fresh (or
+  config.vae.external_weights) parameters."""
+  state = checkpoint.restore_latest(mgr, trainer.abstract_state)
   if state is not None:
     logging.info('VAE: resumed from checkpoint step %d in %s', int(state.step), mgr.directory)
     return state, int(state.step)
-  state = fresh
+  state = trainer.init(int(config.seed))
   if config.vae.get('external_weights', ''):
-    params = external.load_safetensors(config.vae.external_weights, module, frame_shape[0])
+    module = vae_model.from_config(config.vae)
+    params = external.load_safetensors(config.vae.external_weights, module,
+                                       int(config.data.resolution))
     logging.info('VAE: starting from external weights %s', config.vae.external_weights)
-    state = TrainState(step=state.step, params=params, opt_state=tx.init(params))
-  return sharding_lib.replicate(state, mesh), None
+    state = jax.device_put(state.replace(params=params, opt_state=_tx(config).init(params)),
+                           trainer.state_shardings)
+  return state, None
 
 
-def _fit(config, module, tx, mesh, mgr, state: TrainState, train_source, writer,
-         evaluate) -> tuple[TrainState, dict]:
-  """Steps int(state.step) .. config.vae.train.steps through `training_loop.run`; returns the
+def _tx(config):
+  return optim.make_optimizer(config.vae.train, 'config.vae.train')
+
+
+def _fit(config, trainer: sharded_lib.ShardedStep, mgr, state, train_source, writer,
+         evaluate) -> tuple[Any, dict]:
+  """Steps int(state.step) .. config.vae.train.steps through `train.loop.run`; returns the
   final state and the last step's metrics."""
   tc = config.vae.train
   steps, start = int(tc.steps), int(state.step)
@@ -176,15 +155,8 @@ def _fit(config, module, tx, mesh, mgr, state: TrainState, train_source, writer,
                                    resolution=int(config.data.resolution),
                                    seed=int(config.data.shuffle_seed) + int(config.seed),
                                    cache_rgb=bool(tc.get('cache_frames', False)))
-  rng = jax.random.key(int(config.seed))
-  train_step = make_train_step(module, tx, config.vae, mesh)
-  frame_sharding = sharding_lib.batch_sharding(mesh)
-  logging.info('VAE: %d frames/step over %d devices, %.2fM params', global_batch, mesh.size,
-               sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
-  # The schedule as a host table: evaluating the optax schedule each step is a JAX computation
-  # the loop would wait on before dispatching the step.
-  schedule = optim.make_schedule(tc, 'config.vae.train')
-  lr_table = np.asarray(jax.vmap(schedule)(jnp.arange(steps + 1)), np.float32)
+  logging.info('VAE: %d frames/step over %d devices, %.2fM params', global_batch,
+               trainer.mesh.size, trainer.num_params / 1e6)
   final = {}   # the last step's metrics
 
   # Load the next batch while the current step runs.
@@ -195,17 +167,16 @@ def _fit(config, module, tx, mesh, mgr, state: TrainState, train_source, writer,
       batch = pending.pop(i).result()
       if i + 1 < steps:
         pending[i + 1] = pool.submit(dataset.__getitem__, i + 1)
-      state, metrics = train_step(state, sharding_lib.put_batch(batch['frames'], frame_sharding),
-                                  rng, lr_table[i])
+      state, metrics = trainer.step(state, batch['frames'])
       final.update(metrics)
-      return state, {**metrics, 'lr': lr_table[i]}
+      return state, metrics
 
     try:
-      state, _ = training_loop.run(
-          state, step_fn, training_loop.Checkpoints(mgr, lambda s, _, __: checkpoint.save(mgr, s)),
+      state, _ = loop_lib.run(
+          state, step_fn, loop_lib.Checkpoints(mgr, lambda s, _, __: checkpoint.save(mgr, s)),
           name='VAE', start=start, steps=steps, params_of=lambda s: s.params,
           log_every=tc.log_every, checkpoint_every=max(1, int(tc.checkpoint_every)),
-          writer=writer, log_keys=('l1', 'kl', 'lr'), evaluate=evaluate,
+          writer=writer, log_keys=('l1', 'kl', 'learning_rate'), evaluate=evaluate,
           eval_every=tc.eval_every)
     finally:
       for future in pending.values():
@@ -235,17 +206,10 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   if not (fileio.path(vae_dir) / workdir.CONFIG_FILE).exists():
     workdir.save_config(config, vae_dir)
 
-  module = vae_model.from_config(config.vae)
-  tx = optim.adam_direction(tc)
-  mesh = sharding_lib.data_parallel_mesh()
-  global_batch = int(tc.batch_size)
-  if global_batch % sharding_lib.batch_divisor(mesh):
-    raise ValueError(f'config.vae.train.batch_size={global_batch} frames must be a multiple of the '
-                     f'{sharding_lib.batch_divisor(mesh)} devices the batch is split over')
+  module, trainer = make_trainer(config)
   res = int(config.data.resolution)
-  frame_shape = (res, res, 3)
-  mgr = checkpoint.make_manager(vae_dir, int(tc.get('keep_checkpoints', 2)))
-  state, latest = _resume_or_init(config, module, tx, mesh, mgr, frame_shape)
+  mgr = checkpoint.make_manager(vae_dir, keep=int(tc.get('keep_checkpoints', 2)), async_save=True)
+  state, latest = _resume_or_init(config, trainer, mgr)
 
   eval_sets = {split: pipeline.eval_frames(src, int(tc.eval_frames), res)
                for split, src in sources.items() if len(src)}
@@ -254,7 +218,7 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   start = int(state.step)
   if start >= steps:
     if latest is None:  # steps == 0: keep the initial (or external) weights as a checkpoint
-      checkpoint.save(mgr, state)
+      checkpoint.save(mgr, state, force=True)
       mgr.wait_until_finished()
     mgr.close()
     if fileio.path(eval_path).exists():
@@ -274,7 +238,7 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
                                fn=recon_fn)
     return {f'eval/{s}/{k}': v for s, m in ev.items() for k, v in m.items()}
 
-  state, final = _fit(config, module, tx, mesh, mgr, state, sources['train'], writer, evaluate)
+  state, final = _fit(config, trainer, mgr, state, sources['train'], writer, evaluate)
   final_loss = {f'final_train_{k}': float(v) for k, v in final.items()}
   final_loss['resumed_from'] = start
   final_loss.update(_bad_data_counts(sources['train']))

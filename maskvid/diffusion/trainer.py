@@ -1,10 +1,11 @@
-"""The pure train step and the jitted, sharded wrapper around it (`Trainer`).
+"""The diffusion transformer's trainer: its pure train step and `Trainer` (the shared
+`train.sharded.ShardedStep` over the run's mesh).
 
 `train_step(state, batch_latents, *, apply_fn, tx, config)` is pure: it samples a known-mask
-and (inside the loss) per-token noise levels from `fold_in(state.rng, state.step)`, takes one
-AdamW step on the masked flow-matching loss and updates the EMA. `Trainer` builds the model,
-the optimizer, the mesh shardings of the state (from the params' logical axis names and
-config.mesh.rules), and jits init and step with explicit in/out shardings.
+and (inside the loss) per-token noise levels from `fold_in(state.rng, state.step)` and takes one
+update on the masked flow-matching loss (`train.state.apply_gradients`: AdamW + EMA). `Trainer`
+builds the model, the optimizer and the sharded step; the parameters' logical axis names and
+config.mesh.rules give their mesh shardings.
 """
 import functools
 from typing import Callable
@@ -15,12 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from maskvid.diffusion import loss as loss_lib
-from maskvid.diffusion import masks as masks_lib
-from maskvid.model import attention as attention_lib
-from maskvid.model import model as model_lib
 from maskvid import optim
 from maskvid import sharding as sharding_lib
+from maskvid.diffusion import loss as loss_lib
+from maskvid.diffusion import mask_mixture as masks_lib
+from maskvid.model import attention as attention_lib
+from maskvid.model import model as model_lib
+from maskvid.train import sharded as sharded_lib
 from maskvid.train import state as state_lib
 
 
@@ -66,21 +68,16 @@ def train_step(state: state_lib.TrainState, batch_latents: jax.Array, *, apply_f
     (loss, aux), grads = grad_fn(state.params, batch_latents, known_mask, loss_rng)
   else:
     (loss, aux), grads = _accumulate(grad_fn, state.params, batch_latents, known_mask, loss_rng, k)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  decay = state_lib.ema_decay_at(state.step, config.train.ema_decay)
-  ema_params = state_lib.ema_update(state.ema_params, params, decay)
+  new_state = state_lib.apply_gradients(state, grads, tx, config.train.ema_decay)
   metrics = {k: jnp.asarray(v, jnp.float32) for k, v in dict(aux).items()
              if jnp.ndim(v) == 0}
   metrics.update(
       loss=loss.astype(jnp.float32),
       grad_norm=optax.global_norm(grads),
-      param_norm=optax.global_norm(params),
+      param_norm=optax.global_norm(new_state.params),
       learning_rate=optim.make_schedule(config.train)(state.step),
-      ema_decay=decay,
+      ema_decay=state_lib.ema_decay_at(state.step, config.train.ema_decay),
       known_fraction=jnp.mean(known_mask.astype(jnp.float32)))
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            ema_params=ema_params)
   return new_state, metrics
 
 
@@ -136,56 +133,29 @@ class Trainer:
     self.latent_shape = expected_latent_shape(config)
     self.global_batch_size = int(config.train.batch_size)
     divisor = sharding_lib.batch_divisor(self.mesh)
-    if self.global_batch_size % divisor:
-      raise ValueError(f'config.train.batch_size={self.global_batch_size} must be divisible by '
-                       f'the data*fsdp mesh size {divisor} (mesh {dict(self.mesh.shape)})')
-    if (self.global_batch_size // divisor) % microbatches(config, self.global_batch_size):
-      raise ValueError(f'config.train.microbatches={config.train.get("microbatches", 1)} must '
-                       f'divide the clips per device, batch {self.global_batch_size} / '
-                       f'{divisor} devices on the batch axes')
-    if self.global_batch_size % jax.process_count():
-      raise ValueError(f'config.train.batch_size={self.global_batch_size} must be divisible by '
-                       f'the process count {jax.process_count()}')
+    _check_batch(config, self.global_batch_size, divisor, self.mesh)
     self.local_batch_size = self.global_batch_size // jax.process_count()
     self._init_batch = divisor
+    self.sharded = sharded_lib.ShardedStep(
+        self.mesh, self.rules, self._init_boxed,
+        functools.partial(train_step, apply_fn=self.apply_fn, tx=self.tx, config=config),
+        jax.ShapeDtypeStruct((self.global_batch_size, *self.latent_shape), jnp.float32))
+    self.state_shardings = self.sharded.state_shardings
+    self.abstract_state = self.sharded.abstract_state
+    self.batch_sharding = self.sharded.batch_sharding
+    self.abstract_batch = self.sharded.abstract_batch   # [B, T, h, w, c] float32, batch-sharded
+    self.context = self.sharded.context
+    self.replicate = self.sharded.replicate
 
-    with self.context():
-      # The key is made inside the abstract trace: nothing is placed on the mesh's devices, so
-      # the Trainer builds over compile-only devices too (maskvid.aot).
-      boxed = jax.eval_shape(lambda: self._init_boxed(jax.random.key(0)))
-      self.state_shardings = sharding_lib.tree_shardings(boxed, self.mesh, self.rules)
-    self.abstract_state = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        nn.unbox(boxed), self.state_shardings)
-    self.batch_sharding = sharding_lib.batch_sharding(self.mesh)
-    self._init = jax.jit(lambda rng: nn.unbox(self._init_boxed(rng)),
-                         out_shardings=self.state_shardings)
-    step_fn = functools.partial(train_step, apply_fn=self.apply_fn, tx=self.tx, config=config)
-    self._step = jax.jit(step_fn,
-                         in_shardings=(self.state_shardings, self.batch_sharding),
-                         out_shardings=(self.state_shardings, sharding_lib.replicated(self.mesh)),
-                         donate_argnums=(0,))
-
-  def context(self):
-    """The mesh, set while tracing and running (jax.set_mesh).
-
-    The logical-axis rules are deliberately *not* installed as a Flax context: with a mesh and
-    rules active, Flax's DenseGeneral applies its N-d logical constraint to the flat 2-d kernel
-    inside `self.param`'s shape check and fails. Param/optimizer shardings come from the rules
-    via in/out_shardings instead, and GSPMD propagates them through the step.
-    """
-    return jax.set_mesh(self.mesh)
-
-  def _init_boxed(self, rng):
-    param_rng, state_rng = jax.random.split(rng)
+  def _init_boxed(self, seed):
+    param_rng, state_rng = jax.random.split(jax.random.key(seed))
     variables = self.module.init(param_rng,
                                  **model_lib.example_inputs(self.config, self._init_batch))
     return state_lib.create_state(variables['params'], self.tx, state_rng)
 
   def init(self, seed: int) -> state_lib.TrainState:
     """Fresh sharded state; params depend only on `seed`, not on the mesh."""
-    with self.context():
-      return self._init(jax.random.key(seed))
+    return self.sharded.init(seed)
 
   def put_batch(self, batch_latents) -> jax.Array:
     """Validates this process's batch [B_local, T, h, w, c] and makes it a global sharded array."""
@@ -193,43 +163,37 @@ class Trainer:
       validate_batch(batch_latents, (self.global_batch_size, *self.latent_shape))
       return batch_latents
     validate_batch(batch_latents, (self.local_batch_size, *self.latent_shape))
-    return sharding_lib.put_batch(np.asarray(batch_latents, np.float32), self.batch_sharding)
+    return self.sharded.put_batch(np.asarray(batch_latents, np.float32))
 
   def step(self, state: state_lib.TrainState, batch_latents) -> tuple[state_lib.TrainState, dict]:
     """One sharded train step. `state` is donated: do not reuse it after the call."""
-    batch = self.put_batch(batch_latents)
-    with self.context():
-      return self._step(state, batch)
+    return self.sharded.step(state, self.put_batch(batch_latents))
 
   @property
   def step_fn(self):
     """The jitted step itself: `(state, batch [B, T, h, w, c]) -> (state, metrics)`."""
-    return self._step
-
-  @property
-  def abstract_batch(self) -> jax.ShapeDtypeStruct:
-    """The global batch `[B, T, h, w, c]` float32 as an abstract, batch-sharded value."""
-    return jax.ShapeDtypeStruct((self.global_batch_size, *self.latent_shape), jnp.float32,
-                                sharding=self.batch_sharding)
+    return self.sharded.step_fn
 
   def lower_step(self, state=None, batch_latents=None):
     """The step lowered on concrete or abstract inputs (default: `abstract_state`,
     `abstract_batch`); `.compile()` it for memory and cost analysis. Places nothing on devices."""
-    state = self.abstract_state if state is None else state
-    if batch_latents is None:
-      batch = self.abstract_batch
-    elif isinstance(batch_latents, jax.ShapeDtypeStruct):
-      batch = batch_latents
-    else:
-      batch = self.put_batch(batch_latents)
-    with self.context():
-      return self._step.lower(state, batch)
-
-  def replicate(self, tree):
-    """A copy of `tree` replicated on every device (e.g. EMA params for single-program eval)."""
-    with self.context():
-      return jax.jit(lambda x: x, out_shardings=sharding_lib.replicated(self.mesh))(tree)
+    if batch_latents is not None and not isinstance(batch_latents, jax.ShapeDtypeStruct):
+      batch_latents = self.put_batch(batch_latents)
+    return self.sharded.lower(state, batch_latents)
 
   @property
   def num_params(self) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.abstract_state.params)))
+    return self.sharded.num_params
+
+
+def _check_batch(config, batch: int, divisor: int, mesh) -> None:
+  if batch % divisor:
+    raise ValueError(f'config.train.batch_size={batch} must be divisible by '
+                     f'the data*fsdp mesh size {divisor} (mesh {dict(mesh.shape)})')
+  if (batch // divisor) % microbatches(config, batch):
+    raise ValueError(f'config.train.microbatches={config.train.get("microbatches", 1)} must '
+                     f'divide the clips per device, batch {batch} / '
+                     f'{divisor} devices on the batch axes')
+  if batch % jax.process_count():
+    raise ValueError(f'config.train.batch_size={batch} must be divisible by '
+                     f'the process count {jax.process_count()}')
