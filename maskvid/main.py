@@ -27,10 +27,12 @@ def run_job(config, workdir: str) -> None:
   if job not in JOBS:
     raise ValueError(f'config.job must be one of {JOBS}, got {job!r}')
   if job in SOURCE_JOBS:
-    from maskvid.data import storage  # pylint: disable=g-import-not-at-top
-    storage.check_source(config)
+    from maskvid.data import sources  # pylint: disable=g-import-not-at-top
+    sources.check_source(config)
   from maskvid import stages  # pylint: disable=g-import-not-at-top
-  getattr(stages, f'run_{job}')(config, workdir)
+  # 'demo' (configs/demo.py) is the whole pipeline, as 'all' (configs/pretrain.py) is.
+  stage = {'all': 'run_all', 'demo': 'run_all'}.get(job, f'run_{job}')
+  getattr(stages, stage)(config, workdir)
 
 
 def configure_cpu_devices(config) -> None:
@@ -59,10 +61,10 @@ def run(config, workdir: str) -> int:
   Both stops, and a config.data that names no usable source (exit 2), print one line to stderr;
   every other error propagates with its traceback."""
   from maskvid import recovery  # pylint: disable=g-import-not-at-top
-  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+  from maskvid.data import sources  # pylint: disable=g-import-not-at-top
   try:
     run_job(config, workdir)
-  except storage.SourceConfigError as e:
+  except sources.SourceConfigError as e:
     print(f'maskvid: {e}', file=sys.stderr, flush=True)
     return 2
   except recovery.Preempted as e:

@@ -111,5 +111,3 @@ def run_all(config, workdir: str) -> None:
   results = run_eval(config, workdir)
   print(json.dumps(results.get('summary', {}), indent=2) if isinstance(results, dict) else results)
 
-
-run_demo = run_all   # job 'demo' (configs/demo.py): the same pipeline

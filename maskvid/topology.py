@@ -8,7 +8,7 @@ compile with the real TPU compiler, and nothing can be placed on them.
 
 The chip numbers (HBM, bf16 peak, HBM and ICI bandwidth) are Cloud TPU's published per-chip
 figures; DCN is assumed 25 GB/s per host (a 200 Gbps NIC), hosts of 4 chips. They feed the
-roofline estimates of `maskvid.aot` and nothing else.
+roofline estimates of `maskvid.roofline` (the compile job) and nothing else.
 """
 from __future__ import annotations
 

@@ -46,6 +46,47 @@ def tiny_config(args):
   return c
 
 
+def _save_and_restore(workdir, trainer, state):
+  """Orbax from every process into one shared directory, then restore onto the same shardings:
+  (restored, its step, per-leaf equal, per-leaf sharding kept)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from maskvid import distributed  # pylint: disable=g-import-not-at-top
+  from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  manager = ckpt_lib.make_manager(workdir)
+  assert ckpt_lib.save(manager, state, force=True)
+  manager.wait_until_finished()
+  distributed.sync('checkpoint-written')
+  manager.close()
+  manager = ckpt_lib.make_manager(workdir)
+  restored = ckpt_lib.restore_latest(manager, trainer.abstract_state)
+  manager.close()
+  restored_step = int(jax.device_get(restored.step))
+  same = jax.tree.map(
+      lambda a, b: all(np.array_equal(x.data, y.data)
+                       for x, y in zip(a.addressable_shards, b.addressable_shards)),
+      state.params, restored.params)
+  shardings_kept = jax.tree.map(lambda a, b: a.sharding == b.sharding, state.params,
+                                restored.params)
+  return restored, restored_step, same, shardings_kept
+
+
+def _save_completion(config, trainer, restored, out, pid):
+  """What train_and_evaluate's evaluate() does on every process: sample with replicated EMA
+  params from host arrays, then read the result back with np.asarray."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from maskvid.diffusion import mask_mixture as masks_lib  # pylint: disable=g-import-not-at-top
+  config.sample.num_steps = 2
+  gt = np.random.default_rng(7).standard_normal((2, *trainer.latent_shape)).astype(np.float32)
+  known_mask = np.asarray(masks_lib.sample_known_mask(
+      jax.random.key(5), 2, trainer.latent_shape[:3], tuple(config.model.patch_size),
+      config.diffusion))
+  completion, _ = preview.complete_clips(config, trainer.replicate(restored.ema_params),
+                                         trainer.apply_fn, gt, known_mask, seed=6)
+  np.save(os.path.join(out, f'completion_{pid}.npy'), np.asarray(completion))
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--out', required=True)
@@ -64,7 +105,6 @@ def main():
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  from maskvid.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from maskvid.diffusion import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
   pid, nproc = jax.process_index(), jax.process_count()
@@ -89,22 +129,7 @@ def main():
     state, metrics = trainer.step(state, batch)
     losses.append(float(metrics['loss']))
 
-  # Orbax from every process into one shared directory, then restore onto the same shardings.
-  manager = ckpt_lib.make_manager(args.workdir)
-  assert ckpt_lib.save(manager, state, force=True)
-  manager.wait_until_finished()
-  distributed.sync('checkpoint-written')
-  manager.close()
-  manager = ckpt_lib.make_manager(args.workdir)
-  restored = ckpt_lib.restore_latest(manager, trainer.abstract_state)
-  manager.close()
-  restored_step = int(jax.device_get(restored.step))
-  same = jax.tree.map(
-      lambda a, b: all(np.array_equal(x.data, y.data)
-                       for x, y in zip(a.addressable_shards, b.addressable_shards)),
-      state.params, restored.params)
-  shardings_kept = jax.tree.map(lambda a, b: a.sharding == b.sharding, state.params,
-                                restored.params)
+  restored, restored_step, same, shardings_kept = _save_and_restore(args.workdir, trainer, state)
   del state
   restored, metrics = trainer.step(restored, next(local_batches([STEPS])))
   losses.append(float(metrics['loss']))
@@ -116,17 +141,7 @@ def main():
   if distributed.is_main_process():
     np.savez(os.path.join(args.out, 'params.npz'), **flat)
   if args.eval:
-    # What train_and_evaluate's evaluate() does on every process: sample with replicated EMA
-    # params from host arrays, then read the result back with np.asarray.
-    from maskvid.diffusion import mask_mixture as masks_lib  # pylint: disable=g-import-not-at-top
-    config.sample.num_steps = 2
-    gt = np.random.default_rng(7).standard_normal((2, *trainer.latent_shape)).astype(np.float32)
-    known_mask = np.asarray(masks_lib.sample_known_mask(
-        jax.random.key(5), 2, trainer.latent_shape[:3], tuple(config.model.patch_size),
-        config.diffusion))
-    completion, _ = preview.complete_clips(config, trainer.replicate(restored.ema_params),
-                                           trainer.apply_fn, gt, known_mask, seed=6)
-    np.save(os.path.join(args.out, f'completion_{pid}.npy'), np.asarray(completion))
+    _save_completion(config, trainer, restored, args.out, pid)
 
   sharded = sum(not x.sharding.is_fully_replicated for x in jax.tree.leaves(restored.params))
   result = {

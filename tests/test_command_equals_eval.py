@@ -20,6 +20,7 @@ from configs import eval as eval_config
 from maskvid import pictures
 from maskvid import workdir as workdir_lib
 from maskvid.data import synthetic
+from maskvid.data import scenes
 from maskvid.eval import clips as clips_lib
 from maskvid.eval import methods
 from maskvid.eval import run
@@ -65,7 +66,7 @@ def setup(tmp_path_factory):
   completer = completer_lib.Completer.from_workdir(workdir)
   res = int(config.data.resolution)
   clips = [synthetic.render_clip(int(s), 'test', int(config.data.clip_length), res, res)
-           for s in synthetic.split_seeds('test', NUM_CLIPS)]
+           for s in scenes.split_seeds('test', NUM_CLIPS)]
   return dict(config=config, codec=codec, samplers=samplers, completer=completer, clips=clips,
               workdir=workdir, run_config=run_config)
 

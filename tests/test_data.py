@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from maskvid.data import pipeline, storage, synthetic
+from maskvid.data import pipeline, records, scenes, storage, synthetic
 
 T, R = 8, 32
 
@@ -72,7 +72,7 @@ def test_render_shapes_and_determinism():
 
 @pytest.mark.parametrize('split', ['train', 'ood'])
 def test_depth_agrees_with_geometry(split):
-  seeds = synthetic.split_seeds(split, 4)
+  seeds = scenes.split_seeds(split, 4)
   for seed in seeds:
     clip = synthetic.render_clip(int(seed), split, T, R, R)
     visible, match = _reproject(clip, 0, T // 2)
@@ -84,7 +84,7 @@ def test_depth_agrees_with_geometry(split):
     visible_wrong, match_wrong = _reproject(clip, 0, T // 2, wrong)
     assert visible_wrong * match_wrong < 0.75 * visible * match, (seed, match, match_wrong)
     # Every unprojected point lies inside the room, and the floor (y = 0) is seen.
-    scene = synthetic.sample_scene(int(seed), split, T)
+    scene = scenes.sample_scene(int(seed), split, T)
     k_inv = np.linalg.inv(clip['intrinsics'].astype(np.float64))
     v, u = np.mgrid[0:R, 0:R]
     x_cam = k_inv @ np.stack([u.ravel(), v.ravel(), np.ones(R * R)]) * clip['depth'][0].ravel()
@@ -96,16 +96,16 @@ def test_depth_agrees_with_geometry(split):
 
 
 def test_splits_are_disjoint():
-  seeds = {s: set(synthetic.split_seeds(s, 500).tolist()) for s in synthetic.SPLITS}
+  seeds = {s: set(scenes.split_seeds(s, 500).tolist()) for s in scenes.SPLITS}
   assert not seeds['train'] & seeds['test'] and not seeds['train'] & seeds['ood']
   assert not seeds['test'] & seeds['ood']
-  ind, ood = synthetic.FAMILIES['in_distribution'], synthetic.FAMILIES['ood']
+  ind, ood = scenes.FAMILIES['in_distribution'], scenes.FAMILIES['ood']
   for key in ('shapes', 'textures', 'trajectories'):
     assert not set(ind[key]) & set(ood[key]), key
-  seen = {s: dict(shapes=set(), textures=set(), trajectories=set()) for s in synthetic.SPLITS}
-  for split in synthetic.SPLITS:
-    for seed in synthetic.split_seeds(split, 40):
-      scene = synthetic.sample_scene(int(seed), split, T)
+  seen = {s: dict(shapes=set(), textures=set(), trajectories=set()) for s in scenes.SPLITS}
+  for split in scenes.SPLITS:
+    for seed in scenes.split_seeds(split, 40):
+      scene = scenes.sample_scene(int(seed), split, T)
       seen[split]['shapes'] |= set(scene['shape_families'])
       seen[split]['textures'] |= set(scene['texture_families'])
       seen[split]['trajectories'].add(scene['trajectory'])
@@ -114,21 +114,21 @@ def test_splits_are_disjoint():
     assert seen['test'][key] <= set(ind[key])
     assert seen['ood'][key] == set(ood[key])
   with pytest.raises(ValueError, match='split'):
-    synthetic.split_seeds('val', 3)
+    scenes.split_seeds('val', 3)
 
 
 def test_ensure_dataset_writes_splits_and_preview(data_dir):
   import imageio.v3 as iio
   for split, n in (('train', 6), ('test', 2), ('ood', 2)):
-    src = storage.ClipSource(data_dir, split)
+    src = records.ClipSource(data_dir, split)
     assert len(src) == n
-  src = storage.ClipSource(data_dir, 'test')
+  src = records.ClipSource(data_dir, 'test')
   item = src[1]
-  ref = synthetic.render_clip(int(synthetic.split_seeds('test', 2)[1]), 'test', T, R, R)
+  ref = synthetic.render_clip(int(scenes.split_seeds('test', 2)[1]), 'test', T, R, R)
   for key in ref:
     np.testing.assert_array_equal(item[key], ref[key])
     assert item[key].dtype == ref[key].dtype and item[key].flags.writeable
-  assert item['seed'].shape == () and item['seed'] == synthetic.split_seeds('test', 2)[1]
+  assert item['seed'].shape == () and item['seed'] == scenes.split_seeds('test', 2)[1]
   preview = iio.imread(os.path.join(data_dir, 'preview.png'))
   assert preview.ndim == 3 and preview.shape[0] >= 6 * 2 * R and preview.std() > 10
   # Idempotent: nothing is re-rendered.
@@ -141,15 +141,15 @@ def test_ensure_dataset_writes_splits_and_preview(data_dir):
 def test_record_format_round_trip():
   clip = {'rgb': np.arange(24, dtype=np.uint8).reshape(1, 2, 4, 3), 'seed': np.int64(7),
           'latents': np.linspace(-1, 1, 6, dtype=np.float32).reshape(1, 2, 3)}
-  for data in (storage.encode_clip(clip), _savez_bytes(clip)):   # current format and format 1
-    out = storage.decode_clip(data)
+  for data in (records.encode_clip(clip), _savez_bytes(clip)):   # current format and format 1
+    out = records.decode_clip(data)
     for key, value in clip.items():
       np.testing.assert_array_equal(out[key], value)
       assert out[key].dtype == value.dtype and out[key].shape == np.shape(value)
   with pytest.raises(ValueError, match='header'):
-    storage.decode_clip(b'garbage')
+    records.decode_clip(b'garbage')
   with pytest.raises(ValueError, match='truncated'):
-    storage.decode_clip(storage.encode_clip(clip)[:-5])
+    records.decode_clip(records.encode_clip(clip)[:-5])
 
 
 def _savez_bytes(clip):
@@ -165,9 +165,9 @@ def test_half_written_split_is_rerendered(tmp_path):
   with open(os.path.join(d, 'test', 'shard-00000-of-00001.array_record'), 'wb') as f:
     f.write(b'partial')
   with pytest.raises(FileNotFoundError, match='meta.json'):
-    storage.ClipSource(d, 'test')
+    records.ClipSource(d, 'test')
   storage.ensure_dataset(_config({'test': 3}), d)
-  assert len(storage.ClipSource(d, 'test')) == 3
+  assert len(records.ClipSource(d, 'test')) == 3
   assert not os.path.exists(os.path.join(d, 'test', 'shard-00000-of-00001.array_record'))
 
 
@@ -175,7 +175,7 @@ def test_half_written_split_is_rerendered(tmp_path):
 def test_parallel_render_matches_in_process(data_dir, tmp_path):
   spec = dict(storage._split_spec(_config(), 'train'), num_clips=3, num_shards=2)
   storage.render_split(spec, str(tmp_path / 'train'), processes=2)
-  parallel, serial = storage.ClipSource(str(tmp_path), 'train'), storage.ClipSource(data_dir, 'train')
+  parallel, serial = records.ClipSource(str(tmp_path), 'train'), records.ClipSource(data_dir, 'train')
   assert len(parallel) == 3
   for i in range(3):
     for key in ('rgb', 'depth', 'world_to_camera', 'seed'):
@@ -189,19 +189,19 @@ def test_corrupt_or_missing_shard_names_the_file(data_dir, tmp_path):
   shard = os.path.join(d, 'train', 'shard-00001-of-00002.array_record')
   with open(shard, 'r+b') as f:       # clobber the file, keeping its length
     f.write(os.urandom(os.path.getsize(shard)))
-  src = storage.ClipSource(d, 'train')
+  src = records.ClipSource(d, 'train')
   src[0]  # shard 0 is intact
   with pytest.raises(IOError, match='shard-00001-of-00002'):
     src[len(src) - 1]
   os.remove(shard)
   with pytest.raises(FileNotFoundError, match='shard-00001-of-00002'):
-    storage.ClipSource(d, 'train')
+    records.ClipSource(d, 'train')
   with pytest.raises(FileNotFoundError, match='ensure_dataset'):
-    storage.ClipSource(d, 'nope')
+    records.ClipSource(d, 'nope')
 
 
 def test_loader_batches(data_dir):
-  src = storage.ClipSource(data_dir, 'train')
+  src = records.ClipSource(data_dir, 'train')
   it = pipeline.make_loader(src, batch_size=4, clip_length=4, resolution=R, seed=0)
   batch = next(it)
   assert set(batch) == {'frames'}
@@ -220,7 +220,7 @@ def test_loader_batches(data_dir):
 
 
 def test_loader_geometry_stride_and_resize(data_dir):
-  src = storage.ClipSource(data_dir, 'test')
+  src = records.ClipSource(data_dir, 'test')
   it = pipeline.make_loader(src, batch_size=2, clip_length=3, resolution=16, seed=0,
                             shuffle=False, num_epochs=1, keep_geometry=True, frame_stride=2)
   batch = next(it)
@@ -237,7 +237,7 @@ def test_loader_geometry_stride_and_resize(data_dir):
 
 
 def test_loader_with_worker_processes(data_dir):
-  src = storage.ClipSource(data_dir, 'test')
+  src = records.ClipSource(data_dir, 'test')
   kwargs = dict(batch_size=2, clip_length=4, resolution=R, seed=3, shuffle=False, num_epochs=1)
   it = pipeline.make_loader(src, worker_count=2, **kwargs)
   got = next(it)['frames']
@@ -246,7 +246,7 @@ def test_loader_with_worker_processes(data_dir):
 
 
 def test_per_process_shards_are_disjoint_and_cover(data_dir):
-  src = storage.ClipSource(data_dir, 'train')
+  src = records.ClipSource(data_dir, 'train')
   seen = []
   for index in range(3):
     it = pipeline.make_loader(src, batch_size=1, clip_length=2, resolution=R, seed=0,
@@ -254,153 +254,7 @@ def test_per_process_shards_are_disjoint_and_cover(data_dir):
     seen.append([int(b['seed'][0]) for b in it])
   flat = [s for shard in seen for s in shard]
   assert len(flat) == len(set(flat)) == len(src)
-  assert set(flat) == set(synthetic.split_seeds('train', len(src)).tolist())
+  assert set(flat) == set(scenes.split_seeds('train', len(src)).tolist())
   with pytest.raises(ValueError, match='shard_index'):
     pipeline.make_loader(src, batch_size=1, clip_length=2, resolution=R, seed=0, shard_index=3,
                          shard_count=3)
-
-
-def test_video_folder_source(tmp_path):
-  import imageio.v2 as imageio
-  from maskvid.data.video_folder import VideoFolderSource
-  vdir = tmp_path / 'videos'
-  vdir.mkdir()
-  frames = np.zeros((10, 48, 64, 3), np.uint8)
-  for t in range(10):                   # a bright square sliding right on a blue background
-    frames[t, ..., 2] = 160
-    frames[t, 16:32, 4 * t:4 * t + 16] = (250, 200, 40)
-  imageio.mimwrite(str(vdir / 'clip.mp4'), frames, fps=10, macro_block_size=16)
-  src = VideoFolderSource(str(vdir), num_frames=4, resolution=16)
-  assert len(src) == 2                  # 10 frames -> two chunks of 4
-  item = src[1]
-  assert item['rgb'].shape == (4, 16, 16, 3) and item['rgb'].dtype == np.uint8
-  # Chunk 1 = frames s+4..s+7 (s: the seeded start in [0, 2], the frames two chunks leave over),
-  # centre-cropped 48x48 (x 8..56) and resized 3x down.
-  import cv2
-  start = src._chunks[1][1]  # pylint: disable=protected-access
-  assert start - 4 in (0, 1, 2)
-  # Each decoded frame is nearest to the frame it should be (codec error ~5, neighbours 5-11
-  # apart, so a mean-error bound alone would pass an off-by-one frame).
-  resized = np.stack([cv2.resize(f[:, 8:56], (16, 16), interpolation=cv2.INTER_AREA)
-                      for f in frames]).astype(int)
-  for k in range(4):
-    errors = np.abs(resized - item['rgb'][k].astype(int)).mean(axis=(1, 2, 3))
-    assert errors.argmin() == start + k, (k, errors.round(1))
-    assert errors[start + k] < 12, k
-  batch = next(pipeline.make_loader(src, batch_size=2, clip_length=4, resolution=16, seed=0))
-  assert batch['frames'].shape == (2, 4, 16, 16, 3)
-  # Through the config: data.source = video_folder renders nothing and previews the videos.
-  config = _config()
-  config.data.source, config.data.video_dir = 'video_folder', str(vdir)
-  config.data.num_frames, config.data.resolution = 4, 16
-  storage.ensure_dataset(config, str(tmp_path / 'data'))
-  assert os.path.exists(tmp_path / 'data' / 'preview.png')
-  assert not os.path.exists(tmp_path / 'data' / 'train')
-  assert len(storage.open_source(config, str(tmp_path / 'data'), 'train')) == 2
-  (vdir / 'broken.mp4').write_bytes(b'not a video')
-  with pytest.raises(IOError, match='broken.mp4'):
-    VideoFolderSource(str(vdir), num_frames=4, resolution=16, strict=True)
-  lenient = VideoFolderSource(str(vdir), num_frames=4, resolution=16)   # the default
-  assert len(lenient) == 2 and [os.path.basename(p) for p in lenient.skipped_videos] == [
-      'broken.mp4']
-  np.testing.assert_array_equal(lenient[1]['rgb'], item['rgb'])
-  with pytest.raises(FileNotFoundError, match='no video files'):
-    VideoFolderSource(str(tmp_path), num_frames=4, resolution=16)
-
-
-def test_camera_speed_scales_the_path_toward_the_first_pose():
-  seed = int(synthetic.split_seeds('test', 1)[0])
-  still = synthetic.render_clip(seed, 'test', 4, 16, 16, speed=0.0)
-  for t in range(1, 4):   # a static camera: every frame is frame 0
-    np.testing.assert_array_equal(still['rgb'][t], still['rgb'][0])
-    np.testing.assert_array_equal(still['world_to_camera'][t], still['world_to_camera'][0])
-  full = synthetic.render_clip(seed, 'test', 4, 16, 16)
-  np.testing.assert_array_equal(synthetic.render_clip(seed, 'test', 4, 16, 16, 1.0)['rgb'],
-                                full['rgb'])
-  np.testing.assert_array_equal(still['rgb'][0], full['rgb'][0])   # same first view
-  half = synthetic.sample_scene(seed, 'test', 4, speed=0.5)
-  scene = synthetic.sample_scene(seed, 'test', 4)
-  np.testing.assert_allclose(half['eyes'], scene['eyes'][:1] + 0.5 * (scene['eyes'] -
-                                                                     scene['eyes'][:1]))
-  with pytest.raises(ValueError, match='speed'):
-    synthetic.sample_scene(seed, 'test', 4, speed=-1)
-
-
-def test_train_split_draws_each_clip_speed_from_the_mix(tmp_path):
-  speeds = (0.0, 0.5, 1.0)
-  drawn = [synthetic.clip_speed(s, speeds) for s in range(300)]
-  assert drawn == [synthetic.clip_speed(s, speeds) for s in range(300)]   # deterministic
-  assert {d: drawn.count(d) > 60 for d in speeds} == {d: True for d in speeds}
-  c = _config({'train': 6, 'test': 2})
-  c.data.camera_speeds = speeds
-  storage.ensure_dataset(c, str(tmp_path))
-  train = storage.ClipSource(str(tmp_path), 'train')
-  for i in range(len(train)):
-    clip = train[i]
-    speed = float(clip['speed'])
-    assert speed == synthetic.clip_speed(int(clip['seed']), speeds)
-    moved = np.abs(clip['rgb'][-1].astype(int) - clip['rgb'][0].astype(int)).mean()
-    assert (moved == 0) == (speed == 0), (i, speed, moved)
-  test = storage.ClipSource(str(tmp_path), 'test')   # held-out splits keep the sampled paths
-  np.testing.assert_array_equal(
-      test[0]['rgb'], synthetic.render_clip(int(test[0]['seed']), 'test', T, R, R)['rgb'])
-  c.data.camera_speeds = (-1.0,)
-  with pytest.raises(ValueError, match='camera speeds'):
-    storage.ensure_dataset(c, str(tmp_path / 'bad'))
-
-
-def test_video_stride_mix_draws_a_stride_per_chunk(tmp_path):
-  import imageio.v2 as imageio
-  from maskvid.data.video_folder import VideoFolderSource
-  vdir = tmp_path / 'videos'
-  vdir.mkdir()
-  frames = np.zeros((60, 16, 16, 3), np.uint8)
-  frames[..., 0] = (np.arange(60) * 4)[:, None, None]     # frame index readable in red
-  imageio.mimwrite(str(vdir / 'ramp.mp4'), frames, fps=10, macro_block_size=16)
-  src = VideoFolderSource(str(vdir), num_frames=4, resolution=16, stride=(1, 3))
-  strides = [c[2] for c in src._chunks]  # pylint: disable=protected-access
-  assert set(strides) == {1, 3}
-  assert strides == [c[2] for c in VideoFolderSource(   # pylint: disable=protected-access
-      str(vdir), num_frames=4, resolution=16, stride=(1, 3))._chunks]
-  for i, (_, start, stride) in enumerate(src._chunks):  # pylint: disable=protected-access
-    red = src[i]['rgb'][..., 0].astype(float).mean((1, 2))
-    np.testing.assert_allclose(red, (start + stride * np.arange(4)) * 4, atol=6)
-  c = _config()
-  c.data.source, c.data.video_dir, c.data.num_frames, c.data.resolution = (
-      'video_folder', str(vdir), 4, 16)
-  c.data.video_strides = (1, 3)
-  assert storage.open_source(c, str(tmp_path), 'train').strides == (1, 3)
-  assert storage.open_source(c, str(tmp_path), 'test').strides == (1,)
-
-
-def test_video_chunk_that_fails_to_decode_is_replaced_or_raises_when_strict(tmp_path):
-  """A chunk that opens but does not decode (a file damaged past its header) is replaced by the
-  next chunk that decodes, counted once; strict sources raise naming the file."""
-  import imageio.v2 as imageio
-  from maskvid.data.video_folder import VideoFolderSource
-  vdir = tmp_path / 'videos'
-  vdir.mkdir()
-  frames = np.zeros((12, 16, 16, 3), np.uint8)
-  frames[..., 1] = (np.arange(12) * 20)[:, None, None]
-  imageio.mimwrite(str(vdir / 'a.mp4'), frames, fps=10, macro_block_size=16)
-
-  def damaged(src, bad):
-    decode = src._decode  # pylint: disable=protected-access
-
-    def _decode(index):
-      if index == bad:
-        raise IOError(f'cannot decode frames of video {src.paths[0]!r}: frame 5 does not decode')
-      return decode(index)
-    src._decode = _decode  # pylint: disable=protected-access
-    return src
-
-  src = damaged(VideoFolderSource(str(vdir), num_frames=4, resolution=16), bad=1)
-  assert len(src) == 3
-  good = VideoFolderSource(str(vdir), num_frames=4, resolution=16)
-  np.testing.assert_array_equal(src[1]['rgb'], good[2]['rgb'])      # the next chunk instead
-  np.testing.assert_array_equal(src[1]['rgb'], good[2]['rgb'])      # and again, no retry
-  assert src.bad_data()['chunks'] == [1]
-  np.testing.assert_array_equal(src[0]['rgb'], good[0]['rgb'])
-  strict = damaged(VideoFolderSource(str(vdir), num_frames=4, resolution=16, strict=True), bad=1)
-  with pytest.raises(IOError, match='a.mp4'):
-    strict[1]

@@ -5,12 +5,13 @@ import pytest
 from maskvid import pictures
 from maskvid.data import edits
 from maskvid.data import synthetic
+from maskvid.data import scenes
 from maskvid.eval import protocol
 from maskvid.tasks import track
 
 
 # test clip 1: a dolly shot, where optical flow tracks the object well at 32x32 (IoU ~0.8).
-SEED = int(synthetic.split_seeds('test', 2)[1])
+SEED = int(scenes.split_seeds('test', 2)[1])
 
 
 @pytest.fixture(scope='module')
@@ -28,7 +29,7 @@ def test_edit_pair_differs_only_on_the_edited_object(pair):
   assert changed[obj].mean() > 0.9                # and (nearly) all of the object does
   assert obj[0].mean() >= 0.02                    # the edited object is visible in frame 0
   # The largest object in frame 0 was chosen.
-  scene = synthetic.sample_scene(SEED, 'test', 6)
+  scene = scenes.sample_scene(SEED, 'test', 6)
   ids = synthetic.render_scene(scene, 32, 32)['object_id'][0]
   areas = [(ids == i).sum() for i in range(len(scene['objects']))]
   assert pair['edited_object'] == int(np.argmax(areas))
@@ -104,7 +105,7 @@ def test_colour_transfer_carries_a_per_channel_change():
 
 
 def test_edit_task_rejects_a_clip_without_the_edit():
-  clip = synthetic.render_clip(int(synthetic.split_seeds('test', 1)[0]), 'test', 4, 16, 16)
+  clip = synthetic.render_clip(int(scenes.split_seeds('test', 1)[0]), 'test', 4, 16, 16)
   with pytest.raises(ValueError, match='rgb_edited'):
     protocol.make_task('edit', clip)
   clip['rgb_edited'], clip['object_mask'] = clip['rgb'], np.zeros((4, 8, 8), bool)

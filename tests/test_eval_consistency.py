@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 
 from maskvid.data import synthetic
+
+from maskvid.data import scenes
 from maskvid.eval import consistency
 
 
 @pytest.fixture(scope='module')
 def clip():
-  c = synthetic.render_clip(int(synthetic.split_seeds('test', 1)[0]), 'test', 4, 16, 16)
+  c = synthetic.render_clip(int(scenes.split_seeds('test', 1)[0]), 'test', 4, 16, 16)
   c['frames'] = c['rgb'].astype(np.float32) / 127.5 - 1.0
   return c
 

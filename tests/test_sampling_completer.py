@@ -6,7 +6,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import default
@@ -34,9 +33,10 @@ def tiny_config():
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
-  """diffusion/ (Trainer state via train.checkpoint), vae/ (orbax `params` item, the layout
-  load_vae reads), latents/ (stats.json + COMPLETE.json as the cache writes them)."""
+  """diffusion/ (Trainer state via train.checkpoint), vae/ (a TrainState holding random params,
+  the layout load_vae reads), latents/ (stats.json + COMPLETE.json as the cache writes them)."""
   from maskvid.train import checkpoint as ckpt_lib
+  from maskvid.train import state as state_lib
   from maskvid import sharding
   from maskvid.diffusion import trainer as trainer_lib
   from maskvid.vae import cache
@@ -59,8 +59,10 @@ def workdir(tmp_path_factory):
   shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, RES, RES, 3)))
   rs = np.random.RandomState(0)
   variables = jax.tree.map(lambda s: (0.1 * rs.normal(size=s.shape)).astype(s.dtype), shapes)
-  vae_ckpt = ocp.CheckpointManager(os.path.join(root, 'vae', 'checkpoints'))
-  vae_ckpt.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(variables)), force=True)
+  vae_ckpt = ckpt_lib.make_manager(os.path.join(root, 'vae'))
+  ckpt_lib.save(vae_ckpt, state_lib.TrainState(step=np.int32(0), params=variables,
+                                               opt_state=np.zeros(()), ema_params=None,
+                                               rng=np.zeros((), np.uint32)), force=True)
   vae_ckpt.wait_until_finished()
   vae_ckpt.close()
 

@@ -5,13 +5,11 @@ import json
 import os
 
 import imageio.v3 as iio
-import jax
 import numpy as np
 import pytest
 
 from configs import default
 from maskvid import workdir as workdir_lib
-from maskvid import optim
 from maskvid.sampling import completer as completer_lib
 from maskvid.sampling import noise
 from maskvid.tasks import cli
@@ -30,7 +28,6 @@ def write_tiny_workdir(workdir: str):
   from maskvid.train import checkpoint as ckpt_lib
   from maskvid.diffusion import trainer as trainer_lib
   from maskvid.vae import cache as cache_lib
-  from maskvid.vae import model as vae_model
   from maskvid.vae import train as vae_train
   c = default.get_config()
   c.data.resolution = 32

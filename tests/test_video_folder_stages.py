@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from maskvid import stages
+from maskvid.data import sources
 from maskvid.vae import cache
 from maskvid.vae import testing
 
@@ -187,14 +188,12 @@ def test_tfds_source_runs_vae_cache_diffusion_eval(tmp_path):
   _check_eval(c, workdir)
   bad = c.copy_and_resolve_references()
   bad.data.tfds_frames_key = 'frames'
-  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
   with pytest.raises(KeyError, match="no feature 'frames'.*'clip'"):
-    storage.open_source(bad, '', 'train')[0]
+    sources.open_source(bad, '', 'train')[0]
 
 
 def test_video_folder_without_test_holds_out_videos_by_name(tmp_path):
   from maskvid.data import holdout  # pylint: disable=g-import-not-at-top
-  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   videos = str(tmp_path / 'videos')
   _write_videos(videos, 10, seed=0)
@@ -202,20 +201,20 @@ def test_video_folder_without_test_holds_out_videos_by_name(tmp_path):
   c.data.source, c.data.video_dir = 'video_folder', videos
   c.data.num_frames, c.data.resolution = FRAMES, RES
   data_dir = str(tmp_path / 'data')
-  share = storage.held_out(c, data_dir)
+  share = sources.held_out(c, data_dir)
   assert len(share.test) >= 1 and not share.scores_training
   assert set(share.train).isdisjoint(share.test) and len(share.train) + len(share.test) == 10
-  assert storage.source_splits(c) == ('train', 'test')        # no 'ood' for real video
-  train = storage.open_source(c, data_dir, 'train')
-  test = storage.open_source(c, data_dir, 'test')
+  assert sources.source_splits(c) == ('train', 'test')        # no 'ood' for real video
+  train = sources.open_source(c, data_dir, 'train')
+  test = sources.open_source(c, data_dir, 'test')
   names = lambda src: {os.path.basename(p) for p in src.paths}
   assert names(train) == set(share.train) and names(test) == set(share.test)
   with pytest.raises(ValueError, match="only the splits"):
-    storage.open_source(c, data_dir, 'ood')
+    sources.open_source(c, data_dir, 'ood')
   # Adding a video moves no other video: only the new file may land on either side.
   _write_videos(str(tmp_path / 'more'), 11, seed=3)
   os.rename(str(tmp_path / 'more' / 'clip10.mp4'), os.path.join(videos, 'new.mp4'))
-  again = storage.held_out(c, data_dir)
+  again = sources.held_out(c, data_dir)
   assert set(again.test) - {'new.mp4'} == set(share.test)
   assert set(again.train) - {'new.mp4'} == set(share.train)
   # The rule alone (no record) is stable too wherever the threshold, not the fallback, decides.
@@ -227,7 +226,7 @@ def test_video_folder_without_test_holds_out_videos_by_name(tmp_path):
   solo = str(tmp_path / 'solo')
   _write_videos(solo, 1, seed=0)
   c.data.video_dir = solo
-  assert storage.held_out(c, str(tmp_path / 'solo_data')).scores_training
+  assert sources.held_out(c, str(tmp_path / 'solo_data')).scores_training
 
 
 @pytest.mark.slow
@@ -243,8 +242,7 @@ def test_video_folder_run_scores_held_out_files_and_no_ood(tmp_path):
   stages.run_cache(c, workdir)
   latents_dir = os.path.join(workdir, 'latents')
   assert not os.path.exists(os.path.join(latents_dir, 'ood'))
-  from maskvid.data import storage  # pylint: disable=g-import-not-at-top
-  share = storage.held_out(c, os.path.join(workdir, 'data'))
+  share = sources.held_out(c, os.path.join(workdir, 'data'))
   train = cache.LatentSource(latents_dir, 'train')
   test = cache.LatentSource(latents_dir, 'test')
   assert len(train) == 3 * len(share.train) and len(test) == 3 * len(share.test)

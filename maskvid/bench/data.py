@@ -34,7 +34,9 @@ from configs import tiny
 from maskvid.bench import train_step
 from maskvid.data import pipeline
 from maskvid.data import storage
+from maskvid.data import records
 from maskvid.data import synthetic
+from maskvid.data import scenes
 from maskvid.data import video_folder
 from maskvid.vae import cache
 from maskvid.vae import model as vae_model
@@ -58,7 +60,7 @@ def _cpu_seconds() -> float:
 
 
 def bench_render(num_clips: int, frames: int, resolution: int, split: str) -> dict:
-  seeds = synthetic.split_seeds(split, num_clips + 1)
+  seeds = scenes.split_seeds(split, num_clips + 1)
   t0 = time.perf_counter()
   synthetic.render_clip(int(seeds[-1]), split, frames, resolution, resolution)  # compiles
   compile_s = time.perf_counter() - t0
@@ -74,7 +76,7 @@ def bench_render(num_clips: int, frames: int, resolution: int, split: str) -> di
 
 def bench_render_parallel(num_clips: int, frames: int, resolution: int, split: str,
                           processes: int) -> dict:
-  spec = dict(format_version=storage.FORMAT_VERSION, split=split, num_clips=num_clips,
+  spec = dict(format_version=records.FORMAT_VERSION, split=split, num_clips=num_clips,
               num_frames=frames, height=resolution, width=resolution, num_shards=4 * processes)
   load0, cpu0, t0 = os.getloadavg()[0], _cpu_seconds(), time.perf_counter()
   with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +91,7 @@ def bench_dataset_and_loader(data_dir: str, batches: int, worker_count: int) -> 
   t0 = time.perf_counter()
   storage.ensure_dataset(config, data_dir)
   build_s = time.perf_counter() - t0
-  source = storage.ClipSource(data_dir, 'train')
+  source = records.ClipSource(data_dir, 'train')
   it = pipeline.make_loader(source, batch_size=config.vae.train.batch_size,
                             clip_length=config.data.clip_length,
                             resolution=config.data.resolution, seed=0,

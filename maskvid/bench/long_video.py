@@ -35,6 +35,7 @@ import numpy as np
 
 from maskvid import pictures
 from maskvid.data import synthetic
+from maskvid.data import scenes
 from maskvid.eval import consistency
 from maskvid.eval import metrics
 from maskvid.sampling import completer as completer_lib
@@ -99,7 +100,7 @@ def main():
   out_dir = args.out or os.path.join(args.workdir, 'bench')
   os.makedirs(out_dir, exist_ok=True)
   clips = [synthetic.render_clip(int(s), 'test', T, res, res)
-           for s in synthetic.split_seeds('test', args.scenes)]
+           for s in scenes.split_seeds('test', args.scenes)]
   far = [0, T // 2, T - 1]
   psnr = {(t, m): [] for t in ('nvs', 'interpolate') for m in METHODS}
   calls, seconds = {}, dict.fromkeys(psnr, 0.0)

@@ -57,6 +57,29 @@ def best_times(fn, repeats: int) -> tuple[float, float]:
   return wall, cpu
 
 
+def _print_table(config, shape, known_fraction, n_params, fwd, fwd_compile, rows):
+  import jax  # pylint: disable=g-import-not-at-top
+  batch = shape[0]
+  dev = jax.devices()[0]
+  print(f'\nSampler benchmark: {dev.platform} ({getattr(dev, "device_kind", "")}), '
+        f'{jax.device_count()} device(s); model width={config.model.width} '
+        f'depth={config.model.depth} patch={tuple(config.model.patch_size)} '
+        f'dtype={config.model.dtype}, {n_params / 1e6:.2f}M params')
+  print(f'latents per call [B,T,h,w,c] = {list(shape)}, ~{known_fraction:.0%} tokens known; '
+        f'one forward pass (jitted, best of {FLAGS.repeats}): {fwd * 1e3:.2f} ms '
+        f'(compile {fwd_compile:.1f} s)\n')
+  header = (f'{"solver":<22}{"steps":>6}{"passes":>7}{"compile s":>10}{"sample ms":>11}'
+            f'{"calls x fwd ms":>16}{"ratio":>7}{"cpu ratio":>10}{"ms/clip":>9}'
+            f'{"clips/s":>9}')
+  print(header)
+  print('-' * len(header))
+  for name, n, nfe, compile_s, sample, ideal, ratio, cpu_ratio, cps in rows:
+    print(f'{name:<22}{n:>6}{nfe:>7}{compile_s:>10.1f}{sample * 1e3:>11.1f}{ideal * 1e3:>16.1f}'
+          f'{ratio:>7.3f}{cpu_ratio:>10.3f}{sample * 1e3 / batch:>9.2f}{cps:>9.2f}')
+  print('\nratio = sampler wall time / (model calls x one forward pass at that batch); '
+        'cpu ratio: the same with process CPU time (steadier on a loaded host); target < 1.10.')
+
+
 def main(argv):
   del argv
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
@@ -127,24 +150,7 @@ def main(argv):
                  batch / sample))
     print(f'  done: {name} {n} steps ({sample:.3f} s/call)', flush=True)
 
-  dev = jax.devices()[0]
-  print(f'\nSampler benchmark: {dev.platform} ({getattr(dev, "device_kind", "")}), '
-        f'{jax.device_count()} device(s); model width={config.model.width} '
-        f'depth={config.model.depth} patch={tuple(config.model.patch_size)} '
-        f'dtype={config.model.dtype}, {n_params / 1e6:.2f}M params')
-  print(f'latents per call [B,T,h,w,c] = {list(shape)}, ~{float(mask.mean()):.0%} tokens known; '
-        f'one forward pass (jitted, best of {FLAGS.repeats}): {fwd * 1e3:.2f} ms '
-        f'(compile {fwd_compile:.1f} s)\n')
-  header = (f'{"solver":<22}{"steps":>6}{"passes":>7}{"compile s":>10}{"sample ms":>11}'
-            f'{"calls x fwd ms":>16}{"ratio":>7}{"cpu ratio":>10}{"ms/clip":>9}'
-            f'{"clips/s":>9}')
-  print(header)
-  print('-' * len(header))
-  for name, n, nfe, compile_s, sample, ideal, ratio, cpu_ratio, cps in rows:
-    print(f'{name:<22}{n:>6}{nfe:>7}{compile_s:>10.1f}{sample * 1e3:>11.1f}{ideal * 1e3:>16.1f}'
-          f'{ratio:>7.3f}{cpu_ratio:>10.3f}{sample * 1e3 / batch:>9.2f}{cps:>9.2f}')
-  print('\nratio = sampler wall time / (model calls x one forward pass at that batch); '
-        'cpu ratio: the same with process CPU time (steadier on a loaded host); target < 1.10.')
+  _print_table(config, shape, float(mask.mean()), n_params, fwd, fwd_compile, rows)
 
 
 if __name__ == '__main__':

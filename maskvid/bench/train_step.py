@@ -17,7 +17,6 @@ H100/H200 989 TFLOP/s per device (bf16 dense tensor cores; a float32 model is st
 against it), other GPUs/TPUs: pass --peak_tflops (per device). XLA's cost analysis of an
 SPMD-partitioned step counts one device's program, so it is multiplied by the device count.
 """
-import resource
 import statistics
 import time
 

@@ -20,6 +20,7 @@ from maskvid.vae import model as vae_model
 from maskvid.vae import evaluate as vae_eval
 from maskvid import pictures
 from maskvid.data import synthetic
+from maskvid.data import scenes
 
 
 def per_clip_psnr(module, params, clips: list[np.ndarray], fn) -> np.ndarray:
@@ -48,7 +49,7 @@ def main():
   for split in ('test', 'train'):
     start = time.time()
     clips = [synthetic.render_clip(int(s), split, t, res, res)['rgb']
-             for s in synthetic.split_seeds(split, args.clips)]
+             for s in scenes.split_seeds(split, args.clips)]
     scores[split] = per_clip_psnr(module, params, clips, fn)
     print(f'{split}: {args.clips} scenes rendered and scored in {time.time() - start:.0f}s')
   print(f"\n{'split':<6} {'first 32':>9} {f'all {args.clips}':>9} {'32-chunk min':>13} "

@@ -6,7 +6,7 @@ from absl import logging
 import numpy as np
 
 from maskvid import pictures
-from maskvid.data import synthetic
+from maskvid.data import scenes
 
 
 def colorize_depth(depth: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -38,13 +38,13 @@ def preview_rows(clips: list[dict], max_frames: int = 8,
 
 def write_preview(sources, path: str, clips_per_split: int = 2) -> None:
   """Writes a labelled preview PNG of the first clips of each rendered split's source (a
-  `storage.ClipSource`; see preview_rows)."""
+  `records.ClipSource`; see preview_rows)."""
   clips, labels = [], []
   for source in sources:
     split = source.split
     for i in range(min(clips_per_split, len(source))):
       clip = source[i]
-      scene = synthetic.sample_scene(int(clip['seed']), split, clip['rgb'].shape[0])
+      scene = scenes.sample_scene(int(clip['seed']), split, clip['rgb'].shape[0])
       speed = f" x{float(clip['speed']):g}" if 'speed' in clip else ''
       clips.append(clip)
       labels.append(f"{split} {int(clip['seed'])} {scene['trajectory']}{speed}")

@@ -1,6 +1,6 @@
 """grain loaders: per-process shard -> shuffle -> repeat -> clip sampling + resize -> batch.
 
-Any random-access source of clip dicts works (`storage.ClipSource`,
+Any random-access source of clip dicts works (`records.ClipSource`,
 `video_folder.VideoFolderSource`, `vae.cache.LatentSource` style sources with an `rgb` key).
 """
 from __future__ import annotations

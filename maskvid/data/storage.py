@@ -25,12 +25,11 @@ from array_record.python import array_record_module
 
 from maskvid import fileio
 from maskvid.data import contact_sheet
+from maskvid.data import scenes
 from maskvid.data import synthetic
-# The record format and the sources, re-exported: the data stage's callers use this module.
-from maskvid.data.records import FORMAT_VERSION, ClipSource, decode_clip, encode_clip  # noqa: F401
-from maskvid.data.records import _read_meta, shard_paths  # noqa: F401
-from maskvid.data.sources import SOURCES, VIDEO_SOURCES, SourceConfigError  # noqa: F401
-from maskvid.data.sources import check_source, held_out, open_source, source_splits  # noqa: F401
+from maskvid.data.records import FORMAT_VERSION, ClipSource, encode_clip
+from maskvid.data.records import _read_meta, shard_paths
+from maskvid.data.sources import VIDEO_SOURCES, check_source, held_out, open_source
 
 def _split_spec(config, split: str) -> dict:
   """What a rendered split is made of; a split on disk with another spec is re-rendered.
@@ -44,7 +43,7 @@ def _split_spec(config, split: str) -> dict:
               width=int(config.data.resolution),
               num_shards=max(1, min(int(config.data.num_shards), int(config.data.clips[split]))))
   if split == 'train' and speeds != (1.0,):
-    synthetic.clip_speed(0, speeds)   # validates the mix before anything renders
+    scenes.clip_speed(0, speeds)   # validates the mix before anything renders
     spec['camera_speeds'] = list(speeds)
   return spec
 
@@ -54,7 +53,7 @@ def _render_shard(job: tuple) -> int:
   path, split, seeds, num_frames, height, width, speeds, progress = job
   writer = array_record_module.ArrayRecordWriter(path, 'group_size:1')
   for seed in seeds:
-    speed = synthetic.clip_speed(int(seed), speeds) if speeds else 1.0
+    speed = scenes.clip_speed(int(seed), speeds) if speeds else 1.0
     clip = synthetic.render_clip(int(seed), split, num_frames, height, width, speed)
     clip['seed'] = np.int64(seed)
     clip['speed'] = np.float32(speed)
@@ -79,7 +78,7 @@ def render_split(spec: dict, out_dir: str, processes: int = 0) -> None:
   """
   os.makedirs(out_dir, exist_ok=True)
   split = spec['split']
-  seeds = synthetic.split_seeds(split, spec['num_clips'])
+  seeds = scenes.split_seeds(split, spec['num_clips'])
   paths = shard_paths(out_dir, spec['num_shards'])
   # Contiguous blocks of seeds per shard: record key i of the split is seeds[i].
   bounds = np.linspace(0, len(seeds), spec['num_shards'] + 1).astype(int)

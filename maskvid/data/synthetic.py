@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskvid.geometry import camera
-# The scene side of the dataset, re-exported: callers render with this module alone.
-from maskvid.data.scenes import FAMILIES, SPLITS, TEXTURES, clip_speed, sample_scene, split_seeds  # noqa: F401
+from maskvid.data.scenes import sample_scene
 from maskvid.data.scenes import _FOV_DEG, _KIND, _SLOTS, _check_split, family_set
 
 _EPS = 1e-4

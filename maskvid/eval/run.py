@@ -63,12 +63,12 @@ import numpy as np
 
 from maskvid import fileio
 from maskvid import pictures
-from maskvid.data import storage
+from maskvid.data import sources
 from maskvid.eval import clips as clips_lib
 from maskvid.eval import dists as dists_lib
 from maskvid.eval import fvd as fvd_lib
 from maskvid.eval import methods as methods_lib
-from maskvid.eval import metrics as metrics_lib
+from maskvid.eval import lpips as lpips_lib
 from maskvid.eval import protocol
 from maskvid.eval import report
 from maskvid.eval import scoring
@@ -110,14 +110,14 @@ def _check(config) -> tuple:
 
 def _splits(config, workdir: str, notes: list, results: dict) -> list:
   """The eval splits the source has; for real video, which clips the test split holds."""
-  have = storage.source_splits(config)
+  have = sources.source_splits(config)
   splits = [s for s in config.eval.splits if s in have]
   for s in config.eval.splits:
     if s not in have:
       notes.append(f'{s}: not evaluated: the {config.data.source!r} source has no such split '
                    f'(it has {", ".join(have)}).')
-  if config.data.source in storage.VIDEO_SOURCES:
-    share = storage.held_out(config, stage_dir(config, workdir, 'data'))
+  if config.data.source in sources.VIDEO_SOURCES:
+    share = sources.held_out(config, stage_dir(config, workdir, 'data'))
     if share is None:
       results['info']['test split'] = 'the source\'s own test split'
     elif share.scores_training:
@@ -249,7 +249,7 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   eval_dir = stage_dir(config, workdir, 'eval')
   save_config(config, eval_dir)
 
-  nets = scoring.Nets(lpips=metrics_lib.maybe_load_lpips(config.eval.lpips_weights),
+  nets = scoring.Nets(lpips=lpips_lib.maybe_load_lpips(config.eval.lpips_weights),
                       dists=dists_lib.maybe_load_dists(config.eval.dists_weights),
                       fvd=fvd_lib.maybe_load_fvd(config.eval.fvd_weights))
   for name, key in (('LPIPS and FD', 'lpips'), ('DISTS', 'dists'), ('FVD', 'fvd')):

@@ -24,7 +24,7 @@ _IMAGE_SCORES = ('psnr', 'ssim', 'psnr_hole', 'ssim_hole', 'psnr_outside', 'lpip
 
 class Nets(NamedTuple):
   """The learned metrics' networks (None: that metric is skipped)."""
-  lpips: Any = None    # metrics.LPIPS: LPIPS per frame, FD from its pooled features
+  lpips: Any = None    # lpips.LPIPS: LPIPS per frame, FD from its pooled features
   dists: Any = None    # dists.DISTS: DISTS per frame
   fvd: Any = None      # fvd.FVD: I3D features per clip -> FVD over the split/task
 

@@ -14,6 +14,8 @@ import numpy as np
 from absl import app, flags
 
 from maskvid.data import synthetic
+
+from maskvid.data import scenes
 from maskvid.geometry import camera
 from maskvid.posed import WRITERS
 from maskvid.posed import scene as scene_lib
@@ -99,7 +101,7 @@ def main(argv: Sequence[str]) -> None:
 def _define_flags() -> None:
   flags.DEFINE_enum('format', 'nerfstudio', sorted(WRITERS), 'Format to write.')
   flags.DEFINE_string('out', None, 'Output folder.', required=True)
-  flags.DEFINE_enum('split', 'test', list(synthetic.SPLITS), 'Synthetic split.')
+  flags.DEFINE_enum('split', 'test', list(scenes.SPLITS), 'Synthetic split.')
   flags.DEFINE_integer('seed', 0, 'Clip index within the split.')
   flags.DEFINE_integer('num_frames', 8, 'Frames of the clip.')
   flags.DEFINE_integer('height', 64, 'Frame height.')

@@ -165,6 +165,16 @@ def _report_step(step, num_steps):
   logging.info('sampler: step %d/%d', int(step) + 1, num_steps)
 
 
+def _ancestral_step(x, v, t, s, z):
+  """x_t -> x_s drawn from q(x_s | x_t, x0) for x_t = (1-t) x0 + t eps (x0, eps from v)."""
+  x0 = x - t * v
+  eps = x + (1 - t) * v
+  # Posterior std; 0 at s = 0.
+  ratio = ((1 - t) * s) / ((1 - s) * t)
+  sigma = s * jnp.sqrt(jnp.clip(1 - ratio * ratio, 0, 1))
+  return (1 - s) * x0 + jnp.sqrt(jnp.maximum(s * s - sigma * sigma, 0)) * eps + sigma * z
+
+
 def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, solver,
             renoise_at, guidance, keep_trajectory, progress=False, guide_mask=None):
   """Shared body of complete / sample_trajectory (traced once per shapes + static options)."""
@@ -215,14 +225,8 @@ def _sample(apply_fn, params, known, known_mask, exact_mask, rng, *, num_steps, 
         x_next = lax.cond(s > 0,
                           lambda: x - (t - s) * 0.5 * (v + velocity(x_pred, s, held, guide)),
                           lambda: x_pred)
-      else:  # ancestral
-        x0 = x - t * v
-        eps = x + (1 - t) * v
-        # Posterior std of q(x_s | x_t, x0) for x_t = (1-t) x0 + t eps; 0 at s = 0.
-        ratio = ((1 - t) * s) / ((1 - s) * t)
-        sigma = s * jnp.sqrt(jnp.clip(1 - ratio * ratio, 0, 1))
-        z = noise.normal(key, x.shape, dtype)
-        x_next = (1 - s) * x0 + jnp.sqrt(jnp.maximum(s * s - sigma * sigma, 0)) * eps + sigma * z
+      else:
+        x_next = _ancestral_step(x, v, t, s, noise.normal(key, x.shape, dtype))
       x_next = hold(x_next)
       return x_next, (x_next if keep_trajectory else None)
 

@@ -17,6 +17,8 @@ import imageio.v3 as iio
 import numpy as np
 
 from maskvid.data import synthetic
+
+from maskvid.data import scenes
 from maskvid.tasks import cli
 from maskvid.tasks import common
 from maskvid.tasks import edit
@@ -33,7 +35,7 @@ def make_gallery(checkpoint: str, out_dir: str, *, completer=None, seed: int = 0
   if completer is None:
     completer = cli.load_completer(checkpoint)
   size = common.model_resolution(completer)
-  clip_seed = int(synthetic.split_seeds('test', TEST_SEED_INDEX + 1)[-1])
+  clip_seed = int(scenes.split_seeds('test', TEST_SEED_INDEX + 1)[-1])
   clip = synthetic.render_clip(clip_seed, 'test', 8, *size)['rgb']
   out = {}
   with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ from maskvid.tasks import cli
 from maskvid.tasks import common
 from maskvid.tasks import io
 from maskvid.data import synthetic
+from maskvid.data import scenes
 from maskvid import depth as depth_lib
 
 
@@ -106,8 +107,8 @@ def prepare_inputs(image_arg: str, depth_arg: str, size: tuple, fov_deg: float):
       seed = int(seed)
     except ValueError:
       raise io.InputError(f"--image: expected 'synthetic:SPLIT:SEED', got {image_arg!r}") from None
-    if split not in synthetic.SPLITS:
-      raise io.InputError(f'--image: split must be one of {synthetic.SPLITS}, got {split!r}')
+    if split not in scenes.SPLITS:
+      raise io.InputError(f'--image: split must be one of {scenes.SPLITS}, got {split!r}')
     clip = synthetic.render_clip(seed, split, 1, size[0], size[1])
     image, gt, k = clip['rgb'][0], clip['depth'][0], clip['intrinsics']
   else:   # the user's image at its own size and aspect (the Completer handles any size)

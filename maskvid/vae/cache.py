@@ -1,7 +1,7 @@
 """Latent cache: every split encoded once by the trained VAE (posterior mean), as ArrayRecord shards.
 
 Layout of latents_dir:
-  {split}/shard-00000-of-00004.array_record  one record per clip (storage.encode_clip): latents float32
+  {split}/shard-00000-of-00004.array_record  one record per clip (records.encode_clip): latents float32
                                              [T,h,w,c] (raw, un-normalised), rgb uint8 [T,H,W,3],
                                              depth, intrinsics, world_to_camera, seed
   {split}/meta.json                          record counts per shard, latent shape
@@ -28,7 +28,7 @@ from maskvid import fileio
 from maskvid import pictures
 from maskvid.data import pipeline
 from maskvid.data import records
-from maskvid.data import storage
+from maskvid.data import sources
 from maskvid.vae import model as vae_model
 
 COMPLETE_FILE = 'COMPLETE.json'
@@ -102,7 +102,7 @@ def _encode_shards(source, encode, params, resolution: int, split_dir: str, boun
         acc['sumsq'] += np.square(flat).sum(0)
         acc['count'] += flat.shape[0]
       for clip, z in zip(clips, latents):
-        writer.write(storage.encode_clip(dict(clip, latents=z)))
+        writer.write(records.encode_clip(dict(clip, latents=z)))
     writer.close()
     done += hi - lo
     logging.info('latent cache %s: %d/%d clips of this process (%.1f clips/s)',
@@ -148,7 +148,7 @@ def _merge_parts(split_dir: str, num_processes: int, bounds: np.ndarray) -> tupl
 
 
 def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) -> None:
-  """Encodes each split of config.data.clips that the source has (`storage.source_splits`) with
+  """Encodes each split of config.data.clips that the source has (`sources.source_splits`) with
   the VAE in vae_dir into latents_dir.
 
   Idempotent: a complete cache (COMPLETE.json present) is left as is. An incomplete one is
@@ -169,7 +169,7 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
     logging.info('latent cache %s is complete; nothing to do', latents_dir)
     return
   module, params = vae_model.load_vae(vae_dir)
-  splits = list(storage.source_splits(config))   # a video source: no split it does not have
+  splits = list(sources.source_splits(config))   # a video source: no split it does not have
   if not splits:
     raise ValueError(f'config.data.clips has no non-empty split: {dict(config.data.clips)}')
   stats_split = 'train' if 'train' in splits else splits[0]
@@ -185,7 +185,7 @@ def build_latent_cache(config, vae_dir: str, data_dir: str, latents_dir: str) ->
   distributed.sync('maskvid-cache-start')
   bounds = {}
   for split in splits:
-    source = storage.open_source(config, data_dir, split)
+    source = sources.open_source(config, data_dir, split)
     bounds[split] = _shard_bounds(len(source), int(config.data.num_shards), num_processes)
     mine = [s for s in range(len(bounds[split]) - 1) if s % num_processes == process]
     logging.info('latent cache: encoding %s (%d clips, shards %s of %d on process %d/%d)',
@@ -231,12 +231,12 @@ def _finish(tmp, latents_dir, splits, stats_split, bounds, num_processes, vae_di
                np.round(mean, 3).tolist(), np.round(std, 3).tolist())
 
 
-class LatentSource(storage.ClipSource):
+class LatentSource(records.ClipSource):
   """grain RandomAccessDataSource over one split of a complete latent cache. Item i ->
 
   latents float32 [T,h,w,c] normalised with stats.json, plus the clip's rgb uint8 [T,H,W,3],
   depth float32 [T,H,W], intrinsics float32 [3,3], world_to_camera float32 [T,4,4], seed.
-  The shards are read as `storage.ClipSource` reads the rendered dataset (same record format).
+  The shards are read as `records.ClipSource` reads the rendered dataset (same record format).
   """
   MISSING_HINT = 'the cache was built without it (config.data.clips)'
   PATH_ARG = 'paths.latents'

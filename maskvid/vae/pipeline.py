@@ -10,7 +10,7 @@ import numpy as np
 
 from maskvid import pictures
 from maskvid.data import pipeline
-from maskvid.data import storage
+from maskvid.data import sources
 
 
 def _frames_per_clip(source) -> int:
@@ -27,7 +27,7 @@ def frame_dataset(source, *, batch_size: int, resolution: int, seed: int,
   """Infinite grain MapDataset whose element s is the step-s batch `{'frames': [B,1,H,W,3]}`.
 
   `source` is any random-access source of clip dicts with 'rgb' uint8 [T,H,W,3] (e.g.
-  `maskvid.data.storage.ClipSource`). Built on `maskvid.data.pipeline.make_dataset` with
+  `maskvid.data.records.ClipSource`). Built on `maskvid.data.pipeline.make_dataset` with
   one-frame windows (a random frame of a shuffled clip; per-process sharding included).
   `cache_rgb` keeps every clip's frames in memory after its first read (`pipeline.RgbCache`):
   the same batches, without re-reading and decoding records in later epochs.
@@ -58,6 +58,6 @@ def eval_frames(source, num_frames: int, resolution: int | None = None) -> np.nd
 
 def open_sources(config, data_dir: str) -> dict:
   """{split: clip source} for every split of config.data.clips the source has
-  (`storage.source_splits`, `storage.open_source`)."""
-  return {split: storage.open_source(config, data_dir, split)
-          for split in storage.source_splits(config)}
+  (`sources.source_splits`, `sources.open_source`)."""
+  return {split: sources.open_source(config, data_dir, split)
+          for split in sources.source_splits(config)}

@@ -8,14 +8,14 @@ import os
 from array_record.python import array_record_module
 import numpy as np
 
-from maskvid.data import storage
+from maskvid.data import records
 from maskvid.vae import cache
 
 
 class ProceduralClips:
   """Random-access source of `{'rgb': uint8 [T,H,W,3]}`: a colour gradient with moving discs.
 
-  Same record layout as `maskvid.data.storage.ClipSource` (rgb only), deterministic per index.
+  Same record layout as `maskvid.data.records.ClipSource` (rgb only), deterministic per index.
   """
 
   def __init__(self, num_clips: int, num_frames: int = 4, size: int = 16, seed: int = 0):
@@ -85,7 +85,7 @@ def write_latent_cache(latents_dir: str, seed: int = 0) -> None:
       writer = array_record_module.ArrayRecordWriter(os.path.join(split_dir, name), 'group_size:1')
       for _ in range(size):
         z = rng.normal(size=(6, 8, 8, 4)) * scale + shift
-        writer.write(storage.encode_clip({'latents': z.astype(np.float32), 'seed': k}))
+        writer.write(records.encode_clip({'latents': z.astype(np.float32), 'seed': k}))
         k += 1
       writer.close()
     with open(os.path.join(split_dir, cache.META_FILE), 'w') as f:

@@ -32,7 +32,6 @@ from absl import logging
 from clu import metric_writers
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from maskvid import distributed
 from maskvid import fileio
