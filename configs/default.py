@@ -184,7 +184,7 @@ def get_config():
   c.sample.solver = 'euler'                 # euler | heun | ancestral
   c.sample.renoise_at = 0.0                 # stochastic-conditioning threshold t in (0, 1); 0: off
   c.sample.guidance = 1.0
-  c.sample.num_clips = 4
+  c.sample.preview_clips = 4
   # Pixel -> token rule (`sampling.masks.pixel_to_token_masks`, whose defaults these are): a model
   # patch is known when at least min_valid of its pixels is given, or at least min_hinted is
   # given, hinted or copied from another frame; exact when all are given. Known but inexact
@@ -214,7 +214,7 @@ def get_config():
   # edit), the trained baselines (conditioning, replacement) and the masked model with
   # config.sample's options (ours) and without stochastic conditioning (ours_no_sc).
   # References (ground_truth, vae_oracle, warp_oracle) always.
-  c.eval.baselines = ('nearest_fill', 'cross_fade', 'temporal_nearest', 'no_propagation',
+  c.eval.methods = ('nearest_fill', 'cross_fade', 'temporal_nearest', 'no_propagation',
                       'colour_transfer', 'flow_warp', 'conditioning', 'replacement', 'ours_no_sc',
                       'ours')
   c.eval.num_samples = 4                    # >1 adds a '<method> mean<K>' row (mean of K samples)

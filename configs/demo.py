@@ -66,7 +66,7 @@ def get_config():
   c.sample.num_steps = 12
   c.sample.guidance = 2.0
   c.eval.num_clips = 16
-  c.eval.baselines = ('nearest_fill', 'cross_fade', 'temporal_nearest', 'no_propagation',
+  c.eval.methods = ('nearest_fill', 'cross_fade', 'temporal_nearest', 'no_propagation',
                       'colour_transfer', 'flow_warp', 'ours')
   c.eval.speeds = (0.0, 0.25, 0.5, 1.0)
   c.eval.speed_clips = 8

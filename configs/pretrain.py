@@ -31,6 +31,6 @@ def get_config():
   c.data.clips = {'train': 1, 'test': 1}   # the splits; the source decides how many clips
   c.eval.tasks = ('interpolate', 'holes')
   c.eval.splits = ('test',)
-  c.eval.baselines = ('cross_fade', 'nearest_fill', 'ours')
+  c.eval.methods = ('cross_fade', 'nearest_fill', 'ours')
   c.eval.num_clips = 64
   return c

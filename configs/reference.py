@@ -29,7 +29,7 @@ def get_config():
   c.train.checkpoint_every = 1000
   c.eval.num_clips = 16
   c.eval.num_samples = 4
-  c.eval.baselines = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer',
+  c.eval.methods = ('nearest_fill', 'cross_fade', 'no_propagation', 'colour_transfer',
                       'flow_warp', 'conditioning', 'replacement', 'ours_no_sc', 'ours')
   c.eval.baseline_steps = -1      # baselines get exactly train.steps
   return c

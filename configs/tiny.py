@@ -23,5 +23,5 @@ def get_config():
   c.train.keep_checkpoints = 2
   c.train.eval_every = 0          # once, at the end
   c.sample.num_steps = 25
-  c.sample.num_clips = 4
+  c.sample.preview_clips = 4
   return c

@@ -80,21 +80,21 @@ def ensure_baseline(config, workdir: str, name: str) -> str:
 
 
 def run_baselines(config, workdir: str) -> list:
-  """Trains the trained baselines named in config.eval.baselines (finished ones are skipped).
+  """Trains the trained baselines named in config.eval.methods (finished ones are skipped).
 
   `eval` runs this first; as its own job it lets the baselines train as separate processes or
   cluster jobs beside the main `diffusion` job, e.g. one per baseline with
-  `--config.eval.baselines="('conditioning',)"`.
+  `--config.eval.methods="('conditioning',)"`.
   """
-  names = [b for b in config.eval.baselines if b in TRAINED_BASELINES]
+  names = [b for b in config.eval.methods if b in TRAINED_BASELINES]
   if not names:
-    raise ValueError(f'config.eval.baselines={tuple(config.eval.baselines)} names no trained '
+    raise ValueError(f'config.eval.methods={tuple(config.eval.methods)} names no trained '
                      f'baseline; trained ones are {sorted(TRAINED_BASELINES)}')
   return [ensure_baseline(config, workdir, name) for name in names]
 
 
 def run_eval(config, workdir: str) -> dict:
-  if any(b in TRAINED_BASELINES for b in config.eval.baselines):
+  if any(b in TRAINED_BASELINES for b in config.eval.methods):
     run_baselines(config, workdir)
   return eval_run.evaluate(config, workdir)
 

@@ -21,7 +21,7 @@ def run(workdir: str, steps: int) -> int:
   config.train.steps, config.train.log_every = steps, 1
   config.train.checkpoint_every = 10 * steps
   config.train.async_checkpoints = False
-  config.sample.num_clips = 1
+  config.sample.preview_clips = 1
   logging.set_verbosity(logging.INFO)
   return main.run(config, workdir)
 

@@ -102,7 +102,7 @@ def test_eval_job_with_eval_py_is_the_command(setup, monkeypatch):
   """`evaluate` itself, given configs/eval.py: its `ours` holes are the Completer's, and the
   report names the run's sampler settings."""
   config = eval_py_config(setup['run_config'])
-  config.eval.tasks, config.eval.baselines = ('holes',), ('ours',)
+  config.eval.tasks, config.eval.methods = ('holes',), ('ours',)
   seen, run_task = {}, run.run_task
   # The loaded codec and the `ours` sampler the other tests compiled (loading and compiling
   # them again costs 5 s); the sampler's options are checked by `make_samplers`'s own tests.

@@ -27,13 +27,13 @@ def test_ours_uses_config_sample_and_the_one_step_row_is_the_plain_conditional(m
 
 
 def test_each_trained_row_samples_with_its_objectives_sampler(monkeypatch):
-  """conditioning / replacement rows go through `sampling.baselines.complete` with the
+  """conditioning / replacement rows go through `sampling.objectives.complete` with the
   objective their run was trained with, never through the masked sampler."""
   calls = []
   objectives = {'conditioning': 'conditioning', 'replacement': 'unconditional'}
   monkeypatch.setattr(methods, '_trained_baseline', lambda wd, name: name)
   monkeypatch.setattr(methods, '_model', lambda d: ('apply_' + d, 'params', objectives[d]))
-  monkeypatch.setattr(methods.baselines, 'complete',
+  monkeypatch.setattr(methods.objectives, 'complete',
                       lambda obj, fn, *a, **kw: calls.append((obj, fn, kw)) or 'latents')
   fns = methods.make_samplers(default.get_config(), '/unused', ('conditioning', 'replacement'))
   assert fns['conditioning']('k', 'm', 'e', 'r', 7) == 'latents'

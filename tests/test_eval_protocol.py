@@ -173,7 +173,7 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
     assert (ev / name).exists(), name
   m = out['metrics']['test']
   assert set(m) == {'nvs', 'interpolate', 'holes', 'edit'}
-  gen = [g for g in run.GENERATIVE if g in c.eval.baselines]
+  gen = [g for g in run.GENERATIVE if g in c.eval.methods]
   rows = set(run.REFERENCE_ROWS + run.TRIVIAL) | set(run.generative_rows(gen, 3, True, c.eval.tasks))
   assert {'ours mean3', 'ours one-step', 'conditioning one-step', 'ours gt-region',
           'ours blank'} <= rows
@@ -238,7 +238,7 @@ def _known_token_fraction(tmp_path, monkeypatch, min_valid):
   c = default.get_config()
   c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4
   c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
-  c.eval.tasks, c.eval.baselines = ('holes',), ('ours',)
+  c.eval.tasks, c.eval.methods = ('holes',), ('ours',)
   c.eval.sample_overrides.min_valid = min_valid
   c.eval.sample_overrides.temporal_fill = False   # given pixels only: copies would be known too
   c.eval.num_samples, c.eval.one_step = 1, False
@@ -271,10 +271,10 @@ def test_baselines_job_trains_only_the_trained_baselines(tmp_path, monkeypatch):
   trained = []
   monkeypatch.setattr(stages, 'ensure_baseline', lambda cfg, wd, name: trained.append(name) or name)
   c = default.get_config()
-  c.eval.baselines = ('nearest_fill', 'replacement', 'ours', 'conditioning')
+  c.eval.methods = ('nearest_fill', 'replacement', 'ours', 'conditioning')
   assert stages.run_baselines(c, str(tmp_path)) == ['replacement', 'conditioning']
-  c.eval.baselines = ('nearest_fill', 'ours')
-  with pytest.raises(ValueError, match='eval.baselines'):
+  c.eval.methods = ('nearest_fill', 'ours')
+  with pytest.raises(ValueError, match='eval.methods'):
     stages.run_baselines(c, str(tmp_path))
 
 
@@ -283,7 +283,7 @@ def test_speed_sweep_reports_hole_psnr_against_camera_speed(tmp_path, monkeypatc
   c = default.get_config()
   c.data.resolution, c.data.num_frames, c.data.clip_length = 16, 4, 4
   c.eval.splits, c.eval.num_clips, c.eval.batch_size = ('test',), 2, 2
-  c.eval.tasks, c.eval.baselines = ('holes',), ('nearest_fill', 'cross_fade',
+  c.eval.tasks, c.eval.methods = ('holes',), ('nearest_fill', 'cross_fade',
                                                  'temporal_nearest', 'ours')
   c.eval.num_samples, c.eval.one_step, c.eval.lpips_weights = 1, False, ''
   c.eval.dists_weights = c.eval.fvd_weights = ''

@@ -41,10 +41,10 @@ def golden_config():
   c.train.steps, c.train.batch_size, c.train.warmup_steps = 150, 4, 10
   c.train.learning_rate = 2e-3
   c.train.log_every, c.train.checkpoint_every = 50, 150
-  c.sample.num_steps, c.sample.num_clips = 4, 1
+  c.sample.num_steps, c.sample.preview_clips = 4, 1
   c.eval.splits, c.eval.tasks = ('test',), ('holes',)
   c.eval.num_clips, c.eval.batch_size, c.eval.num_samples, c.eval.one_step = 2, 2, 1, False
-  c.eval.baselines = ('nearest_fill', 'ours')
+  c.eval.methods = ('nearest_fill', 'ours')
   c.eval.lpips_weights = ''
   c.eval.dists_weights = c.eval.fvd_weights = ''
   return c

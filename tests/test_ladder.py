@@ -15,7 +15,7 @@ def test_rung_config_shares_data_vae_latents_and_owns_its_model(tmp_path):
   assert small.paths.diffusion == os.path.join(wd, 'ladder', 'steps_250', 'diffusion')
   assert top.paths.diffusion == ''            # the run's own model is the top rung
   assert small.train.steps == 250 and top.train.steps == c.train.steps
-  assert small.eval.baselines == ('nearest_fill', 'cross_fade', 'no_propagation', 'ours')
+  assert small.eval.methods == ('nearest_fill', 'cross_fade', 'no_propagation', 'ours')
   assert small.eval.num_samples == 1 and not small.eval.one_step
   assert c.train.steps == reference.get_config().train.steps     # the run's config is untouched
 

@@ -38,7 +38,7 @@ TASKS_ELSEWHERE = 'python -m maskvid.tasks.'
 # Appended to `python -m maskvid.main` lines: step and clip counts only.
 LOWERED = ('--config.vae.train.steps=2', '--config.train.steps=2', '--config.train.log_every=1',
            '--config.eval.num_clips=1', '--config.eval.num_samples=1',
-           '--config.sample.num_clips=1', '--config.eval.speed_clips=1')
+           '--config.sample.preview_clips=1', '--config.eval.speed_clips=1')
 
 
 def readme_commands() -> list[tuple[str, str]]:

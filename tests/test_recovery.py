@@ -66,7 +66,7 @@ def _tiny(steps, every=2):
   c = test_train_loop.tiny_config()
   c.train.steps, c.train.checkpoint_every, c.train.log_every = steps, every, 1
   c.train.async_checkpoints = False
-  c.sample.num_clips = 1
+  c.sample.preview_clips = 1
   return c
 
 

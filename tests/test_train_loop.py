@@ -31,7 +31,7 @@ def tiny_config():
   c.data.clip_length, c.data.num_frames, c.data.resolution = 4, 6, 32   # latents [6, 8, 8, 4]
   c.train.batch_size, c.train.warmup_steps, c.train.steps = 4, 0, STEPS
   c.train.checkpoint_every, c.train.log_every, c.train.keep_checkpoints = KILL_AT, 2, 5
-  c.sample.num_steps, c.sample.num_clips = 3, 2
+  c.sample.num_steps, c.sample.preview_clips = 3, 2
   return c
 
 

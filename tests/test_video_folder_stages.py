@@ -41,9 +41,9 @@ def _tiny_video_config(c):
   c.model.width, c.model.depth, c.model.num_heads = 32, 1, 2
   c.train.steps, c.train.batch_size, c.train.log_every = 2, 2, 1
   c.train.checkpoint_every = 2
-  c.sample.num_steps, c.sample.num_clips = 2, 1
+  c.sample.num_steps, c.sample.preview_clips = 2, 1
   c.eval.splits, c.eval.num_clips, c.eval.num_samples, c.eval.one_step = ('test',), 2, 1, False
-  c.eval.baselines = ('nearest_fill', 'cross_fade', 'ours')
+  c.eval.methods = ('nearest_fill', 'cross_fade', 'ours')
   c.eval.lpips_weights = ''
   c.eval.dists_weights = c.eval.fvd_weights = ''
   return c

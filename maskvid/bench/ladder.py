@@ -42,7 +42,7 @@ def rung_config(config, workdir: str, steps: int):
       cfg.paths.diffusion = fileio.absolute(os.path.join(rung, 'diffusion'))
     cfg.train.steps = int(steps)
     cfg.train.eval_every = 0
-    cfg.eval.baselines = ROWS
+    cfg.eval.methods = ROWS
     cfg.eval.num_samples = 1
     cfg.eval.one_step = False
   return cfg

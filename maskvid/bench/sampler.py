@@ -28,7 +28,7 @@ from maskvid.sampling import sampler
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/tiny.py', 'Run config.', lock_config=True)
-flags.DEFINE_integer('batch', 0, 'Clips per sampler call (0: config.sample.num_clips).')
+flags.DEFINE_integer('batch', 0, 'Clips per sampler call (0: config.sample.preview_clips).')
 flags.DEFINE_list('steps', ['25', '50'], 'Step counts to time.')
 flags.DEFINE_list('solvers', ['euler', 'heun', 'ancestral'], 'Solvers to time.')
 flags.DEFINE_float('guidance', 2.0, 'Also time Euler at the first step count with this guidance '
@@ -89,7 +89,7 @@ def main(argv):
 
 
   config = FLAGS.config
-  batch = FLAGS.batch or int(config.sample.num_clips)
+  batch = FLAGS.batch or int(config.sample.preview_clips)
   T, h, w, c = model_lib.latent_grid(config)
   shape = (batch, T, h, w, c)
   module = model_lib.build_model(config)

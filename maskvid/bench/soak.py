@@ -43,7 +43,7 @@ def _config(steps: int):
   c.train.batch_size, c.train.warmup_steps, c.train.steps = 4, 0, steps
   c.train.checkpoint_every, c.train.log_every, c.train.keep_checkpoints = CHECKPOINT_EVERY, 1, 3
   c.train.async_checkpoints = True
-  c.sample.num_steps, c.sample.num_clips = 2, 1
+  c.sample.num_steps, c.sample.preview_clips = 2, 1
   return c
 
 

@@ -10,7 +10,7 @@ the Completer and the task commands read), with only the keys named in
 `config.eval.sample_overrides` changed (`with_run_sample`; the eval job's own config.sample is
 not read). All generative methods get their inputs through the Completer's path
 (`sampling.inputs`: context fill, encode, token masks, then `finish` composites the decode) and
-sample through `sampling.baselines.complete` with their run's objective, the Completer's one
+sample through `sampling.objectives.complete` with their run's objective, the Completer's one
 entry: the `ours` row is what a user's command runs.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from maskvid import fileio
 from maskvid import workdir as workdir_lib
 from maskvid.model import model as model_lib
-from maskvid.sampling import baselines
+from maskvid.sampling import objectives
 from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import noise
 from maskvid.sampling import options
@@ -42,7 +42,7 @@ VARIANTS = {'edit': ('blank', 'gt-region')}
 
 def _model(diffusion_dir: str):
   """(apply_fn, params, objective) of a trained run: its EMA weights and the objective it was
-  trained with (which picks its sampler, `sampling.baselines.complete`)."""
+  trained with (which picks its sampler, `sampling.objectives.complete`)."""
   config, module, params = model_lib.load_for_inference(diffusion_dir)
   return (model_lib.make_apply_fn(module), params,
           str(config.diffusion.get('objective', 'masked')))
@@ -51,7 +51,7 @@ def _model(diffusion_dir: str):
 def _trained_baseline(workdir: str, name: str) -> str:
   d = baseline_dir(workdir, name)
   if not (fileio.path(d) / 'checkpoints').is_dir():
-    raise FileNotFoundError(f'config.eval.baselines names {name!r} but {d!r} holds no trained run: '
+    raise FileNotFoundError(f'config.eval.methods names {name!r} but {d!r} holds no trained run: '
                             'train it first (`--config.job=baselines`, or `--config.job=eval`, '
                             'which trains the missing baselines)')
   return d
@@ -104,7 +104,7 @@ def make_samplers(config, workdir: str, methods) -> dict:
         opts['renoise_at'] = 0.0
       if steps == 1:   # the one-step estimate: what the conditional model alone predicts
         opts.update(solver='euler', guidance=1.0)
-      return baselines.complete(objective, apply_fn, params, known, mask, rng, exact_mask=exact,
+      return objectives.complete(objective, apply_fn, params, known, mask, rng, exact_mask=exact,
                                 **opts)
     out['ours_no_sc'] = lambda k, m, e, r, n: ours(k, m, e, r, n, False)
     out['ours'] = lambda k, m, e, r, n: ours(k, m, e, r, n, True)
@@ -116,7 +116,7 @@ def make_samplers(config, workdir: str, methods) -> dict:
 
 def _baseline_row(apply_fn, params, objective, known, mask, exact, rng, steps):
   del exact   # a baseline takes every known token as given
-  return baselines.complete(objective, apply_fn, params, known, mask, rng, num_steps=steps)
+  return objectives.complete(objective, apply_fn, params, known, mask, rng, num_steps=steps)
 
 
 def same_as_no_sc(config) -> bool:

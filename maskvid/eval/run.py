@@ -2,7 +2,7 @@
 
 For each split in config.eval.splits (synthetic 'test' and 'ood': GT depth and cameras) and each
 task in config.eval.tasks (`maskvid.eval.protocol`), the first config.eval.num_clips clips are
-completed by every method in config.eval.baselines and scored (`maskvid.eval.metrics`,
+completed by every method in config.eval.methods and scored (`maskvid.eval.metrics`,
 `maskvid.eval.consistency`). Methods:
 
   nearest_fill  trivial answer of 'holes' and 'nvs' (`protocol.Task.answers`; NaN elsewhere).
@@ -17,7 +17,7 @@ completed by every method in config.eval.baselines and scored (`maskvid.eval.met
   conditioning  same backbone trained with config.diffusion.objective='conditioning' (known latents
                 and mask as input channels), Euler sampler, known tokens pasted back.
   replacement   same backbone trained with objective='unconditional', replacement sampler
-                (`sampling.baselines.replacement_complete`).
+                (`sampling.objectives.replacement_complete`).
   ours          the masked model (workdir's diffusion stage) with that run's config.sample (its
                 diffusion/config.json, not this eval's config.sample; config.eval.sample_overrides
                 changes a key explicitly): what `Completer.complete_video` and the task commands
@@ -97,10 +97,10 @@ def _known_input_row(task) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ main
 def _check(config) -> tuple:
-  methods = tuple(config.eval.baselines)
+  methods = tuple(config.eval.methods)
   bad = [m for m in methods if m not in METHODS]
   if bad:
-    raise ValueError(f'config.eval.baselines has unknown methods {bad}; known: {METHODS}')
+    raise ValueError(f'config.eval.methods has unknown methods {bad}; known: {METHODS}')
   tasks = protocol.check_tasks(config.eval.tasks)
   for key in ('num_clips', 'num_samples'):
     if int(config.eval[key]) < 1:

@@ -9,7 +9,7 @@ posterior mean -> normalised latents `(z - shift) / scale`; pixel mask -> token 
 documented rule
 (`masks.pixel_to_token_masks`: a model patch is known when at least `min_valid` of its pixels are,
 exact when all are; known but inexact patches are unreliable context that stochastic conditioning
-re-noises); `baselines.complete` with the run's objective (the one completion entry the eval and
+re-noises); `objectives.complete` with the run's objective (the one completion entry the eval and
 the preview use too) fills the rest; decode, composite (every given pixel comes back exactly)
 and quantise to uint8. Every default is the run's `config.sample` (`sampling.options`).
 Everything heavy is jitted once per shape; the sampler's compiled
@@ -24,7 +24,7 @@ import numpy as np
 
 from maskvid import pictures
 from maskvid.model import model as model_lib
-from maskvid.sampling import baselines
+from maskvid.sampling import objectives
 from maskvid.sampling import fullres
 from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import masks
@@ -49,7 +49,7 @@ class Completer:
       (default: the run config's sample.min_valid, else 0.01).
 
   Attributes: config (the diffusion run config), objective (its config.diffusion.objective:
-  which sampler `baselines.complete` drives it with), module / params (EMA) / apply_fn of the
+  which sampler `objectives.complete` drives it with), module / params (EMA) / apply_fn of the
   denoiser, codec (`vae.codec.LatentCodec`: VAE + shift / scale), latent_factor, patch_size.
   """
 
@@ -131,9 +131,9 @@ class Completer:
 
   def complete_latents(self, known, known_mask, rng, exact_mask=None, guide_mask=None,
                        **options) -> jax.Array:
-    """`baselines.complete` (the run's objective) with its EMA weights; options as in
+    """`objectives.complete` (the run's objective) with its EMA weights; options as in
     `sample_options`."""
-    return baselines.complete(self.objective, self.apply_fn, self.params,
+    return objectives.complete(self.objective, self.apply_fn, self.params,
                               jnp.asarray(known, jnp.float32), jnp.asarray(known_mask), rng,
                               exact_mask=exact_mask, guide_mask=guide_mask,
                               **self.sample_options(**options))

@@ -18,7 +18,7 @@ import ml_collections
 
 from maskvid.sampling import masks
 
-# The keys of `config.sample` that change a completion (num_clips only sizes the preview).
+# The keys of `config.sample` that change a completion (preview_clips sizes the preview only).
 COMPLETION_KEYS = ('num_steps', 'solver', 'renoise_at', 'guidance', 'min_valid', 'min_hinted',
                    'temporal_fill', 'fill_window', 'fill_max_diff', 'fill_bracket')
 

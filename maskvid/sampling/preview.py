@@ -1,7 +1,7 @@
 """Training-time preview: complete a few test clips with the current EMA weights, write pictures.
 
 `make_evaluator(config, workdir)` returns the `evaluate_fn(params, apply_fn, step, write)` that
-the diffusion stage hands to `diffusion.train.train_and_evaluate`: it fills config.sample.num_clips
+the diffusion stage hands to `diffusion.train.train_and_evaluate`: it fills config.sample.preview_clips
 test clips of the latent cache under masks from the training mixture (a fixed key, so successive
 previews see the same clips and holes), scores latent MSE (holes / known) and pixel PSNR, and
 writes samples_<step>.png (rows truth | known | completion per clip) and samples_<step>.mp4 into
@@ -22,7 +22,7 @@ import numpy as np
 from maskvid import fileio
 from maskvid import pictures
 from maskvid.diffusion import mask_mixture as masks_lib
-from maskvid.sampling import baselines
+from maskvid.sampling import objectives
 from maskvid.sampling import inputs as inputs_lib
 from maskvid.sampling import noise
 from maskvid.sampling import options
@@ -45,7 +45,7 @@ def complete_clips(config, params, apply_fn, gt, known_mask, seed: int, codec=No
   """
   # Each objective's own sampler (the eval's table): a baseline is never sampled the masked way.
   def sample(known_latents, known, exact):
-    return baselines.complete(
+    return objectives.complete(
         config.diffusion.get('objective', 'masked'), apply_fn, params,
         jnp.asarray(known_latents, jnp.float32), jnp.asarray(known),
         noise.clip_keys(seed, gt.shape[0]), exact_mask=jnp.asarray(exact),
@@ -80,14 +80,14 @@ def _latents_as_rgb(z: np.ndarray) -> np.ndarray:
 
 def evaluate(config, params, apply_fn, latents_dir: str, out_dir: str, step: int,
              codec=None, write: bool = True) -> dict:
-  """Completes config.sample.num_clips test clips with `params`; writes PNG grid + MP4.
+  """Completes config.sample.preview_clips test clips with `params`; writes PNG grid + MP4.
 
   The masks come from the training mask mixture with a fixed key, so successive evaluations
   see the same clips and the same holes. Every process must call this (params may be
   sharded); only `write=True` touches disk. Returns eval/* scalar metrics.
   """
   source = cache_lib.LatentSource(latents_dir, 'test')
-  n = min(int(config.sample.num_clips), len(source))
+  n = min(int(config.sample.preview_clips), len(source))
   if n == 0:
     logging.warning('test split of %s is empty: skipping evaluation', latents_dir)
     return {}

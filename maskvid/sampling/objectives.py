@@ -1,4 +1,4 @@
-"""The samplers of the trained baselines, and the one table objective -> sampler.
+"""The one completion entry, by training objective, and the samplers of the trained baselines.
 
   complete(objective, apply_fn, params, known, known_mask, rng, *, exact_mask=None, **options)
     the sampler a model trained with `config.diffusion.objective` is completed with: 'masked'

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maskvid.sampling import baselines
+from maskvid.sampling import objectives
 from maskvid.sampling import fill
 
 
@@ -37,7 +37,7 @@ def test_replacement_keeps_known_tokens_on_the_noising_path():
   known = jax.random.normal(jax.random.PRNGKey(0), shape)
   mask = jax.random.bernoulli(jax.random.PRNGKey(1), 0.5, shape[:-1])
   target = jnp.full(shape, 0.25)
-  out, traj = baselines.replacement_complete(_oracle(target), None, known, mask,
+  out, traj = objectives.replacement_complete(_oracle(target), None, known, mask,
                                              jax.random.PRNGKey(2), num_steps=8,
                                              return_trajectory=True)
   m = np.asarray(mask)
@@ -65,7 +65,7 @@ def test_conditioning_sampler_feeds_known_as_channels_and_pastes_back():
     # Oracle towards the conditioning channels: unknown tokens (cond = 0) converge to 0.
     return (x - cond) / t[..., None]
 
-  out = baselines.conditioning_complete(apply_fn, None, known, mask, jax.random.PRNGKey(1),
+  out = objectives.conditioning_complete(apply_fn, None, known, mask, jax.random.PRNGKey(1),
                                         num_steps=4)
   np.testing.assert_array_equal(np.asarray(out[:, 0]), np.asarray(known[:, 0]))
   np.testing.assert_allclose(np.asarray(out[:, 1]), 0.0, atol=1e-5)
@@ -95,8 +95,8 @@ def test_training_preview_samples_a_baseline_with_its_own_sampler(name):
   known = np.zeros(gt.shape[:-1], bool)
   known[:, 0] = True
   got, _ = preview.complete_clips(c, params, trainer.apply_fn, gt, known, 5)
-  own = {'conditioning': baselines.conditioning_complete,
-         'replacement': baselines.replacement_complete}[name]
+  own = {'conditioning': objectives.conditioning_complete,
+         'replacement': objectives.replacement_complete}[name]
   want = own(trainer.apply_fn, params, jnp.where(known[..., None], gt, 0.0), jnp.asarray(known),
              noise.clip_keys(5, 2), num_steps=2)
   np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-5)
