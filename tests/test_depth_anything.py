@@ -156,6 +156,23 @@ def test_transformers_safetensors_gives_identical_output(tmp_path):
   np.testing.assert_array_equal(_tiny_output(from_hf), _tiny_output(from_pth))
 
 
+def test_transformers_5_attention_names_load(tmp_path):
+  """transformers >= 5 re-saves the attention as q/k/v/o_proj (the Hub files predate it)."""
+  names = {'attention.attention.query': 'attention.q_proj', 'attention.attention.key':
+           'attention.k_proj', 'attention.attention.value': 'attention.v_proj',
+           'attention.output.dense': 'attention.o_proj'}
+  hf = da.original_to_hf(_tiny_tensors())
+  for old, new in names.items():
+    hf = {k.replace(old, new): v for k, v in hf.items()}
+  assert 'backbone.encoder.layer.3.attention.o_proj.bias' in hf
+  assert da.hf_to_original(hf).keys() == _tiny_tensors().keys()
+  path = str(tmp_path / 'v5.safetensors')
+  save_file(hf, path)
+  _, params = da.load_depth_anything(path, TINY)
+  want = np.load(os.path.join(DATA, 'depth_anything_tiny.npz'))['output']
+  assert np.abs(_tiny_output(params) - want).max() <= TOLERANCE * np.abs(want).max()
+
+
 def test_key_mapping_round_trips(small):
   w = small['weights']
   back = da.hf_to_original(da.original_to_hf(w))

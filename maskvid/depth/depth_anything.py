@@ -10,13 +10,9 @@ against the architecture; the first missing, unexpected or mis-shaped one stops 
 line naming the file and the tensor. Licences: Small is Apache-2.0; Base and Large weights are
 CC-BY-NC-4.0 (non-commercial).
 
-Flax parameters are named as the original keys with `.N.` written `_N/` (`pretrained.blocks.3.
-attn.qkv.weight` <-> `pretrained/blocks_3/attn/qkv/kernel`); kernels change layout (Dense: [out,
-in] -> [in, out]; Conv: [out, in, kh, kw] -> [kh, kw, in, out]; the transposed convs
-`resize_layers.0/1`: [in, out, kh, kw] -> [kh, kw, in, out]); LayerNorm `weight` is `scale`.
-The transformers names map to the original ones by `ORIGINAL_TO_HF` (the table of transformers'
-conversion script), with the fused `attn.qkv` split into query / key / value.
-
+Flax names: the original keys with `.N.` written `_N/`, kernels in Flax layout (`_flax_axes`).
+Transformers names map to the original ones by `_hf_table` (transformers' conversion script),
+the fused `attn.qkv` split into query / key / value (transformers >= 5 names: q/k/v/o_proj).
 `DepthAnythingEstimator` is the `DepthEstimator` (preprocessing, depth rule: docs/depth.md).
 """
 from __future__ import annotations
@@ -195,6 +191,10 @@ def hf_to_original(tensors: dict) -> dict:
   table = {h: o for o, h in _hf_table(depth)}
   out, qkv = {}, {}
   for k, v in tensors.items():
+    # transformers >= 5 saves the attention as q_proj, k_proj, v_proj, o_proj.
+    k = re.sub(r'(layer\.\d+\.attention)\.([qkv])_proj\.',
+               lambda m: f"{m[1]}.attention.{dict(q='query', k='key', v='value')[m[2]]}.", k)
+    k = re.sub(r'(layer\.\d+\.attention)\.o_proj\.', r'\1.output.dense.', k)
     m = re.match(r'backbone\.encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.'
                  r'(weight|bias)$', k)
     if m:
