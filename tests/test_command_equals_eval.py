@@ -23,6 +23,7 @@ from maskvid.data import synthetic
 from maskvid.data import scenes
 from maskvid.eval import clips as clips_lib
 from maskvid.eval import methods
+from maskvid.eval import methods as methods_lib
 from maskvid.eval import run
 from maskvid.sampling import completer as completer_lib
 from maskvid.tasks import edit
@@ -107,7 +108,7 @@ def test_eval_job_with_eval_py_is_the_command(setup, monkeypatch):
   # The loaded codec and the `ours` sampler the other tests compiled (loading and compiling
   # them again costs 5 s); the sampler's options are checked by `make_samplers`'s own tests.
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: setup['codec'])
-  monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, rows: (
+  monkeypatch.setattr(methods_lib, 'make_samplers', lambda cfg, wd, rows: (
       seen.update(sample=cfg.sample.to_dict()) or setup['samplers']))
 
   def spy(*args, **kwargs):

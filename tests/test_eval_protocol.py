@@ -16,6 +16,7 @@ from maskvid.eval import metrics
 from maskvid.eval import protocol
 from maskvid.sampling import noise as noise_lib
 from maskvid.eval import report
+from maskvid.eval import methods as methods_lib
 from maskvid.eval import run
 
 
@@ -154,7 +155,7 @@ def _evaluate_with_stand_ins(tmp_path, monkeypatch):
       noise = noise_lib.normal(rng, k.shape)
       return jnp.where(mk[..., None], k, noise)
     return fn
-  monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
+  monkeypatch.setattr(methods_lib, 'make_samplers', lambda cfg, wd, methods: {
       m: stand_in(m) for m in methods})
   make_task = run.protocol.make_task
 
@@ -173,8 +174,9 @@ def test_evaluate_end_to_end_with_stand_in_models(tmp_path, monkeypatch):
     assert (ev / name).exists(), name
   m = out['metrics']['test']
   assert set(m) == {'nvs', 'interpolate', 'holes', 'edit'}
-  gen = [g for g in run.GENERATIVE if g in c.eval.methods]
-  rows = set(run.REFERENCE_ROWS + run.TRIVIAL) | set(run.generative_rows(gen, 3, True, c.eval.tasks))
+  gen = [g for g in methods_lib.GENERATIVE if g in c.eval.methods]
+  rows = (set(run.REFERENCE_ROWS + methods_lib.TRIVIAL)
+          | set(methods_lib.generative_rows(gen, 3, True, c.eval.tasks)))
   assert {'ours mean3', 'ours one-step', 'conditioning one-step', 'ours gt-region',
           'ours blank'} <= rows
   for task in m.values():
@@ -247,7 +249,7 @@ def _known_token_fraction(tmp_path, monkeypatch, min_valid):
   c.model.patch_size = (1, 1, 1)
   seen = []
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
-  monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
+  monkeypatch.setattr(methods_lib, 'make_samplers', lambda cfg, wd, methods: {
       m: (lambda k, mk, ex, r, n: (seen.append((np.asarray(mk), np.asarray(ex))), k)[1])
       for m in methods})
   run.evaluate(c, str(tmp_path / str(min_valid)))
@@ -291,7 +293,7 @@ def test_speed_sweep_reports_hole_psnr_against_camera_speed(tmp_path, monkeypatc
   c.model.patch_size = (1, 1, 1)
   monkeypatch.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
   # A stand-in that keeps known tokens and fills the others with zeros (grey).
-  monkeypatch.setattr(run, 'make_samplers', lambda cfg, wd, methods: {
+  monkeypatch.setattr(methods_lib, 'make_samplers', lambda cfg, wd, methods: {
       m: (lambda k, mk, ex, r, n: jnp.where(mk[..., None], k, 0.0)) for m in methods})
   out = run.evaluate(c, str(tmp_path))
   sweep = out['speed_sweep']

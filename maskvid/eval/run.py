@@ -77,17 +77,11 @@ from maskvid.vae import codec as codec_lib
 from maskvid.workdir import save_config
 from maskvid.workdir import stage_dir
 
-TRIVIAL = methods_lib.TRIVIAL
-GENERATIVE = methods_lib.GENERATIVE
-METHODS = TRIVIAL + GENERATIVE
+METHODS = methods_lib.TRIVIAL + methods_lib.GENERATIVE
 # The tasks whose trivial answer (the bar to beat, `protocol.TRIVIAL`) each row is.
 TRIVIAL_TASKS = {row: tuple(t for t, r in protocol.TRIVIAL.items() if r == row)
                  for row in set(protocol.TRIVIAL.values())}
 REFERENCE_ROWS = ('ground_truth', 'vae_oracle', 'warp_oracle')
-MEAN_SUFFIX, ONE_STEP_SUFFIX = methods_lib.MEAN_SUFFIX, methods_lib.ONE_STEP_SUFFIX
-VARIANTS = methods_lib.VARIANTS
-generative_rows = methods_lib.generative_rows
-make_samplers = methods_lib.make_samplers
 
 
 def _known_input_row(task) -> np.ndarray:
@@ -147,7 +141,7 @@ def run_task(config, task_name, task_clips, codec, samplers, rows, *, seed: int,
   inputs = {'': methods_lib.prepare(codec, np.stack([t.known_frames for t in task_list]),
                                     np.stack([t.known_pixels for t in task_list]),
                                     np.stack([t.hints for t in task_list]), config, bs)}
-  variants = VARIANTS.get(task_name, ())
+  variants = methods_lib.VARIANTS.get(task_name, ())
   for v in variants:
     known_px, frames, hint_px = (np.stack([t.variants[v][i] for t in task_list])
                                  for i in range(3))
@@ -179,7 +173,8 @@ def _score_task(config, split, task_name, preds, task_list, inputs, task_clips, 
     if r in preds:
       # The learned metrics judge samples; a pixel mean or a one-step estimate is a PSNR
       # diagnostic of what the model knows.
-      diagnostic = r.endswith(ONE_STEP_SUFFIX) or MEAN_SUFFIX.format(k=num_samples) in r
+      diagnostic = (r.endswith(methods_lib.ONE_STEP_SUFFIX)
+                    or methods_lib.MEAN_SUFFIX.format(k=num_samples) in r)
       block[r] = scoring.score(preds[r], gt, task_clips, task_list,
                                None if diagnostic else nets,
                                with_images=(r != 'ground_truth'), cache=net_cache)
@@ -257,11 +252,12 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
       notes.append(f'{name} skipped: config.eval.{key}_weights is empty.')
   codec = codec_lib.LatentCodec.load(stage_dir(config, workdir, 'vae'),
                                      stage_dir(config, workdir, 'latents'))
-  generative = tuple(m for m in methods if m in GENERATIVE)
-  samplers = make_samplers(config, workdir, generative)
+  generative = tuple(m for m in methods if m in methods_lib.GENERATIVE)
+  samplers = methods_lib.make_samplers(config, workdir, generative)
   bs = max(1, int(config.eval.batch_size))
-  rows = (tuple(REFERENCE_ROWS) + tuple(m for m in methods if m in TRIVIAL)
-          + tuple(generative_rows(generative, num_samples, bool(config.eval.one_step), tasks)))
+  rows = (tuple(REFERENCE_ROWS) + tuple(m for m in methods if m in methods_lib.TRIVIAL)
+          + tuple(methods_lib.generative_rows(generative, num_samples,
+                                              bool(config.eval.one_step), tasks)))
   results = _header(config, workdir, rows, notes)
   start = time.time()
   splits = _splits(config, workdir, notes, results)
