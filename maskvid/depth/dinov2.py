@@ -5,7 +5,7 @@ Parameter names follow the original `.pth` layout with `.N.` spelled `_N/` (e.g.
 `maskvid/depth/depth_anything.py`. Shapes: images `[N, H, W, 3]` (ImageNet-normalised, H and W
 multiples of 14), tokens `[N, 1 + h * w, D]` (class token first), h, w = H / 14, W / 14.
 
-Deliberate matches to the reference (each one changes the output at the 1e-4 level or more):
+Deliberate matches to the reference (each differs from a Flax default or an easy shortcut):
   * LayerNorm eps 1e-6 with the two-pass variance (torch's), not Flax's fast E[x^2] - E[x]^2;
   * exact (erf) GELU; LayerScale (`ls1`, `ls2`: a per-channel gamma on each residual branch);
   * the position embedding (a 37 x 37 grid for the released weights) is resampled to the input's
