@@ -89,6 +89,13 @@ def _write_videos(folder: str, count: int) -> None:
     imageio.mimwrite(os.path.join(folder, f'clip{v}.mp4'), frames, fps=8, macro_block_size=16)
 
 
+def _checkout_like(tmp_path) -> str:
+  """A directory laid out like the checkout the README's commands run in: `configs/` (linked)
+  beside the `runs/` they write, so a test never writes into the real checkout."""
+  os.symlink(os.path.join(ROOT, 'configs'), tmp_path / 'configs')
+  return str(tmp_path)
+
+
 def _run(command: str, cwd: str, extra=()) -> subprocess.CompletedProcess:
   args = shlex.split(command)
   assert args[:2] == ['python', '-m'], command
@@ -107,7 +114,7 @@ def test_train_on_your_own_videos_runs_as_written(tmp_path):
   _write_videos(str(videos), 6)
   own = [c for h, c in readme_commands() if h == 'Train on your own videos']
   train = own[0].replace('/path/to/mp4s', str(videos))
-  _run(train, str(tmp_path), LOWERED)
+  _run(train, _checkout_like(tmp_path), LOWERED)
   run = tmp_path / 'runs' / 'mine'
   results = (run / 'eval' / 'results.md').read_text()
   assert 'holes' in results and 'interpolate' in results
