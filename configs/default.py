@@ -243,6 +243,18 @@ def get_config():
   # given here replaces the run's for the eval (None: the run's). results.md lists the settings.
   c.eval.sample_overrides = ml_collections.ConfigDict(
       {k: config_dict.placeholder(type(c.sample[k])) for k in options.COMPLETION_KEYS})
+  # Posed benchmarks (job 'eval_posed', configs/eval_posed.py, docs/posed.md): scene folders
+  # under posed_dir read as posed_format ('' = detected per scene); posed_num_context picks the
+  # SEVA split file train_test_split_{N}.json (0: the one there is, else none); depth of the
+  # input views: 'auto' (a scene's gt_depth.npy, else net:CHECKPOINT/depth, else plane) | 'gt'
+  # (gt_depth.npy) | 'gt:FILE' (FILE in each scene folder) | 'plane' | 'net:DIR' |
+  # 'external:PATH' | 'depth_anything:FILE'; an estimate is aligned to the scene's poses
+  # (`posed.align`), a depth file is used as given. checkpoint: the trained run ('' = workdir).
+  c.eval.posed_dir = ''
+  c.eval.posed_format = ''
+  c.eval.posed_num_context = 0
+  c.eval.posed_depth = 'auto'
+  c.eval.checkpoint = ''
 
   # Monocular depth network (maskvid/depth): a small conv U-Net trained on the synthetic frames.
   # `python -m maskvid.main --config=configs/depth_tiny.py --workdir=DIR` -> DIR/depth.

@@ -16,7 +16,8 @@ config_flags.DEFINE_config_file('config', None, 'Run config (a configs/*.py file
 flags.DEFINE_string('workdir', None, 'Directory for data, checkpoints, metrics and pictures.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-JOBS = ('render', 'vae', 'cache', 'diffusion', 'baselines', 'eval', 'depth', 'all', 'demo')
+JOBS = ('render', 'vae', 'cache', 'diffusion', 'baselines', 'eval', 'eval_posed', 'depth', 'all',
+        'demo')
 # Jobs that read config.data's source: its keys are checked before anything starts.
 SOURCE_JOBS = ('render', 'vae', 'cache', 'all', 'demo')
 

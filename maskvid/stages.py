@@ -13,6 +13,7 @@ from maskvid import fileio
 from maskvid import workdir as workdir_lib
 from maskvid.data import storage
 from maskvid.depth import train as depth_train
+from maskvid.eval import posed as eval_posed
 from maskvid.eval import run as eval_run
 from maskvid.sampling import preview
 from maskvid.diffusion import train as diffusion_train
@@ -97,6 +98,11 @@ def run_eval(config, workdir: str) -> dict:
   if any(b in TRAINED_BASELINES for b in config.eval.methods):
     run_baselines(config, workdir)
   return eval_run.evaluate(config, workdir)
+
+
+def run_eval_posed(config, workdir: str) -> dict:
+  """The posed benchmarks (configs/eval_posed.py): scores a trained run, never trains."""
+  return eval_posed.evaluate_posed(config, workdir)
 
 
 def run_depth(config, workdir: str) -> dict:

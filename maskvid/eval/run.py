@@ -84,7 +84,7 @@ TRIVIAL_TASKS = {row: tuple(t for t, r in protocol.TRIVIAL.items() if r == row)
 REFERENCE_ROWS = ('ground_truth', 'vae_oracle', 'warp_oracle')
 
 
-def _known_input_row(task) -> np.ndarray:
+def known_input_row(task) -> np.ndarray:
   """Known (and hinted) pixels, unknown ones grey (0 in [-1, 1]), for the picture grid."""
   return np.where((task.known_pixels | task.hints)[..., None], task.known_frames, 0.0)
 
@@ -193,7 +193,7 @@ def _score_task(config, split, task_name, preds, task_list, inputs, task_clips, 
   for k in task_list[0].info:
     results['info'][f'{split}/{task_name} {k}'] = round(
         float(np.mean([t.info[k] for t in task_list])), 4)
-  grid_rows = {'ground truth': gt[0], 'known input': _known_input_row(task_list[0]),
+  grid_rows = {'ground truth': gt[0], 'known input': known_input_row(task_list[0]),
                'vae oracle': preds['vae_oracle'][0]}
   grid_rows.update({r: preds[r][0] for r in rows if r in preds and r not in
                     ('ground_truth', 'vae_oracle')})
@@ -202,19 +202,35 @@ def _score_task(config, split, task_name, preds, task_list, inputs, task_clips, 
   return block
 
 
+def sample_settings(config, workdir: str) -> dict:
+  """results['sample']: the sampler settings every generative row used (`config.sample`, the
+  trained run's after `methods.with_run_sample`), where they came from, the overrides."""
+  source = os.path.join(stage_dir(config, workdir, 'diffusion'), 'config.json')
+  if not fileio.path(source).exists():   # no trained run: `with_run_sample` took this config's
+    source = 'the eval config (no trained run)'
+  return dict(methods_lib.options.describe(config.sample), source=source,
+              overrides=methods_lib.options.set_overrides(
+                  config.eval.get('sample_overrides', {})))
+
+
+def load_nets(config, notes: list) -> scoring.Nets:
+  """The learned metrics' networks config.eval names (a note for each one skipped)."""
+  nets = scoring.Nets(lpips=lpips_lib.maybe_load_lpips(config.eval.lpips_weights),
+                      dists=dists_lib.maybe_load_dists(config.eval.dists_weights),
+                      fvd=fvd_lib.maybe_load_fvd(config.eval.fvd_weights))
+  for name, key in (('LPIPS and FD', 'lpips'), ('DISTS', 'dists'), ('FVD', 'fvd')):
+    if getattr(nets, key) is None:
+      notes.append(f'{name} skipped: config.eval.{key}_weights is empty.')
+  return nets
+
+
 def _header(config, workdir: str, rows: tuple, notes: list) -> dict:
   """The results dict before any score: rows, notes and the settings the table was made with,
   the sampler's in full (`results['sample']`: the trained run's config.sample, overrides)."""
   fills = methods_lib.options.fill_options(config.sample)
-  overrides = methods_lib.options.set_overrides(config.eval.get('sample_overrides', {}))
-  source = os.path.join(stage_dir(config, workdir, 'diffusion'), 'config.json')
-  if not fileio.path(source).exists():   # no trained run: `with_run_sample` took this config's
-    source = 'the eval config (no trained run)'
   return {'methods': list(rows), 'reference_rows': list(REFERENCE_ROWS), 'metrics': {},
           'notes': notes, 'pictures': {},
-          'sample': dict(methods_lib.options.describe(config.sample),
-                         source=source,
-                         overrides=overrides),
+          'sample': sample_settings(config, workdir),
           'info': {'clips per split': int(config.eval.num_clips),
                    'sample steps': int(config.sample.num_steps),
                    'solver (ours)': config.sample.solver,
@@ -244,12 +260,7 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   eval_dir = stage_dir(config, workdir, 'eval')
   save_config(config, eval_dir)
 
-  nets = scoring.Nets(lpips=lpips_lib.maybe_load_lpips(config.eval.lpips_weights),
-                      dists=dists_lib.maybe_load_dists(config.eval.dists_weights),
-                      fvd=fvd_lib.maybe_load_fvd(config.eval.fvd_weights))
-  for name, key in (('LPIPS and FD', 'lpips'), ('DISTS', 'dists'), ('FVD', 'fvd')):
-    if getattr(nets, key) is None:
-      notes.append(f'{name} skipped: config.eval.{key}_weights is empty.')
+  nets = load_nets(config, notes)
   codec = codec_lib.LatentCodec.load(stage_dir(config, workdir, 'vae'),
                                      stage_dir(config, workdir, 'latents'))
   generative = tuple(m for m in methods if m in methods_lib.GENERATIVE)

@@ -134,6 +134,7 @@ def write_nerfstudio(scene: PosedScene, out_dir: str, image_dir: str = 'images')
     frames.append(frame)
   meta = dict(camera_model='OPENCV', w=w, h=h, **(_intrinsics_dict(k_file[0]) if shared else {}),
               k1=0.0, k2=0.0, p1=0.0, p2=0.0, frames=frames)
+  fileio.makedirs(out_dir)
   if scene.points3d is not None:
     meta['ply_file_path'] = 'sparse_pc.ply'
     write_ply_ascii(os.path.join(out_dir, 'sparse_pc.ply'), scene.points3d, scene.point_colors)

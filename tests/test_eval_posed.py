@@ -1,0 +1,213 @@
+"""maskvid.eval.posed: the posed-benchmark job end to end on exported synthetic scenes with
+stand-in models, its errors, and the synthetic eval as an instance of the posed protocol."""
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from configs import eval_posed as eval_posed_config
+from maskvid.data import scenes
+from maskvid.data import synthetic
+from maskvid.eval import methods as methods_lib
+from maskvid.eval import metrics
+from maskvid.eval import posed
+from maskvid.eval import posed_report
+from maskvid.eval import protocol
+from maskvid.eval import run
+from maskvid.posed import export, read_scene
+from maskvid.posed import protocol as posed_protocol
+from maskvid.posed.scene import PosedFormatError
+from maskvid.sampling import noise as noise_lib
+from test_eval_protocol import _FakeLatents  # pylint: disable=g-bad-import-order
+
+H = W = 16
+T = 4
+SEED = int(scenes.split_seeds('test', 2)[0])
+
+
+def _config(posed_dir=''):
+  c = eval_posed_config.get_config()
+  c.data.resolution, c.data.num_frames, c.data.clip_length = H, T, T
+  c.eval.posed_dir = posed_dir
+  c.eval.num_samples, c.eval.one_step = 1, False
+  c.eval.lpips_weights = c.eval.dists_weights = c.eval.fvd_weights = ''
+  c.model.patch_size = (1, 1, 1)
+  return c
+
+
+def _stand_ins(mp, captured=None):
+  """Stand-in codec (4x pooling) and samplers: known latents where known, elsewhere N(0, 1)
+  from the clip's key (deterministic given the key)."""
+  mp.setattr(run.codec_lib.LatentCodec, 'load', lambda *a: _FakeLatents())
+
+  def stand_in(k, mk, ex, rng, steps):
+    return jnp.where(mk[..., None], k, noise_lib.normal(rng, k.shape))
+  mp.setattr(methods_lib, 'make_samplers', lambda cfg, wd, methods: {m: stand_in for m in methods})
+  if captured is not None:
+    run_task = run.run_task
+
+    def capture(config, task, clips, *a, **k):
+      out = run_task(config, task, clips, *a, **k)
+      captured.setdefault(task, []).append((clips, out))
+      return out
+    mp.setattr(run, 'run_task', capture)
+
+
+@pytest.fixture(scope='module')
+def posed_dir(tmp_path_factory):
+  """Two scenes: a nerfstudio one with its split file (train_test_split_1.json) and GT depth
+  (clip 0 of the synthetic test split), a COLMAP one without either (clip 1: frames 0 / N-1,
+  depth estimated ('plane') and aligned to its points)."""
+  d = tmp_path_factory.mktemp('posed')
+  export.export_synthetic(str(d / 'a_nerfstudio'), 'nerfstudio', SEED, 'test', T, H, W,
+                          num_points=300, num_context=1)
+  export.export_synthetic(str(d / 'b_colmap'), 'colmap', SEED + 1, 'test', T, H, W,
+                          num_points=300, num_context=1)
+  os.remove(d / 'b_colmap' / 'train_test_split_1.json')
+  os.remove(d / 'b_colmap' / export.GT_DEPTH)
+  return d
+
+
+@pytest.fixture(scope='module')
+def job(posed_dir, tmp_path_factory):
+  """The job on posed_dir with stand-in models and a tiny LPIPS, DISTS and FVD."""
+  import test_eval_metrics  # pylint: disable=g-import-not-at-top
+  work = tmp_path_factory.mktemp('run')
+  c = _config(str(posed_dir))
+  np.savez(str(work / 'lpips.npz'), **test_eval_metrics._torch_state(1))  # pylint: disable=protected-access
+  c.eval.lpips_weights = str(work / 'lpips.npz')
+
+  class StandInNet:   # per-frame distance (DISTS) and per-clip features (FVD)
+    def features(self, x):
+      return np.asarray(x).reshape(len(x), -1, 3).mean(1) if np.ndim(x) == 5 else [np.asarray(x)]
+    def distance(self, a, b):
+      if isinstance(a, list):
+        return np.abs(a[0] - b[0]).mean(axis=(-3, -2, -1))
+      return metrics.frechet_distance(a, b)
+  captured = {}
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(run.dists_lib, 'maybe_load_dists', lambda spec: StandInNet())
+    mp.setattr(run.fvd_lib, 'maybe_load_fvd', lambda spec: StandInNet())
+    _stand_ins(mp, captured)
+    out = posed.evaluate_posed(c, str(work))
+  return c, out, captured, work
+
+
+def test_results_hold_the_summary_and_every_scene(job, posed_dir):
+  c, out, _, work = job
+  files = {p: (work / 'eval_posed' / p) for p in ('results.json', 'results.md', 'nvs.png',
+                                                   'interpolate.png', 'config.json')}
+  assert all(p.exists() for p in files.values()), files
+  res = json.loads(files['results.json'].read_text())
+  for row in ('nearest_fill', 'temporal_nearest', 'ours', 'vae_oracle'):
+    for key in ('nvs/psnr', 'nvs/ssim', 'nvs/lpips', 'nvs/dists', 'nvs/psnr_hole'):
+      assert np.isfinite(res['summary'][row][key]), (row, key)
+  for row in ('cross_fade', 'temporal_nearest', 'ours', 'warp_oracle'):
+    assert np.isfinite(res['summary'][row]['interpolate/psnr']), row
+  # Trivial rows answer only their task; FVD over the 2 scenes' clips; consistency of outputs.
+  assert 'interpolate/psnr' not in res['summary']['nearest_fill']
+  assert 'nvs/psnr' not in res['summary']['cross_fade']
+  assert np.isfinite(res['summary']['ours']['nvs/fvd'])
+  assert res['summary']['ground_truth']['nvs/reproj'] < 0.1
+  a, b = res['scenes']
+  assert (a['name'], a['format'], a['split_file']) == ('a_nerfstudio', 'nerfstudio',
+                                                        'train_test_split_1.json')
+  assert (b['name'], b['format'], b['split_file']) == ('b_colmap', 'colmap', None)
+  assert a['depth']['source'].endswith('gt_depth.npy') and not a['depth']['aligned']
+  # The COLMAP scene's depth: a plane aligned to its points (scale only: a plane has no spread).
+  assert b['depth']['source'] == 'plane' and b['alignment']['method'] == 'points/scale'
+  assert 0 < b['alignment']['residual'] < 1 and b['alignment']['view'] == 0
+  assert a['cases'] == {'nvs': {'scene_ids': [0, 1, 2, 3], 'scored_frames': [1, 2, 3]},
+                        'interpolate': {'scene_ids': [0, 1, 2, 3], 'scored_frames': [1, 2]}}
+  for e in (a, b):
+    assert np.isfinite(e['metrics']['nvs']['ours']['psnr'])
+    assert np.isfinite(e['metrics']['interpolate']['cross_fade']['psnr'])
+  # The pooled PSNR is the mean over both scenes' frames (equal frame counts).
+  np.testing.assert_allclose(
+      res['summary']['cross_fade']['interpolate/psnr'],
+      np.mean([e['metrics']['interpolate']['cross_fade']['psnr'] for e in (a, b)]), atol=2e-4)
+  md = files['results.md'].read_text()
+  assert 'a_nerfstudio' in md and 'train_test_split_1.json' in md and 'points/scale' in md
+  assert '| ours |' in md
+
+
+def test_ours_is_scored_on_the_target_frames_only(job):
+  _, out, captured, _ = job
+  [(clips, (preds, tasks, _))] = captured['nvs']
+  assert [t.frames for t in tasks] == [(1, 2, 3)] * 2
+  p, g = preds['ours'][0], preds['ground_truth'][0]
+  np.testing.assert_array_equal(p[0], g[0])   # the input view comes back exactly
+  targets = metrics.finite_mean(np.asarray(metrics.psnr(p[1:], g[1:])))
+  every = metrics.finite_mean(np.asarray(metrics.psnr(p, g)))
+  scene = out['scenes'][0]['metrics']['nvs']['ours']['psnr']
+  assert scene == pytest.approx(targets, abs=1e-3) and every > targets + 1.0
+  [(_, (ipreds, itasks, _))] = captured['interpolate']
+  assert [t.frames for t in itasks] == [(1, 2)] * 2
+  np.testing.assert_array_equal(ipreds['ours'][0][[0, 3]], ipreds['ground_truth'][0][[0, 3]])
+
+
+def test_unreadable_scene_names_its_folder(posed_dir, tmp_path):
+  bad = tmp_path / 'posed'
+  (bad / '0_empty').mkdir(parents=True)
+  with pytest.raises(PosedFormatError, match='0_empty'):
+    posed.evaluate_posed(_config(str(bad)), str(tmp_path))
+  c = _config(str(posed_dir))
+  c.eval.posed_format = 'colmap'   # the nerfstudio folder is not a COLMAP scene
+  with pytest.raises(PosedFormatError, match=r"a_nerfstudio.*posed_format='colmap'"):
+    posed.evaluate_posed(c, str(tmp_path))
+  c.eval.posed_format, c.eval.posed_depth = '', 'gt'
+  with pytest.raises(FileNotFoundError, match='b_colmap.*gt_depth.npy'):
+    posed.evaluate_posed(c, str(tmp_path))
+  with pytest.raises(ValueError, match='posed_dir'):
+    posed.evaluate_posed(_config(''), str(tmp_path))
+
+
+def test_synthetic_eval_is_an_instance_of_the_posed_protocol(job, posed_dir, tmp_path,
+                                                             monkeypatch):
+  """The synthetic eval's clip 0 exported (nerfstudio, context (0,)) and read back gives the same
+  task inputs, and the same scores with a deterministic stand-in sampler (issue: <= 0.05 dB)."""
+  clip = synthetic.render_clip(SEED, 'test', T, H, W)
+  scene = read_scene(str(posed_dir / 'a_nerfstudio'))
+  depth = np.load(posed_dir / 'a_nerfstudio' / export.GT_DEPTH)
+  for name, make in (('nvs', posed_protocol.nvs_case), ('interpolate',
+                                                         posed_protocol.interpolate_case)):
+    case = make(scene, (H, W), T - (1 if name == 'nvs' else 2), depth=depth)
+    ours, theirs = (protocol.make_task(name, c) for c in (posed_protocol.case_clip(case), clip))
+    np.testing.assert_array_equal(ours.known_pixels, theirs.known_pixels)
+    np.testing.assert_allclose(ours.known_frames, theirs.known_frames, atol=1e-6)
+    assert ours.frames == theirs.frames == case.scored_frames
+  c = default.get_config()
+  c.data.resolution, c.data.num_frames, c.data.clip_length = H, T, T
+  c.eval.splits, c.eval.num_clips, c.eval.tasks = ('test',), 1, ('nvs', 'interpolate')
+  c.eval.methods = ('nearest_fill', 'cross_fade', 'temporal_nearest', 'ours')
+  c.eval.num_samples, c.eval.one_step = 1, False
+  c.eval.lpips_weights = c.eval.dists_weights = c.eval.fvd_weights = ''
+  c.model.patch_size = (1, 1, 1)
+  _stand_ins(monkeypatch)
+  synthetic_eval = run.evaluate(c, str(tmp_path))['metrics']['test']
+  scene_metrics = job[1]['scenes'][0]['metrics']
+  for task, rows in (('nvs', ('nearest_fill', 'temporal_nearest', 'ours', 'vae_oracle')),
+                     ('interpolate', ('cross_fade', 'temporal_nearest', 'ours', 'warp_oracle'))):
+    for row in rows:
+      for m in ('psnr_hole', 'psnr'):
+        assert abs(scene_metrics[task][row][m] - synthetic_eval[task][row][m]) <= 0.05, (
+            task, row, m)
+
+
+def test_scene_discovery_and_report_helpers(posed_dir, tmp_path):
+  assert [n for n, _ in posed.find_scenes(str(posed_dir))] == ['a_nerfstudio', 'b_colmap']
+  # A folder that is itself a scene is the one scene; an RE10K sequence is found by its file.
+  assert posed.find_scenes(str(posed_dir / 'a_nerfstudio')) == [
+      ('a_nerfstudio', str(posed_dir / 'a_nerfstudio'))]
+  scene, _ = posed.read_posed_scene(str(posed_dir / 'b_colmap'))
+  from maskvid.posed import WRITERS  # pylint: disable=g-import-not-at-top
+  WRITERS['re10k'](scene, str(tmp_path / 're'), name='seq')
+  [(name, path)] = posed.find_scenes(str(tmp_path / 're'))
+  assert name == 'seq' and path.endswith('seq.txt')
+  assert posed.read_posed_scene(path)[1] == 're10k'
+  entries = [{'metrics': {'nvs': {'r': {'psnr': 10.0}}}}, {'metrics': {'nvs': {'r': {'psnr': 20.0}}}}]
+  block = posed_report.weighted_block(entries, 'nvs', ('r',), [1, 3])
+  assert block['r']['psnr'] == 17.5 and np.isnan(block['r']['fvd'])
