@@ -159,7 +159,7 @@ class DISTSFeatures(nn.Module):
   def __call__(self, x):
     h = (x - jnp.asarray(MEAN)) / jnp.asarray(STD)
     taps = [x]
-    for s, channels in enumerate(metrics.VGG16_STAGES):
+    for s, channels in enumerate(lpips.VGG16_STAGES):
       if s > 0:
         h = l2_pool(h)
       for k, c in enumerate(channels):
@@ -223,7 +223,7 @@ class DISTS:
 
   def __call__(self, a, b):
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    metrics._check_pair(a, b)  # pylint: disable=protected-access
+    metrics.check_pair(a, b)
     return self.distance(self.features(a), self.features(b)).reshape(a.shape[:-3])
 
 
