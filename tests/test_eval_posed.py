@@ -193,7 +193,9 @@ def test_synthetic_eval_is_an_instance_of_the_posed_protocol(job, posed_dir, tmp
                      ('interpolate', ('cross_fade', 'temporal_nearest', 'ours', 'warp_oracle'))):
     for row in rows:
       for m in ('psnr_hole', 'psnr'):
-        assert abs(scene_metrics[task][row][m] - synthetic_eval[task][row][m]) <= 0.05, (
+        # The issue asks <= 0.05 dB; the inputs are equal, so only results.json's rounding to
+        # 4 decimals is left.
+        assert abs(scene_metrics[task][row][m] - synthetic_eval[task][row][m]) <= 1e-4, (
             task, row, m)
 
 
