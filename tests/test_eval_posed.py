@@ -213,3 +213,35 @@ def test_scene_discovery_and_report_helpers(posed_dir, tmp_path):
   entries = [{'metrics': {'nvs': {'r': {'psnr': 10.0}}}}, {'metrics': {'nvs': {'r': {'psnr': 20.0}}}}]
   block = posed_report.weighted_block(entries, 'nvs', ('r',), [1, 3])
   assert block['r']['psnr'] == 17.5 and np.isnan(block['r']['fvd'])
+
+
+def test_estimated_depth_is_aligned_to_the_scene(posed_dir, tmp_path, monkeypatch):
+  """A depth spec's estimator (here 3x the GT depth, a wrong scale) runs on the cases' frames and
+  its maps are aligned to the scene's points: the GT depth comes back."""
+  from maskvid.depth import GroundTruthDepth  # pylint: disable=g-import-not-at-top
+  folder = str(posed_dir / 'a_nerfstudio')
+  scene, _ = posed.read_posed_scene(folder)
+  gt = np.load(posed_dir / 'a_nerfstudio' / export.GT_DEPTH)
+  seen = []
+
+  class ThreeTimes(GroundTruthDepth):
+    def _estimate(self, rgb):
+      seen.append(rgb.shape)
+      return 3.0 * super()._estimate(rgb)
+  monkeypatch.setattr(posed.depth_external, 'make_depth_estimator',
+                      lambda spec: ThreeTimes(scene.frames, gt))
+  depth, info = posed.scene_depth('net:ANY', scene, folder, [0, 2], (H, W), {})
+  assert seen == [(2, H, W, 3)] and info['aligned'] and set(info['views']) == {0, 2}
+  assert np.isnan(depth[[1, 3]]).all()
+  for i in (0, 2):
+    assert info['views'][i]['method'].startswith('points')
+    assert np.median(np.abs(depth[i] / gt[i] - 1)) < 0.01
+  # 'auto': the scene's depth file, else the run's depth network, else a plane.
+  assert posed.resolve_depth('auto', folder, str(tmp_path)) == 'gt'
+  other = str(posed_dir / 'b_colmap')
+  assert posed.resolve_depth('auto', other, str(tmp_path)) == 'plane'
+  (tmp_path / 'depth').mkdir()
+  (tmp_path / 'depth' / 'config.json').write_text('{}')
+  assert posed.resolve_depth('auto', other, str(tmp_path)) == f'net:{tmp_path}/depth'
+  with pytest.raises(ValueError, match='posed_depth'):
+    posed.scene_depth('midas:x', scene, folder, [0], (H, W), {})
