@@ -199,6 +199,25 @@ def test_synthetic_eval_is_an_instance_of_the_posed_protocol(job, posed_dir, tmp
             task, row, m)
 
 
+@pytest.mark.parametrize('fmt', ['nerfstudio', 're10k', 'colmap'])
+def test_every_format_gives_the_synthetic_evals_task_inputs(fmt, tmp_path):
+  """Clip 0 of the synthetic test split, exported in each format and read back, gives the
+  synthetic eval's nvs and interpolate inputs (pixels exactly, cameras to float error): the
+  scores the job computes from them are then the synthetic eval's (the nerfstudio case is
+  scored end to end above)."""
+  clip = synthetic.render_clip(SEED, 'test', T, H, W)
+  scene = read_scene(export.export_synthetic(str(tmp_path), fmt, SEED, 'test', T, H, W,
+                                             num_points=50, num_context=1))
+  depth = np.load(tmp_path / export.GT_DEPTH)
+  for name, make in (('nvs', posed_protocol.nvs_case),
+                     ('interpolate', posed_protocol.interpolate_case)):
+    case = make(scene, (H, W), T - (1 if name == 'nvs' else 2), depth=depth)
+    ours, theirs = (protocol.make_task(name, c) for c in (posed_protocol.case_clip(case), clip))
+    np.testing.assert_array_equal(ours.known_pixels, theirs.known_pixels)
+    np.testing.assert_allclose(ours.known_frames, theirs.known_frames, atol=1e-5)
+    assert ours.frames == theirs.frames == case.scored_frames
+
+
 def test_scene_discovery_and_report_helpers(posed_dir, tmp_path):
   assert [n for n, _ in posed.find_scenes(str(posed_dir))] == ['a_nerfstudio', 'b_colmap']
   # A folder that is itself a scene is the one scene; an RE10K sequence is found by its file.

@@ -241,19 +241,28 @@ def test_pretrain_size_in_range():
   assert abs(M.matmul_params(c) - n) / n < 0.01
 
 
-@pytest.mark.parametrize('axis', [1, 2, 3], ids=['frames', 'rows', 'columns'])
-def test_positions_matter_on_every_axis(axis):
-  """Permuting frames, rows or columns of the input does not just permute the output: 3-D RoPE
-  gives every axis a position (a model blind to one axis would be equivariant along it)."""
+@pytest.fixture(scope='module')
+def perturbed_model():
+  """(jitted apply, params with every layer non-zero, x, t) of the tiny model, built once."""
   module = M.build_model(tiny_config(patch_size=(1, 1, 1)))
   x, t = inputs(batch=1)
-  params = module.init(jax.random.key(0), x, t)['params']
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(1), len(leaves))   # zero-init layers made non-zero
-  params = jax.tree.unflatten(treedef, [l + 0.1 * jax.random.normal(k, l.shape)
+
+  @jax.jit
+  def init():
+    params = module.init(jax.random.key(0), x, t)['params']
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))   # zero-init layers made non-zero
+    return jax.tree.unflatten(treedef, [l + 0.1 * jax.random.normal(k, l.shape)
                                         for l, k in zip(leaves, keys)])
+  return jax.jit(module.apply), init(), x, t
+
+
+@pytest.mark.parametrize('axis', [1, 2, 3], ids=['frames', 'rows', 'columns'])
+def test_positions_matter_on_every_axis(axis, perturbed_model):
+  """Permuting frames, rows or columns of the input does not just permute the output: 3-D RoPE
+  gives every axis a position (a model blind to one axis would be equivariant along it)."""
+  apply, params, x, t = perturbed_model
   perm = np.roll(np.arange(x.shape[axis]), 1)
-  apply = jax.jit(module.apply)
   out = apply({'params': params}, x, t)
   out_perm = apply({'params': params}, jnp.take(x, perm, axis), jnp.take(t, perm, axis))
   gap = float(jnp.max(jnp.abs(jnp.take(out, perm, axis) - out_perm)))
