@@ -9,19 +9,12 @@ import os
 import subprocess
 import sys
 
+import local_processes
 import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, KILL_AT = 6, 2
-
-
-def _env(**overrides) -> dict:
-  """The subprocess's environment: this checkout first on PYTHONPATH, so it imports the maskvid
-  under test, not an editable install of another checkout (which a `sys.path` insert in the
-  script comes too late for once anything has imported maskvid)."""
-  path = os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH', '')) if p)
-  return dict(os.environ, PYTHONPATH=path, **overrides)
 
 
 def tiny_config():
@@ -107,14 +100,8 @@ def _scenarios(tmp: str) -> dict:
 
 
 def test_subprocess_imports_this_checkout(tmp_path, monkeypatch):
-  other = tmp_path / 'other_checkout'
-  (other / 'maskvid').mkdir(parents=True)
-  (other / 'maskvid' / '__init__.py').write_text('')
-  monkeypatch.setenv('PYTHONPATH', str(other))   # another maskvid on the path already
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--which'], env=_env(),
-                        cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert proc.stdout.strip().splitlines()[-1] == os.path.join(ROOT, 'maskvid', '__init__.py')
+  local_processes.assert_script_imports_this_checkout(os.path.abspath(__file__), tmp_path,
+                                                     monkeypatch)
 
 
 def test_training_evaluates_the_ema_params(tmp_path, monkeypatch):
@@ -146,7 +133,7 @@ def test_training_evaluates_the_ema_params(tmp_path, monkeypatch):
 @pytest.fixture(scope='module')
 def report(tmp_path_factory):
   tmp = str(tmp_path_factory.mktemp('loop'))
-  env = _env(JAX_PLATFORMS='cpu',
+  env = local_processes.checkout_env(JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_backend_optimization_level=0',
              JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, 'xla_cache'),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',

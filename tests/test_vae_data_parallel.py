@@ -17,23 +17,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _env(**overrides) -> dict:
-  """The subprocesses' environment: this checkout first on PYTHONPATH, so they import the
-  maskvid under test, not an editable install of another checkout (which a `sys.path` insert
-  in the script comes too late for once anything has imported maskvid)."""
-  path = os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH', '')) if p)
-  return dict(os.environ, PYTHONPATH=path, **overrides)
-
-
 def test_subprocesses_import_this_checkout(tmp_path, monkeypatch):
-  other = tmp_path / 'other_checkout'
-  (other / 'maskvid').mkdir(parents=True)
-  (other / 'maskvid' / '__init__.py').write_text('')
-  monkeypatch.setenv('PYTHONPATH', str(other))   # another maskvid on the path already
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--which'], env=_env(),
-                        cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert proc.stdout.strip().splitlines()[-1] == os.path.join(ROOT, 'maskvid', '__init__.py')
+  local_processes.assert_script_imports_this_checkout(os.path.abspath(__file__), tmp_path,
+                                                     monkeypatch)
 
 
 def _train(workdir: str, steps: int) -> dict:
@@ -61,7 +47,7 @@ def _all_reduces_per_step(c) -> int:
 
 def _run(devices: int, workdir: str, steps: int) -> dict:
   flags = os.environ.get('XLA_FLAGS', '')
-  env = _env(JAX_PLATFORMS='cpu',
+  env = local_processes.checkout_env(JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count={devices}'.strip())
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), workdir, str(steps)],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -96,7 +82,7 @@ def test_two_devices_match_one_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_batch_must_split_over_devices(tmp_path):
-  env = _env(JAX_PLATFORMS='cpu',
+  env = local_processes.checkout_env(JAX_PLATFORMS='cpu',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         ' --xla_force_host_platform_device_count=3').strip())
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(tmp_path / 'w'), '2'],
@@ -110,7 +96,7 @@ def test_two_processes_train_one_replicated_model(tmp_path):
   """2 processes x 1 CPU device over jax.distributed: each loads its half of every batch, and
   both end with the same parameters (independent per-process training would diverge)."""
   port = local_processes.free_port()
-  env = _env(JAX_PLATFORMS='cpu',
+  env = local_processes.checkout_env(JAX_PLATFORMS='cpu',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         ' --xla_force_host_platform_device_count=1').strip())
   env.pop('MASKVID_DISTRIBUTED', None)
