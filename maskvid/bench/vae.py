@@ -4,21 +4,20 @@ Usage:
   python -m maskvid.bench.vae                       # tiny (4x) and pretrain-shaped (8x) variants
   python -m maskvid.bench.vae --batch=16 --steps=5 --size=32
 
-Prints one table: variant, params, compile seconds, train-step seconds, train frames/s, and
-encode frames/s (posterior mean only, as the latent cache runs it).
+Prints one table: variant, params, compile seconds, train-step seconds, train frames/s, encode
+frames/s (posterior mean only, as the latent cache runs it) and the step's compiled memory per
+device (`bench.common.compiled_memory`).
 """
 import time
 
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from configs import default
-from maskvid import optim
+from maskvid.bench import common
 from maskvid.vae import cache
-from maskvid.vae import model as vae_model
 from maskvid.vae import train
 
 FLAGS = flags.FLAGS
@@ -37,22 +36,27 @@ VARIANTS = {
 }
 
 
-def bench(spec, batch: int, size: int, steps: int) -> dict:
+def _config(spec, batch: int, size: int):
   c = default.get_config()
-  module = vae_model.AutoencoderKL(*spec)
-  tx = optim.adam_direction(c.vae.train)
-  state = train.init_state(module, tx, jax.random.key(0, impl='rbg'), (size, size, 3))
-  step = train.make_train_step(module, tx, c.vae)
-  frames = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, 1, size, size, 3)),
-                       jnp.float32)
-  lr = jnp.float32(1e-3)
+  (c.vae.latent_channels, c.vae.base_channels, c.vae.channel_multipliers, c.vae.num_res_blocks,
+   c.vae.norm_groups, c.vae.mid_attention, c.vae.linear_skip) = spec
+  c.data.resolution, c.vae.train.batch_size = size, batch
+  return c
+
+
+def bench(spec, batch: int, size: int, steps: int) -> dict:
+  """The VAE stage's own sharded step (`vae.train.make_trainer`) and the cache's encoder."""
+  module, trainer = train.make_trainer(_config(spec, batch, size))
+  state = trainer.init(0)
+  frames = np.random.default_rng(0).uniform(-1, 1, (batch, 1, size, size, 3)).astype(np.float32)
+  frames = trainer.put_batch(frames)
   t = time.perf_counter()
-  state, m = step(state, frames, jax.random.key(0), lr)
+  state, m = trainer.step(state, frames)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t
   t = time.perf_counter()
-  for i in range(steps):
-    state, m = step(state, frames, jax.random.key(i), lr)
+  for _ in range(steps):
+    state, m = trainer.step(state, frames)
   jax.block_until_ready(m)
   step_s = (time.perf_counter() - t) / steps
   encode = cache.posterior_mean_encoder(module)
@@ -62,8 +66,10 @@ def bench(spec, batch: int, size: int, steps: int) -> dict:
     out = encode(state.params, frames)
   jax.block_until_ready(out)
   enc_s = (time.perf_counter() - t) / steps
-  return {'params': sum(x.size for x in jax.tree.leaves(state.params)), 'compile_s': compile_s,
-          'step_s': step_s, 'train_fps': batch / step_s, 'encode_fps': batch / enc_s}
+  memory = common.compiled_memory(trainer.lower().compile()) or {'total': float('nan')}
+  return {'params': trainer.num_params, 'compile_s': compile_s, 'step_s': step_s,
+          'train_fps': batch / step_s, 'encode_fps': batch / enc_s,
+          'step_mib': memory['total'] / 2 ** 20}
 
 
 def main(argv):
@@ -71,11 +77,11 @@ def main(argv):
   print(f'device: {jax.devices()[0].device_kind}, batch {FLAGS.batch} frames of '
         f'{FLAGS.size}x{FLAGS.size}')
   print(f"{'variant':<24} {'params':>9} {'compile s':>10} {'step s':>8} {'train fr/s':>11} "
-        f"{'encode fr/s':>12}")
+        f"{'encode fr/s':>12} {'step MiB/dev':>13}")
   for name, spec in VARIANTS.items():
     r = bench(spec, FLAGS.batch, FLAGS.size, FLAGS.steps)
     print(f"{name:<24} {r['params']:>9,} {r['compile_s']:>10.1f} {r['step_s']:>8.3f} "
-          f"{r['train_fps']:>11.1f} {r['encode_fps']:>12.1f}", flush=True)
+          f"{r['train_fps']:>11.1f} {r['encode_fps']:>12.1f} {r['step_mib']:>13.1f}", flush=True)
 
 
 if __name__ == '__main__':
