@@ -25,7 +25,13 @@ SKIPPED = {
     'make test': 'the suite this test belongs to',
     'make test-fast': 'the unit tier of this suite',
     'tensorboard': 'a viewer, not part of maskvid',
-    'python -m maskvid.bench.': 'benchmarks: long timed runs (`make bench`), not checks',
+    'python -m maskvid.bench.vae': 'five VAE variants, five compiles (~2 min); its step is the '
+                                   "VAE stage's, run by the VAE tests",
+    'python -m maskvid.bench.layouts': 'nine mesh x remat compiles; the layouts run in '
+                                       'tests/test_train_sharded.py',
+    'python -m maskvid.bench.ladder': 'trains the reference model three times (hours)',
+    'python -m maskvid.bench.vae_heldout': 'needs a trained VAE (DIR/vae) and 256 fresh scenes',
+    'python -m maskvid.bench.long_video': 'needs the trained demo run (runs/demo)',
     'bash maskvid/bench/gpu_check.sh': 'needs an NVIDIA GPU',
     '.venv/bin/pip install': 'installs accelerator wheels (no network in tests)',
     '.venv/bin/python -m maskvid.aot': 'compiles the 457M model for a pod (~3.5 min a '
@@ -34,6 +40,14 @@ SKIPPED = {
 # The task commands run verbatim in tests/test_tasks_e2e.py on a random-weights workdir; the
 # interpolate line of the own-videos block runs here on the model that block trained.
 TASKS_ELSEWHERE = 'python -m maskvid.tasks.'
+
+# Benchmarks run here, with their step / clip / repeat counts lowered (appended flags).
+BENCH_LOWERED = {
+    'python -m maskvid.bench.data': ('--num_clips=4', '--frames=4', '--loader_batches=2',
+                                     '--videos=1'),
+    'python -m maskvid.bench.train_step': ('--steps=1', '--warmup=0'),
+    'python -m maskvid.bench.sampler': ('--steps=2', '--repeats=1'),
+}
 
 # Appended to `python -m maskvid.main` lines: step and clip counts only.
 LOWERED = ('--config.vae.train.steps=2', '--config.train.steps=2', '--config.train.log_every=1',
@@ -64,12 +78,19 @@ def _skip_reason(command: str) -> str | None:
   return None
 
 
+def _bench_flags(command: str):
+  for prefix, flags in BENCH_LOWERED.items():
+    if command == prefix or command.startswith(prefix + ' '):
+      return flags
+  return None
+
+
 def test_every_readme_command_is_run_or_skipped_for_a_reason():
   commands = readme_commands()
   assert len(commands) >= 15
   unclassified = [c for _, c in commands
                   if _skip_reason(c) is None and not c.startswith(TASKS_ELSEWHERE)
-                  and not c.startswith('python -m maskvid.main')]
+                  and not c.startswith('python -m maskvid.main') and _bench_flags(c) is None]
   assert not unclassified, unclassified
   own = [c for h, c in commands if h == 'Train on your own videos']
   assert own[0].startswith('python -m maskvid.main') and '/path/to/mp4s' in own[0]
@@ -127,3 +148,18 @@ def test_train_on_your_own_videos_runs_as_written(tmp_path):
   _run(interpolate, str(tmp_path), ('--num_steps=1',))
   video = imageio.mimread(str(tmp_path / 'mid.mp4'))
   assert len(video) >= 3 and video[0].shape == (32, 32, 3)
+
+
+@pytest.mark.slow
+def test_the_cheap_benchmarks_run_as_written(tmp_path):
+  """The README's data, train-step and sampler benchmark lines, counts lowered: each prints its
+  table."""
+  cwd = _checkout_like(tmp_path)
+  ran = []
+  for _, command in readme_commands():
+    flags = _bench_flags(command)
+    if flags is not None:
+      out = _run(command, cwd, flags).stdout
+      assert len(out.splitlines()) >= 3, (command, out)
+      ran.append(command.split()[2])
+  assert ran == ['maskvid.bench.data', 'maskvid.bench.train_step', 'maskvid.bench.sampler']
