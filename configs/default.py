@@ -250,10 +250,14 @@ def get_config():
   # (gt_depth.npy) | 'gt:FILE' (FILE in each scene folder) | 'plane' | 'net:DIR' |
   # 'external:PATH' | 'depth_anything:FILE'; an estimate is aligned to the scene's poses
   # (`posed.align`), a depth file is used as given. checkpoint: the trained run ('' = workdir).
+  # posed_long_paths: the nvs case keeps every target of the scene's path (False: subsampled
+  # evenly to the clip length) and the generative rows complete a longer one window by window
+  # (`eval.posed_long`: the long-video planner, sliding, as the nvs command).
   c.eval.posed_dir = ''
   c.eval.posed_format = ''
   c.eval.posed_num_context = 0
   c.eval.posed_depth = 'auto'
+  c.eval.posed_long_paths = False
   c.eval.checkpoint = ''
 
   # Monocular depth network (maskvid/depth): a small conv U-Net trained on the synthetic frames.

@@ -264,3 +264,60 @@ def test_estimated_depth_is_aligned_to_the_scene(posed_dir, tmp_path, monkeypatc
   assert posed.resolve_depth('auto', other, str(tmp_path)) == f'net:{tmp_path}/depth'
   with pytest.raises(ValueError, match='posed_depth'):
     posed.scene_depth('midas:x', scene, folder, [0], (H, W), {})
+
+
+def test_long_paths_complete_every_target_window_by_window(tmp_path, monkeypatch):
+  """A scene of 2x the clip's frames with eval.posed_long_paths: every target is scored, the
+  windows (long_video.plan, sliding) cover every target once, window 0's given frame is the
+  input view, and frames given as context to a later window come back exactly; the trivial rows
+  answer the whole path. With posed_long_paths False the path is subsampled as before."""
+  folder = tmp_path / 'posed' / 'long'
+  export.export_synthetic(str(folder), 'nerfstudio', SEED, 'test', 2 * T, H, W, num_points=50,
+                          num_context=1)
+  scene, _ = posed.read_posed_scene(str(folder))
+  assert posed.scene_cases(scene, ('nvs',), (H, W), T)['nvs'].scene_ids == (0, 1, 4, 7)
+  assert posed.scene_cases(scene, ('nvs',), (H, W), T, long_paths=True)['nvs'].scene_ids == (
+      tuple(range(2 * T)))
+  c = _config(str(tmp_path / 'posed'))
+  c.eval.tasks, c.eval.methods = ('nvs',), ('nearest_fill', 'temporal_nearest', 'ours')
+  c.eval.posed_long_paths = True
+  captured, calls = {}, []
+  _stand_ins(monkeypatch, captured)
+  complete_rows = methods_lib.complete_rows
+
+  def capture(fn, name, inputs, *a, **k):
+    out = complete_rows(fn, name, inputs, *a, **k)
+    calls.append((k['seed'], inputs[''].frames, inputs[''].known_px, out[name][0]))
+    return out
+  monkeypatch.setattr(methods_lib, 'complete_rows', capture)
+  out = posed.evaluate_posed(c, str(tmp_path))
+  [entry] = out['scenes']
+  case = entry['cases']['nvs']
+  assert case['scene_ids'] == list(range(2 * T))
+  assert case['scored_frames'] == list(range(1, 2 * T))
+  windows = case['windows']
+  assert [w['frames'] for w in windows] == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]]
+  assert sorted(f for w in windows for f in w['new']) == list(range(1, 2 * T))
+  assert [s for s, *_ in calls] == [c.seed + j for j in range(len(windows))]
+  [(_, (preds, tasks, _))] = captured['nvs']
+  assert tasks[0].frames == tuple(range(1, 2 * T))
+  gt, ours = preds['ground_truth'][0], preds['ours'][0]
+  assert preds['nearest_fill'].shape == preds['temporal_nearest'].shape == (1, 2 * T, H, W, 3)
+  # Window 0: the input view is its given frame (and comes back exactly).
+  _, frames0, known0, out0 = calls[0]
+  assert known0[0, 0].all() and not known0[0, 1:].all()
+  np.testing.assert_array_equal(frames0[0, 0], gt[0])
+  np.testing.assert_array_equal(ours[0], gt[0])
+  for w, (_, frames, known, win_out) in zip(windows, calls):
+    for k, t in enumerate(w['frames']):
+      if t in w['new']:   # the window's completion is the row's frame
+        np.testing.assert_array_equal(ours[t], win_out[k])
+      else:               # context: given in full, exactly the finished frame, back exactly
+        assert known[0, k].all()
+        np.testing.assert_array_equal(frames[0, k], ours[t])
+        np.testing.assert_array_equal(win_out[k], ours[t])
+  targets = metrics.finite_mean(np.asarray(metrics.psnr(ours[1:], gt[1:])))
+  assert entry['metrics']['nvs']['ours']['psnr'] == pytest.approx(targets, abs=1e-3)
+  for row in ('nearest_fill', 'temporal_nearest', 'ours'):
+    assert np.isfinite(out['summary'][row]['nvs/psnr']), row
+  assert out['info']['nvs long paths'] and any('posed_long_paths' in n for n in out['notes'])

@@ -5,7 +5,8 @@ scene, one `<seq>.txt` per RealEstate10K sequence; posed_format '' = detected pe
   1. `maskvid.posed.read_scene` (posed_num_context picks the SEVA split file), frames loaded;
   2. the protocol's cases at the trained run's resolution and clip length
      (`posed.protocol.nvs_case` with clip_length - 1 targets, `interpolate_case` with
-     clip_length - 2 frames between the endpoints);
+     clip_length - 2 frames between the endpoints); with posed_long_paths the nvs case keeps
+     every target and runs window by window (`eval.posed_long`);
   3. depth of the cases' frames (`scene_depth`): a depth file in the scene folder as given
      ('gt', 'gt:FILE'; 'auto' takes gt_depth.npy when there), else a monocular estimate
      ('plane', 'net:DIR', 'external:PATH', 'depth_anything:FILE'; 'auto': CHECKPOINT/depth,
@@ -37,6 +38,7 @@ from maskvid import pictures
 from maskvid import workdir as workdir_lib
 from maskvid.depth import external as depth_external
 from maskvid.eval import methods as methods_lib
+from maskvid.eval import posed_long
 from maskvid.eval import posed_report
 from maskvid.eval import run as run_lib
 from maskvid.eval import scoring
@@ -186,9 +188,11 @@ def scene_depth(spec: str, scene, folder: str, ids, size, estimators: dict, seed
 
 
 # ------------------------------------------------------------------------------------ cases
-def scene_cases(scene, tasks, size, clip_length: int, depth=None) -> dict:
-  """{task: posed.protocol.Case} at the model's size and clip length."""
-  makers = {'nvs': lambda d: posed_protocol.nvs_case(scene, size, clip_length - 1, depth=d),
+def scene_cases(scene, tasks, size, clip_length: int, depth=None, long_paths=False) -> dict:
+  """{task: posed.protocol.Case} at the model's size and clip length (long_paths: the nvs case
+  holds every target, however many)."""
+  targets = None if long_paths else clip_length - 1
+  makers = {'nvs': lambda d: posed_protocol.nvs_case(scene, size, targets, depth=d),
             'interpolate': lambda d: posed_protocol.interpolate_case(scene, size,
                                                                      clip_length - 2, depth=d)}
   return {t: makers[t](depth) for t in tasks}
@@ -197,16 +201,17 @@ def scene_cases(scene, tasks, size, clip_length: int, depth=None) -> dict:
 def load_scene(config, name: str, folder: str, size, clip_length: int, checkpoint: str,
                estimators: dict) -> tuple:
   """(cases {task: Case}, entry: the scene's results.json record without scores)."""
-  tasks = tuple(config.eval.tasks)
+  tasks, long_paths = tuple(config.eval.tasks), bool(config.eval.posed_long_paths)
   scene, fmt = read_posed_scene(folder, config.eval.posed_format, config.eval.posed_num_context)
   try:
-    ids = [i for c in scene_cases(scene, tasks, size, clip_length).values() for i in c.scene_ids]
+    ids = [i for c in scene_cases(scene, tasks, size, clip_length, long_paths=long_paths).values()
+           for i in c.scene_ids]
   except ValueError as e:
     raise ValueError(f'scene {folder}: {e}') from e
   spec = resolve_depth(config.eval.posed_depth, folder, checkpoint)
   depth, depth_info = scene_depth(spec, scene, folder, ids, size, estimators,
                                   seed=int(config.seed))
-  cases = scene_cases(scene, tasks, size, clip_length, depth)
+  cases = scene_cases(scene, tasks, size, clip_length, depth, long_paths)
   first = cases[tasks[0]].scene_ids[0]
   views = depth_info.get('views', {})
   entry = {'name': name, 'path': folder, 'format': fmt, 'frames': len(scene),
@@ -218,6 +223,11 @@ def load_scene(config, name: str, folder: str, size, clip_length: int, checkpoin
                              view=int(first)),
            'cases': {t: {'scene_ids': [int(i) for i in c.scene_ids],
                          'scored_frames': list(c.scored_frames)} for t, c in cases.items()}}
+  for t, c in cases.items():   # the windows a case longer than the clip runs in
+    if len(c.scene_ids) > clip_length:
+      entry['cases'][t]['windows'] = [
+          {'frames': list(w.frames), 'new': list(w.new)}
+          for w in posed_long.windows(len(c.scene_ids), clip_length, c.known_frames)]
   return cases, entry
 
 
@@ -258,15 +268,20 @@ def _check(config) -> tuple:
 
 def run_cases(config, task: str, cases: list, codec, samplers, rows) -> tuple:
   """Every row of `task` on `cases` (batched by shape): (preds {row: [S, T, h, w, 3]} per
-  case, tasks, clips), in the order of `cases`."""
+  case, tasks, clips), in the order of `cases`. Cases longer than the model's clip run window
+  by window (`posed_long.run_long`)."""
   by_shape = {}
   for i, c in enumerate(cases):
     by_shape.setdefault(c.rgb.shape, []).append(i)
   preds, tasks, clips = [None] * len(cases), [None] * len(cases), [None] * len(cases)
   for idx in by_shape.values():
     group = [posed_protocol.case_clip(cases[i]) for i in idx]
-    out, task_list, _ = run_lib.run_task(config, task, group, codec, samplers, rows,
-                                         seed=int(config.seed))
+    if len(cases[idx[0]].scene_ids) > int(config.data.clip_length):
+      out, task_list, _ = posed_long.run_long(config, task, group, cases[idx[0]].known_frames,
+                                              codec, samplers, rows)
+    else:
+      out, task_list, _ = run_lib.run_task(config, task, group, codec, samplers, rows,
+                                           seed=int(config.seed))
     for j, i in enumerate(idx):
       if task_list[j].frames != cases[i].scored_frames:
         raise AssertionError(f'{task}: scored frames {task_list[j].frames} != the case\'s '
@@ -325,6 +340,8 @@ def evaluate_posed(config, workdir: str) -> dict[str, Any]:
   notes.append('Reproj and Chamfer use each scene\'s depth of every clip frame: its depth file '
                + (f"(the others), else the aligned estimate ({', '.join(estimated)})."
                   if estimated else '(every scene has one).'))
+  if config.eval.posed_long_paths and 'nvs' in tasks:
+    notes.append(posed_long.note(clip_length))
   nets = run_lib.load_nets(config, notes)
   codec = codec_lib.LatentCodec.load(stage_dir(config, checkpoint, 'vae'),
                                      stage_dir(config, checkpoint, 'latents'))

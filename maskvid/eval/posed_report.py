@@ -5,7 +5,8 @@ Layout (what `evaluate_posed` fills; the synthetic eval's, with the benchmark as
   results['summary'][row]['task/metric']           the headline numbers (SUMMARY metrics)
   results['scenes'] = [{name, path, format, split_file, context_ids, target_ids, depth,
     alignment {view, method, residual, inlier_fraction, ...}, cases {task: {scene_ids,
-    scored_frames}}, metrics {task: {row: {metric: value}}}}]
+    scored_frames, windows (a case longer than the clip: [{frames, new}], clip positions)}},
+    metrics {task: {row: {metric: value}}}}]
   results['info'], ['notes'], ['sample'] (the sampler settings), ['pictures'] {task: png}.
 """
 from __future__ import annotations
@@ -68,6 +69,7 @@ def header(config, checkpoint: str, rows, notes: list, entries: list, size, clip
                    'split N': int(config.eval.posed_num_context) or 'the one file there is',
                    'scenes': len(entries), 'depth': config.eval.posed_depth,
                    'model size': f'{size[0]}x{size[1]}', 'clip length': int(clip_length),
+                   'nvs long paths': bool(config.eval.posed_long_paths),
                    'trained run': checkpoint,
                    'sample steps': int(config.sample.num_steps),
                    'samples per mean': int(config.eval.num_samples)}}
