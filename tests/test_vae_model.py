@@ -68,7 +68,7 @@ def test_from_config_matches_config_and_json_lists():
 
 def test_bad_inputs_raise_clear_errors():
   vae = model.AutoencoderKL(4, 8, (1, 2), 1, 4)
-  params = vae.init(jax.random.key(0, impl='rbg'), jnp.zeros((1, 1, 8, 8, 3)))
+  params = jax.jit(vae.init)(jax.random.key(0, impl='rbg'), jnp.zeros((1, 1, 8, 8, 3)))
   with pytest.raises(ValueError, match=r'frames must have shape \[B,T,H,W,3\]'):
     vae.apply(params, jnp.zeros((1, 8, 8, 3)), method=vae.encode)
   with pytest.raises(ValueError, match='divisible by the downsample factor 2'):
@@ -77,7 +77,7 @@ def test_bad_inputs_raise_clear_errors():
     vae.apply(params, jnp.zeros((1, 1, 4, 4, 3)), method=vae.decode)
   with pytest.raises(ValueError, match='norm_groups=3'):
     bad = model.AutoencoderKL(4, 8, (1, 2), 1, 3)
-    bad.init(jax.random.key(0, impl='rbg'), jnp.zeros((1, 1, 8, 8, 3)))
+    jax.eval_shape(bad.init, jax.random.key(0, impl='rbg'), jnp.zeros((1, 1, 8, 8, 3)))
 
 
 def test_posterior_sample_uses_the_given_noise():
