@@ -90,8 +90,6 @@ def load_depth_estimator(directory: str) -> UNetDepthEstimator:
   config = workdir.load_config(d, 'depth')
   module = depth_net.from_config(config.depth)
   res = int(config.depth.resolution)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                        jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, res, res, 3))))
+  target = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, res, res, 3)))
   return UNetDepthEstimator(module, checkpoint.restore_subtree(d, 'params', target, 'depth net'),
                             output='log_depth')

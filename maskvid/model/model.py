@@ -275,8 +275,6 @@ def load_for_inference(diffusion_dir: str):
   config = workdir_lib.read_config(config_path)
   module = build_model(config, platform=attention_lib.target_platform(jax.devices()[:1]))
   boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), **example_inputs(config)))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                          nn.unbox(boxed['params']))
-  ema = checkpoint_lib.restore_subtree(diffusion_dir, 'ema_params', abstract, 'diffusion stage')
+  ema = checkpoint_lib.restore_subtree(diffusion_dir, 'ema_params', nn.unbox(boxed['params']),
+                                       'diffusion stage')
   return config, module, ema

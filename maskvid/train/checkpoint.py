@@ -61,7 +61,9 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state,
 
 def restore_subtree(run_dir: str, name: str, abstract, what: str = 'run') -> Any:
   """State field `name` ('params' or 'ema_params') of the newest readable checkpoint of
-  `run_dir`, onto `abstract`'s shardings (orbax partial restore: nothing else is read).
+  `run_dir`, onto `abstract`'s shardings (orbax partial restore: nothing else is read). Leaves
+  of `abstract` without a sharding (e.g. straight from `jax.eval_shape`) go to this process's
+  first device: what inference loads.
 
   Read only. Raises FileNotFoundError naming the directory when there is no checkpoint.
   """
@@ -73,7 +75,10 @@ def restore_subtree(run_dir: str, name: str, abstract, what: str = 'run') -> Any
   if manager.latest_step() is None:
     raise FileNotFoundError(f'no finished checkpoint in {ckpt_dir!r}: train the {what} first '
                             '(or wait for it to write one)')
-  target = {name: abstract}
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = {name: jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, 'sharding', None)
+                                     or device), abstract)}
   args = ocp.args.PyTreeRestore(item=target, partial_restore=True,
                                 restore_args=ocp.checkpoint_utils.construct_restore_args(target))
 

@@ -340,8 +340,5 @@ def load_vae(vae_dir: str):
   config = workdir.load_config(vae_dir, 'VAE')
   module = from_config(config.vae)
   res = int(config.data.resolution)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-      jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, res, res, 3))))
+  target = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, res, res, 3)))
   return module, checkpoint.restore_subtree(vae_dir, 'params', target, 'vae stage')

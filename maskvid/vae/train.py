@@ -102,7 +102,8 @@ def make_trainer(config, mesh=None) -> tuple[vae_model.AutoencoderKL, sharded_li
 
 @functools.lru_cache(maxsize=4)   # one compiled step per setting: resumed runs in one process
 def _sharded_step(module, schedule, loss, batch_shape, mesh, compiler_options):
-  tx = optim.make_optimizer(types.SimpleNamespace(**dict(schedule)), 'config.vae.train')
+  schedule_config = types.SimpleNamespace(**dict(schedule))
+  tx = optim.make_optimizer(schedule_config, 'config.vae.train')
 
   def init_state(seed):
     # rbg keys for init: threefry-based init of every conv compiles ~5x slower on CPU.
@@ -111,8 +112,7 @@ def _sharded_step(module, schedule, loss, batch_shape, mesh, compiler_options):
     return state_lib.create_state(params, tx, jax.random.key(seed), ema=False)
 
   step = state_lib.loss_step(vae_loss_fn(module, *loss), tx,
-                             schedule=optim.make_schedule(types.SimpleNamespace(**dict(schedule)),
-                                                          'config.vae.train'))
+                             schedule=optim.make_schedule(schedule_config, 'config.vae.train'))
   return sharded_lib.ShardedStep(mesh, (), init_state, step,
                                  jax.ShapeDtypeStruct(batch_shape, jnp.float32),
                                  compiler_options=dict(compiler_options))
@@ -120,7 +120,7 @@ def _sharded_step(module, schedule, loss, batch_shape, mesh, compiler_options):
 
 # ----------------------------------------------------------------------------- entry points
 
-def _resume_or_init(config, trainer: sharded_lib.ShardedStep, mgr):
+def _resume_or_init(config, module, trainer: sharded_lib.ShardedStep, mgr):
   """(state, the step it resumed from or None): the newest readable checkpoint, else fresh (or
   config.vae.external_weights) parameters."""
   state = checkpoint.restore_latest(mgr, trainer.abstract_state)
@@ -129,7 +129,6 @@ def _resume_or_init(config, trainer: sharded_lib.ShardedStep, mgr):
     return state, int(state.step)
   state = trainer.init(int(config.seed))
   if config.vae.get('external_weights', ''):
-    module = vae_model.from_config(config.vae)
     params = external.load_safetensors(config.vae.external_weights, module,
                                        int(config.data.resolution))
     logging.info('VAE: starting from external weights %s', config.vae.external_weights)
@@ -208,7 +207,7 @@ def train_vae_on_sources(config, vae_dir: str, sources: Mapping[str, Any]) -> di
   module, trainer = make_trainer(config)
   res = int(config.data.resolution)
   mgr = checkpoint.make_manager(vae_dir, keep=int(tc.get('keep_checkpoints', 2)), async_save=True)
-  state, latest = _resume_or_init(config, trainer, mgr)
+  state, latest = _resume_or_init(config, module, trainer, mgr)
 
   eval_sets = {split: pipeline.eval_frames(src, int(tc.eval_frames), res)
                for split, src in sources.items() if len(src)}
