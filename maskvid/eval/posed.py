@@ -291,32 +291,18 @@ def run_cases(config, task: str, cases: list, codec, samplers, rows) -> tuple:
   return preds, tasks, clips
 
 
-def _score_rows(preds, gt, clips, tasks, rows, nets, num_samples) -> dict:
-  """{row: scoring.score(...)} (the PSNR diagnostics without learned metrics, as in run.py)."""
-  block, cache = {}, {}
-  for r in rows:
-    if r not in preds:
-      block[r] = scoring.nan_scores()
-      continue
-    diagnostic = (r.endswith(methods_lib.ONE_STEP_SUFFIX)
-                  or methods_lib.MEAN_SUFFIX.format(k=num_samples) in r)
-    block[r] = scoring.score(preds[r], gt, clips, tasks, None if diagnostic else nets,
-                             with_images=(r != 'ground_truth'), cache=cache)
-  return block
-
-
 def score_task(config, preds, tasks, clips, rows, nets, entries, task) -> dict:
   """Scores of every row: per scene into entries[s]['metrics'][task], pooled -> returned."""
   k = int(config.eval.num_samples)
   per_clip = scoring.Nets(lpips=nets.lpips, dists=nets.dists)   # FVD needs >= 2 clips
   for s, entry in enumerate(entries):
-    block = _score_rows(preds[s], preds[s]['ground_truth'], [clips[s]], [tasks[s]], rows,
-                        per_clip, k)
+    block = run_lib.score_rows(preds[s], preds[s]['ground_truth'], [clips[s]], [tasks[s]],
+                               rows, per_clip, k)
     entry.setdefault('metrics', {})[task] = posed_report.scene_scores(block)
   shapes = {p['ground_truth'].shape for p in preds}
   if len(shapes) == 1:
     stacked = {r: np.concatenate([p[r] for p in preds]) for r in preds[0]}
-    return _score_rows(stacked, stacked['ground_truth'], clips, tasks, rows, nets, k)
+    return run_lib.score_rows(stacked, stacked['ground_truth'], clips, tasks, rows, nets, k)
   return posed_report.weighted_block(entries, task, rows,
                                      [len(t.frames) for t in tasks])
 

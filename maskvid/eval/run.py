@@ -161,13 +161,8 @@ def run_task(config, task_name, task_clips, codec, samplers, rows, *, seed: int,
   return {r: p for r, p in preds.items() if r in rows}, task_list, inputs
 
 
-def _score_task(config, split, task_name, preds, task_list, inputs, task_clips, task_origin,
-                rows, nets, results, eval_dir) -> dict:
-  """Scores every row of one split/task, adds its notes, info and picture grid to `results`;
-  returns {row: scores}."""
-  num_samples = int(config.eval.num_samples)
-  notes = results['notes']
-  gt = preds['ground_truth']
+def score_rows(preds, gt, clips, task_list, rows, nets, num_samples: int) -> dict:
+  """{row: scoring.score(...)} of every row (NaN scores for a row without predictions)."""
   block, net_cache = {}, {}
   for r in rows:
     if r in preds:
@@ -175,11 +170,21 @@ def _score_task(config, split, task_name, preds, task_list, inputs, task_clips, 
       # diagnostic of what the model knows.
       diagnostic = (r.endswith(methods_lib.ONE_STEP_SUFFIX)
                     or methods_lib.MEAN_SUFFIX.format(k=num_samples) in r)
-      block[r] = scoring.score(preds[r], gt, task_clips, task_list,
-                               None if diagnostic else nets,
+      block[r] = scoring.score(preds[r], gt, clips, task_list, None if diagnostic else nets,
                                with_images=(r != 'ground_truth'), cache=net_cache)
     else:
       block[r] = scoring.nan_scores()
+  return block
+
+
+def _score_task(config, split, task_name, preds, task_list, inputs, task_clips, task_origin,
+                rows, nets, results, eval_dir) -> dict:
+  """Scores every row of one split/task, adds its notes, info and picture grid to `results`;
+  returns {row: scores}."""
+  notes = results['notes']
+  gt = preds['ground_truth']
+  block = score_rows(preds, gt, task_clips, task_list, rows, nets,
+                     int(config.eval.num_samples))
   results['metrics'][split][task_name] = block
   x = inputs['']
   frac = float(np.mean([t.hole[list(t.frames)].mean() for t in task_list]))
